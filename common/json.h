@@ -1,0 +1,16 @@
+/* JSON string escaping for log lines and `inspect --json`. */
+#ifndef SLUICE_COMMON_JSON_H
+#define SLUICE_COMMON_JSON_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+/*
+ * sluice_json_append_string appends s as a quoted JSON string. Valid UTF-8
+ * passes through; control characters are escaped; each byte of invalid UTF-8
+ * becomes \u00XX so no input byte is lost silently.
+ */
+void sluice_json_append_string(sluice_buf *b, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,213 @@
+/* Store backends: where segment files live. Capture and apply see only this API. */
+#include "backend.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_file.h"
+#include "backend_ops.h"
+#include "log.h"
+
+struct sluice_store {
+	const sluice_store_ops *ops; /* borrowed, static */
+	void *state;                 /* owned by ops */
+	char *location;              /* owned */
+};
+
+struct sluice_segment {
+	const sluice_store_ops *ops;
+	void *handle; /* owned by ops */
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+};
+
+struct sluice_store_watch {
+	const sluice_store_ops *ops;
+	void *handle; /* owned by ops */
+};
+
+bool
+sluice_store_open(const char *spec, sluice_store **out)
+{
+	const sluice_store_ops *ops = &sluice_backend_file_ops;
+	const char *location = spec;
+	if (strncmp(spec, "file://", 7) == 0)
+		location = spec + 7;
+	else if (strstr(spec, "://") != NULL) {
+		sluice_log_error("unsupported store \"%s\": only local directories (PATH or "
+				 "file://PATH) are supported",
+				 spec);
+		return false;
+	}
+	if (location[0] == '\0') {
+		sluice_log_error("store location is empty");
+		return false;
+	}
+	sluice_store *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		abort();
+	s->ops = ops;
+	s->location = strdup(location);
+	if (s->location == NULL)
+		abort();
+	if (!ops->open(location, &s->state)) {
+		free(s->location);
+		free(s);
+		return false;
+	}
+	*out = s;
+	return true;
+}
+
+void
+sluice_store_close(sluice_store *store)
+{
+	if (store == NULL)
+		return;
+	store->ops->close(store->state);
+	free(store->location);
+	free(store);
+}
+
+const char *
+sluice_store_location(const sluice_store *store)
+{
+	return store->location;
+}
+
+bool
+sluice_store_valid_stream_name(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0 || len > 128 || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+void
+sluice_store_segment_name(uint64_t first_txseq, char out[SLUICE_SEGMENT_NAME_SIZE])
+{
+	snprintf(out, SLUICE_SEGMENT_NAME_SIZE, "%016" PRIx64 ".seg", first_txseq);
+}
+
+bool
+sluice_store_list(sluice_store *store, const char *stream, uint64_t **firsts, size_t *n,
+		  size_t *strays)
+{
+	size_t ignored = 0;
+	return store->ops->list(store->state, stream, firsts, n, strays ? strays : &ignored);
+}
+
+bool
+sluice_store_segment_open(sluice_store *store, const char *stream, uint64_t first_txseq,
+			  bool writable, bool create, sluice_segment **out)
+{
+	sluice_segment *seg = calloc(1, sizeof(*seg));
+	if (seg == NULL)
+		abort();
+	seg->ops = store->ops;
+	sluice_store_segment_name(first_txseq, seg->name);
+	if (!store->ops->segment_open(store->state, stream, seg->name, writable, create,
+				      &seg->handle)) {
+		free(seg);
+		return false;
+	}
+	*out = seg;
+	return true;
+}
+
+bool
+sluice_store_segment_remove(sluice_store *store, const char *stream, uint64_t first_txseq)
+{
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	sluice_store_segment_name(first_txseq, name);
+	return store->ops->segment_remove(store->state, stream, name);
+}
+
+const char *
+sluice_segment_name(const sluice_segment *seg)
+{
+	return seg->name;
+}
+
+bool
+sluice_segment_size(sluice_segment *seg, uint64_t *size)
+{
+	return seg->ops->segment_size(seg->handle, size);
+}
+
+bool
+sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t len, size_t *got)
+{
+	return seg->ops->segment_read(seg->handle, off, buf, len, got);
+}
+
+bool
+sluice_segment_append(sluice_segment *seg, const void *data, size_t len)
+{
+	return seg->ops->segment_append(seg->handle, data, len);
+}
+
+bool
+sluice_segment_sync(sluice_segment *seg)
+{
+	return seg->ops->segment_sync(seg->handle);
+}
+
+bool
+sluice_segment_truncate(sluice_segment *seg, uint64_t size)
+{
+	return seg->ops->segment_truncate(seg->handle, size);
+}
+
+bool
+sluice_segment_seal(sluice_segment *seg)
+{
+	return seg->ops->segment_seal(seg->handle);
+}
+
+void
+sluice_segment_close(sluice_segment *seg)
+{
+	if (seg == NULL)
+		return;
+	seg->ops->segment_close(seg->handle);
+	free(seg);
+}
+
+bool
+sluice_store_watch_open(sluice_store *store, const char *stream, sluice_store_watch **out)
+{
+	sluice_store_watch *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		abort();
+	w->ops = store->ops;
+	if (!store->ops->watch_open(store->state, stream, &w->handle)) {
+		free(w);
+		return false;
+	}
+	*out = w;
+	return true;
+}
+
+int
+sluice_store_watch_wait(sluice_store_watch *watch, int timeout_ms)
+{
+	return watch->ops->watch_wait(watch->handle, timeout_ms);
+}
+
+void
+sluice_store_watch_close(sluice_store_watch *watch)
+{
+	if (watch == NULL)
+		return;
+	watch->ops->watch_close(watch->handle);
+	free(watch);
+}

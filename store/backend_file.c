@@ -1,0 +1,412 @@
+/* Local-directory store backend: STORE/STREAM/<first txseq>.seg files. */
+#include "backend_file.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+typedef struct file_store {
+	char *root; /* owned */
+} file_store;
+
+typedef struct file_segment {
+	int fd;
+	bool writable;
+	char path[PATH_MAX + 64];
+} file_segment;
+
+typedef struct file_watch {
+	int fd;            /* inotify descriptor */
+	int stream_wd;     /* watch on the stream directory, or -1 until it exists */
+	char dir[PATH_MAX];
+	char name[256];    /* stream name, to recognise its creation in the root */
+} file_watch;
+
+/* file_fsync_dir makes directory entries under path durable. */
+static bool
+file_fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		sluice_log_error("could not open directory \"%s\": %m", path);
+		return false;
+	}
+	bool ok = fsync(fd) == 0;
+	if (!ok)
+		sluice_log_error("could not fsync directory \"%s\": %m", path);
+	close(fd);
+	return ok;
+}
+
+static bool
+file_open(const char *location, void **state)
+{
+	if (mkdir(location, 0755) != 0 && errno != EEXIST) {
+		sluice_log_error("could not create store directory \"%s\": %m", location);
+		return false;
+	}
+	struct stat st;
+	if (stat(location, &st) != 0) {
+		sluice_log_error("could not open store \"%s\": %m", location);
+		return false;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		sluice_log_error("store \"%s\" is not a directory", location);
+		return false;
+	}
+	file_store *fs = calloc(1, sizeof(*fs));
+	if (fs == NULL)
+		abort();
+	fs->root = strdup(location);
+	if (fs->root == NULL)
+		abort();
+	*state = fs;
+	return true;
+}
+
+static void
+file_close(void *state)
+{
+	file_store *fs = state;
+	if (fs == NULL)
+		return;
+	free(fs->root);
+	free(fs);
+}
+
+/* file_parse_name accepts exactly 16 lowercase hex digits followed by ".seg". */
+static bool
+file_parse_name(const char *name, uint64_t *first)
+{
+	if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
+		return false;
+	uint64_t v = 0;
+	for (int i = 0; i < 16; i++) {
+		char c = name[i];
+		int d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else
+			return false;
+		v = (v << 4) | (uint64_t)d;
+	}
+	*first = v;
+	return true;
+}
+
+static int
+file_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static bool
+file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t *strays)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	*firsts = NULL;
+	*n = 0;
+	*strays = 0;
+	DIR *d = opendir(dir);
+	if (d == NULL) {
+		if (errno == ENOENT)
+			return true;
+		sluice_log_error("could not open stream directory \"%s\": %m", dir);
+		return false;
+	}
+	size_t cap = 0;
+	uint64_t *list = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		uint64_t first;
+		if (!file_parse_name(de->d_name, &first)) {
+			(*strays)++;
+			continue;
+		}
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			uint64_t *p = realloc(list, cap * sizeof(*p));
+			if (p == NULL)
+				abort();
+			list = p;
+		}
+		list[(*n)++] = first;
+	}
+	closedir(d);
+	if (*n > 1)
+		qsort(list, *n, sizeof(*list), file_cmp_u64);
+	*firsts = list;
+	return true;
+}
+
+static bool
+file_segment_open(void *state, const char *stream, const char *name, bool writable, bool create,
+		  void **out)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	file_segment *seg = calloc(1, sizeof(*seg));
+	if (seg == NULL)
+		abort();
+	seg->fd = -1;
+	seg->writable = writable;
+	snprintf(seg->path, sizeof(seg->path), "%s/%s", dir, name);
+
+	if (create) {
+		if (mkdir(dir, 0755) == 0) {
+			if (!file_fsync_dir(fs->root))
+				goto fail;
+		} else if (errno != EEXIST) {
+			sluice_log_error("could not create stream directory \"%s\": %m", dir);
+			goto fail;
+		}
+		seg->fd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+		if (seg->fd < 0) {
+			sluice_log_error("could not create segment \"%s\": %m", seg->path);
+			goto fail;
+		}
+		/* The new name must survive a crash before anything is acknowledged in it. */
+		if (!file_fsync_dir(dir))
+			goto fail;
+	} else {
+		int flags = writable ? (O_RDWR | O_APPEND) : O_RDONLY;
+		seg->fd = open(seg->path, flags | O_CLOEXEC);
+		if (seg->fd < 0) {
+			sluice_log_error("could not open segment \"%s\": %m", seg->path);
+			goto fail;
+		}
+	}
+	*out = seg;
+	return true;
+
+fail:
+	if (seg->fd >= 0)
+		close(seg->fd);
+	free(seg);
+	return false;
+}
+
+static bool
+file_segment_remove(void *state, const char *stream, const char *name)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX];
+	char path[PATH_MAX + 32];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (unlink(path) != 0) {
+		sluice_log_error("could not remove segment \"%s\": %m", path);
+		return false;
+	}
+	return file_fsync_dir(dir);
+}
+
+static bool
+file_segment_size(void *handle, uint64_t *size)
+{
+	file_segment *seg = handle;
+	struct stat st;
+	if (fstat(seg->fd, &st) != 0) {
+		sluice_log_error("could not stat segment \"%s\": %m", seg->path);
+		return false;
+	}
+	*size = (uint64_t)st.st_size;
+	return true;
+}
+
+static bool
+file_segment_read(void *handle, uint64_t off, void *buf, size_t len, size_t *got)
+{
+	file_segment *seg = handle;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(seg->fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			sluice_log_error("could not read segment \"%s\" at offset %" PRIu64 ": %m",
+					 seg->path, off + done);
+			return false;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	*got = done;
+	return true;
+}
+
+static bool
+file_segment_append(void *handle, const void *data, size_t len)
+{
+	file_segment *seg = handle;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(seg->fd, (const char *)data + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			sluice_log_error("could not write segment \"%s\": %m", seg->path);
+			return false;
+		}
+		done += (size_t)n;
+	}
+	return true;
+}
+
+static bool
+file_segment_sync(void *handle)
+{
+	file_segment *seg = handle;
+	if (fdatasync(seg->fd) != 0) {
+		sluice_log_error("could not fsync segment \"%s\": %m", seg->path);
+		return false;
+	}
+	return true;
+}
+
+static bool
+file_segment_truncate(void *handle, uint64_t size)
+{
+	file_segment *seg = handle;
+	if (ftruncate(seg->fd, (off_t)size) != 0) {
+		sluice_log_error("could not truncate segment \"%s\" to %" PRIu64 " bytes: %m",
+				 seg->path, size);
+		return false;
+	}
+	if (fsync(seg->fd) != 0) {
+		sluice_log_error("could not fsync segment \"%s\": %m", seg->path);
+		return false;
+	}
+	return true;
+}
+
+static bool
+file_segment_seal(void *handle)
+{
+	file_segment *seg = handle;
+	if (fsync(seg->fd) != 0) {
+		sluice_log_error("could not fsync segment \"%s\": %m", seg->path);
+		return false;
+	}
+	/* Read-only marks the segment as written once; the frames say so authoritatively. */
+	if (fchmod(seg->fd, 0444) != 0) {
+		sluice_log_error("could not make segment \"%s\" read-only: %m", seg->path);
+		return false;
+	}
+	return true;
+}
+
+static void
+file_segment_close(void *handle)
+{
+	file_segment *seg = handle;
+	if (seg == NULL)
+		return;
+	if (seg->fd >= 0)
+		close(seg->fd);
+	free(seg);
+}
+
+static bool
+file_watch_open(void *state, const char *stream, void **out)
+{
+	file_store *fs = state;
+	file_watch *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		abort();
+	w->stream_wd = -1;
+	snprintf(w->dir, sizeof(w->dir), "%s/%s", fs->root, stream);
+	snprintf(w->name, sizeof(w->name), "%s", stream);
+	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->fd < 0) {
+		sluice_log_error("could not start watching \"%s\": %m", w->dir);
+		free(w);
+		return false;
+	}
+	/* Watch the root for the stream directory appearing, and the directory itself. */
+	if (inotify_add_watch(w->fd, fs->root, IN_CREATE | IN_MOVED_TO) < 0) {
+		sluice_log_error("could not watch store \"%s\": %m", fs->root);
+		close(w->fd);
+		free(w);
+		return false;
+	}
+	w->stream_wd = inotify_add_watch(w->fd, w->dir,
+					 IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE |
+						 IN_ATTRIB | IN_CLOSE_WRITE);
+	*out = w;
+	return true;
+}
+
+static int
+file_watch_wait(void *handle, int timeout_ms)
+{
+	file_watch *w = handle;
+	if (w->stream_wd < 0)
+		w->stream_wd = inotify_add_watch(w->fd, w->dir,
+						 IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE |
+							 IN_ATTRIB | IN_CLOSE_WRITE);
+	struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+	int rc = poll(&pfd, 1, timeout_ms);
+	if (rc < 0) {
+		if (errno == EINTR)
+			return 1;
+		sluice_log_error("could not wait for changes in \"%s\": %m", w->dir);
+		return -1;
+	}
+	if (rc == 0)
+		return 0;
+	/* Drain the events: the caller re-reads the store whatever they were. */
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	while (read(w->fd, buf, sizeof(buf)) > 0)
+		;
+	return 1;
+}
+
+static void
+file_watch_close(void *handle)
+{
+	file_watch *w = handle;
+	if (w == NULL)
+		return;
+	close(w->fd);
+	free(w);
+}
+
+const sluice_store_ops sluice_backend_file_ops = {
+	.scheme = "file",
+	.open = file_open,
+	.close = file_close,
+	.list = file_list,
+	.segment_open = file_segment_open,
+	.segment_remove = file_segment_remove,
+	.segment_size = file_segment_size,
+	.segment_read = file_segment_read,
+	.segment_append = file_segment_append,
+	.segment_sync = file_segment_sync,
+	.segment_truncate = file_segment_truncate,
+	.segment_seal = file_segment_seal,
+	.segment_close = file_segment_close,
+	.watch_open = file_watch_open,
+	.watch_wait = file_watch_wait,
+	.watch_close = file_watch_close,
+};

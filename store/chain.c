@@ -1,0 +1,184 @@
+/* Stream-level checks: hash chain, frame order, txseq density, seals, record order. */
+#include "chain.h"
+
+#include <string.h>
+
+const char *
+sluice_chain_strerror(sluice_chain_status status)
+{
+	switch (status) {
+	case SLUICE_CHAIN_OK:
+		return "ok";
+	case SLUICE_CHAIN_E_STREAM:
+		return "frame belongs to another stream";
+	case SLUICE_CHAIN_E_PREV_HASH:
+		return "chain broken: previous-frame hash does not match";
+	case SLUICE_CHAIN_E_FRAME_SEQ:
+		return "frame number does not follow the previous frame";
+	case SLUICE_CHAIN_E_TXSEQ_GAP:
+		return "txseq gap: frame does not continue where the previous frame ended";
+	case SLUICE_CHAIN_E_CONT:
+		return "continuation flag disagrees with the previous frame";
+	case SLUICE_CHAIN_E_FIRST:
+		return "first-frame flag does not match the frame's position";
+	case SLUICE_CHAIN_E_NAME:
+		return "segment name is not the txseq its first frame starts at";
+	case SLUICE_CHAIN_E_AFTER_SEAL:
+		return "frame follows the segment's seal";
+	case SLUICE_CHAIN_E_RECORD_ORDER:
+		return "records out of order (begin/commit/txseq)";
+	case SLUICE_CHAIN_E_FRAME_END:
+		return "records disagree with the frame header's txseq range or count";
+	case SLUICE_CHAIN_E_TIME:
+		return "commit time outside the frame header's time range";
+	case SLUICE_CHAIN_E_GENESIS:
+		return "stream does not start at frame 0, txseq 1";
+	}
+	return "unknown chain status";
+}
+
+void
+sluice_chain_init(sluice_chain *chain, const char *stream)
+{
+	memset(chain, 0, sizeof(*chain));
+	chain->stream_id = sluice_frame_stream_id(stream);
+	chain->anchored = true;
+	sluice_frame_genesis(stream, chain->prev_hash);
+	chain->next_frame_seq = 0;
+	chain->txseq_end = 1;
+	chain->next_txseq = 1;
+}
+
+void
+sluice_chain_init_unanchored(sluice_chain *chain, const char *stream)
+{
+	memset(chain, 0, sizeof(*chain));
+	chain->stream_id = sluice_frame_stream_id(stream);
+	chain->anchored = false;
+}
+
+void
+sluice_chain_segment_start(sluice_chain *chain)
+{
+	chain->sealed = false;
+}
+
+sluice_chain_status
+sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
+		   const uint8_t hash[SLUICE_FRAME_HASH_SIZE], bool first_in_segment,
+		   uint64_t segment_first)
+{
+	sluice_chain_status st = SLUICE_CHAIN_OK;
+	bool is_first = (hdr->flags & SLUICE_FRAME_FIRST) != 0;
+	bool is_cont = (hdr->flags & SLUICE_FRAME_CONT) != 0;
+
+	if (hdr->stream_id != chain->stream_id)
+		st = SLUICE_CHAIN_E_STREAM;
+	else if (chain->sealed)
+		st = SLUICE_CHAIN_E_AFTER_SEAL;
+	else if (is_first != first_in_segment || (first_in_segment && is_cont))
+		st = SLUICE_CHAIN_E_FIRST;
+	else if (first_in_segment && hdr->txseq_start != segment_first)
+		st = SLUICE_CHAIN_E_NAME;
+	else if (chain->anchored) {
+		if (hdr->txseq_start != chain->txseq_end)
+			st = SLUICE_CHAIN_E_TXSEQ_GAP;
+		else if (memcmp(hdr->prev_hash, chain->prev_hash, SLUICE_FRAME_HASH_SIZE) != 0)
+			st = chain->next_frame_seq == 0 ? SLUICE_CHAIN_E_GENESIS
+							   : SLUICE_CHAIN_E_PREV_HASH;
+		else if (hdr->frame_seq != chain->next_frame_seq)
+			st = SLUICE_CHAIN_E_FRAME_SEQ;
+		else if (is_cont != chain->open)
+			st = SLUICE_CHAIN_E_CONT;
+	}
+
+	/*
+	 * Advance even on error so that one damaged link is reported once and the
+	 * frames after it are checked against it rather than all failing.
+	 */
+	memcpy(chain->prev_hash, hash, SLUICE_FRAME_HASH_SIZE);
+	chain->next_frame_seq = hdr->frame_seq + 1;
+	chain->txseq_end = hdr->txseq_end;
+	chain->open = (hdr->flags & SLUICE_FRAME_OPEN) != 0;
+	if (hdr->flags & SLUICE_FRAME_SEAL)
+		chain->sealed = true;
+	chain->anchored = true;
+
+	chain->frame = *hdr;
+	chain->records_seen = 0;
+	chain->cur_txseq = is_cont ? hdr->txseq_start : 0;
+	chain->next_txseq = is_cont ? hdr->txseq_start + 1 : hdr->txseq_start;
+	return st;
+}
+
+/* chain_check_time checks a commit time against the frame's stated range. */
+static sluice_chain_status
+chain_check_time(const sluice_chain *chain, int64_t t)
+{
+	if (t < chain->frame.time_min || t > chain->frame.time_max)
+		return SLUICE_CHAIN_E_TIME;
+	return SLUICE_CHAIN_OK;
+}
+
+sluice_chain_status
+sluice_chain_record(sluice_chain *chain, const sluice_record *rec)
+{
+	chain->records_seen++;
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_BEGIN:
+		if (chain->cur_txseq != 0 || rec->begin->txseq != chain->next_txseq)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		chain->cur_txseq = rec->begin->txseq;
+		chain->next_txseq = chain->cur_txseq + 1;
+		return chain_check_time(chain, rec->begin->commit_time_us);
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN:
+		if (chain->cur_txseq != 0 || rec->snapshot_begin->txseq != chain->next_txseq)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		chain->cur_txseq = rec->snapshot_begin->txseq;
+		chain->next_txseq = chain->cur_txseq + 1;
+		return chain_check_time(chain, rec->snapshot_begin->time_us);
+	case SLUICE__V1__RECORD__BODY_COMMIT:
+		if (chain->cur_txseq == 0 || rec->commit->txseq != chain->cur_txseq)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		chain->cur_txseq = 0;
+		return chain_check_time(chain, rec->commit->commit_time_us);
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
+		if (chain->cur_txseq == 0 || rec->snapshot_end->txseq != chain->cur_txseq)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		chain->cur_txseq = 0;
+		return SLUICE_CHAIN_OK;
+	case SLUICE__V1__RECORD__BODY_INSERT:
+	case SLUICE__V1__RECORD__BODY_UPDATE:
+	case SLUICE__V1__RECORD__BODY_DELETE:
+	case SLUICE__V1__RECORD__BODY_TRUNCATE:
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+		/* Row changes only inside a transaction. */
+		if (chain->cur_txseq == 0)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		return SLUICE_CHAIN_OK;
+	case SLUICE__V1__RECORD__BODY_HEARTBEAT:
+		if (chain->cur_txseq != 0)
+			return SLUICE_CHAIN_E_RECORD_ORDER;
+		return SLUICE_CHAIN_OK;
+	default:
+		/* Relations, messages and records of later schema versions go anywhere. */
+		return SLUICE_CHAIN_OK;
+	}
+}
+
+sluice_chain_status
+sluice_chain_frame_end(sluice_chain *chain)
+{
+	const sluice_frame_header *h = &chain->frame;
+	bool open = (h->flags & SLUICE_FRAME_OPEN) != 0;
+	if (chain->records_seen != h->record_count)
+		return SLUICE_CHAIN_E_FRAME_END;
+	if (open) {
+		if (chain->cur_txseq == 0 || chain->cur_txseq != h->txseq_end)
+			return SLUICE_CHAIN_E_FRAME_END;
+	} else {
+		if (chain->cur_txseq != 0 || chain->next_txseq != h->txseq_end)
+			return SLUICE_CHAIN_E_FRAME_END;
+	}
+	return SLUICE_CHAIN_OK;
+}

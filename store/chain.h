@@ -1,0 +1,71 @@
+/* Stream-level checks: hash chain, frame order, txseq density, seals, record order. */
+#ifndef SLUICE_STORE_CHAIN_H
+#define SLUICE_STORE_CHAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "records.h"
+
+typedef enum sluice_chain_status {
+	SLUICE_CHAIN_OK = 0,
+	SLUICE_CHAIN_E_STREAM = -1,       /* frame belongs to another stream */
+	SLUICE_CHAIN_E_PREV_HASH = -2,    /* prev_hash is not the previous frame's hash */
+	SLUICE_CHAIN_E_FRAME_SEQ = -3,    /* frame number is not the previous + 1 */
+	SLUICE_CHAIN_E_TXSEQ_GAP = -4,    /* txseq does not continue where the last frame ended */
+	SLUICE_CHAIN_E_CONT = -5,         /* continuation flag disagrees with the previous frame */
+	SLUICE_CHAIN_E_FIRST = -6,        /* first-frame flag wrong for the position */
+	SLUICE_CHAIN_E_NAME = -7,         /* segment name is not its first txseq */
+	SLUICE_CHAIN_E_AFTER_SEAL = -8,   /* frame after the segment's seal */
+	SLUICE_CHAIN_E_RECORD_ORDER = -9, /* begin/commit out of order or wrong txseq */
+	SLUICE_CHAIN_E_FRAME_END = -10,   /* records disagree with the header's txseq range */
+	SLUICE_CHAIN_E_TIME = -11,        /* commit time outside the header's time range */
+	SLUICE_CHAIN_E_GENESIS = -12,     /* stream does not start at txseq 1, frame 0 */
+} sluice_chain_status;
+
+const char *sluice_chain_strerror(sluice_chain_status status);
+
+/* Chain state: a plain value, copied freely. */
+typedef struct sluice_chain {
+	uint64_t stream_id;
+	bool anchored; /* prev_hash/next_frame_seq/txseq_end are known */
+	uint8_t prev_hash[SLUICE_FRAME_HASH_SIZE];
+	uint64_t next_frame_seq;
+	uint64_t txseq_end; /* header txseq_end of the previous frame */
+	bool open;          /* previous frame ended inside a transaction */
+	bool sealed;        /* current segment has seen its seal */
+	/* record state within the current frame */
+	sluice_frame_header frame; /* header of the frame being checked */
+	uint64_t cur_txseq;        /* transaction open, 0 when between transactions */
+	uint64_t next_txseq;       /* next transaction to begin */
+	uint32_t records_seen;
+} sluice_chain;
+
+/* sluice_chain_init starts at the genesis of stream: txseq 1, frame 0. */
+void sluice_chain_init(sluice_chain *chain, const char *stream);
+/*
+ * sluice_chain_init_unanchored starts with no knowledge of earlier frames:
+ * the first frame checked is accepted as it is (for reading from the middle).
+ */
+void sluice_chain_init_unanchored(sluice_chain *chain, const char *stream);
+
+/*
+ * sluice_chain_frame checks an authenticated frame header against the chain
+ * and advances it. first_in_segment tells whether it is at offset 0 of the
+ * segment named by segment_first.
+ */
+sluice_chain_status sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
+				       const uint8_t hash[SLUICE_FRAME_HASH_SIZE],
+				       bool first_in_segment, uint64_t segment_first);
+
+/* sluice_chain_record checks one decoded record of the current frame. */
+sluice_chain_status sluice_chain_record(sluice_chain *chain, const sluice_record *rec);
+
+/* sluice_chain_frame_end checks that the frame's records ended where its header says. */
+sluice_chain_status sluice_chain_frame_end(sluice_chain *chain);
+
+/* sluice_chain_segment_start resets the per-segment state (seal seen). */
+void sluice_chain_segment_start(sluice_chain *chain);
+
+#endif

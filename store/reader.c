@@ -1,0 +1,380 @@
+/* Stream reader: authenticated, chain-checked records in txseq order, optionally live. */
+#include "reader.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "chain.h"
+#include "frame.h"
+#include "log.h"
+#include "scan.h"
+
+typedef struct reader_relation {
+	uint32_t id;
+	Sluice__V1__Relation *rel; /* owned, unpacked with the default allocator */
+} reader_relation;
+
+struct sluice_reader {
+	sluice_store *store;       /* borrowed */
+	const sluice_trust *trust; /* borrowed */
+	char *stream;              /* owned */
+	uint64_t from_txseq;
+	sluice_store_watch *watch; /* owned, created on first wait */
+
+	uint64_t *firsts; /* owned: segment list */
+	size_t nsegs;
+	size_t seg_idx;       /* index into firsts of the open segment */
+	sluice_segment *seg;  /* owned */
+	sluice_scan *scan;    /* owned */
+	sluice_chain chain;
+	bool seg_sealed;
+
+	sluice_frame_codec *codec; /* owned */
+	sluice_arena *arena;       /* owned: records of the current frame */
+	sluice_buf raw;            /* owned: decompressed payload */
+	size_t raw_pos;
+	bool frame_loaded;
+
+	sluice_reader_position pos;
+	uint64_t cur_txseq;
+
+	reader_relation *rels; /* owned */
+	size_t nrels;
+	char error[512];
+};
+
+static sluice_reader_status
+reader_fail(sluice_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static sluice_reader_status
+reader_fail(sluice_reader *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+	sluice_log_error("%s", r->error);
+	return SLUICE_READER_ERROR;
+}
+
+/* reader_open_segment opens segment seg_idx for scanning from its start. */
+static bool
+reader_open_segment(sluice_reader *r)
+{
+	sluice_scan_free(r->scan);
+	r->scan = NULL;
+	sluice_segment_close(r->seg);
+	r->seg = NULL;
+	if (!sluice_store_segment_open(r->store, r->stream, r->firsts[r->seg_idx], false, false,
+				       &r->seg))
+		return false;
+	r->scan = sluice_scan_create(r->seg, r->trust);
+	r->seg_sealed = false;
+	sluice_chain_segment_start(&r->chain);
+	return true;
+}
+
+static bool
+reader_list(sluice_reader *r)
+{
+	free(r->firsts);
+	r->firsts = NULL;
+	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
+}
+
+bool
+sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *trust,
+		   uint64_t from_txseq, sluice_reader **out)
+{
+	sluice_reader *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->store = store;
+	r->trust = trust;
+	r->stream = strdup(stream);
+	if (r->stream == NULL)
+		abort();
+	r->from_txseq = from_txseq ? from_txseq : 1;
+	r->codec = sluice_frame_codec_create(1);
+	r->arena = sluice_arena_create();
+	if (r->codec == NULL || !reader_list(r)) {
+		sluice_reader_close(r);
+		return false;
+	}
+	/* Start at the last segment whose first txseq is at or before from_txseq. */
+	r->seg_idx = 0;
+	for (size_t i = 0; i < r->nsegs; i++)
+		if (r->firsts[i] <= r->from_txseq)
+			r->seg_idx = i;
+	if (r->nsegs > 0 && r->firsts[r->seg_idx] == 1)
+		sluice_chain_init(&r->chain, stream);
+	else
+		sluice_chain_init_unanchored(&r->chain, stream);
+	/* Watch before the first read so that no append between read and wait is missed. */
+	if (!sluice_store_watch_open(store, stream, &r->watch))
+		r->watch = NULL;
+	if (r->nsegs > 0 && !reader_open_segment(r)) {
+		sluice_reader_close(r);
+		return false;
+	}
+	*out = r;
+	return true;
+}
+
+void
+sluice_reader_close(sluice_reader *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; i < r->nrels; i++)
+		sluice__v1__relation__free_unpacked(r->rels[i].rel, NULL);
+	free(r->rels);
+	sluice_store_watch_close(r->watch);
+	sluice_scan_free(r->scan);
+	sluice_segment_close(r->seg);
+	free(r->firsts);
+	sluice_frame_codec_free(r->codec);
+	sluice_arena_free(r->arena);
+	sluice_buf_free(&r->raw);
+	free(r->stream);
+	free(r);
+}
+
+/* reader_keep_relation stores a copy of a relation description that outlives the frame. */
+static void
+reader_keep_relation(sluice_reader *r, const Sluice__V1__Relation *rel)
+{
+	size_t size = protobuf_c_message_get_packed_size(&rel->base);
+	uint8_t *buf = malloc(size ? size : 1);
+	if (buf == NULL)
+		abort();
+	protobuf_c_message_pack(&rel->base, buf);
+	Sluice__V1__Relation *copy = sluice__v1__relation__unpack(NULL, size, buf);
+	free(buf);
+	if (copy == NULL)
+		abort();
+	for (size_t i = 0; i < r->nrels; i++) {
+		if (r->rels[i].id == rel->id) {
+			sluice__v1__relation__free_unpacked(r->rels[i].rel, NULL);
+			r->rels[i].rel = copy;
+			return;
+		}
+	}
+	reader_relation *p = realloc(r->rels, (r->nrels + 1) * sizeof(*p));
+	if (p == NULL)
+		abort();
+	r->rels = p;
+	r->rels[r->nrels].id = rel->id;
+	r->rels[r->nrels].rel = copy;
+	r->nrels++;
+}
+
+const Sluice__V1__Relation *
+sluice_reader_relation(const sluice_reader *r, uint32_t id)
+{
+	for (size_t i = 0; i < r->nrels; i++)
+		if (r->rels[i].id == id)
+			return r->rels[i].rel;
+	return NULL;
+}
+
+/* reader_load_frame reads the next frame; SLUICE_READER_WAIT at the live end. */
+static sluice_reader_status
+reader_load_frame(sluice_reader *r)
+{
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	for (;;) {
+		if (r->seg == NULL) {
+			if (!reader_list(r))
+				return reader_fail(r, "could not list segments of stream \"%s\"",
+						   r->stream);
+			if (r->nsegs == 0)
+				return SLUICE_READER_WAIT;
+			r->seg_idx = 0;
+			for (size_t i = 0; i < r->nsegs; i++)
+				if (r->firsts[i] <= r->from_txseq)
+					r->seg_idx = i;
+			if (r->firsts[r->seg_idx] == 1)
+				sluice_chain_init(&r->chain, r->stream);
+			if (!reader_open_segment(r))
+				return reader_fail(r, "could not open a segment of stream \"%s\"",
+						   r->stream);
+		}
+		sluice_store_segment_name(r->firsts[r->seg_idx], name);
+		sluice_scan_frame f;
+		sluice_scan_status st = sluice_scan_next(r->scan, &f);
+		if (st == SLUICE_SCAN_FRAME) {
+			sluice_chain_status cs = sluice_chain_frame(&r->chain, &f.hdr, f.hash,
+								    f.offset == 0,
+								    r->firsts[r->seg_idx]);
+			if (cs != SLUICE_CHAIN_OK)
+				return reader_fail(r, "could not read frame %" PRIu64 " of segment %s "
+						      "at offset %" PRIu64 ": %s",
+						   f.hdr.frame_seq, name, f.offset,
+						   sluice_chain_strerror(cs));
+			if (f.hdr.flags & SLUICE_FRAME_SEAL)
+				r->seg_sealed = true;
+			sluice_frame_status fs =
+				sluice_frame_decompress(r->codec, &f.hdr, f.payload, &r->raw);
+			if (fs != SLUICE_FRAME_OK)
+				return reader_fail(r, "could not read frame %" PRIu64 " of segment %s "
+						      "at offset %" PRIu64 ": %s",
+						   f.hdr.frame_seq, name, f.offset,
+						   sluice_frame_strerror(fs));
+			r->raw_pos = 0;
+			r->frame_loaded = true;
+			r->pos.segment_first = r->firsts[r->seg_idx];
+			r->pos.frame_offset = f.offset;
+			r->pos.frame_seq = f.hdr.frame_seq;
+			sluice_arena_reset(r->arena);
+			return SLUICE_READER_RECORD;
+		}
+		if (st == SLUICE_SCAN_IO)
+			return reader_fail(r, "could not read segment %s of stream \"%s\"", name,
+					   r->stream);
+		if (st == SLUICE_SCAN_UNTRUSTED) {
+			char id[SLUICE_KEY_ID_HEX_SIZE];
+			sluice_keys_id_hex(f.hdr.key_id, id);
+			return reader_fail(r, "could not verify frame %" PRIu64 " of segment %s at "
+					      "offset %" PRIu64 ": signed by untrusted key %s",
+					   f.hdr.frame_seq, name, f.offset, id);
+		}
+		if (st == SLUICE_SCAN_BAD)
+			return reader_fail(r, "could not verify frame at offset %" PRIu64
+					      " of segment %s: %s",
+					   f.offset, name, sluice_frame_strerror(f.frame_status));
+
+		/* END or TORN: the segment has nothing more complete right now. */
+		if (r->seg_sealed) {
+			if (st == SLUICE_SCAN_TORN)
+				return reader_fail(r, "segment %s: bytes follow the seal at offset "
+						      "%" PRIu64,
+						   name, f.offset);
+			uint64_t cur = r->firsts[r->seg_idx];
+			if (!reader_list(r))
+				return reader_fail(r, "could not list segments of stream \"%s\"",
+						   r->stream);
+			size_t next = r->nsegs;
+			for (size_t i = 0; i < r->nsegs; i++) {
+				if (r->firsts[i] > cur) {
+					next = i;
+					break;
+				}
+			}
+			if (next >= r->nsegs)
+				return SLUICE_READER_WAIT;
+			if (r->firsts[next] != r->chain.txseq_end) {
+				char nname[SLUICE_SEGMENT_NAME_SIZE];
+				sluice_store_segment_name(r->firsts[next], nname);
+				return reader_fail(r, "txseq gap: segment %s ends before txseq %" PRIu64
+						      " but the next segment is %s",
+						   name, r->chain.txseq_end, nname);
+			}
+			r->seg_idx = next;
+			if (!reader_open_segment(r))
+				return reader_fail(r, "could not open a segment of stream \"%s\"",
+						   r->stream);
+			continue;
+		}
+		/* Unsealed: the live end, unless a later segment exists. */
+		uint64_t cur = r->firsts[r->seg_idx];
+		if (!reader_list(r))
+			return reader_fail(r, "could not list segments of stream \"%s\"", r->stream);
+		bool later = r->nsegs > 0 && r->firsts[r->nsegs - 1] > cur;
+		for (size_t i = 0; i < r->nsegs; i++)
+			if (r->firsts[i] == cur)
+				r->seg_idx = i;
+		if (!later)
+			return SLUICE_READER_WAIT;
+		/* A seal may have landed between our read and the listing: look once more. */
+		st = sluice_scan_next(r->scan, &f);
+		if (st == SLUICE_SCAN_FRAME) {
+			sluice_scan_seek(r->scan, f.offset);
+			continue;
+		}
+		return reader_fail(r, "segment %s is not sealed (%s at offset %" PRIu64
+				      ") but a later segment exists",
+				   name, st == SLUICE_SCAN_TORN ? "torn frame" : "ends", f.offset);
+	}
+}
+
+sluice_reader_status
+sluice_reader_next(sluice_reader *r, const sluice_record **out)
+{
+	for (;;) {
+		if (!r->frame_loaded) {
+			sluice_reader_status st = reader_load_frame(r);
+			if (st != SLUICE_READER_RECORD)
+				return st;
+		}
+		sluice_record *rec = NULL;
+		sluice_records_status rs =
+			sluice_records_unpack(r->raw.data, r->raw.len, &r->raw_pos, r->arena, &rec);
+		char name[SLUICE_SEGMENT_NAME_SIZE];
+		sluice_store_segment_name(r->pos.segment_first, name);
+		if (rs == SLUICE_RECORDS_END) {
+			r->frame_loaded = false;
+			sluice_chain_status cs = sluice_chain_frame_end(&r->chain);
+			if (cs != SLUICE_CHAIN_OK)
+				return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64
+						      ": %s",
+						   r->pos.frame_seq, name, r->pos.frame_offset,
+						   sluice_chain_strerror(cs));
+			continue;
+		}
+		if (rs != SLUICE_RECORDS_OK)
+			return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
+					   r->pos.frame_seq, name, r->pos.frame_offset,
+					   sluice_records_strerror(rs));
+		sluice_chain_status cs = sluice_chain_record(&r->chain, rec);
+		if (cs != SLUICE_CHAIN_OK)
+			return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
+					   r->pos.frame_seq, name, r->pos.frame_offset,
+					   sluice_chain_strerror(cs));
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_RELATION)
+			reader_keep_relation(r, rec->relation);
+		uint64_t txseq = r->chain.cur_txseq;
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
+			txseq = rec->commit->txseq;
+		else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
+			txseq = rec->snapshot_end->txseq;
+		r->pos.txseq = txseq;
+		/* Skip transactions before the start point; relations were kept above. */
+		if (txseq != 0 && txseq < r->from_txseq)
+			continue;
+		if (txseq == 0 && r->chain.next_txseq <= r->from_txseq &&
+		    rec->body_case != SLUICE__V1__RECORD__BODY_RELATION)
+			continue;
+		*out = rec;
+		return SLUICE_READER_RECORD;
+	}
+}
+
+bool
+sluice_reader_wait(sluice_reader *r, int timeout_ms)
+{
+	if (r->watch == NULL) {
+		/* No change notification: fall back to a short sleep. */
+		struct timespec ts = {0, (long)(timeout_ms < 10 ? timeout_ms : 10) * 1000000L};
+		nanosleep(&ts, NULL);
+		return true;
+	}
+	return sluice_store_watch_wait(r->watch, timeout_ms) >= 0;
+}
+
+const sluice_reader_position *
+sluice_reader_position_get(const sluice_reader *r)
+{
+	return &r->pos;
+}
+
+const char *
+sluice_reader_error(const sluice_reader *r)
+{
+	return r->error;
+}

@@ -1,0 +1,134 @@
+/* Segment scanner: walks the frames of one segment, authenticating each. */
+#include "scan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sluice_scan {
+	sluice_segment *seg;        /* borrowed */
+	const sluice_trust *trust;  /* borrowed */
+	uint64_t offset;
+	sluice_buf payload;         /* owned */
+};
+
+sluice_scan *
+sluice_scan_create(sluice_segment *seg, const sluice_trust *trust)
+{
+	sluice_scan *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		abort();
+	s->seg = seg;
+	s->trust = trust;
+	return s;
+}
+
+void
+sluice_scan_free(sluice_scan *scan)
+{
+	if (scan == NULL)
+		return;
+	sluice_buf_free(&scan->payload);
+	free(scan);
+}
+
+void
+sluice_scan_seek(sluice_scan *scan, uint64_t offset)
+{
+	scan->offset = offset;
+}
+
+uint64_t
+sluice_scan_offset(const sluice_scan *scan)
+{
+	return scan->offset;
+}
+
+/* scan_tail_kind tells a zero-filled tail (torn) from other bytes (damage). */
+static sluice_scan_status
+scan_tail_kind(sluice_scan *scan, uint64_t off, uint64_t size)
+{
+	uint8_t buf[4096];
+	while (off < size) {
+		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+		size_t got = 0;
+		if (!sluice_segment_read(scan->seg, off, buf, want, &got))
+			return SLUICE_SCAN_IO;
+		if (got == 0)
+			break;
+		for (size_t i = 0; i < got; i++)
+			if (buf[i] != 0)
+				return SLUICE_SCAN_BAD;
+		off += got;
+	}
+	return SLUICE_SCAN_TORN;
+}
+
+sluice_scan_status
+sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
+{
+	uint64_t size;
+	if (!sluice_segment_size(scan->seg, &size))
+		return SLUICE_SCAN_IO;
+	uint64_t off = scan->offset;
+	memset(out, 0, sizeof(*out));
+	out->offset = off;
+	if (off >= size)
+		return SLUICE_SCAN_END;
+
+	size_t got = 0;
+	if (!sluice_segment_read(scan->seg, off, out->header_bytes, SLUICE_FRAME_HEADER_SIZE, &got))
+		return SLUICE_SCAN_IO;
+	if (got < SLUICE_FRAME_HEADER_SIZE) {
+		/* A header cut short can only be the tail of an interrupted append. */
+		out->frame_status = SLUICE_FRAME_E_SHORT;
+		return SLUICE_SCAN_TORN;
+	}
+	sluice_frame_status fs = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
+	if (fs != SLUICE_FRAME_OK) {
+		out->frame_status = fs;
+		if (fs == SLUICE_FRAME_E_MAGIC) {
+			/* Zero-filled space after a crash is a torn tail, anything else damage. */
+			sluice_scan_status k = scan_tail_kind(scan, off, size);
+			if (k == SLUICE_SCAN_TORN)
+				out->frame_status = SLUICE_FRAME_E_SHORT;
+			return k;
+		}
+		return SLUICE_SCAN_BAD;
+	}
+
+	const uint8_t *pk = sluice_trust_find(scan->trust, out->hdr.key_id);
+	if (pk == NULL)
+		return SLUICE_SCAN_UNTRUSTED;
+
+	uint64_t end = off + SLUICE_FRAME_HEADER_SIZE + out->hdr.payload_len;
+	if (end > size) {
+		/* Torn only if the header itself is authentic; else the length was damaged. */
+		fs = sluice_frame_verify_signature(out->header_bytes, pk);
+		if (fs != SLUICE_FRAME_OK) {
+			out->frame_status = fs;
+			return SLUICE_SCAN_BAD;
+		}
+		out->frame_status = SLUICE_FRAME_E_SHORT;
+		return SLUICE_SCAN_TORN;
+	}
+
+	sluice_buf_reset(&scan->payload);
+	sluice_buf_reserve(&scan->payload, out->hdr.payload_len);
+	if (!sluice_segment_read(scan->seg, off + SLUICE_FRAME_HEADER_SIZE, scan->payload.data,
+				 out->hdr.payload_len, &got))
+		return SLUICE_SCAN_IO;
+	if (got < out->hdr.payload_len) {
+		out->frame_status = SLUICE_FRAME_E_SHORT;
+		return SLUICE_SCAN_TORN;
+	}
+	scan->payload.len = got;
+	fs = sluice_frame_verify(out->header_bytes, &out->hdr, pk, scan->payload.data);
+	if (fs != SLUICE_FRAME_OK) {
+		out->frame_status = fs;
+		return SLUICE_SCAN_BAD;
+	}
+	sluice_frame_hash(out->header_bytes, out->hash);
+	out->payload = scan->payload.data;
+	scan->offset = end;
+	return SLUICE_SCAN_FRAME;
+}

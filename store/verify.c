@@ -1,0 +1,262 @@
+/* Whole-stream verification: every frame, the chain across segments, txseq density, seals. */
+#include "verify.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "chain.h"
+#include "frame.h"
+#include "records.h"
+#include "scan.h"
+
+typedef struct verify_ctx {
+	sluice_verify_finding_fn finding;
+	void *ctx;
+	sluice_verify_report *report;
+	const char *segment;
+} verify_ctx;
+
+static void verify_say(verify_ctx *v, bool is_error, int64_t off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+verify_say(verify_ctx *v, bool is_error, int64_t off, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (is_error)
+		v->report->problems++;
+	else
+		v->report->warnings++;
+	v->finding(v->ctx, is_error, v->segment, off, msg);
+}
+
+/* verify_chain_detail adds expected and found values to a chain finding. */
+static void
+verify_chain_problem(verify_ctx *v, const sluice_chain *before, const sluice_frame_header *h,
+		     int64_t off, sluice_chain_status cs, uint64_t segment_first)
+{
+	switch (cs) {
+	case SLUICE_CHAIN_E_TXSEQ_GAP:
+		verify_say(v, true, off,
+			   "frame %" PRIu64 ": txseq gap: expected txseq %" PRIu64
+			   ", frame starts at %" PRIu64 " (missing or reordered segment)",
+			   h->frame_seq, before->txseq_end, h->txseq_start);
+		break;
+	case SLUICE_CHAIN_E_FRAME_SEQ:
+		verify_say(v, true, off,
+			   "frame %" PRIu64 ": frame number does not follow the previous frame "
+			   "(expected %" PRIu64 ")",
+			   h->frame_seq, before->next_frame_seq);
+		break;
+	case SLUICE_CHAIN_E_NAME:
+		verify_say(v, true, off,
+			   "frame %" PRIu64 ": segment name says txseq %" PRIu64
+			   " but its first frame starts at txseq %" PRIu64,
+			   h->frame_seq, segment_first, h->txseq_start);
+		break;
+	default:
+		verify_say(v, true, off, "frame %" PRIu64 ": %s", h->frame_seq,
+			   sluice_chain_strerror(cs));
+	}
+}
+
+bool
+sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust *trust,
+		     sluice_verify_finding_fn finding, void *ctx, sluice_verify_report *report)
+{
+	bool ok = false;
+	uint64_t *firsts = NULL;
+	size_t n = 0, strays = 0;
+	sluice_frame_codec *codec = sluice_frame_codec_create(1);
+	sluice_arena *arena = sluice_arena_create();
+	sluice_buf raw = {0};
+	memset(report, 0, sizeof(*report));
+	verify_ctx v = {.finding = finding, .ctx = ctx, .report = report, .segment = NULL};
+	if (codec == NULL)
+		goto cleanup;
+	if (!sluice_store_list(store, stream, &firsts, &n, &strays))
+		goto cleanup;
+	if (strays > 0)
+		verify_say(&v, false, -1,
+			   "%zu file(s) in the stream directory are not segments and were ignored",
+			   strays);
+	if (n == 0) {
+		verify_say(&v, true, -1, "stream \"%s\" has no segments in store \"%s\"", stream,
+			   sluice_store_location(store));
+		ok = true;
+		goto cleanup;
+	}
+
+	sluice_chain chain;
+	sluice_chain_init(&chain, stream);
+	bool have_time = false;
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+
+	for (size_t i = 0; i < n; i++) {
+		bool last = i + 1 == n;
+		sluice_store_segment_name(firsts[i], name);
+		v.segment = name;
+		sluice_segment *seg = NULL;
+		if (!sluice_store_segment_open(store, stream, firsts[i], false, false, &seg)) {
+			verify_say(&v, true, -1, "could not open segment");
+			chain.anchored = false;
+			continue;
+		}
+		uint64_t size = 0;
+		if (sluice_segment_size(seg, &size))
+			report->bytes += size;
+		report->segments++;
+		sluice_chain_segment_start(&chain);
+		sluice_scan *scan = sluice_scan_create(seg, trust);
+		uint64_t frames = 0;
+		bool stopped = false;
+
+		for (;;) {
+			sluice_scan_frame f;
+			sluice_scan_status st = sluice_scan_next(scan, &f);
+			int64_t off = (int64_t)f.offset;
+			if (st == SLUICE_SCAN_END)
+				break;
+			if (st == SLUICE_SCAN_TORN) {
+				if (last) {
+					report->torn = true;
+					verify_say(&v, false, off,
+						   "torn tail: incomplete frame of %" PRIu64
+						   " bytes at the end of the newest segment (a writer "
+						   "was interrupted; it is cut off when the writer "
+						   "restarts)",
+						   size - f.offset);
+				} else
+					verify_say(&v, true, off,
+						   "incomplete frame of %" PRIu64
+						   " bytes in a segment that is not the newest",
+						   size - f.offset);
+				stopped = true;
+				break;
+			}
+			if (st == SLUICE_SCAN_IO) {
+				verify_say(&v, true, off, "could not read segment");
+				stopped = true;
+				break;
+			}
+			if (st == SLUICE_SCAN_UNTRUSTED) {
+				char id[SLUICE_KEY_ID_HEX_SIZE];
+				sluice_keys_id_hex(f.hdr.key_id, id);
+				verify_say(&v, true, off,
+					   "frame %" PRIu64 ": signed by key %s, which is not trusted",
+					   f.hdr.frame_seq, id);
+				stopped = true;
+				break;
+			}
+			if (st == SLUICE_SCAN_BAD) {
+				if (f.frame_status == SLUICE_FRAME_E_SIGNATURE) {
+					char id[SLUICE_KEY_ID_HEX_SIZE];
+					sluice_keys_id_hex(f.hdr.key_id, id);
+					verify_say(&v, true, off,
+						   "frame %" PRIu64 ": signature does not match key %s",
+						   f.hdr.frame_seq, id);
+				} else
+					verify_say(&v, true, off, "frame: %s",
+						   sluice_frame_strerror(f.frame_status));
+				stopped = true;
+				break;
+			}
+
+			frames++;
+			report->frames++;
+			sluice_chain before = chain;
+			sluice_chain_status cs =
+				sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0, firsts[i]);
+			if (cs != SLUICE_CHAIN_OK)
+				verify_chain_problem(&v, &before, &f.hdr, off, cs, firsts[i]);
+			if (f.hdr.time_max != 0 || f.hdr.time_min != 0) {
+				if (!have_time || f.hdr.time_min < report->time_min)
+					report->time_min = f.hdr.time_min;
+				if (!have_time || f.hdr.time_max > report->time_max)
+					report->time_max = f.hdr.time_max;
+				have_time = true;
+			}
+
+			sluice_frame_status fs = sluice_frame_decompress(codec, &f.hdr, f.payload, &raw);
+			if (fs != SLUICE_FRAME_OK) {
+				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+					   sluice_frame_strerror(fs));
+				continue;
+			}
+			sluice_arena_reset(arena);
+			size_t pos = 0;
+			bool record_problem = false;
+			for (;;) {
+				sluice_record *rec;
+				sluice_records_status rs =
+					sluice_records_unpack(raw.data, raw.len, &pos, arena, &rec);
+				if (rs == SLUICE_RECORDS_END)
+					break;
+				if (rs != SLUICE_RECORDS_OK) {
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+						   sluice_records_strerror(rs));
+					record_problem = true;
+					break;
+				}
+				report->records++;
+				cs = sluice_chain_record(&chain, rec);
+				if (cs != SLUICE_CHAIN_OK && !record_problem) {
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s (%s record)",
+						   f.hdr.frame_seq, sluice_chain_strerror(cs),
+						   sluice_records_type_name(rec));
+					record_problem = true;
+				}
+				uint64_t done = 0;
+				if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
+					done = rec->commit->txseq;
+				else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
+					done = rec->snapshot_end->txseq;
+				if (done != 0) {
+					report->transactions++;
+					if (report->first_txseq == 0)
+						report->first_txseq = done;
+					report->last_txseq = done;
+				}
+			}
+			if (!record_problem) {
+				cs = sluice_chain_frame_end(&chain);
+				if (cs != SLUICE_CHAIN_OK)
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+						   sluice_chain_strerror(cs));
+			}
+		}
+		sluice_scan_free(scan);
+		sluice_segment_close(seg);
+
+		if (stopped) {
+			/* The rest of this segment cannot be trusted; pick the chain up again. */
+			chain.anchored = false;
+			continue;
+		}
+		if (frames == 0)
+			verify_say(&v, !last, -1, "segment holds no frames");
+		else if (!last && !chain.sealed)
+			verify_say(&v, true, -1, "segment is not sealed but a later segment exists");
+		else if (last && chain.open)
+			verify_say(&v, false, -1,
+				   "transaction %" PRIu64 " is unfinished at the end of the stream",
+				   chain.txseq_end);
+	}
+	ok = true;
+
+cleanup:
+	sluice_buf_free(&raw);
+	sluice_arena_free(arena);
+	sluice_frame_codec_free(codec);
+	free(firsts);
+	return ok;
+}

@@ -1,0 +1,720 @@
+/* Stream writer: records into signed frames and segments, durably, with crash recovery. */
+#include "writer.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "chain.h"
+#include "frame.h"
+#include "log.h"
+#include "scan.h"
+
+typedef struct writer_relation {
+	uint32_t id;
+	sluice_buf packed; /* owned: the Relation record, length-prefixed */
+	bool emitted;      /* written into the open segment since it started */
+} writer_relation;
+
+struct sluice_writer {
+	sluice_store *store;   /* borrowed */
+	char *stream;          /* owned */
+	const sluice_key *key; /* borrowed */
+	sluice_writer_options options;
+	sluice_frame_codec *codec; /* owned */
+	uint64_t stream_id;
+	bool failed; /* an append failed: the segment tail is unknown */
+
+	/* open segment; NULL between a seal and the next transaction */
+	sluice_segment *seg; /* owned */
+	uint64_t seg_size;
+	uint64_t seg_frames;
+
+	/* chain */
+	uint8_t prev_hash[SLUICE_FRAME_HASH_SIZE];
+	uint64_t next_frame_seq;
+
+	/* transactions */
+	uint64_t cur_txseq; /* open transaction, 0 between transactions */
+	int64_t cur_time;
+	uint64_t next_txseq;
+	uint64_t last_txseq; /* last committed into the pending frame or earlier */
+	uint64_t last_end_lsn;
+	int64_t last_commit_time;
+	uint64_t written_txseq; /* last committed in a frame handed to the store */
+	uint64_t written_end_lsn;
+	uint64_t durable_txseq;
+	uint64_t durable_end_lsn;
+
+	/* pending frame */
+	sluice_buf raw; /* owned: length-prefixed records */
+	uint32_t raw_records;
+	bool frame_started;
+	uint64_t frame_txseq_start;
+	bool frame_cont;
+	int64_t frame_tmin, frame_tmax;
+	bool frame_has_time;
+	sluice_buf out; /* owned: encoded frame */
+
+	writer_relation *rels; /* owned array */
+	size_t nrels;
+};
+
+sluice_writer_options
+sluice_writer_default_options(void)
+{
+	sluice_writer_options o = {
+		.frame_target = 1024 * 1024,
+		.segment_target = 64 * 1024 * 1024,
+		.zstd_level = 1,
+	};
+	return o;
+}
+
+/* Result of scanning one existing segment during recovery. */
+typedef struct writer_scan_result {
+	uint64_t size;
+	uint64_t boundary_off;    /* end of the last frame that ends between transactions */
+	uint64_t boundary_frames; /* frames up to there */
+	uint8_t boundary_hash[SLUICE_FRAME_HASH_SIZE];
+	uint64_t boundary_next_frame_seq;
+	uint64_t boundary_txseq_end;
+	bool boundary_sealed;
+	uint64_t torn_bytes;
+	uint64_t partial_txseq;
+	bool have_commit; /* a commit was seen before the boundary */
+	uint64_t commit_txseq;
+	uint64_t commit_end_lsn;
+	int64_t commit_time;
+} writer_scan_result;
+
+/* writer_scan_segment reads one segment of the stream to find where it can go on. */
+static bool
+writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
+{
+	bool ok = false;
+	sluice_segment *seg = NULL;
+	sluice_scan *scan = NULL;
+	sluice_trust *trust = sluice_trust_create();
+	sluice_arena *arena = sluice_arena_create();
+	sluice_buf raw = {0};
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	sluice_store_segment_name(first, name);
+	sluice_trust_add(trust, sluice_key_public(w->key));
+	memset(res, 0, sizeof(*res));
+
+	if (!sluice_store_segment_open(w->store, w->stream, first, false, false, &seg))
+		goto cleanup;
+	if (!sluice_segment_size(seg, &res->size))
+		goto cleanup;
+	scan = sluice_scan_create(seg, trust);
+
+	sluice_chain chain;
+	sluice_chain_init_unanchored(&chain, w->stream);
+	/* Commit info seen so far, promoted to the result at each boundary. */
+	bool have_commit = false;
+	uint64_t commit_txseq = 0, commit_lsn = 0;
+	int64_t commit_time = 0;
+	uint64_t frames = 0;
+
+	for (;;) {
+		sluice_scan_frame f;
+		sluice_scan_status st = sluice_scan_next(scan, &f);
+		if (st == SLUICE_SCAN_END)
+			break;
+		if (st == SLUICE_SCAN_TORN) {
+			res->torn_bytes = res->size - f.offset;
+			break;
+		}
+		if (st == SLUICE_SCAN_IO)
+			goto cleanup;
+		if (st == SLUICE_SCAN_UNTRUSTED) {
+			char have[SLUICE_KEY_ID_HEX_SIZE], mine[SLUICE_KEY_ID_HEX_SIZE];
+			sluice_keys_id_hex(f.hdr.key_id, have);
+			sluice_keys_id_hex(sluice_key_id(w->key), mine);
+			sluice_log_error("stream \"%s\" in store \"%s\" is signed by key %s, not by "
+					 "this key %s (segment %s, offset %" PRIu64 ")",
+					 w->stream, sluice_store_location(w->store), have, mine, name,
+					 f.offset);
+			goto cleanup;
+		}
+		if (st == SLUICE_SCAN_BAD) {
+			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
+					 "%" PRIu64 ": %s (run sluice verify)",
+					 w->stream, name, f.offset, sluice_frame_strerror(f.frame_status));
+			goto cleanup;
+		}
+		sluice_chain_status cs =
+			sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0, first);
+		if (cs != SLUICE_CHAIN_OK) {
+			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
+					 "%" PRIu64 ": %s",
+					 w->stream, name, f.offset, sluice_chain_strerror(cs));
+			goto cleanup;
+		}
+		sluice_frame_status fs = sluice_frame_decompress(w->codec, &f.hdr, f.payload, &raw);
+		if (fs != SLUICE_FRAME_OK) {
+			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
+					 "%" PRIu64 ": %s",
+					 w->stream, name, f.offset, sluice_frame_strerror(fs));
+			goto cleanup;
+		}
+		size_t pos = 0;
+		sluice_arena_reset(arena);
+		for (;;) {
+			sluice_record *rec;
+			sluice_records_status rs = sluice_records_unpack(raw.data, raw.len, &pos, arena,
+									 &rec);
+			if (rs == SLUICE_RECORDS_END)
+				break;
+			if (rs != SLUICE_RECORDS_OK) {
+				sluice_log_error("could not recover stream \"%s\": segment %s frame at "
+						 "offset %" PRIu64 ": %s",
+						 w->stream, name, f.offset, sluice_records_strerror(rs));
+				goto cleanup;
+			}
+			cs = sluice_chain_record(&chain, rec);
+			if (cs != SLUICE_CHAIN_OK) {
+				sluice_log_error("could not recover stream \"%s\": segment %s frame at "
+						 "offset %" PRIu64 ": %s",
+						 w->stream, name, f.offset, sluice_chain_strerror(cs));
+				goto cleanup;
+			}
+			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
+				have_commit = true;
+				commit_txseq = rec->commit->txseq;
+				commit_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
+				commit_time = rec->commit->commit_time_us;
+			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
+				have_commit = true;
+				commit_txseq = rec->snapshot_end->txseq;
+			}
+		}
+		cs = sluice_chain_frame_end(&chain);
+		if (cs != SLUICE_CHAIN_OK) {
+			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
+					 "%" PRIu64 ": %s",
+					 w->stream, name, f.offset, sluice_chain_strerror(cs));
+			goto cleanup;
+		}
+		frames++;
+		if (!(f.hdr.flags & SLUICE_FRAME_OPEN)) {
+			res->boundary_off = sluice_scan_offset(scan);
+			res->boundary_frames = frames;
+			memcpy(res->boundary_hash, f.hash, SLUICE_FRAME_HASH_SIZE);
+			res->boundary_next_frame_seq = f.hdr.frame_seq + 1;
+			res->boundary_txseq_end = f.hdr.txseq_end;
+			res->boundary_sealed = (f.hdr.flags & SLUICE_FRAME_SEAL) != 0;
+			res->partial_txseq = 0;
+			res->have_commit = have_commit;
+			res->commit_txseq = commit_txseq;
+			res->commit_end_lsn = commit_lsn;
+			res->commit_time = commit_time;
+		} else {
+			res->partial_txseq = f.hdr.txseq_end;
+		}
+	}
+	ok = true;
+
+cleanup:
+	sluice_buf_free(&raw);
+	sluice_arena_free(arena);
+	sluice_scan_free(scan);
+	sluice_segment_close(seg);
+	sluice_trust_free(trust);
+	return ok;
+}
+
+/* writer_recover finds the end of an existing stream and prepares to continue it. */
+static bool
+writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
+{
+	bool ok = false;
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	if (!sluice_store_list(w->store, w->stream, &firsts, &n, NULL))
+		goto cleanup;
+
+	/* Defaults: an empty stream starts at its genesis. */
+	sluice_frame_genesis(w->stream, w->prev_hash);
+	w->next_frame_seq = 0;
+	w->next_txseq = 1;
+
+	size_t idx = n;
+	writer_scan_result res;
+	while (idx > 0) {
+		idx--;
+		if (!writer_scan_segment(w, firsts[idx], &res))
+			goto cleanup;
+		if (res.boundary_frames > 0)
+			break;
+		/* Nothing complete in it: an interrupted first transaction. Drop it. */
+		if (idx + 1 != n) {
+			char name[SLUICE_SEGMENT_NAME_SIZE];
+			sluice_store_segment_name(firsts[idx], name);
+			sluice_log_error("could not recover stream \"%s\": segment %s holds no "
+					 "complete frame but is not the newest",
+					 w->stream, name);
+			goto cleanup;
+		}
+		rec->torn_bytes += res.torn_bytes;
+		rec->partial_bytes += res.size - res.torn_bytes;
+		rec->partial_txseq = res.partial_txseq;
+		rec->removed_segment = true;
+		if (!sluice_store_segment_remove(w->store, w->stream, firsts[idx]))
+			goto cleanup;
+		n--;
+	}
+	if (n == 0) {
+		ok = true;
+		goto cleanup;
+	}
+	if (idx + 1 != n) {
+		/* Should be unreachable: the loop stops at the newest kept segment. */
+		sluice_log_error("could not recover stream \"%s\": inconsistent segment list",
+				 w->stream);
+		goto cleanup;
+	}
+
+	uint64_t first = firsts[idx];
+	memcpy(w->prev_hash, res.boundary_hash, SLUICE_FRAME_HASH_SIZE);
+	w->next_frame_seq = res.boundary_next_frame_seq;
+	w->next_txseq = res.boundary_txseq_end;
+	w->last_txseq = w->next_txseq - 1;
+	w->written_txseq = w->durable_txseq = w->last_txseq;
+
+	if (res.boundary_off < res.size) {
+		rec->torn_bytes += res.torn_bytes;
+		rec->partial_bytes += res.size - res.boundary_off - res.torn_bytes;
+		rec->partial_txseq = res.partial_txseq;
+	}
+	if (!res.boundary_sealed) {
+		if (!sluice_store_segment_open(w->store, w->stream, first, true, false, &w->seg))
+			goto cleanup;
+		if (res.boundary_off < res.size &&
+		    !sluice_segment_truncate(w->seg, res.boundary_off))
+			goto cleanup;
+		w->seg_size = res.boundary_off;
+		w->seg_frames = res.boundary_frames;
+	} else if (res.boundary_off < res.size) {
+		sluice_log_error("could not recover stream \"%s\": bytes follow the seal of the "
+				 "newest segment",
+				 w->stream);
+		goto cleanup;
+	}
+
+	/* The last commit may lie in an earlier segment (e.g. a heartbeat-only tail). */
+	while (!res.have_commit && idx > 0) {
+		idx--;
+		if (!writer_scan_segment(w, firsts[idx], &res))
+			goto cleanup;
+	}
+	if (res.have_commit) {
+		w->last_end_lsn = w->written_end_lsn = w->durable_end_lsn = res.commit_end_lsn;
+		w->last_commit_time = res.commit_time;
+	}
+	ok = true;
+
+cleanup:
+	free(firsts);
+	return ok;
+}
+
+bool
+sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *key,
+		   const sluice_writer_options *options, sluice_writer **out,
+		   sluice_writer_recovery *recovery)
+{
+	if (!sluice_store_valid_stream_name(stream)) {
+		sluice_log_error("invalid stream name \"%s\": use letters, digits, '.', '_' and "
+				 "'-' (not starting with '.')",
+				 stream);
+		return false;
+	}
+	sluice_writer *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		abort();
+	w->store = store;
+	w->stream = strdup(stream);
+	if (w->stream == NULL)
+		abort();
+	w->key = key;
+	w->options = options ? *options : sluice_writer_default_options();
+	if (w->options.frame_target == 0)
+		w->options.frame_target = 1;
+	w->stream_id = sluice_frame_stream_id(stream);
+	w->codec = sluice_frame_codec_create(w->options.zstd_level);
+	if (w->codec == NULL) {
+		sluice_log_error("could not create zstd contexts");
+		goto fail;
+	}
+	sluice_writer_recovery rec = {0};
+	if (!writer_recover(w, &rec))
+		goto fail;
+	if (rec.torn_bytes > 0 || rec.partial_bytes > 0)
+		sluice_log_warn("stream \"%s\": cut off %" PRIu64 " bytes of a torn frame and "
+				"%" PRIu64 " bytes of unfinished transaction %" PRIu64
+				" left by an interrupted writer",
+				stream, rec.torn_bytes, rec.partial_bytes, rec.partial_txseq);
+	if (recovery != NULL)
+		*recovery = rec;
+	*out = w;
+	return true;
+
+fail:
+	w->failed = true;
+	sluice_writer_close(w);
+	return false;
+}
+
+/* writer_ensure_segment creates the next segment, named by the next txseq, if none is open. */
+static bool
+writer_ensure_segment(sluice_writer *w)
+{
+	if (w->seg != NULL)
+		return true;
+	if (!sluice_store_segment_open(w->store, w->stream, w->next_txseq, true, true, &w->seg))
+		return false;
+	w->seg_size = 0;
+	w->seg_frames = 0;
+	for (size_t i = 0; i < w->nrels; i++)
+		w->rels[i].emitted = false;
+	return true;
+}
+
+/* writer_write_frame encodes the pending records as one frame and appends it. */
+static bool
+writer_write_frame(sluice_writer *w, uint16_t extra_flags)
+{
+	if (!writer_ensure_segment(w))
+		return false;
+	if (!w->frame_started) {
+		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
+		w->frame_cont = w->cur_txseq != 0;
+	}
+	sluice_frame_header hdr;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.flags = extra_flags;
+	if (w->seg_frames == 0)
+		hdr.flags |= SLUICE_FRAME_FIRST;
+	if (w->frame_cont)
+		hdr.flags |= SLUICE_FRAME_CONT;
+	if (w->cur_txseq != 0)
+		hdr.flags |= SLUICE_FRAME_OPEN;
+	hdr.stream_id = w->stream_id;
+	hdr.frame_seq = w->next_frame_seq;
+	hdr.txseq_start = w->frame_txseq_start;
+	hdr.txseq_end = w->cur_txseq ? w->cur_txseq : w->next_txseq;
+	if (w->frame_has_time) {
+		hdr.time_min = w->frame_tmin;
+		hdr.time_max = w->frame_tmax;
+	}
+	hdr.record_count = w->raw_records;
+	memcpy(hdr.key_id, sluice_key_id(w->key), SLUICE_FRAME_KEY_ID_SIZE);
+	memcpy(hdr.prev_hash, w->prev_hash, SLUICE_FRAME_HASH_SIZE);
+
+	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
+	sluice_buf_reset(&w->out);
+	sluice_frame_status fs = sluice_frame_encode(w->codec, &hdr, w->raw.data, w->raw.len,
+						     sluice_key_secret(w->key), &w->out, hash);
+	if (fs != SLUICE_FRAME_OK) {
+		sluice_log_error("could not encode frame %" PRIu64 " of stream \"%s\": %s",
+				 hdr.frame_seq, w->stream, sluice_frame_strerror(fs));
+		return false;
+	}
+	if (!sluice_segment_append(w->seg, w->out.data, w->out.len)) {
+		w->failed = true;
+		return false;
+	}
+	memcpy(w->prev_hash, hash, SLUICE_FRAME_HASH_SIZE);
+	w->next_frame_seq++;
+	w->seg_size += w->out.len;
+	w->seg_frames++;
+	w->written_txseq = w->last_txseq;
+	w->written_end_lsn = w->last_end_lsn;
+
+	sluice_buf_reset(&w->raw);
+	w->raw_records = 0;
+	w->frame_started = false;
+	w->frame_has_time = false;
+	return true;
+}
+
+/* writer_add_raw appends one packed record to the pending frame. */
+static void
+writer_add_raw(sluice_writer *w, const uint8_t *data, size_t len)
+{
+	if (!w->frame_started) {
+		w->frame_started = true;
+		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
+		w->frame_cont = w->cur_txseq != 0;
+	}
+	if (w->cur_txseq != 0) {
+		if (!w->frame_has_time) {
+			w->frame_tmin = w->frame_tmax = w->cur_time;
+			w->frame_has_time = true;
+		} else {
+			if (w->cur_time < w->frame_tmin)
+				w->frame_tmin = w->cur_time;
+			if (w->cur_time > w->frame_tmax)
+				w->frame_tmax = w->cur_time;
+		}
+	}
+	sluice_buf_append(&w->raw, data, len);
+	w->raw_records++;
+}
+
+static writer_relation *
+writer_find_relation(sluice_writer *w, uint32_t id)
+{
+	for (size_t i = 0; i < w->nrels; i++)
+		if (w->rels[i].id == id)
+			return &w->rels[i];
+	return NULL;
+}
+
+/* writer_need_relation writes relation id into the segment if it is not there yet. */
+static void
+writer_need_relation(sluice_writer *w, uint32_t id)
+{
+	writer_relation *r = writer_find_relation(w, id);
+	if (r == NULL || r->emitted)
+		return;
+	writer_add_raw(w, r->packed.data, r->packed.len);
+	r->emitted = true;
+}
+
+/* writer_maybe_cut writes the pending frame once it reaches the target size. */
+static bool
+writer_maybe_cut(sluice_writer *w)
+{
+	if (w->raw.len < w->options.frame_target)
+		return true;
+	return writer_write_frame(w, 0);
+}
+
+bool
+sluice_writer_append(sluice_writer *w, sluice_record *rec)
+{
+	if (w->failed) {
+		sluice_log_error("stream \"%s\": writer stopped after an earlier failure",
+				 w->stream);
+		return false;
+	}
+	uint32_t relid;
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_RELATION: {
+		/* Kept, and written lazily before the first change in each segment. */
+		writer_relation *r = writer_find_relation(w, rec->relation->id);
+		if (r == NULL) {
+			writer_relation *p = realloc(w->rels, (w->nrels + 1) * sizeof(*p));
+			if (p == NULL)
+				abort();
+			w->rels = p;
+			r = &w->rels[w->nrels++];
+			memset(r, 0, sizeof(*r));
+			r->id = rec->relation->id;
+		}
+		sluice_buf_reset(&r->packed);
+		sluice_records_pack(rec, &r->packed);
+		r->emitted = false;
+		return true;
+	}
+	case SLUICE__V1__RECORD__BODY_BEGIN:
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN:
+		if (w->cur_txseq != 0) {
+			sluice_log_error("stream \"%s\": %s while transaction %" PRIu64 " is open",
+					 w->stream, sluice_records_type_name(rec), w->cur_txseq);
+			return false;
+		}
+		if (!writer_ensure_segment(w))
+			return false;
+		w->cur_txseq = w->next_txseq;
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN) {
+			rec->begin->txseq = w->cur_txseq;
+			w->cur_time = rec->begin->commit_time_us;
+		} else {
+			rec->snapshot_begin->txseq = w->cur_txseq;
+			w->cur_time = rec->snapshot_begin->time_us;
+		}
+		w->next_txseq++;
+		break;
+	case SLUICE__V1__RECORD__BODY_COMMIT:
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
+		if (w->cur_txseq == 0) {
+			sluice_log_error("stream \"%s\": %s without an open transaction", w->stream,
+					 sluice_records_type_name(rec));
+			return false;
+		}
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
+			rec->commit->txseq = w->cur_txseq;
+			/* The commit time is the begin's: both come from the source's commit. */
+			rec->commit->commit_time_us = w->cur_time;
+		} else
+			rec->snapshot_end->txseq = w->cur_txseq;
+		break;
+	case SLUICE__V1__RECORD__BODY_TRUNCATE:
+		if (w->cur_txseq == 0)
+			goto no_txn;
+		for (size_t i = 0; i < rec->truncate->n_relation_ids; i++)
+			writer_need_relation(w, rec->truncate->relation_ids[i]);
+		break;
+	case SLUICE__V1__RECORD__BODY_HEARTBEAT:
+		if (w->cur_txseq != 0) {
+			sluice_log_error("stream \"%s\": heartbeat inside transaction %" PRIu64,
+					 w->stream, w->cur_txseq);
+			return false;
+		}
+		if (!writer_ensure_segment(w))
+			return false;
+		break;
+	default:
+		if (sluice_records_relation_id(rec, &relid)) {
+			if (w->cur_txseq == 0)
+				goto no_txn;
+			writer_need_relation(w, relid);
+		} else if (!writer_ensure_segment(w))
+			return false;
+		break;
+	}
+
+	/* Pack straight into the pending frame. */
+	if (!w->frame_started) {
+		w->frame_started = true;
+		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
+		w->frame_cont = w->cur_txseq != 0;
+		/* A Begin opens the frame between transactions, not inside one. */
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN ||
+		    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
+			w->frame_txseq_start = w->cur_txseq;
+			w->frame_cont = false;
+		}
+	}
+	if (w->cur_txseq != 0) {
+		if (!w->frame_has_time) {
+			w->frame_tmin = w->frame_tmax = w->cur_time;
+			w->frame_has_time = true;
+		} else {
+			if (w->cur_time < w->frame_tmin)
+				w->frame_tmin = w->cur_time;
+			if (w->cur_time > w->frame_tmax)
+				w->frame_tmax = w->cur_time;
+		}
+	}
+	sluice_records_pack(rec, &w->raw);
+	w->raw_records++;
+
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT ||
+	    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
+		w->last_txseq = w->cur_txseq;
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
+			w->last_end_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
+			w->last_commit_time = rec->commit->commit_time_us;
+		}
+		w->cur_txseq = 0;
+		if (w->seg_size + w->raw.len >= w->options.segment_target)
+			return sluice_writer_seal(w);
+	}
+	return writer_maybe_cut(w);
+
+no_txn:
+	sluice_log_error("stream \"%s\": %s outside a transaction", w->stream,
+			 sluice_records_type_name(rec));
+	return false;
+}
+
+bool
+sluice_writer_flush(sluice_writer *w)
+{
+	if (w->failed)
+		return false;
+	if (w->raw_records > 0 && !writer_write_frame(w, 0))
+		return false;
+	if (w->seg != NULL && !sluice_segment_sync(w->seg)) {
+		w->failed = true;
+		return false;
+	}
+	w->durable_txseq = w->written_txseq;
+	w->durable_end_lsn = w->written_end_lsn;
+	return true;
+}
+
+bool
+sluice_writer_seal(sluice_writer *w)
+{
+	if (w->failed)
+		return false;
+	if (w->cur_txseq != 0) {
+		sluice_log_error("stream \"%s\": cannot seal a segment inside transaction %" PRIu64,
+				 w->stream, w->cur_txseq);
+		return false;
+	}
+	if (w->seg == NULL)
+		return true;
+	if (w->raw_records > 0 && !writer_write_frame(w, 0))
+		return false;
+	/* The seal frame has no records: it says that nothing follows. */
+	if (!writer_write_frame(w, SLUICE_FRAME_SEAL))
+		return false;
+	if (!sluice_segment_seal(w->seg)) {
+		w->failed = true;
+		return false;
+	}
+	sluice_segment_close(w->seg);
+	w->seg = NULL;
+	w->durable_txseq = w->written_txseq;
+	w->durable_end_lsn = w->written_end_lsn;
+	return true;
+}
+
+bool
+sluice_writer_close(sluice_writer *w)
+{
+	if (w == NULL)
+		return true;
+	bool ok = true;
+	if (!w->failed)
+		ok = sluice_writer_flush(w);
+	sluice_segment_close(w->seg);
+	for (size_t i = 0; i < w->nrels; i++)
+		sluice_buf_free(&w->rels[i].packed);
+	free(w->rels);
+	sluice_buf_free(&w->raw);
+	sluice_buf_free(&w->out);
+	sluice_frame_codec_free(w->codec);
+	free(w->stream);
+	free(w);
+	return ok;
+}
+
+uint64_t
+sluice_writer_last_txseq(const sluice_writer *w)
+{
+	return w->last_txseq;
+}
+
+uint64_t
+sluice_writer_durable_txseq(const sluice_writer *w)
+{
+	return w->durable_txseq;
+}
+
+uint64_t
+sluice_writer_last_end_lsn(const sluice_writer *w)
+{
+	return w->last_end_lsn;
+}
+
+int64_t
+sluice_writer_last_commit_time(const sluice_writer *w)
+{
+	return w->last_commit_time;
+}
+
+bool
+sluice_writer_in_transaction(const sluice_writer *w)
+{
+	return w->cur_txseq != 0;
+}

@@ -1,0 +1,68 @@
+/* Stream writer: records into signed frames and segments, durably, with crash recovery. */
+#ifndef SLUICE_STORE_WRITER_H
+#define SLUICE_STORE_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "keys.h"
+#include "records.h"
+
+typedef struct sluice_writer sluice_writer;
+
+typedef struct sluice_writer_options {
+	size_t frame_target;   /* cut a frame when its records reach this size */
+	uint64_t segment_target; /* seal a segment at the first commit past this size */
+	int zstd_level;
+} sluice_writer_options;
+
+/* sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1. */
+sluice_writer_options sluice_writer_default_options(void);
+
+/* What the writer found at the end of the stream when it opened it. */
+typedef struct sluice_writer_recovery {
+	uint64_t torn_bytes;      /* bytes of an incomplete frame cut off */
+	uint64_t partial_bytes;   /* bytes of an unfinished transaction cut off */
+	uint64_t partial_txseq;   /* that transaction's txseq, 0 if none */
+	bool removed_segment;     /* an empty or wholly partial segment was deleted */
+} sluice_writer_recovery;
+
+/*
+ * sluice_writer_open opens stream in store for appending with key (borrowed;
+ * both outlive the writer). An existing stream must end in frames signed by
+ * this key. A torn last frame and an unfinished last transaction are cut off
+ * (described in *recovery when not NULL) and the chain continues.
+ */
+bool sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *key,
+			const sluice_writer_options *options, sluice_writer **out,
+			sluice_writer_recovery *recovery);
+
+/*
+ * sluice_writer_append adds a record. Begin and SnapshotBegin get the next
+ * txseq (written into the record); Commit and SnapshotEnd get the open one.
+ * Relation records are kept and written into each segment before the first
+ * change that needs them. Row changes need an open transaction.
+ */
+bool sluice_writer_append(sluice_writer *w, sluice_record *rec);
+
+/* sluice_writer_flush writes the pending frame and makes everything durable. */
+bool sluice_writer_flush(sluice_writer *w);
+
+/* sluice_writer_seal flushes and seals the open segment (at a transaction boundary). */
+bool sluice_writer_seal(sluice_writer *w);
+
+/* sluice_writer_close flushes (unless the writer failed) and releases; NULL is a no-op. */
+bool sluice_writer_close(sluice_writer *w);
+
+/* Last transaction fully appended (0 if none) and last one durable. */
+uint64_t sluice_writer_last_txseq(const sluice_writer *w);
+uint64_t sluice_writer_durable_txseq(const sluice_writer *w);
+/* Source end LSN and commit time of the last committed transaction, 0 if unknown. */
+uint64_t sluice_writer_last_end_lsn(const sluice_writer *w);
+int64_t sluice_writer_last_commit_time(const sluice_writer *w);
+/* True while a transaction is open. */
+bool sluice_writer_in_transaction(const sluice_writer *w);
+
+#endif
