@@ -28,6 +28,9 @@ const char *sluice_records_strerror(sluice_records_status status);
 /* sluice_records_pack appends rec to out as a varint length and the message. */
 void sluice_records_pack(const sluice_record *rec, sluice_buf *out);
 
+/* sluice_records_pack_generic is the same through protobuf-c alone (tests compare both). */
+void sluice_records_pack_generic(const sluice_record *rec, sluice_buf *out);
+
 /*
  * sluice_records_unpack decodes the record at *offset of data[0..len) into
  * memory from arena and advances *offset.

@@ -132,3 +132,36 @@ sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
 	scan->offset = end;
 	return SLUICE_SCAN_FRAME;
 }
+
+sluice_scan_status
+sluice_scan_next_header(sluice_scan *scan, sluice_scan_frame *out)
+{
+	uint64_t size;
+	if (!sluice_segment_size(scan->seg, &size))
+		return SLUICE_SCAN_IO;
+	uint64_t off = scan->offset;
+	memset(out, 0, sizeof(*out));
+	out->offset = off;
+	if (off >= size)
+		return SLUICE_SCAN_END;
+	size_t got = 0;
+	if (!sluice_segment_read(scan->seg, off, out->header_bytes, SLUICE_FRAME_HEADER_SIZE, &got))
+		return SLUICE_SCAN_IO;
+	if (got < SLUICE_FRAME_HEADER_SIZE) {
+		out->frame_status = SLUICE_FRAME_E_SHORT;
+		return SLUICE_SCAN_TORN;
+	}
+	sluice_frame_status fs = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
+	if (fs != SLUICE_FRAME_OK) {
+		out->frame_status = fs;
+		return SLUICE_SCAN_BAD;
+	}
+	uint64_t end = off + SLUICE_FRAME_HEADER_SIZE + out->hdr.payload_len;
+	if (end > size) {
+		out->frame_status = SLUICE_FRAME_E_SHORT;
+		return SLUICE_SCAN_TORN;
+	}
+	sluice_frame_hash(out->header_bytes, out->hash);
+	scan->offset = end;
+	return SLUICE_SCAN_FRAME;
+}

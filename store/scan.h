@@ -51,4 +51,11 @@ uint64_t sluice_scan_offset(const sluice_scan *scan);
  */
 sluice_scan_status sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out);
 
+/*
+ * sluice_scan_next_header parses the header at the current offset WITHOUT
+ * authenticating it and skips its payload (payload stays NULL). Only for
+ * listing what a segment claims to hold; never decode anything after it.
+ */
+sluice_scan_status sluice_scan_next_header(sluice_scan *scan, sluice_scan_frame *out);
+
 #endif

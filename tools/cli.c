@@ -1,0 +1,95 @@
+/* Shared command-line helpers: exit codes, number and time parsing, formatting. */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+bool
+cli_parse_u64(const char *name, const char *text, uint64_t *out)
+{
+	char *end = NULL;
+	errno = 0;
+	if (text[0] == '-' || text[0] == '\0') {
+		sluice_log_error("invalid value \"%s\" for %s: expected a non-negative integer",
+				 text, name);
+		return false;
+	}
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0') {
+		sluice_log_error("invalid value \"%s\" for %s: expected a non-negative integer",
+				 text, name);
+		return false;
+	}
+	*out = (uint64_t)v;
+	return true;
+}
+
+sluice_trust *
+cli_load_trust(char **paths, size_t n)
+{
+	sluice_trust *t = sluice_trust_create();
+	for (size_t i = 0; i < n; i++) {
+		if (!sluice_trust_add_file(t, paths[i])) {
+			sluice_trust_free(t);
+			return NULL;
+		}
+	}
+	return t;
+}
+
+void
+cli_format_time(int64_t us, char *out, size_t size)
+{
+	time_t sec = (time_t)(us / 1000000);
+	int64_t frac = us % 1000000;
+	if (frac < 0) {
+		frac += 1000000;
+		sec -= 1;
+	}
+	struct tm tm;
+	if (gmtime_r(&sec, &tm) == NULL) {
+		snprintf(out, size, "%" PRId64 "us", us);
+		return;
+	}
+	snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06" PRId64 "Z", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+void
+cli_format_lsn(uint64_t lsn, char *out, size_t size)
+{
+	snprintf(out, size, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xFFFFFFFFu));
+}
+
+void
+cli_format_bytes(uint64_t n, char *out, size_t size)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1024.0 && u < 4) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, size, "%" PRIu64 " B", n);
+	else
+		snprintf(out, size, "%.1f %s", v, units[u]);
+}
+
+int
+cli_usage_error(const char *command, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sluice_log_error("%s (see \"sluice %s --help\")", msg, command);
+	return SLUICE_EXIT_USAGE;
+}

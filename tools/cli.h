@@ -1,0 +1,33 @@
+/* Shared command-line helpers: exit codes, number and time parsing, formatting. */
+#ifndef SLUICE_TOOLS_CLI_H
+#define SLUICE_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "keys.h"
+
+/* Exit codes of every sluice command (README "Exit codes"). */
+#define SLUICE_EXIT_OK 0       /* success; verify: the stream is whole */
+#define SLUICE_EXIT_PROBLEM 1  /* verify/inspect found damage, an untrusted key or a gap */
+#define SLUICE_EXIT_USAGE 2    /* bad command line */
+#define SLUICE_EXIT_FAILURE 3  /* could not do the work: I/O, missing files, bad keys */
+
+/* cli_parse_u64 parses a decimal number for option name; logs and returns false if bad. */
+bool cli_parse_u64(const char *name, const char *text, uint64_t *out);
+
+/* cli_load_trust builds a trust set from .pub files; NULL after logging on failure. */
+sluice_trust *cli_load_trust(char **paths, size_t n);
+
+/* cli_format_time writes µs since the epoch as 2026-01-02T03:04:05.123456Z. */
+void cli_format_time(int64_t us, char *out, size_t size);
+/* cli_format_lsn writes a PostgreSQL LSN as X/X. */
+void cli_format_lsn(uint64_t lsn, char *out, size_t size);
+/* cli_format_bytes writes a size with a binary unit ("1.5 MiB"). */
+void cli_format_bytes(uint64_t n, char *out, size_t size);
+
+/* cli_usage_error logs a usage problem with a hint to --help; returns SLUICE_EXIT_USAGE. */
+int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,342 @@
+/* sluice inspect: list segments and frames of a stream, or print its records. */
+#include "cmd_inspect.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "buf.h"
+#include "cli.h"
+#include "json.h"
+#include "log.h"
+#include "print.h"
+#include "reader.h"
+#include "scan.h"
+
+static void
+inspect_help(FILE *f)
+{
+	fprintf(f,
+		"Usage: sluice inspect --store S --stream NAME [--trust PUB ...] [--json]\n"
+		"                      [--from TXSEQ] [--limit N] [--records]\n"
+		"\n"
+		"Without --records: list segments and their frames (txseq and commit time\n"
+		"ranges, record counts, sizes, compression ratio). With --trust every frame\n"
+		"is authenticated first; without it the headers are shown as unverified.\n"
+		"\n"
+		"With --records (needs --trust): print every transaction and change, as\n"
+		"readable text or, with --json, one JSON object per record with at least\n"
+		"\"type\" and \"txseq\" (row changes also \"relation\" and their values).\n"
+		"Records are only decoded after their frame is authenticated.\n"
+		"\n"
+		"Options:\n"
+		"  -s, --store S       store: a directory PATH or file://PATH\n"
+		"  -n, --stream NAME   stream name\n"
+		"  -t, --trust PUB     trusted public key file (repeatable)\n"
+		"      --json          JSON lines instead of text\n"
+		"      --from TXSEQ    start at this transaction\n"
+		"      --limit N       at most N frames (listing) or transactions (--records)\n"
+		"  -r, --records       print records\n"
+		"  -h, --help          show this help\n"
+		"\n"
+		"Exit status: 0 done, 1 a frame failed authentication or the stream is\n"
+		"damaged, 2 usage error, 3 the store or a key could not be read.\n");
+}
+
+typedef struct inspect_opts {
+	bool json;
+	uint64_t from;
+	uint64_t limit; /* 0 = no limit */
+} inspect_opts;
+
+/* inspect_records prints records through an authenticating reader. */
+static int
+inspect_records(sluice_store *store, const char *stream, const sluice_trust *trust,
+		const inspect_opts *o)
+{
+	sluice_reader *r = NULL;
+	sluice_buf line = {0};
+	int rc = SLUICE_EXIT_FAILURE;
+	uint64_t done = 0;
+	if (!sluice_reader_open(store, stream, trust, o->from, &r))
+		goto cleanup;
+	for (;;) {
+		const sluice_record *rec;
+		sluice_reader_status st = sluice_reader_next(r, &rec);
+		if (st == SLUICE_READER_WAIT)
+			break;
+		if (st == SLUICE_READER_ERROR) {
+			rc = SLUICE_EXIT_PROBLEM;
+			goto cleanup;
+		}
+		sluice_buf_reset(&line);
+		print_record(&line, o->json, rec, sluice_reader_position_get(r)->txseq, r);
+		fwrite(line.data, 1, line.len, stdout);
+		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT ||
+		    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
+			done++;
+			if (o->limit && done >= o->limit)
+				break;
+		}
+	}
+	rc = SLUICE_EXIT_OK;
+
+cleanup:
+	sluice_buf_free(&line);
+	sluice_reader_close(r);
+	return rc;
+}
+
+/* Totals of one segment for its summary line. */
+typedef struct inspect_seg {
+	uint64_t frames, records, raw, payload;
+	uint64_t txseq_first, txseq_next;
+	int64_t tmin, tmax;
+	bool have_time, sealed, open_end, torn, bad;
+} inspect_seg;
+
+static void
+inspect_print_frame(const inspect_opts *o, const char *name, const sluice_scan_frame *f,
+		    bool verified)
+{
+	const sluice_frame_header *h = &f->hdr;
+	char key[SLUICE_KEY_ID_HEX_SIZE];
+	sluice_keys_id_hex(h->key_id, key);
+	char flags[64];
+	snprintf(flags, sizeof(flags), "%s%s%s%s", (h->flags & SLUICE_FRAME_FIRST) ? ",first" : "",
+		 (h->flags & SLUICE_FRAME_CONT) ? ",cont" : "",
+		 (h->flags & SLUICE_FRAME_OPEN) ? ",open" : "",
+		 (h->flags & SLUICE_FRAME_SEAL) ? ",seal" : "");
+	const char *fl = flags[0] ? flags + 1 : flags;
+	double ratio = h->payload_len ? (double)h->raw_len / h->payload_len : 0;
+	if (o->json) {
+		printf("{\"type\":\"frame\",\"segment\":\"%s\",\"offset\":%" PRIu64
+		       ",\"frame_seq\":%" PRIu64 ",\"txseq_start\":%" PRIu64 ",\"txseq_end\":%" PRIu64
+		       ",\"records\":%" PRIu32 ",\"raw_bytes\":%" PRIu32 ",\"payload_bytes\":%" PRIu32
+		       ",\"compression_ratio\":%.2f,\"time_min_us\":%" PRId64 ",\"time_max_us\":%" PRId64
+		       ",\"key_id\":\"%s\",\"flags\":\"%s\",\"verified\":%s}\n",
+		       name, f->offset, h->frame_seq, h->txseq_start, h->txseq_end, h->record_count,
+		       h->raw_len, h->payload_len, ratio, h->time_min, h->time_max, key, fl,
+		       verified ? "true" : "false");
+	} else {
+		printf("  frame %" PRIu64 " @%" PRIu64 ": txseq %" PRIu64 "..%" PRIu64
+		       ", %" PRIu32 " records, %" PRIu32 " -> %" PRIu32 " bytes (%.2fx), key %s%s%s%s\n",
+		       h->frame_seq, f->offset, h->txseq_start, h->txseq_end, h->record_count,
+		       h->raw_len, h->payload_len, ratio, key, fl[0] ? ", " : "", fl,
+		       verified ? "" : " [unverified]");
+	}
+}
+
+static void
+inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size,
+		      const inspect_seg *s, bool verified)
+{
+	char tmin[64] = "-", tmax[64] = "-", sz[32], raw[32];
+	if (s->have_time) {
+		cli_format_time(s->tmin, tmin, sizeof(tmin));
+		cli_format_time(s->tmax, tmax, sizeof(tmax));
+	}
+	cli_format_bytes(size, sz, sizeof(sz));
+	cli_format_bytes(s->raw, raw, sizeof(raw));
+	double ratio = s->payload ? (double)s->raw / s->payload : 0;
+	uint64_t last = s->txseq_next > 0 ? s->txseq_next - 1 : 0;
+	const char *state = s->bad ? "damaged" : s->torn ? "torn tail" : s->sealed ? "sealed" : "open";
+	if (o->json) {
+		printf("{\"type\":\"segment\",\"name\":\"%s\",\"size\":%" PRIu64 ",\"frames\":%" PRIu64
+		       ",\"records\":%" PRIu64 ",\"txseq_first\":%" PRIu64 ",\"txseq_last\":%" PRIu64
+		       ",\"time_min\":\"%s\",\"time_max\":\"%s\",\"raw_bytes\":%" PRIu64
+		       ",\"compression_ratio\":%.2f,\"state\":\"%s\",\"verified\":%s}\n",
+		       name, size, s->frames, s->records, s->txseq_first, last, tmin, tmax, s->raw,
+		       ratio, state, verified ? "true" : "false");
+	} else {
+		printf("segment %s: %s, %" PRIu64 " frames, %" PRIu64 " records, txseq %" PRIu64
+		       "..%" PRIu64 ", time %s .. %s, %s raw (%.2fx), %s%s\n",
+		       name, sz, s->frames, s->records, s->txseq_first, last, tmin, tmax, raw, ratio,
+		       state, verified ? "" : ", unverified");
+	}
+}
+
+/* inspect_list lists segments and frames; authenticates when trust is given. */
+static int
+inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
+	     const inspect_opts *o)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int rc = SLUICE_EXIT_OK;
+	uint64_t listed = 0;
+	if (!sluice_store_list(store, stream, &firsts, &n, NULL))
+		return SLUICE_EXIT_FAILURE;
+	if (n == 0) {
+		sluice_log_error("stream \"%s\" has no segments in store \"%s\"", stream,
+				 sluice_store_location(store));
+		free(firsts);
+		return SLUICE_EXIT_FAILURE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Skip segments wholly before --from. */
+		if (o->from && i + 1 < n && firsts[i + 1] <= o->from)
+			continue;
+		char name[SLUICE_SEGMENT_NAME_SIZE];
+		sluice_store_segment_name(firsts[i], name);
+		sluice_segment *seg = NULL;
+		if (!sluice_store_segment_open(store, stream, firsts[i], false, false, &seg)) {
+			rc = SLUICE_EXIT_FAILURE;
+			break;
+		}
+		uint64_t size = 0;
+		(void)sluice_segment_size(seg, &size);
+		sluice_scan *scan = sluice_scan_create(seg, trust);
+		inspect_seg s;
+		memset(&s, 0, sizeof(s));
+		for (;;) {
+			sluice_scan_frame f;
+			sluice_scan_status st = trust ? sluice_scan_next(scan, &f)
+						      : sluice_scan_next_header(scan, &f);
+			if (st == SLUICE_SCAN_END)
+				break;
+			if (st == SLUICE_SCAN_TORN) {
+				s.torn = true;
+				break;
+			}
+			if (st != SLUICE_SCAN_FRAME) {
+				char key[SLUICE_KEY_ID_HEX_SIZE];
+				sluice_keys_id_hex(f.hdr.key_id, key);
+				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s", name,
+						 f.offset,
+						 st == SLUICE_SCAN_UNTRUSTED
+							 ? "signed by a key that is not trusted"
+							 : sluice_frame_strerror(f.frame_status));
+				s.bad = true;
+				rc = SLUICE_EXIT_PROBLEM;
+				break;
+			}
+			const sluice_frame_header *h = &f.hdr;
+			if (s.frames == 0)
+				s.txseq_first = h->txseq_start;
+			s.frames++;
+			s.records += h->record_count;
+			s.raw += h->raw_len;
+			s.payload += h->payload_len;
+			s.txseq_next = h->txseq_end;
+			s.open_end = (h->flags & SLUICE_FRAME_OPEN) != 0;
+			if (h->flags & SLUICE_FRAME_SEAL)
+				s.sealed = true;
+			if (h->time_min || h->time_max) {
+				if (!s.have_time || h->time_min < s.tmin)
+					s.tmin = h->time_min;
+				if (!s.have_time || h->time_max > s.tmax)
+					s.tmax = h->time_max;
+				s.have_time = true;
+			}
+			if (!o->limit || listed < o->limit) {
+				if (!o->json && s.frames == 1)
+					printf("%s\n", name);
+				inspect_print_frame(o, name, &f, trust != NULL);
+				listed++;
+			}
+		}
+		inspect_print_segment(o, name, size, &s, trust != NULL);
+		sluice_scan_free(scan);
+		sluice_segment_close(seg);
+	}
+	free(firsts);
+	return rc;
+}
+
+int
+cmd_inspect(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"store", required_argument, NULL, 's'},
+		{"stream", required_argument, NULL, 'n'},
+		{"trust", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{"from", required_argument, NULL, 'F'},
+		{"limit", required_argument, NULL, 'L'},
+		{"records", no_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *store_spec = NULL, *stream = NULL;
+	char **trust_paths = calloc((size_t)argc + 1, sizeof(char *));
+	size_t ntrust = 0;
+	bool records = false;
+	inspect_opts o = {0};
+	int rc = SLUICE_EXIT_FAILURE;
+	sluice_store *store = NULL;
+	sluice_trust *trust = NULL;
+	int c;
+	if (trust_paths == NULL)
+		abort();
+	while ((c = getopt_long(argc, argv, "s:n:t:rh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			store_spec = optarg;
+			break;
+		case 'n':
+			stream = optarg;
+			break;
+		case 't':
+			trust_paths[ntrust++] = optarg;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 'F':
+			if (!cli_parse_u64("--from", optarg, &o.from)) {
+				rc = SLUICE_EXIT_USAGE;
+				goto cleanup;
+			}
+			break;
+		case 'L':
+			if (!cli_parse_u64("--limit", optarg, &o.limit)) {
+				rc = SLUICE_EXIT_USAGE;
+				goto cleanup;
+			}
+			break;
+		case 'r':
+			records = true;
+			break;
+		case 'h':
+			inspect_help(stdout);
+			rc = SLUICE_EXIT_OK;
+			goto cleanup;
+		default:
+			rc = cli_usage_error("inspect", "invalid option");
+			goto cleanup;
+		}
+	}
+	if (optind < argc) {
+		rc = cli_usage_error("inspect", "unexpected argument \"%s\"", argv[optind]);
+		goto cleanup;
+	}
+	if (store_spec == NULL || stream == NULL) {
+		rc = cli_usage_error("inspect", "--store and --stream are required");
+		goto cleanup;
+	}
+	if (!sluice_store_valid_stream_name(stream)) {
+		rc = cli_usage_error("inspect", "invalid stream name \"%s\"", stream);
+		goto cleanup;
+	}
+	if (records && ntrust == 0) {
+		rc = cli_usage_error("inspect", "--records needs --trust: records are decoded only "
+						"after their frame is authenticated");
+		goto cleanup;
+	}
+	if (ntrust > 0 && (trust = cli_load_trust(trust_paths, ntrust)) == NULL)
+		goto cleanup;
+	if (!sluice_store_open(store_spec, &store))
+		goto cleanup;
+	rc = records ? inspect_records(store, stream, trust, &o)
+		     : inspect_list(store, stream, trust, &o);
+
+cleanup:
+	sluice_store_close(store);
+	sluice_trust_free(trust);
+	free(trust_paths);
+	return rc;
+}

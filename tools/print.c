@@ -1,0 +1,385 @@
+/* Human-readable and JSON renderings of stream records for `inspect --records`. */
+#include "print.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json.h"
+
+static void
+print_str(sluice_buf *out, const char *s)
+{
+	sluice_json_append_string(out, s, strlen(s));
+}
+
+static void
+print_base64(sluice_buf *out, const uint8_t *data, size_t len)
+{
+	size_t n = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+	sluice_buf_reserve(out, n + 2);
+	sluice_buf_append_byte(out, '"');
+	sodium_bin2base64((char *)out->data + out->len, n, data, len,
+			  sodium_base64_VARIANT_ORIGINAL);
+	out->len += n - 1;
+	sluice_buf_append_byte(out, '"');
+}
+
+static const char *
+print_column_name(const Sluice__V1__Relation *rel, size_t i, char *tmp, size_t size)
+{
+	if (rel != NULL && i < rel->n_columns)
+		return rel->columns[i]->name;
+	snprintf(tmp, size, "col%zu", i + 1);
+	return tmp;
+}
+
+/* print_row_json renders a row image as {"col": value, ...}. */
+static void
+print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel)
+{
+	char tmp[32];
+	sluice_buf_append_byte(out, '{');
+	for (size_t i = 0; i < row->n_kinds; i++) {
+		if (i > 0)
+			sluice_buf_append_byte(out, ',');
+		print_str(out, print_column_name(rel, i, tmp, sizeof(tmp)));
+		sluice_buf_append_byte(out, ':');
+		const ProtobufCBinaryData *v = i < row->n_values ? &row->values[i] : NULL;
+		switch (row->kinds[i]) {
+		case SLUICE__V1__VALUE_KIND__VALUE_NULL:
+			sluice_buf_append_str(out, "null");
+			break;
+		case SLUICE__V1__VALUE_KIND__VALUE_UNCHANGED_TOAST:
+			sluice_buf_append_str(out, "{\"unchanged_toast\":true}");
+			break;
+		case SLUICE__V1__VALUE_KIND__VALUE_BINARY:
+			sluice_buf_append_str(out, "{\"base64\":");
+			print_base64(out, v ? v->data : NULL, v ? v->len : 0);
+			sluice_buf_append_byte(out, '}');
+			break;
+		default:
+			sluice_json_append_string(out, v ? (const char *)v->data : "", v ? v->len : 0);
+		}
+	}
+	sluice_buf_append_byte(out, '}');
+}
+
+/* print_row_text renders a row image as (col=value, ...) with SQL-like quoting. */
+static void
+print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel)
+{
+	char tmp[32];
+	sluice_buf_append_byte(out, '(');
+	for (size_t i = 0; i < row->n_kinds; i++) {
+		if (i > 0)
+			sluice_buf_append_str(out, ", ");
+		sluice_buf_append_str(out, print_column_name(rel, i, tmp, sizeof(tmp)));
+		sluice_buf_append_byte(out, '=');
+		const ProtobufCBinaryData *v = i < row->n_values ? &row->values[i] : NULL;
+		switch (row->kinds[i]) {
+		case SLUICE__V1__VALUE_KIND__VALUE_NULL:
+			sluice_buf_append_str(out, "NULL");
+			break;
+		case SLUICE__V1__VALUE_KIND__VALUE_UNCHANGED_TOAST:
+			sluice_buf_append_str(out, "<unchanged toast>");
+			break;
+		case SLUICE__V1__VALUE_KIND__VALUE_BINARY:
+			sluice_buf_printf(out, "<%zu bytes>", v ? v->len : 0);
+			break;
+		default:
+			/* JSON escaping keeps control bytes and invalid UTF-8 visible. */
+			sluice_json_append_string(out, v ? (const char *)v->data : "", v ? v->len : 0);
+		}
+	}
+	sluice_buf_append_byte(out, ')');
+}
+
+static void
+print_relation_name(sluice_buf *out, bool json, uint32_t id, const sluice_reader *reader)
+{
+	const Sluice__V1__Relation *rel = sluice_reader_relation(reader, id);
+	char name[600];
+	if (rel != NULL)
+		snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->name);
+	else
+		snprintf(name, sizeof(name), "<relation %" PRIu32 ">", id);
+	if (json) {
+		sluice_buf_append_str(out, ",\"relation\":");
+		print_str(out, name);
+		sluice_buf_printf(out, ",\"relation_id\":%" PRIu32, id);
+	} else {
+		sluice_buf_append_byte(out, ' ');
+		sluice_buf_append_str(out, name);
+	}
+}
+
+static const char *
+print_old_kind(Sluice__V1__OldKind k)
+{
+	switch (k) {
+	case SLUICE__V1__OLD_KIND__OLD_KEY:
+		return "key";
+	case SLUICE__V1__OLD_KIND__OLD_FULL:
+		return "full";
+	default:
+		return "none";
+	}
+}
+
+/* print_field_* add one named field in the record's format. */
+static void
+print_field_u64(sluice_buf *out, bool json, const char *name, uint64_t v)
+{
+	if (json)
+		sluice_buf_printf(out, ",\"%s\":%" PRIu64, name, v);
+	else
+		sluice_buf_printf(out, " %s=%" PRIu64, name, v);
+}
+
+static void
+print_field_str(sluice_buf *out, bool json, const char *name, const char *v)
+{
+	if (json) {
+		sluice_buf_printf(out, ",\"%s\":", name);
+		print_str(out, v);
+	} else
+		sluice_buf_printf(out, " %s=%s", name, v);
+}
+
+static void
+print_field_time(sluice_buf *out, bool json, const char *name, int64_t us)
+{
+	char t[64];
+	cli_format_time(us, t, sizeof(t));
+	if (json)
+		sluice_buf_printf(out, ",\"%s\":\"%s\",\"%s_us\":%" PRId64, name, t, name, us);
+	else
+		sluice_buf_printf(out, " %s=%s", name, t);
+}
+
+static void
+print_field_lsn(sluice_buf *out, bool json, const char *name, uint64_t lsn)
+{
+	char t[32];
+	cli_format_lsn(lsn, t, sizeof(t));
+	print_field_str(out, json, name, t);
+}
+
+static void
+print_field_row(sluice_buf *out, bool json, const char *name, const Sluice__V1__Row *row,
+		const Sluice__V1__Relation *rel)
+{
+	if (row == NULL)
+		return;
+	if (json) {
+		sluice_buf_printf(out, ",\"%s\":", name);
+		print_row_json(out, row, rel);
+	} else {
+		sluice_buf_printf(out, " %s", name);
+		print_row_text(out, row, rel);
+	}
+}
+
+static void
+print_field_bson(sluice_buf *out, bool json, const char *name, const ProtobufCBinaryData *d)
+{
+	if (json) {
+		sluice_buf_printf(out, ",\"%s_bson_base64\":", name);
+		print_base64(out, d->data, d->len);
+	} else
+		sluice_buf_printf(out, " %s=<%zu bytes BSON>", name, d->len);
+}
+
+void
+print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txseq,
+	     const sluice_reader *reader)
+{
+	const char *type = sluice_records_type_name(rec);
+	if (json) {
+		sluice_buf_printf(out, "{\"type\":\"%s\"", type);
+		if (txseq != 0)
+			sluice_buf_printf(out, ",\"txseq\":%" PRIu64, txseq);
+		else
+			sluice_buf_append_str(out, ",\"txseq\":null");
+	} else {
+		if (txseq != 0)
+			sluice_buf_printf(out, "%8" PRIu64 " ", txseq);
+		else
+			sluice_buf_append_str(out, "         ");
+		sluice_buf_append_str(out, type);
+	}
+
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_BEGIN: {
+		const Sluice__V1__Begin *b = rec->begin;
+		print_field_time(out, json, "commit_time", b->commit_time_us);
+		if (b->has_source_lsn)
+			print_field_lsn(out, json, "lsn", b->source_lsn);
+		if (b->has_source_xid)
+			print_field_u64(out, json, "xid", b->source_xid);
+		print_field_str(out, json, "origin", b->origin_node);
+		if (b->has_source_token)
+			print_field_bson(out, json, "resume_token", &b->source_token);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_COMMIT: {
+		const Sluice__V1__Commit *c = rec->commit;
+		print_field_time(out, json, "commit_time", c->commit_time_us);
+		if (c->has_end_lsn)
+			print_field_lsn(out, json, "end_lsn", c->end_lsn);
+		if (c->has_change_count)
+			print_field_u64(out, json, "changes", c->change_count);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_RELATION: {
+		const Sluice__V1__Relation *r = rec->relation;
+		print_field_u64(out, json, "relation_id", r->id);
+		char name[600];
+		snprintf(name, sizeof(name), "%s.%s", r->schema, r->name);
+		print_field_str(out, json, "relation", name);
+		if (json) {
+			sluice_buf_append_str(out, ",\"columns\":[");
+			for (size_t i = 0; i < r->n_columns; i++) {
+				const Sluice__V1__Column *c = r->columns[i];
+				if (i > 0)
+					sluice_buf_append_byte(out, ',');
+				sluice_buf_append_str(out, "{\"name\":");
+				print_str(out, c->name);
+				if (c->type_name)
+					print_field_str(out, true, "type", c->type_name);
+				if (c->has_type_oid)
+					print_field_u64(out, true, "type_oid", c->type_oid);
+				if (c->has_key && c->key)
+					sluice_buf_append_str(out, ",\"key\":true");
+				sluice_buf_append_byte(out, '}');
+			}
+			sluice_buf_append_byte(out, ']');
+		} else {
+			sluice_buf_append_str(out, " (");
+			for (size_t i = 0; i < r->n_columns; i++) {
+				const Sluice__V1__Column *c = r->columns[i];
+				sluice_buf_printf(out, "%s%s %s%s", i ? ", " : "", c->name,
+						  c->type_name ? c->type_name : "?",
+						  c->has_key && c->key ? " key" : "");
+			}
+			sluice_buf_append_byte(out, ')');
+		}
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_INSERT: {
+		const Sluice__V1__Insert *x = rec->insert;
+		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		print_relation_name(out, json, x->relation_id, reader);
+		print_field_row(out, json, "new", x->new_row, rel);
+		if (x->has_document)
+			print_field_bson(out, json, "document", &x->document);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_UPDATE: {
+		const Sluice__V1__Update *x = rec->update;
+		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		print_relation_name(out, json, x->relation_id, reader);
+		if (x->old_row != NULL)
+			print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
+		print_field_row(out, json, "old", x->old_row, rel);
+		print_field_row(out, json, "new", x->new_row, rel);
+		if (x->has_document_key)
+			print_field_bson(out, json, "document_key", &x->document_key);
+		if (x->has_update_description)
+			print_field_bson(out, json, "update_description", &x->update_description);
+		if (x->has_document)
+			print_field_bson(out, json, "document", &x->document);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_DELETE: {
+		const Sluice__V1__Delete *x = rec->delete_;
+		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		print_relation_name(out, json, x->relation_id, reader);
+		print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
+		print_field_row(out, json, "old", x->old_row, rel);
+		if (x->has_document_key)
+			print_field_bson(out, json, "document_key", &x->document_key);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_TRUNCATE: {
+		const Sluice__V1__Truncate *x = rec->truncate;
+		if (json)
+			sluice_buf_append_str(out, ",\"relations\":[");
+		for (size_t i = 0; i < x->n_relation_ids; i++) {
+			const Sluice__V1__Relation *rel =
+				sluice_reader_relation(reader, x->relation_ids[i]);
+			char name[600];
+			if (rel)
+				snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->name);
+			else
+				snprintf(name, sizeof(name), "<relation %" PRIu32 ">",
+					 x->relation_ids[i]);
+			if (json) {
+				if (i > 0)
+					sluice_buf_append_byte(out, ',');
+				print_str(out, name);
+			} else
+				sluice_buf_printf(out, " %s", name);
+		}
+		if (json)
+			sluice_buf_append_byte(out, ']');
+		if (x->has_cascade && x->cascade)
+			print_field_str(out, json, "cascade", "true");
+		if (x->has_restart_identity && x->restart_identity)
+			print_field_str(out, json, "restart_identity", "true");
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_MESSAGE: {
+		const Sluice__V1__LogicalMessage *m = rec->message;
+		if (m->prefix)
+			print_field_str(out, json, "prefix", m->prefix);
+		if (json) {
+			sluice_buf_append_str(out, ",\"content\":");
+			sluice_json_append_string(out, (const char *)m->content.data, m->content.len);
+		} else
+			sluice_buf_printf(out, " content=<%zu bytes>", m->content.len);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN: {
+		const Sluice__V1__SnapshotBegin *s = rec->snapshot_begin;
+		print_field_time(out, json, "time", s->time_us);
+		if (s->has_consistent_lsn)
+			print_field_lsn(out, json, "consistent_lsn", s->consistent_lsn);
+		if (s->snapshot_name)
+			print_field_str(out, json, "snapshot", s->snapshot_name);
+		print_field_str(out, json, "origin", s->origin_node);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW: {
+		const Sluice__V1__SnapshotRow *x = rec->snapshot_row;
+		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		print_relation_name(out, json, x->relation_id, reader);
+		print_field_row(out, json, "row", x->row, rel);
+		if (x->has_document)
+			print_field_bson(out, json, "document", &x->document);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_END: {
+		const Sluice__V1__SnapshotEnd *s = rec->snapshot_end;
+		if (s->has_row_count)
+			print_field_u64(out, json, "rows", s->row_count);
+		if (s->has_relation_count)
+			print_field_u64(out, json, "relations", s->relation_count);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_HEARTBEAT: {
+		const Sluice__V1__Heartbeat *h = rec->heartbeat;
+		print_field_time(out, json, "time", h->time_us);
+		if (h->has_source_lsn)
+			print_field_lsn(out, json, "lsn", h->source_lsn);
+		break;
+	}
+	default:
+		break;
+	}
+	if (json)
+		sluice_buf_append_byte(out, '}');
+	sluice_buf_append_byte(out, '\n');
+}
