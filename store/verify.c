@@ -164,8 +164,11 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					verify_say(&v, true, off,
 						   "frame %" PRIu64 ": signature does not match key %s",
 						   f.hdr.frame_seq, id);
-				} else
-					verify_say(&v, true, off, "frame: %s",
+				} else if (f.frame_status == SLUICE_FRAME_E_HASH)
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+						   sluice_frame_strerror(f.frame_status));
+				else
+					verify_say(&v, true, off, "frame header: %s",
 						   sluice_frame_strerror(f.frame_status));
 				stopped = true;
 				break;
