@@ -61,9 +61,11 @@ records_put_varint(sluice_buf *out, uint64_t v)
 static size_t
 records_row_kinds_size(const Sluice__V1__Row *row)
 {
-	size_t n = 0;
+	size_t n = row->n_kinds;
+	/* Kinds are small enums: one byte each unless out of range. */
 	for (size_t i = 0; i < row->n_kinds; i++)
-		n += records_varint_size((uint64_t)(int64_t)row->kinds[i]);
+		if ((uint32_t)row->kinds[i] >= 0x80)
+			n += records_varint_size((uint64_t)(int64_t)row->kinds[i]) - 1;
 	return n;
 }
 
@@ -74,8 +76,11 @@ records_row_size(const Sluice__V1__Row *row, size_t kinds_size)
 	size_t n = 0;
 	if (row->n_kinds > 0)
 		n += 1 + records_varint_size(kinds_size) + kinds_size;
-	for (size_t i = 0; i < row->n_values; i++)
-		n += 1 + records_varint_size(row->values[i].len) + row->values[i].len;
+	n += row->n_values; /* one tag byte per value */
+	for (size_t i = 0; i < row->n_values; i++) {
+		size_t len = row->values[i].len;
+		n += len + (len < 0x80 ? 1 : records_varint_size(len));
+	}
 	return n;
 }
 
@@ -83,19 +88,37 @@ records_row_size(const Sluice__V1__Row *row, size_t kinds_size)
 static void
 records_put_row(sluice_buf *out, const Sluice__V1__Row *row, size_t kinds_size)
 {
+	uint8_t *p = out->data + out->len;
 	if (row->n_kinds > 0) {
-		out->data[out->len++] = RECORDS_TAG_LEN(1);
+		*p++ = RECORDS_TAG_LEN(1);
+		out->len = (size_t)(p - out->data);
 		records_put_varint(out, kinds_size);
 		for (size_t i = 0; i < row->n_kinds; i++)
 			records_put_varint(out, (uint64_t)(int64_t)row->kinds[i]);
+		p = out->data + out->len;
 	}
 	for (size_t i = 0; i < row->n_values; i++) {
-		out->data[out->len++] = RECORDS_TAG_LEN(2);
-		records_put_varint(out, row->values[i].len);
-		if (row->values[i].len > 0)
-			memcpy(out->data + out->len, row->values[i].data, row->values[i].len);
-		out->len += row->values[i].len;
+		size_t len = row->values[i].len;
+		const uint8_t *src = row->values[i].data;
+		*p++ = RECORDS_TAG_LEN(2);
+		if (len < 0x80) {
+			*p++ = (uint8_t)len;
+			/* Short values dominate: a byte loop beats a memcpy call. */
+			if (len <= 16) {
+				for (size_t k = 0; k < len; k++)
+					p[k] = src[k];
+			} else
+				memcpy(p, src, len);
+			p += len;
+		} else {
+			out->len = (size_t)(p - out->data);
+			records_put_varint(out, len);
+			p = out->data + out->len;
+			memcpy(p, src, len);
+			p += len;
+		}
 	}
+	out->len = (size_t)(p - out->data);
 }
 
 /* One field of a row-change message, in field-number order. */

@@ -22,6 +22,11 @@ struct sluice_segment {
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 };
 
+struct sluice_store_lock {
+	const sluice_store_ops *ops;
+	void *handle; /* owned by ops */
+};
+
 struct sluice_store_watch {
 	const sluice_store_ops *ops;
 	void *handle; /* owned by ops */
@@ -180,6 +185,30 @@ sluice_segment_close(sluice_segment *seg)
 		return;
 	seg->ops->segment_close(seg->handle);
 	free(seg);
+}
+
+bool
+sluice_store_lock_stream(sluice_store *store, const char *stream, sluice_store_lock **out)
+{
+	sluice_store_lock *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		abort();
+	l->ops = store->ops;
+	if (!store->ops->lock(store->state, stream, &l->handle)) {
+		free(l);
+		return false;
+	}
+	*out = l;
+	return true;
+}
+
+void
+sluice_store_unlock(sluice_store_lock *lock)
+{
+	if (lock == NULL)
+		return;
+	lock->ops->unlock(lock->handle);
+	free(lock);
 }
 
 bool

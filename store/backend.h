@@ -9,6 +9,7 @@
 typedef struct sluice_store sluice_store;
 typedef struct sluice_segment sluice_segment;
 typedef struct sluice_store_watch sluice_store_watch;
+typedef struct sluice_store_lock sluice_store_lock;
 
 #define SLUICE_SEGMENT_NAME_SIZE 21 /* 16 hex digits + ".seg" + NUL */
 
@@ -60,6 +61,15 @@ bool sluice_segment_truncate(sluice_segment *seg, uint64_t size);
 bool sluice_segment_seal(sluice_segment *seg);
 /* sluice_segment_close releases the handle; NULL is a no-op. */
 void sluice_segment_close(sluice_segment *seg);
+
+/*
+ * sluice_store_lock takes the exclusive right to append to stream, held
+ * until sluice_store_unlock; fails (and says who holds it) if another
+ * writer has it.
+ */
+bool sluice_store_lock_stream(sluice_store *store, const char *stream, sluice_store_lock **out);
+/* sluice_store_unlock releases the lock; NULL is a no-op. */
+void sluice_store_unlock(sluice_store_lock *lock);
 
 /*
  * sluice_store_watch_open prepares to wait for changes to a stream (new

@@ -10,11 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
+
+/* Lock file in the stream directory; not a segment, never read by readers. */
+#define FILE_LOCK_NAME ".writer.lock"
 
 typedef struct file_store {
 	char *root; /* owned */
@@ -137,6 +141,8 @@ file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t 
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		uint64_t first;
+		if (strcmp(de->d_name, FILE_LOCK_NAME) == 0)
+			continue;
 		if (!file_parse_name(de->d_name, &first)) {
 			(*strays)++;
 			continue;
@@ -328,6 +334,60 @@ file_segment_close(void *handle)
 }
 
 static bool
+file_lock(void *state, const char *stream, void **out)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX];
+	char path[PATH_MAX + 32];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	snprintf(path, sizeof(path), "%s/%s", dir, FILE_LOCK_NAME);
+	if (mkdir(dir, 0755) == 0) {
+		if (!file_fsync_dir(fs->root))
+			return false;
+	} else if (errno != EEXIST) {
+		sluice_log_error("could not create stream directory \"%s\": %m", dir);
+		return false;
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		sluice_log_error("could not open lock file \"%s\": %m", path);
+		return false;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		char holder[64] = "";
+		ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+		holder[n > 0 ? n : 0] = '\0';
+		holder[strcspn(holder, "\n")] = '\0';
+		if (errno == EWOULDBLOCK || errno == EAGAIN || n >= 0)
+			sluice_log_error("stream \"%s\" in store \"%s\" is being written by another "
+					 "process (pid %s, lock \"%s\")",
+					 stream, fs->root, holder[0] ? holder : "unknown", path);
+		close(fd);
+		return false;
+	}
+	char pid[32];
+	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+		sluice_log_warn("could not record the pid in lock file \"%s\": %m", path);
+	int *h = malloc(sizeof(int));
+	if (h == NULL)
+		abort();
+	*h = fd;
+	*out = h;
+	return true;
+}
+
+static void
+file_unlock(void *lock)
+{
+	int *h = lock;
+	if (h == NULL)
+		return;
+	close(*h); /* releases the flock */
+	free(h);
+}
+
+static bool
 file_watch_open(void *state, const char *stream, void **out)
 {
 	file_store *fs = state;
@@ -406,6 +466,8 @@ const sluice_store_ops sluice_backend_file_ops = {
 	.segment_truncate = file_segment_truncate,
 	.segment_seal = file_segment_seal,
 	.segment_close = file_segment_close,
+	.lock = file_lock,
+	.unlock = file_unlock,
 	.watch_open = file_watch_open,
 	.watch_wait = file_watch_wait,
 	.watch_close = file_watch_close,

@@ -21,6 +21,8 @@ typedef struct sluice_store_ops {
 	bool (*segment_truncate)(void *seg, uint64_t size);
 	bool (*segment_seal)(void *seg);
 	void (*segment_close)(void *seg);
+	bool (*lock)(void *state, const char *stream, void **lock);
+	void (*unlock)(void *lock);
 	bool (*watch_open)(void *state, const char *stream, void **watch);
 	int (*watch_wait)(void *watch, int timeout_ms);
 	void (*watch_close)(void *watch);

@@ -24,6 +24,7 @@ struct sluice_writer {
 	const sluice_key *key; /* borrowed */
 	sluice_writer_options options;
 	sluice_frame_codec *codec; /* owned */
+	sluice_store_lock *lock;   /* owned: exclusive right to append */
 	uint64_t stream_id;
 	bool failed; /* an append failed: the segment tail is unknown */
 
@@ -350,6 +351,8 @@ sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *ke
 		sluice_log_error("could not create zstd contexts");
 		goto fail;
 	}
+	if (!sluice_store_lock_stream(store, stream, &w->lock))
+		goto fail;
 	sluice_writer_recovery rec = {0};
 	if (!writer_recover(w, &rec))
 		goto fail;
@@ -684,6 +687,7 @@ sluice_writer_close(sluice_writer *w)
 	sluice_buf_free(&w->raw);
 	sluice_buf_free(&w->out);
 	sluice_frame_codec_free(w->codec);
+	sluice_store_unlock(w->lock);
 	free(w->stream);
 	free(w);
 	return ok;
@@ -699,6 +703,12 @@ uint64_t
 sluice_writer_durable_txseq(const sluice_writer *w)
 {
 	return w->durable_txseq;
+}
+
+uint64_t
+sluice_writer_durable_end_lsn(const sluice_writer *w)
+{
+	return w->durable_end_lsn;
 }
 
 uint64_t

@@ -62,6 +62,8 @@ uint64_t sluice_writer_durable_txseq(const sluice_writer *w);
 /* Source end LSN and commit time of the last committed transaction, 0 if unknown. */
 uint64_t sluice_writer_last_end_lsn(const sluice_writer *w);
 int64_t sluice_writer_last_commit_time(const sluice_writer *w);
+/* Source end LSN of the last durable commit: what capture may acknowledge. */
+uint64_t sluice_writer_durable_end_lsn(const sluice_writer *w);
 /* True while a transaction is open. */
 bool sluice_writer_in_transaction(const sluice_writer *w);
 
