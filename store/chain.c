@@ -32,7 +32,8 @@ sluice_chain_strerror(sluice_chain_status status)
 	case SLUICE_CHAIN_E_TIME:
 		return "commit time outside the frame header's time range";
 	case SLUICE_CHAIN_E_GENESIS:
-		return "stream does not start at frame 0, txseq 1";
+		return "first frame does not chain to the stream's genesis (earlier segments "
+		       "missing, or the frame belongs to another stream)";
 	}
 	return "unknown chain status";
 }
@@ -106,6 +107,11 @@ sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
 
 	chain->frame = *hdr;
 	chain->records_seen = 0;
+	if (!is_cont || chain->cur_txseq != hdr->txseq_start) {
+		/* Unknown when starting in the middle of a transaction. */
+		chain->cur_snapshot = false;
+		chain->cur_kind_known = false;
+	}
 	chain->cur_txseq = is_cont ? hdr->txseq_start : 0;
 	chain->next_txseq = is_cont ? hdr->txseq_start + 1 : hdr->txseq_start;
 	return st;
@@ -129,21 +135,27 @@ sluice_chain_record(sluice_chain *chain, const sluice_record *rec)
 		if (chain->cur_txseq != 0 || rec->begin->txseq != chain->next_txseq)
 			return SLUICE_CHAIN_E_RECORD_ORDER;
 		chain->cur_txseq = rec->begin->txseq;
+		chain->cur_snapshot = false;
+		chain->cur_kind_known = true;
 		chain->next_txseq = chain->cur_txseq + 1;
 		return chain_check_time(chain, rec->begin->commit_time_us);
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN:
 		if (chain->cur_txseq != 0 || rec->snapshot_begin->txseq != chain->next_txseq)
 			return SLUICE_CHAIN_E_RECORD_ORDER;
 		chain->cur_txseq = rec->snapshot_begin->txseq;
+		chain->cur_snapshot = true;
+		chain->cur_kind_known = true;
 		chain->next_txseq = chain->cur_txseq + 1;
 		return chain_check_time(chain, rec->snapshot_begin->time_us);
 	case SLUICE__V1__RECORD__BODY_COMMIT:
-		if (chain->cur_txseq == 0 || rec->commit->txseq != chain->cur_txseq)
+		if (chain->cur_txseq == 0 || rec->commit->txseq != chain->cur_txseq ||
+		    (chain->cur_kind_known && chain->cur_snapshot))
 			return SLUICE_CHAIN_E_RECORD_ORDER;
 		chain->cur_txseq = 0;
 		return chain_check_time(chain, rec->commit->commit_time_us);
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
-		if (chain->cur_txseq == 0 || rec->snapshot_end->txseq != chain->cur_txseq)
+		if (chain->cur_txseq == 0 || rec->snapshot_end->txseq != chain->cur_txseq ||
+		    (chain->cur_kind_known && !chain->cur_snapshot))
 			return SLUICE_CHAIN_E_RECORD_ORDER;
 		chain->cur_txseq = 0;
 		return SLUICE_CHAIN_OK;

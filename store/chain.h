@@ -38,6 +38,8 @@ typedef struct sluice_chain {
 	/* record state within the current frame */
 	sluice_frame_header frame; /* header of the frame being checked */
 	uint64_t cur_txseq;        /* transaction open, 0 when between transactions */
+	bool cur_snapshot;         /* the open transaction is a snapshot */
+	bool cur_kind_known;       /* its Begin or SnapshotBegin was seen */
 	uint64_t next_txseq;       /* next transaction to begin */
 	uint32_t records_seen;
 } sluice_chain;

@@ -307,6 +307,10 @@ sluice_frame_decompress(sluice_frame_codec *codec, const sluice_frame_header *hd
 	unsigned long long content = ZSTD_getFrameContentSize(payload, hdr->payload_len);
 	if (content != (unsigned long long)hdr->raw_len)
 		return SLUICE_FRAME_E_DECOMPRESS;
+	/* Exactly one zstd frame: no trailing or skippable frames after it. */
+	size_t framed = ZSTD_findFrameCompressedSize(payload, hdr->payload_len);
+	if (ZSTD_isError(framed) || framed != hdr->payload_len)
+		return SLUICE_FRAME_E_DECOMPRESS;
 	sluice_buf_reset(out);
 	sluice_buf_reserve(out, hdr->raw_len ? hdr->raw_len : 1);
 	size_t n = ZSTD_decompressDCtx(codec->dctx, out->data, hdr->raw_len, payload,

@@ -139,7 +139,7 @@ cleanup:
 }
 
 /*
- * keys_parse_line splits "TAG ID BASE64" from a key file and decodes the
+ * keys_parse_file splits "TAG ID BASE64" from a key file and decodes the
  * base64 field into out (outlen bytes exactly).
  */
 static bool

@@ -43,24 +43,54 @@ sluice_scan_offset(const sluice_scan *scan)
 	return scan->offset;
 }
 
-/* scan_tail_kind tells a zero-filled tail (torn) from other bytes (damage). */
-static sluice_scan_status
-scan_tail_kind(sluice_scan *scan, uint64_t off, uint64_t size)
+/* Filesystems lose unwritten data in whole blocks; 4 KiB covers common ones. */
+#define SCAN_BLOCK 4096
+
+/*
+ * scan_zero_tail_start finds where the run of zero bytes that ends the
+ * segment begins (size when the last byte is not zero).
+ */
+static bool
+scan_zero_tail_start(sluice_scan *scan, uint64_t size, uint64_t *start)
 {
-	uint8_t buf[4096];
-	while (off < size) {
-		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+	uint8_t buf[SCAN_BLOCK];
+	uint64_t end = size;
+	while (end > 0) {
+		uint64_t from = end > sizeof(buf) ? end - sizeof(buf) : 0;
 		size_t got = 0;
-		if (!sluice_segment_read(scan->seg, off, buf, want, &got))
-			return SLUICE_SCAN_IO;
-		if (got == 0)
-			break;
-		for (size_t i = 0; i < got; i++)
-			if (buf[i] != 0)
-				return SLUICE_SCAN_BAD;
-		off += got;
+		if (!sluice_segment_read(scan->seg, from, buf, (size_t)(end - from), &got))
+			return false;
+		for (size_t i = got; i > 0; i--) {
+			if (buf[i - 1] != 0) {
+				*start = from + i;
+				return true;
+			}
+		}
+		end = from;
 	}
-	return SLUICE_SCAN_TORN;
+	*start = 0;
+	return true;
+}
+
+/*
+ * scan_damage_kind decides whether a frame at off that fails its checks is a
+ * torn tail: the segment ends in zero bytes starting inside this frame, at
+ * the frame start or at a block boundary (space allocated by a crashed append
+ * whose data never reached the disk). Anything else is damage.
+ */
+static sluice_scan_status
+scan_damage_kind(sluice_scan *scan, uint64_t off, uint64_t size)
+{
+	uint64_t z;
+	if (!scan_zero_tail_start(scan, size, &z))
+		return SLUICE_SCAN_IO;
+	/*
+	 * A zstd frame can end in a few zero bytes (an empty one ends "01 00 00"),
+	 * so a run from a block boundary must be long enough not to be data.
+	 */
+	if (z < size && z >= off && (z == off || (z % SCAN_BLOCK == 0 && size - z >= 32)))
+		return SLUICE_SCAN_TORN;
+	return SLUICE_SCAN_BAD;
 }
 
 sluice_scan_status
@@ -86,14 +116,10 @@ sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
 	sluice_frame_status fs = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
 	if (fs != SLUICE_FRAME_OK) {
 		out->frame_status = fs;
-		if (fs == SLUICE_FRAME_E_MAGIC) {
-			/* Zero-filled space after a crash is a torn tail, anything else damage. */
-			sluice_scan_status k = scan_tail_kind(scan, off, size);
-			if (k == SLUICE_SCAN_TORN)
-				out->frame_status = SLUICE_FRAME_E_SHORT;
-			return k;
-		}
-		return SLUICE_SCAN_BAD;
+		sluice_scan_status k = scan_damage_kind(scan, off, size);
+		if (k == SLUICE_SCAN_TORN)
+			out->frame_status = SLUICE_FRAME_E_SHORT;
+		return k;
 	}
 
 	const uint8_t *pk = sluice_trust_find(scan->trust, out->hdr.key_id);
@@ -106,7 +132,10 @@ sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
 		fs = sluice_frame_verify_signature(out->header_bytes, pk);
 		if (fs != SLUICE_FRAME_OK) {
 			out->frame_status = fs;
-			return SLUICE_SCAN_BAD;
+			sluice_scan_status k = scan_damage_kind(scan, off, size);
+			if (k == SLUICE_SCAN_TORN)
+				out->frame_status = SLUICE_FRAME_E_SHORT;
+			return k;
 		}
 		out->frame_status = SLUICE_FRAME_E_SHORT;
 		return SLUICE_SCAN_TORN;
@@ -125,7 +154,10 @@ sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
 	fs = sluice_frame_verify(out->header_bytes, &out->hdr, pk, scan->payload.data);
 	if (fs != SLUICE_FRAME_OK) {
 		out->frame_status = fs;
-		return SLUICE_SCAN_BAD;
+		sluice_scan_status k = scan_damage_kind(scan, off, size);
+		if (k == SLUICE_SCAN_TORN)
+			out->frame_status = SLUICE_FRAME_E_SHORT;
+		return k;
 	}
 	sluice_frame_hash(out->header_bytes, out->hash);
 	out->payload = scan->payload.data;

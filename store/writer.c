@@ -30,6 +30,7 @@ struct sluice_writer {
 
 	/* open segment; NULL between a seal and the next transaction */
 	sluice_segment *seg; /* owned */
+	uint64_t seg_first;  /* txseq the open segment is named by */
 	uint64_t seg_size;
 	uint64_t seg_frames;
 
@@ -58,6 +59,13 @@ struct sluice_writer {
 	int64_t frame_tmin, frame_tmax;
 	bool frame_has_time;
 	sluice_buf out; /* owned: encoded frame */
+	/* pending frame at its last point between transactions (cut_len 0: none) */
+	size_t cut_len;
+	uint32_t cut_records;
+	bool cut_has_time;
+	int64_t cut_tmin, cut_tmax;
+	uint64_t cut_last_txseq;
+	uint64_t cut_last_end_lsn;
 
 	writer_relation *rels; /* owned array */
 	size_t nrels;
@@ -244,6 +252,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	w->next_txseq = 1;
 
 	size_t idx = n;
+	const size_t listed = n;
 	writer_scan_result res;
 	while (idx > 0) {
 		idx--;
@@ -252,7 +261,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		if (res.boundary_frames > 0)
 			break;
 		/* Nothing complete in it: an interrupted first transaction. Drop it. */
-		if (idx + 1 != n) {
+		if (idx + 1 != listed) {
 			char name[SLUICE_SEGMENT_NAME_SIZE];
 			sluice_store_segment_name(firsts[idx], name);
 			sluice_log_error("could not recover stream \"%s\": segment %s holds no "
@@ -299,6 +308,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 			goto cleanup;
 		w->seg_size = res.boundary_off;
 		w->seg_frames = res.boundary_frames;
+		w->seg_first = first;
 	} else if (res.boundary_off < res.size) {
 		sluice_log_error("could not recover stream \"%s\": bytes follow the seal of the "
 				 "newest segment",
@@ -380,6 +390,7 @@ writer_ensure_segment(sluice_writer *w)
 		return true;
 	if (!sluice_store_segment_open(w->store, w->stream, w->next_txseq, true, true, &w->seg))
 		return false;
+	w->seg_first = w->next_txseq;
 	w->seg_size = 0;
 	w->seg_frames = 0;
 	for (size_t i = 0; i < w->nrels; i++)
@@ -387,40 +398,33 @@ writer_ensure_segment(sluice_writer *w)
 	return true;
 }
 
-/* writer_write_frame encodes the pending records as one frame and appends it. */
+/* writer_emit encodes raw[0..len) as one frame with the given header fields and appends it. */
 static bool
-writer_write_frame(sluice_writer *w, uint16_t extra_flags)
+writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint64_t txseq_start,
+	    uint64_t txseq_end, bool has_time, int64_t tmin, int64_t tmax)
 {
 	if (!writer_ensure_segment(w))
 		return false;
-	if (!w->frame_started) {
-		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
-		w->frame_cont = w->cur_txseq != 0;
-	}
 	sluice_frame_header hdr;
 	memset(&hdr, 0, sizeof(hdr));
-	hdr.flags = extra_flags;
+	hdr.flags = flags;
 	if (w->seg_frames == 0)
 		hdr.flags |= SLUICE_FRAME_FIRST;
-	if (w->frame_cont)
-		hdr.flags |= SLUICE_FRAME_CONT;
-	if (w->cur_txseq != 0)
-		hdr.flags |= SLUICE_FRAME_OPEN;
 	hdr.stream_id = w->stream_id;
 	hdr.frame_seq = w->next_frame_seq;
-	hdr.txseq_start = w->frame_txseq_start;
-	hdr.txseq_end = w->cur_txseq ? w->cur_txseq : w->next_txseq;
-	if (w->frame_has_time) {
-		hdr.time_min = w->frame_tmin;
-		hdr.time_max = w->frame_tmax;
+	hdr.txseq_start = txseq_start;
+	hdr.txseq_end = txseq_end;
+	if (has_time) {
+		hdr.time_min = tmin;
+		hdr.time_max = tmax;
 	}
-	hdr.record_count = w->raw_records;
+	hdr.record_count = records;
 	memcpy(hdr.key_id, sluice_key_id(w->key), SLUICE_FRAME_KEY_ID_SIZE);
 	memcpy(hdr.prev_hash, w->prev_hash, SLUICE_FRAME_HASH_SIZE);
 
 	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
 	sluice_buf_reset(&w->out);
-	sluice_frame_status fs = sluice_frame_encode(w->codec, &hdr, w->raw.data, w->raw.len,
+	sluice_frame_status fs = sluice_frame_encode(w->codec, &hdr, w->raw.data, len,
 						     sluice_key_secret(w->key), &w->out, hash);
 	if (fs != SLUICE_FRAME_OK) {
 		sluice_log_error("could not encode frame %" PRIu64 " of stream \"%s\": %s",
@@ -435,25 +439,79 @@ writer_write_frame(sluice_writer *w, uint16_t extra_flags)
 	w->next_frame_seq++;
 	w->seg_size += w->out.len;
 	w->seg_frames++;
-	w->written_txseq = w->last_txseq;
-	w->written_end_lsn = w->last_end_lsn;
+	return true;
+}
 
+/* writer_reset_pending empties the pending frame. */
+static void
+writer_reset_pending(sluice_writer *w)
+{
 	sluice_buf_reset(&w->raw);
 	w->raw_records = 0;
 	w->frame_started = false;
 	w->frame_has_time = false;
-	return true;
+	w->cut_len = 0;
 }
 
-/* writer_add_raw appends one packed record to the pending frame. */
-static void
-writer_add_raw(sluice_writer *w, const uint8_t *data, size_t len)
+/*
+ * writer_write_frame writes the pending records. While a transaction is open
+ * and the pending records also hold the end of an earlier transaction, the
+ * frame is split at that boundary first, so that every commit ends a frame
+ * that ends between transactions: recovery keeps exactly those frames, and a
+ * commit reported durable must survive it. With all unset (a cut by size),
+ * what remains after the split stays pending unless it is itself too large.
+ */
+static bool
+writer_write_frame(sluice_writer *w, uint16_t extra_flags, bool all)
 {
 	if (!w->frame_started) {
-		w->frame_started = true;
 		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
 		w->frame_cont = w->cur_txseq != 0;
 	}
+	if (w->cur_txseq != 0 && w->cut_len > 0 && w->cut_len < w->raw.len) {
+		uint16_t flags = w->frame_cont ? SLUICE_FRAME_CONT : 0;
+		if (!writer_emit(w, w->cut_len, w->cut_records, flags, w->frame_txseq_start,
+				 w->cut_last_txseq + 1, w->cut_has_time, w->cut_tmin, w->cut_tmax))
+			return false;
+		w->written_txseq = w->cut_last_txseq;
+		w->written_end_lsn = w->cut_last_end_lsn;
+		/* The rest starts with the open transaction's Begin. */
+		size_t rest = w->raw.len - w->cut_len;
+		memmove(w->raw.data, w->raw.data + w->cut_len, rest);
+		w->raw.len = rest;
+		w->raw_records -= w->cut_records;
+		w->frame_txseq_start = w->cur_txseq;
+		w->frame_cont = false;
+		w->frame_has_time = true;
+		w->frame_tmin = w->frame_tmax = w->cur_time;
+		w->cut_len = 0;
+		if (!all && w->raw.len < w->options.frame_target)
+			return true;
+	}
+	if (w->raw_records == 0 && extra_flags == 0) {
+		writer_reset_pending(w);
+		return true;
+	}
+	uint16_t flags = extra_flags;
+	if (w->frame_cont)
+		flags |= SLUICE_FRAME_CONT;
+	if (w->cur_txseq != 0)
+		flags |= SLUICE_FRAME_OPEN;
+	if (!writer_emit(w, w->raw.len, w->raw_records, flags, w->frame_txseq_start,
+			 w->cur_txseq ? w->cur_txseq : w->next_txseq, w->frame_has_time,
+			 w->frame_tmin, w->frame_tmax))
+		return false;
+	w->written_txseq = w->last_txseq;
+	w->written_end_lsn = w->last_end_lsn;
+	writer_reset_pending(w);
+	return true;
+}
+
+/* writer_note_record updates the pending frame's bookkeeping after one record. */
+static void
+writer_note_record(sluice_writer *w)
+{
+	w->raw_records++;
 	if (w->cur_txseq != 0) {
 		if (!w->frame_has_time) {
 			w->frame_tmin = w->frame_tmax = w->cur_time;
@@ -465,8 +523,40 @@ writer_add_raw(sluice_writer *w, const uint8_t *data, size_t len)
 				w->frame_tmax = w->cur_time;
 		}
 	}
+}
+
+/* writer_start_record opens the pending frame before a record is added to it. */
+static void
+writer_start_record(sluice_writer *w, bool is_begin)
+{
+	if (w->frame_started)
+		return;
+	w->frame_started = true;
+	/* A Begin opens the frame between transactions, not inside one. */
+	w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
+	w->frame_cont = w->cur_txseq != 0 && !is_begin;
+}
+
+/* writer_mark_boundary remembers the pending frame's state between transactions. */
+static void
+writer_mark_boundary(sluice_writer *w)
+{
+	w->cut_len = w->raw.len;
+	w->cut_records = w->raw_records;
+	w->cut_has_time = w->frame_has_time;
+	w->cut_tmin = w->frame_tmin;
+	w->cut_tmax = w->frame_tmax;
+	w->cut_last_txseq = w->last_txseq;
+	w->cut_last_end_lsn = w->last_end_lsn;
+}
+
+/* writer_add_raw appends one packed record (a relation) to the pending frame. */
+static void
+writer_add_raw(sluice_writer *w, const uint8_t *data, size_t len)
+{
+	writer_start_record(w, false);
 	sluice_buf_append(&w->raw, data, len);
-	w->raw_records++;
+	writer_note_record(w);
 }
 
 static writer_relation *
@@ -495,7 +585,7 @@ writer_maybe_cut(sluice_writer *w)
 {
 	if (w->raw.len < w->options.frame_target)
 		return true;
-	return writer_write_frame(w, 0);
+	return writer_write_frame(w, 0, false);
 }
 
 bool
@@ -584,30 +674,11 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 	}
 
 	/* Pack straight into the pending frame. */
-	if (!w->frame_started) {
-		w->frame_started = true;
-		w->frame_txseq_start = w->cur_txseq ? w->cur_txseq : w->next_txseq;
-		w->frame_cont = w->cur_txseq != 0;
-		/* A Begin opens the frame between transactions, not inside one. */
-		if (rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN ||
-		    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
-			w->frame_txseq_start = w->cur_txseq;
-			w->frame_cont = false;
-		}
-	}
-	if (w->cur_txseq != 0) {
-		if (!w->frame_has_time) {
-			w->frame_tmin = w->frame_tmax = w->cur_time;
-			w->frame_has_time = true;
-		} else {
-			if (w->cur_time < w->frame_tmin)
-				w->frame_tmin = w->cur_time;
-			if (w->cur_time > w->frame_tmax)
-				w->frame_tmax = w->cur_time;
-		}
-	}
+	bool is_begin = rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN ||
+			rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN;
+	writer_start_record(w, is_begin);
 	sluice_records_pack(rec, &w->raw);
-	w->raw_records++;
+	writer_note_record(w);
 
 	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT ||
 	    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
@@ -617,7 +688,11 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 			w->last_commit_time = rec->commit->commit_time_us;
 		}
 		w->cur_txseq = 0;
-		if (w->seg_size + w->raw.len >= w->options.segment_target)
+	}
+	if (w->cur_txseq == 0) {
+		writer_mark_boundary(w);
+		if (w->seg_size + w->raw.len >= w->options.segment_target &&
+		    w->last_txseq >= w->seg_first)
 			return sluice_writer_seal(w);
 	}
 	return writer_maybe_cut(w);
@@ -633,7 +708,7 @@ sluice_writer_flush(sluice_writer *w)
 {
 	if (w->failed)
 		return false;
-	if (w->raw_records > 0 && !writer_write_frame(w, 0))
+	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
 	if (w->seg != NULL && !sluice_segment_sync(w->seg)) {
 		w->failed = true;
@@ -656,10 +731,13 @@ sluice_writer_seal(sluice_writer *w)
 	}
 	if (w->seg == NULL)
 		return true;
-	if (w->raw_records > 0 && !writer_write_frame(w, 0))
+	/* A segment is named by its first transaction: never seal one without any. */
+	if (w->last_txseq < w->seg_first)
+		return sluice_writer_flush(w);
+	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
 	/* The seal frame has no records: it says that nothing follows. */
-	if (!writer_write_frame(w, SLUICE_FRAME_SEAL))
+	if (!writer_write_frame(w, SLUICE_FRAME_SEAL, true))
 		return false;
 	if (!sluice_segment_seal(w->seg)) {
 		w->failed = true;
