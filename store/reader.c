@@ -43,6 +43,18 @@ struct sluice_reader {
 	sluice_reader_position pos;
 	uint64_t cur_txseq;
 
+	/*
+	 * Where the current segment was last between transactions. A restarted
+	 * writer cuts an unfinished transaction back to such a point, so that is
+	 * where reading resumes when frames already returned disappear.
+	 */
+	uint64_t boundary_offset;
+	sluice_chain boundary_chain;
+	uint64_t last_frame_offset; /* last frame loaded, and its header bytes */
+	uint8_t last_header[SLUICE_FRAME_HEADER_SIZE];
+	uint64_t consumed_end;      /* end of the last frame loaded */
+	bool reopen_pending;        /* segment vanished during a rewind: reopen by name */
+
 	reader_relation *rels; /* owned */
 	size_t nrels;
 	char error[512];
@@ -76,7 +88,65 @@ reader_open_segment(sluice_reader *r)
 	r->scan = sluice_scan_create(r->seg, r->trust);
 	r->seg_sealed = false;
 	sluice_chain_segment_start(&r->chain);
+	r->boundary_offset = 0;
+	r->boundary_chain = r->chain;
+	r->consumed_end = 0;
 	return true;
+}
+
+/*
+ * reader_rewritten tells whether frames already loaded from the current
+ * segment are gone or different: the segment vanished, shrank below what was
+ * read, or the last loaded header changed. Only meaningful inside an
+ * unfinished transaction, the only thing a restarted writer cuts.
+ */
+static bool
+reader_rewritten(sluice_reader *r)
+{
+	sluice_segment *fresh = NULL;
+	bool changed = true;
+	if (!sluice_store_segment_open(r->store, r->stream, r->firsts[r->seg_idx], false, false,
+				       &fresh))
+		return true;
+	uint64_t size = 0;
+	uint8_t hdr[SLUICE_FRAME_HEADER_SIZE];
+	size_t got = 0;
+	if (sluice_segment_size(fresh, &size) && size >= r->consumed_end &&
+	    sluice_segment_read(fresh, r->last_frame_offset, hdr, sizeof(hdr), &got) &&
+	    got == sizeof(hdr) && memcmp(hdr, r->last_header, sizeof(hdr)) == 0)
+		changed = false;
+	sluice_segment_close(fresh);
+	return changed;
+}
+
+/* reader_rewind goes back to the last point between transactions of the segment. */
+static sluice_reader_status
+reader_rewind(sluice_reader *r)
+{
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	sluice_store_segment_name(r->firsts[r->seg_idx], name);
+	uint64_t cut = r->chain.txseq_end;
+	sluice_log_warn("segment %s was rewritten after offset %" PRIu64 " (the writer restarted "
+			"and cut unfinished transaction %" PRIu64 "); reading on from there",
+			name, r->boundary_offset, cut);
+	sluice_chain boundary = r->boundary_chain;
+	uint64_t offset = r->boundary_offset;
+	/* Reopen by name: the file may have been replaced. */
+	if (!reader_open_segment(r)) {
+		sluice_scan_free(r->scan);
+		r->scan = NULL;
+		sluice_segment_close(r->seg);
+		r->seg = NULL;
+		r->reopen_pending = true;
+	} else
+		sluice_scan_seek(r->scan, offset);
+	r->chain = boundary;
+	r->boundary_chain = boundary;
+	r->boundary_offset = offset;
+	r->consumed_end = offset;
+	r->frame_loaded = false;
+	r->pos.txseq = cut;
+	return SLUICE_READER_REWIND;
 }
 
 static bool
@@ -189,6 +259,14 @@ reader_load_frame(sluice_reader *r)
 {
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 	for (;;) {
+		if (r->reopen_pending) {
+			sluice_chain keep = r->chain;
+			if (!reader_open_segment(r))
+				return SLUICE_READER_WAIT;
+			r->chain = keep;
+			r->boundary_chain = keep;
+			r->reopen_pending = false;
+		}
 		if (r->seg == NULL) {
 			if (!reader_list(r))
 				return reader_fail(r, "could not list segments of stream \"%s\"",
@@ -208,10 +286,18 @@ reader_load_frame(sluice_reader *r)
 		sluice_store_segment_name(r->firsts[r->seg_idx], name);
 		sluice_scan_frame f;
 		sluice_scan_status st = sluice_scan_next(r->scan, &f);
+		if (st != SLUICE_SCAN_FRAME && st != SLUICE_SCAN_END && r->chain.open &&
+		    !r->seg_sealed && reader_rewritten(r))
+			return reader_rewind(r);
 		if (st == SLUICE_SCAN_FRAME) {
+			sluice_chain before = r->chain;
 			sluice_chain_status cs = sluice_chain_frame(&r->chain, &f.hdr, f.hash,
 								    f.offset == 0,
 								    r->firsts[r->seg_idx]);
+			if (cs != SLUICE_CHAIN_OK && before.open && reader_rewritten(r)) {
+				r->chain = before;
+				return reader_rewind(r);
+			}
 			if (cs != SLUICE_CHAIN_OK)
 				return reader_fail(r, "could not read frame %" PRIu64 " of segment %s "
 						      "at offset %" PRIu64 ": %s",
@@ -228,6 +314,9 @@ reader_load_frame(sluice_reader *r)
 						   sluice_frame_strerror(fs));
 			r->raw_pos = 0;
 			r->frame_loaded = true;
+			r->last_frame_offset = f.offset;
+			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
+			r->consumed_end = sluice_scan_offset(r->scan);
 			r->pos.segment_first = r->firsts[r->seg_idx];
 			r->pos.frame_offset = f.offset;
 			r->pos.frame_seq = f.hdr.frame_seq;
@@ -289,6 +378,8 @@ reader_load_frame(sluice_reader *r)
 		for (size_t i = 0; i < r->nsegs; i++)
 			if (r->firsts[i] == cur)
 				r->seg_idx = i;
+		if (r->chain.open && reader_rewritten(r))
+			return reader_rewind(r);
 		if (!later)
 			return SLUICE_READER_WAIT;
 		/* A seal may have landed between our read and the listing: look once more. */
@@ -325,6 +416,10 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 						      ": %s",
 						   r->pos.frame_seq, name, r->pos.frame_offset,
 						   sluice_chain_strerror(cs));
+			if (!r->chain.open) {
+				r->boundary_offset = r->consumed_end;
+				r->boundary_chain = r->chain;
+			}
 			continue;
 		}
 		if (rs != SLUICE_RECORDS_OK)

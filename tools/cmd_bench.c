@@ -294,6 +294,8 @@ bench_read(sluice_store *store, const sluice_trust *trust, bench_result *res)
 		sluice_reader_status st = sluice_reader_next(r, &rec);
 		if (st == SLUICE_READER_WAIT)
 			break;
+		if (st == SLUICE_READER_REWIND)
+			continue;
 		if (st == SLUICE_READER_ERROR) {
 			sluice_reader_close(r);
 			return false;

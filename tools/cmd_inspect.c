@@ -68,6 +68,8 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 		sluice_reader_status st = sluice_reader_next(r, &rec);
 		if (st == SLUICE_READER_WAIT)
 			break;
+		if (st == SLUICE_READER_REWIND)
+			continue; /* a writer restarted meanwhile; it is logged */
 		if (st == SLUICE_READER_ERROR) {
 			rc = SLUICE_EXIT_PROBLEM;
 			goto cleanup;
