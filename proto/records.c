@@ -180,12 +180,56 @@ records_pack_fields(sluice_buf *out, uint8_t rec_field, records_field *f, size_t
 #define RECORDS_ADD_ROW(n, r) (f[nf++] = (records_field){.number = (n), .kind = 1, .row = (r)})
 #define RECORDS_ADD_BYTES(n, b) (f[nf++] = (records_field){.number = (n), .kind = 2, .bytes = (b)})
 
-/* records_pack_fast encodes row changes in one pass; false for other records. */
+/* records_row_plain tells whether a row has only what the fast path encodes. */
+static bool
+records_row_plain(const Sluice__V1__Row *row)
+{
+	if (row == NULL)
+		return true;
+	if (row->base.n_unknown_fields != 0)
+		return false;
+	for (size_t i = 0; i < row->n_kinds; i++)
+		if ((uint32_t)row->kinds[i] >= 0x80)
+			return false;
+	return true;
+}
+
+/*
+ * records_pack_fast encodes row changes in one pass; false for other records
+ * and for anything unusual (unknown fields kept from decoding, enum values
+ * out of range), which protobuf-c encodes instead.
+ */
 static bool
 records_pack_fast(const sluice_record *rec, sluice_buf *out)
 {
 	records_field f[8];
 	size_t nf = 0;
+	if (rec->base.n_unknown_fields != 0)
+		return false;
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_INSERT:
+		if (rec->insert->base.n_unknown_fields || !records_row_plain(rec->insert->new_row))
+			return false;
+		break;
+	case SLUICE__V1__RECORD__BODY_UPDATE:
+		if (rec->update->base.n_unknown_fields || !records_row_plain(rec->update->old_row) ||
+		    !records_row_plain(rec->update->new_row) ||
+		    (uint32_t)rec->update->old_kind >= 0x80)
+			return false;
+		break;
+	case SLUICE__V1__RECORD__BODY_DELETE:
+		if (rec->delete_->base.n_unknown_fields || !records_row_plain(rec->delete_->old_row) ||
+		    (uint32_t)rec->delete_->old_kind >= 0x80)
+			return false;
+		break;
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+		if (rec->snapshot_row->base.n_unknown_fields ||
+		    !records_row_plain(rec->snapshot_row->row))
+			return false;
+		break;
+	default:
+		return false;
+	}
 	switch (rec->body_case) {
 	case SLUICE__V1__RECORD__BODY_INSERT: {
 		const Sluice__V1__Insert *x = rec->insert;

@@ -28,7 +28,7 @@ struct sluice_reader {
 
 	uint64_t *firsts; /* owned: segment list */
 	size_t nsegs;
-	size_t seg_idx;       /* index into firsts of the open segment */
+	uint64_t seg_first;   /* first txseq (name) of the open segment */
 	sluice_segment *seg;  /* owned */
 	sluice_scan *scan;    /* owned */
 	sluice_chain chain;
@@ -74,7 +74,15 @@ reader_fail(sluice_reader *r, const char *fmt, ...)
 	return SLUICE_READER_ERROR;
 }
 
-/* reader_open_segment opens segment seg_idx for scanning from its start. */
+static bool
+reader_list(sluice_reader *r)
+{
+	free(r->firsts);
+	r->firsts = NULL;
+	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
+}
+
+/* reader_open_segment opens segment seg_first for scanning from its start. */
 static bool
 reader_open_segment(sluice_reader *r)
 {
@@ -82,7 +90,7 @@ reader_open_segment(sluice_reader *r)
 	r->scan = NULL;
 	sluice_segment_close(r->seg);
 	r->seg = NULL;
-	if (!sluice_store_segment_open(r->store, r->stream, r->firsts[r->seg_idx], false, false,
+	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false,
 				       &r->seg))
 		return false;
 	r->scan = sluice_scan_create(r->seg, r->trust);
@@ -105,7 +113,7 @@ reader_rewritten(sluice_reader *r)
 {
 	sluice_segment *fresh = NULL;
 	bool changed = true;
-	if (!sluice_store_segment_open(r->store, r->stream, r->firsts[r->seg_idx], false, false,
+	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false,
 				       &fresh))
 		return true;
 	uint64_t size = 0;
@@ -124,15 +132,20 @@ static sluice_reader_status
 reader_rewind(sluice_reader *r)
 {
 	char name[SLUICE_SEGMENT_NAME_SIZE];
-	sluice_store_segment_name(r->firsts[r->seg_idx], name);
+	sluice_store_segment_name(r->seg_first, name);
 	uint64_t cut = r->chain.txseq_end;
 	sluice_log_warn("segment %s was rewritten after offset %" PRIu64 " (the writer restarted "
 			"and cut unfinished transaction %" PRIu64 "); reading on from there",
 			name, r->boundary_offset, cut);
 	sluice_chain boundary = r->boundary_chain;
 	uint64_t offset = r->boundary_offset;
-	/* Reopen by name: the file may have been replaced. */
-	if (!reader_open_segment(r)) {
+	/* Reopen by name: the file may have been replaced, or removed for now. */
+	bool present = false;
+	if (reader_list(r))
+		for (size_t i = 0; i < r->nsegs; i++)
+			if (r->firsts[i] == r->seg_first)
+				present = true;
+	if (!present || !reader_open_segment(r)) {
 		sluice_scan_free(r->scan);
 		r->scan = NULL;
 		sluice_segment_close(r->seg);
@@ -149,13 +162,6 @@ reader_rewind(sluice_reader *r)
 	return SLUICE_READER_REWIND;
 }
 
-static bool
-reader_list(sluice_reader *r)
-{
-	free(r->firsts);
-	r->firsts = NULL;
-	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
-}
 
 bool
 sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -177,11 +183,11 @@ sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *
 		return false;
 	}
 	/* Start at the last segment whose first txseq is at or before from_txseq. */
-	r->seg_idx = 0;
+	r->seg_first = r->nsegs > 0 ? r->firsts[0] : 0;
 	for (size_t i = 0; i < r->nsegs; i++)
 		if (r->firsts[i] <= r->from_txseq)
-			r->seg_idx = i;
-	if (r->nsegs > 0 && r->firsts[r->seg_idx] == 1)
+			r->seg_first = r->firsts[i];
+	if (r->nsegs > 0 && r->seg_first == 1)
 		sluice_chain_init(&r->chain, stream);
 	else
 		sluice_chain_init_unanchored(&r->chain, stream);
@@ -260,11 +266,23 @@ reader_load_frame(sluice_reader *r)
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 	for (;;) {
 		if (r->reopen_pending) {
+			/* Wait quietly until the writer has created the segment again. */
+			bool present = false;
+			if (!reader_list(r))
+				return reader_fail(r, "could not list segments of stream \"%s\"",
+						   r->stream);
+			for (size_t i = 0; i < r->nsegs; i++)
+				if (r->firsts[i] == r->seg_first)
+					present = true;
 			sluice_chain keep = r->chain;
-			if (!reader_open_segment(r))
+			uint64_t offset = r->boundary_offset;
+			if (!present || !reader_open_segment(r))
 				return SLUICE_READER_WAIT;
+			sluice_scan_seek(r->scan, offset);
 			r->chain = keep;
 			r->boundary_chain = keep;
+			r->boundary_offset = offset;
+			r->consumed_end = offset;
 			r->reopen_pending = false;
 		}
 		if (r->seg == NULL) {
@@ -273,17 +291,17 @@ reader_load_frame(sluice_reader *r)
 						   r->stream);
 			if (r->nsegs == 0)
 				return SLUICE_READER_WAIT;
-			r->seg_idx = 0;
+			r->seg_first = r->firsts[0];
 			for (size_t i = 0; i < r->nsegs; i++)
 				if (r->firsts[i] <= r->from_txseq)
-					r->seg_idx = i;
-			if (r->firsts[r->seg_idx] == 1)
+					r->seg_first = r->firsts[i];
+			if (r->seg_first == 1)
 				sluice_chain_init(&r->chain, r->stream);
 			if (!reader_open_segment(r))
 				return reader_fail(r, "could not open a segment of stream \"%s\"",
 						   r->stream);
 		}
-		sluice_store_segment_name(r->firsts[r->seg_idx], name);
+		sluice_store_segment_name(r->seg_first, name);
 		sluice_scan_frame f;
 		sluice_scan_status st = sluice_scan_next(r->scan, &f);
 		if (st != SLUICE_SCAN_FRAME && st != SLUICE_SCAN_END && r->chain.open &&
@@ -293,7 +311,7 @@ reader_load_frame(sluice_reader *r)
 			sluice_chain before = r->chain;
 			sluice_chain_status cs = sluice_chain_frame(&r->chain, &f.hdr, f.hash,
 								    f.offset == 0,
-								    r->firsts[r->seg_idx]);
+								    r->seg_first);
 			if (cs != SLUICE_CHAIN_OK && before.open && reader_rewritten(r)) {
 				r->chain = before;
 				return reader_rewind(r);
@@ -317,7 +335,7 @@ reader_load_frame(sluice_reader *r)
 			r->last_frame_offset = f.offset;
 			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
 			r->consumed_end = sluice_scan_offset(r->scan);
-			r->pos.segment_first = r->firsts[r->seg_idx];
+			r->pos.segment_first = r->seg_first;
 			r->pos.frame_offset = f.offset;
 			r->pos.frame_seq = f.hdr.frame_seq;
 			sluice_arena_reset(r->arena);
@@ -344,7 +362,7 @@ reader_load_frame(sluice_reader *r)
 				return reader_fail(r, "segment %s: bytes follow the seal at offset "
 						      "%" PRIu64,
 						   name, f.offset);
-			uint64_t cur = r->firsts[r->seg_idx];
+			uint64_t cur = r->seg_first;
 			if (!reader_list(r))
 				return reader_fail(r, "could not list segments of stream \"%s\"",
 						   r->stream);
@@ -364,20 +382,17 @@ reader_load_frame(sluice_reader *r)
 						      " but the next segment is %s",
 						   name, r->chain.txseq_end, nname);
 			}
-			r->seg_idx = next;
+			r->seg_first = r->firsts[next];
 			if (!reader_open_segment(r))
 				return reader_fail(r, "could not open a segment of stream \"%s\"",
 						   r->stream);
 			continue;
 		}
 		/* Unsealed: the live end, unless a later segment exists. */
-		uint64_t cur = r->firsts[r->seg_idx];
+		uint64_t cur = r->seg_first;
 		if (!reader_list(r))
 			return reader_fail(r, "could not list segments of stream \"%s\"", r->stream);
 		bool later = r->nsegs > 0 && r->firsts[r->nsegs - 1] > cur;
-		for (size_t i = 0; i < r->nsegs; i++)
-			if (r->firsts[i] == cur)
-				r->seg_idx = i;
 		if (r->chain.open && reader_rewritten(r))
 			return reader_rewind(r);
 		if (!later)
@@ -442,7 +457,7 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 		/* Skip transactions before the start point; relations were kept above. */
 		if (txseq != 0 && txseq < r->from_txseq)
 			continue;
-		if (txseq == 0 && r->chain.next_txseq <= r->from_txseq &&
+		if (txseq == 0 && r->chain.next_txseq < r->from_txseq &&
 		    rec->body_case != SLUICE__V1__RECORD__BODY_RELATION)
 			continue;
 		*out = rec;
