@@ -41,6 +41,7 @@ struct sluice_writer {
 	/* transactions */
 	uint64_t cur_txseq; /* open transaction, 0 between transactions */
 	int64_t cur_time;
+	uint64_t cur_snapshot_lsn; /* consistent LSN of an open snapshot transaction */
 	uint64_t next_txseq;
 	uint64_t last_txseq; /* last committed into the pending frame or earlier */
 	uint64_t last_end_lsn;
@@ -124,7 +125,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	sluice_chain_init_unanchored(&chain, w->stream);
 	/* Commit info seen so far, promoted to the result at each boundary. */
 	bool have_commit = false;
-	uint64_t commit_txseq = 0, commit_lsn = 0;
+	uint64_t commit_txseq = 0, commit_lsn = 0, snapshot_lsn = 0;
 	int64_t commit_time = 0;
 	uint64_t frames = 0;
 
@@ -196,9 +197,14 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 				commit_txseq = rec->commit->txseq;
 				commit_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
 				commit_time = rec->commit->commit_time_us;
+			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
+				snapshot_lsn = rec->snapshot_begin->has_consistent_lsn
+						       ? rec->snapshot_begin->consistent_lsn
+						       : 0;
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
 				have_commit = true;
 				commit_txseq = rec->snapshot_end->txseq;
+				commit_lsn = snapshot_lsn > commit_lsn ? snapshot_lsn : commit_lsn;
 			}
 		}
 		cs = sluice_chain_frame_end(&chain);
@@ -631,6 +637,9 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		} else {
 			rec->snapshot_begin->txseq = w->cur_txseq;
 			w->cur_time = rec->snapshot_begin->time_us;
+			w->cur_snapshot_lsn = rec->snapshot_begin->has_consistent_lsn
+						      ? rec->snapshot_begin->consistent_lsn
+						      : 0;
 		}
 		w->next_txseq++;
 		break;
@@ -686,6 +695,9 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
 			w->last_end_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
 			w->last_commit_time = rec->commit->commit_time_us;
+		} else if (w->cur_snapshot_lsn > w->last_end_lsn) {
+			/* Changes after a snapshot start at its consistent point. */
+			w->last_end_lsn = w->cur_snapshot_lsn;
 		}
 		w->cur_txseq = 0;
 	}

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "cmd_bench.h"
+#include "cmd_capture.h"
 #include "cmd_inspect.h"
 #include "cmd_keygen.h"
 #include "cmd_verify.h"
@@ -21,6 +22,7 @@ typedef struct sluice_command {
 } sluice_command;
 
 static const sluice_command sluice_commands[] = {
+	{"capture", cmd_capture, "stream a PostgreSQL database into a signed stream"},
 	{"keygen", cmd_keygen, "create an Ed25519 key pair for signing a stream"},
 	{"verify", cmd_verify, "check every frame, the chain and txseq density of a stream"},
 	{"inspect", cmd_inspect, "list segments and frames, or print records"},

@@ -1,0 +1,58 @@
+/* PostgreSQL capture: pgoutput over a logical replication connection into a signed stream. */
+#ifndef SLUICE_CAPTURE_PGCAPTURE_H
+#define SLUICE_CAPTURE_PGCAPTURE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "keys.h"
+#include "writer.h"
+
+typedef struct sluice_capture_options {
+	const char *source;      /* libpq conninfo or URI */
+	const char *stream;      /* stream name in the store */
+	const char *node;        /* origin node name written into every Begin */
+	const char *slot;        /* logical replication slot */
+	const char *publication; /* publication the slot streams */
+	bool create;             /* create publication and slot when missing */
+	bool snapshot;           /* with create: copy every table first */
+	bool forward_origins;    /* also capture transactions that carry a replication origin */
+	bool messages;           /* capture logical decoding messages */
+	bool exit_when_caught_up;
+	uint64_t until_lsn;        /* 0: none */
+	int min_flush_gap_ms;      /* fsync at most this often while data keeps arriving */
+	int max_flush_delay_ms;    /* ... and at least this often */
+	int status_interval_ms;    /* standby status updates at least this often */
+	int heartbeat_interval_ms; /* heartbeat records when idle; 0: none */
+	int reconnect_max_s;       /* cap of the reconnect backoff */
+	bool progress;             /* progress lines on stderr */
+	sluice_writer_options writer;
+	volatile sig_atomic_t *stop; /* set by a signal handler: flush, acknowledge, exit */
+} sluice_capture_options;
+
+/* sluice_capture_default_options fills in the defaults (stream and source stay NULL). */
+void sluice_capture_default_options(sluice_capture_options *o);
+
+/* What a run did, for the exit summary. */
+typedef struct sluice_capture_stats {
+	uint64_t transactions;
+	uint64_t changes;
+	uint64_t skipped_origin;
+	uint64_t skipped_duplicate;
+	uint64_t first_txseq, last_txseq;
+	uint64_t acked_lsn;
+	uint64_t reconnects;
+} sluice_capture_stats;
+
+/*
+ * sluice_capture_run streams committed transactions from the source into the
+ * stream until stopped, until the requested position, or until a failure it
+ * cannot recover from. store and key are borrowed.
+ * @return true on a clean stop.
+ */
+bool sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capture_options *o,
+			sluice_capture_stats *stats);
+
+#endif

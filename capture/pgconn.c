@@ -1,0 +1,109 @@
+/* libpq helpers: connections (normal and replication), queries with logged errors, LSNs. */
+#include "pgconn.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "pgoutput.h"
+
+const char *
+sluice_pg_error_line(PGconn *conn)
+{
+	static char line[1024];
+	const char *msg = conn ? PQerrorMessage(conn) : "no connection";
+	snprintf(line, sizeof(line), "%s", msg);
+	/* libpq messages end in a newline and may hold a DETAIL line: keep them on one line. */
+	for (char *p = line; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	size_t n = strlen(line);
+	while (n > 0 && line[n - 1] == ' ')
+		line[--n] = '\0';
+	return line;
+}
+
+PGconn *
+sluice_pg_connect(const char *conninfo, bool replication, const char *what)
+{
+	const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
+	const char *vals[] = {conninfo, replication ? "database" : NULL, "sluice", NULL};
+	if (!replication) {
+		keys[1] = "fallback_application_name";
+		vals[1] = "sluice";
+		keys[2] = NULL;
+	}
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	if (conn == NULL) {
+		sluice_log_error("could not connect to %s: out of memory", what);
+		return NULL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		const char *err = sluice_pg_error_line(conn);
+		if (replication && strstr(err, "replication") != NULL &&
+		    (strstr(err, "must be superuser") || strstr(err, "permission denied") ||
+		     strstr(err, "must have") || strstr(err, "REPLICATION")))
+			sluice_log_error("could not open a replication connection to %s: %s (the role "
+					 "needs the REPLICATION attribute: ALTER ROLE ... REPLICATION)",
+					 what, err);
+		else
+			sluice_log_error("could not connect to %s%s: %s", what,
+					 replication ? " for replication" : "", err);
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+bool
+sluice_pg_exec(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	if (!ok)
+		sluice_log_error("could not run \"%s\": %s", sql, sluice_pg_error_line(conn));
+	PQclear(res);
+	return ok;
+}
+
+PGresult *
+sluice_pg_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		sluice_log_error("could not run query \"%.80s\": %s", sql, sluice_pg_error_line(conn));
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+bool
+sluice_pg_lsn_parse(const char *text, uint64_t *lsn)
+{
+	unsigned int hi, lo;
+	int n = 0;
+	if (sscanf(text, "%X/%X%n", &hi, &lo, &n) != 2 || text[n] != '\0')
+		return false;
+	*lsn = ((uint64_t)hi << 32) | lo;
+	return true;
+}
+
+void
+sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size)
+{
+	snprintf(out, size, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xFFFFFFFFu));
+}
+
+int64_t
+sluice_pg_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return us - SLUICE_PGO_EPOCH_OFFSET_US;
+}

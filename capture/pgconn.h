@@ -1,0 +1,38 @@
+/* libpq helpers: connections (normal and replication), queries with logged errors, LSNs. */
+#ifndef SLUICE_CAPTURE_PGCONN_H
+#define SLUICE_CAPTURE_PGCONN_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * sluice_pg_connect opens a connection described by conninfo (URI or
+ * key=value; PG* environment variables apply as in psql). With replication,
+ * it is a logical replication connection (replication=database).
+ * @return the connection, or NULL after logging why.
+ */
+PGconn *sluice_pg_connect(const char *conninfo, bool replication, const char *what);
+
+/* sluice_pg_exec runs a command that returns no rows; logs and returns false on error. */
+bool sluice_pg_exec(PGconn *conn, const char *sql);
+
+/*
+ * sluice_pg_query runs sql with text parameters and returns its result, or
+ * NULL after logging. The caller PQclear()s the result.
+ */
+PGresult *sluice_pg_query(PGconn *conn, const char *sql, int nparams, const char *const *params);
+
+/* sluice_pg_lsn_parse reads "X/X"; false if malformed. */
+bool sluice_pg_lsn_parse(const char *text, uint64_t *lsn);
+/* sluice_pg_lsn_format writes "X/X" into out (at least 24 bytes). */
+void sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size);
+
+/* sluice_pg_now returns the current time in PostgreSQL-epoch microseconds. */
+int64_t sluice_pg_now(void);
+
+/* sluice_pg_error_line returns the first line of the connection's last error (static buffer). */
+const char *sluice_pg_error_line(PGconn *conn);
+
+#endif

@@ -1,0 +1,107 @@
+# Sourced by the PostgreSQL tests: throwaway PostgreSQL 15 servers on loopback.
+#
+#   pg_harness_init                 work directory, cleanup on exit
+#   pg_start NAME [SETTING ...]     start server NAME (extra postgresql.conf lines)
+#   pg_conninfo NAME [DB]           "host=127.0.0.1 port=N user=postgres dbname=DB"
+#   pg_psql NAME [DB] ARGS...       psql -X -At -v ON_ERROR_STOP=1 against it
+#   pg_stop NAME                    stop it
+#
+# PostgreSQL refuses to run as root: as root, servers run as user postgres.
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PG_HARNESS_DIR=""
+PG_HARNESS_SERVERS=()
+
+pg_harness_cleanup() {
+	local name
+	for name in "${PG_HARNESS_SERVERS[@]}"; do
+		pg_stop "$name" >/dev/null 2>&1 || true
+	done
+	if [ -n "$PG_HARNESS_DIR" ] && [ -z "${PG_KEEP:-}" ]; then
+		chmod -R u+w "$PG_HARNESS_DIR" 2>/dev/null || true
+		rm -rf "$PG_HARNESS_DIR"
+	fi
+}
+
+pg_harness_as_server_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+pg_harness_init() {
+	if [ ! -x "$PGBIN/initdb" ]; then
+		echo "harness: PostgreSQL 15 server binaries not found in $PGBIN (apt-get install postgresql-15)" >&2
+		exit 1
+	fi
+	PG_HARNESS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sluice-pg-XXXXXX")
+	chmod 755 "$PG_HARNESS_DIR"
+	if [ "$(id -u)" -eq 0 ]; then
+		id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+	fi
+	trap pg_harness_cleanup EXIT
+}
+
+# pg_free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+pg_free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pg_start() {
+	local name=$1
+	shift
+	local dir="$PG_HARNESS_DIR/$name"
+	local port
+	port=$(pg_free_port)
+	mkdir -p "$dir"
+	[ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+	pg_harness_as_server_user "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+		--locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || {
+		cat "$dir/initdb.log" >&2
+		return 1
+	}
+	{
+		echo "listen_addresses = '127.0.0.1'"
+		echo "port = $port"
+		echo "unix_socket_directories = '$dir'"
+		echo "wal_level = logical"
+		echo "max_wal_senders = 20"
+		echo "max_replication_slots = 20"
+		echo "max_worker_processes = 16"
+		echo "track_commit_timestamp = on"
+		echo "fsync = off"
+		echo "full_page_writes = off"
+		echo "shared_buffers = 128MB"
+		echo "max_wal_size = 2GB"
+		echo "logging_collector = off"
+		local setting
+		for setting in "$@"; do echo "$setting"; done
+	} | pg_harness_as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
+	pg_harness_as_server_user "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+		>/dev/null || {
+		cat "$dir/server.log" >&2
+		return 1
+	}
+	echo "$port" >"$dir/port"
+	PG_HARNESS_SERVERS+=("$name")
+}
+
+pg_port() { cat "$PG_HARNESS_DIR/$1/port"; }
+
+pg_conninfo() {
+	echo "host=127.0.0.1 port=$(pg_port "$1") user=postgres dbname=${2:-postgres}"
+}
+
+pg_psql() {
+	local name=$1 db=${2:-postgres}
+	shift 2
+	psql -X -At -q -v ON_ERROR_STOP=1 "$(pg_conninfo "$name" "$db")" "$@"
+}
+
+pg_stop() {
+	local dir="$PG_HARNESS_DIR/$1"
+	[ -d "$dir/data" ] || return 0
+	pg_harness_as_server_user "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+}

@@ -1,0 +1,256 @@
+/* sluice capture: stream a PostgreSQL database's committed transactions into a signed stream. */
+#include "cmd_capture.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cli.h"
+#include "keys.h"
+#include "log.h"
+#include "pgcapture.h"
+#include "pgconn.h"
+
+static volatile sig_atomic_t capture_stop_flag = 0;
+
+static void
+capture_on_signal(int sig)
+{
+	(void)sig;
+	capture_stop_flag = 1;
+}
+
+static void
+capture_help(FILE *f)
+{
+	fprintf(f,
+		"Usage: sluice capture --source CONNINFO --store S --stream NAME --key PREFIX.key\n"
+		"                      [--node NAME] [--slot NAME] [--publication NAME] [--create]\n"
+		"                      [--snapshot] [--until-lsn LSN] [--exit-when-caught-up]\n"
+		"                      [--forward-origins] [--messages]\n"
+		"\n"
+		"Stream committed transactions of a PostgreSQL database (logical replication,\n"
+		"pgoutput) into a signed stream, exactly once: the position acknowledged to the\n"
+		"server is the end of the last transaction whose frames are fsynced. After a\n"
+		"crash, the same command continues the chain and the txseq sequence.\n"
+		"\n"
+		"Options:\n"
+		"      --source CONNINFO   libpq URI or key=value string (PG* variables apply)\n"
+		"  -s, --store S           store: a directory PATH or file://PATH\n"
+		"  -n, --stream NAME       stream name\n"
+		"  -k, --key PREFIX.key    secret signing key (sluice keygen)\n"
+		"      --node NAME         origin node name in every transaction (default: the\n"
+		"                          stream name)\n"
+		"      --slot NAME         replication slot (default: sluice_<stream>)\n"
+		"      --publication NAME  publication (default: sluice_<stream>)\n"
+		"      --create            create the publication (all tables) and the slot if\n"
+		"                          missing\n"
+		"      --snapshot          with --create: copy every published table into the\n"
+		"                          stream first, consistent with the slot\n"
+		"      --until-lsn LSN     stop once everything up to LSN is durable\n"
+		"      --exit-when-caught-up  stop once everything committed before the start is\n"
+		"                          durable\n"
+		"      --forward-origins   also capture transactions written by a replication\n"
+		"                          origin (e.g. by sluice apply); off to prevent loops\n"
+		"      --messages          capture logical decoding messages\n"
+		"      --zstd-level L      compression level (default 1)\n"
+		"      --no-heartbeat      no heartbeat records while idle\n"
+		"      --status-interval S report progress to the server every S seconds\n"
+		"                          (default 10); idle captures confirm its position\n"
+		"      --no-progress       no progress lines on a terminal\n"
+		"  -h, --help              show this help\n"
+		"\n"
+		"SIGINT/SIGTERM: flush, acknowledge, exit 0. A lost connection is retried with\n"
+		"exponential backoff.\n"
+		"Exit status: 0 stopped cleanly, 2 usage error, 3 failure (source settings,\n"
+		"permissions, slot in use, key or store problems).\n");
+}
+
+/* capture_default_name makes sluice_<stream> usable as a slot name. */
+static void
+capture_default_name(const char *stream, char *out, size_t size)
+{
+	snprintf(out, size, "sluice_%s", stream);
+	for (char *p = out; *p; p++) {
+		*p = (char)tolower((unsigned char)*p);
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			*p = '_';
+	}
+}
+
+int
+cmd_capture(int argc, char **argv)
+{
+	enum {
+		OPT_SOURCE = 1000,
+		OPT_NODE,
+		OPT_SLOT,
+		OPT_PUB,
+		OPT_CREATE,
+		OPT_SNAPSHOT,
+		OPT_UNTIL,
+		OPT_CAUGHT_UP,
+		OPT_FORWARD,
+		OPT_MESSAGES,
+		OPT_ZSTD,
+		OPT_NO_HEARTBEAT,
+		OPT_NO_PROGRESS,
+		OPT_STATUS_INTERVAL,
+	};
+	static const struct option opts[] = {
+		{"source", required_argument, NULL, OPT_SOURCE},
+		{"store", required_argument, NULL, 's'},
+		{"stream", required_argument, NULL, 'n'},
+		{"key", required_argument, NULL, 'k'},
+		{"node", required_argument, NULL, OPT_NODE},
+		{"slot", required_argument, NULL, OPT_SLOT},
+		{"publication", required_argument, NULL, OPT_PUB},
+		{"create", no_argument, NULL, OPT_CREATE},
+		{"snapshot", no_argument, NULL, OPT_SNAPSHOT},
+		{"until-lsn", required_argument, NULL, OPT_UNTIL},
+		{"exit-when-caught-up", no_argument, NULL, OPT_CAUGHT_UP},
+		{"forward-origins", no_argument, NULL, OPT_FORWARD},
+		{"messages", no_argument, NULL, OPT_MESSAGES},
+		{"zstd-level", required_argument, NULL, OPT_ZSTD},
+		{"no-heartbeat", no_argument, NULL, OPT_NO_HEARTBEAT},
+		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"status-interval", required_argument, NULL, OPT_STATUS_INTERVAL},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	sluice_capture_options o;
+	sluice_capture_default_options(&o);
+	o.progress = isatty(STDERR_FILENO);
+	const char *store_spec = NULL, *key_path = NULL;
+	char slot[128], pub[128];
+	int c;
+	while ((c = getopt_long(argc, argv, "s:n:k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_SOURCE:
+			o.source = optarg;
+			break;
+		case 's':
+			store_spec = optarg;
+			break;
+		case 'n':
+			o.stream = optarg;
+			break;
+		case 'k':
+			key_path = optarg;
+			break;
+		case OPT_NODE:
+			o.node = optarg;
+			break;
+		case OPT_SLOT:
+			o.slot = optarg;
+			break;
+		case OPT_PUB:
+			o.publication = optarg;
+			break;
+		case OPT_CREATE:
+			o.create = true;
+			break;
+		case OPT_SNAPSHOT:
+			o.snapshot = true;
+			break;
+		case OPT_UNTIL:
+			if (!sluice_pg_lsn_parse(optarg, &o.until_lsn))
+				return cli_usage_error("capture", "invalid --until-lsn \"%s\": expected "
+								  "an LSN like 0/16B3748",
+						       optarg);
+			break;
+		case OPT_CAUGHT_UP:
+			o.exit_when_caught_up = true;
+			break;
+		case OPT_FORWARD:
+			o.forward_origins = true;
+			break;
+		case OPT_MESSAGES:
+			o.messages = true;
+			break;
+		case OPT_ZSTD: {
+			char *end = NULL;
+			long v = strtol(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || v < -7 || v > 19)
+				return cli_usage_error("capture", "--zstd-level must be -7..19");
+			o.writer.zstd_level = (int)v;
+			break;
+		}
+		case OPT_NO_HEARTBEAT:
+			o.heartbeat_interval_ms = 0;
+			break;
+		case OPT_NO_PROGRESS:
+			o.progress = false;
+			break;
+		case OPT_STATUS_INTERVAL: {
+			uint64_t v;
+			if (!cli_parse_u64("--status-interval", optarg, &v) || v == 0 || v > 3600)
+				return cli_usage_error("capture", "--status-interval must be 1..3600 "
+								  "seconds");
+			o.status_interval_ms = (int)v * 1000;
+			break;
+		}
+		case 'h':
+			capture_help(stdout);
+			return SLUICE_EXIT_OK;
+		default:
+			return cli_usage_error("capture", "invalid option");
+		}
+	}
+	if (optind < argc)
+		return cli_usage_error("capture", "unexpected argument \"%s\"", argv[optind]);
+	if (o.source == NULL || store_spec == NULL || o.stream == NULL || key_path == NULL)
+		return cli_usage_error("capture", "--source, --store, --stream and --key are required");
+	if (!sluice_store_valid_stream_name(o.stream))
+		return cli_usage_error("capture", "invalid stream name \"%s\"", o.stream);
+	if (o.snapshot && !o.create)
+		return cli_usage_error("capture", "--snapshot needs --create: the snapshot is taken "
+						  "when the slot is created");
+	if (o.node == NULL)
+		o.node = o.stream;
+	if (o.slot == NULL) {
+		capture_default_name(o.stream, slot, sizeof(slot));
+		o.slot = slot;
+	}
+	if (o.publication == NULL) {
+		capture_default_name(o.stream, pub, sizeof(pub));
+		o.publication = pub;
+	}
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = capture_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	o.stop = &capture_stop_flag;
+
+	int rc = SLUICE_EXIT_FAILURE;
+	sluice_key *key = NULL;
+	sluice_store *store = NULL;
+	if (!sluice_key_load(key_path, &key))
+		goto cleanup;
+	if (!sluice_store_open(store_spec, &store))
+		goto cleanup;
+	sluice_capture_stats st;
+	bool ok = sluice_capture_run(store, key, &o, &st);
+	char lsn[32];
+	sluice_pg_lsn_format(st.acked_lsn, lsn, sizeof(lsn));
+	sluice_log_info("capture %s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64
+			"), %" PRIu64 " changes, %" PRIu64 " skipped (origin), %" PRIu64
+			" already in the stream, %" PRIu64 " reconnects, acknowledged %s",
+			ok ? "stopped" : "failed", st.transactions, st.first_txseq, st.last_txseq,
+			st.changes, st.skipped_origin, st.skipped_duplicate, st.reconnects, lsn);
+	rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
+
+cleanup:
+	sluice_store_close(store);
+	sluice_key_free(key);
+	return rc;
+}
