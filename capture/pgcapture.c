@@ -757,7 +757,8 @@ capture_stop_reached(const capture *c)
 {
 	if (c->in_txn)
 		return false;
-	if (c->o->until_lsn && c->received_lsn > c->o->until_lsn)
+	/* The server reports a commit at its end position: reaching the bound means past it. */
+	if (c->o->until_lsn && c->received_lsn >= c->o->until_lsn)
 		return true;
 	if (c->target_lsn && c->received_lsn >= c->target_lsn)
 		return true;
