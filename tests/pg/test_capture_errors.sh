@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Capture refuses bad set-ups with errors that name the thing and the cause:
+# wal_level, REPLICATION privilege, missing slot/publication, slot in use,
+# unknown key file, a store written with another key; SIGTERM exits 0.
+# Usage: test_capture_errors.sh SLUICE
+set -uo pipefail
+SLUICE=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/harness.sh"
+pg_harness_init
+W=$PG_HARNESS_DIR/work
+mkdir -p "$W"
+fail=0
+expect() { # expect NAME EXIT PATTERN LOGFILE -- the command ran before
+	local name=$1 want=$2 got=$3 pattern=$4 log=$5
+	if [ "$got" != "$want" ] || ! grep -q -- "$pattern" "$log"; then
+		echo "FAIL: $name: exit $got (want $want), log:" >&2
+		cat "$log" >&2
+		fail=$((fail + 1))
+	else
+		echo "ok: $name"
+	fi
+}
+"$SLUICE" keygen --out "$W/k" >/dev/null 2>&1
+"$SLUICE" keygen --out "$W/other" >/dev/null 2>&1
+
+pg_start replica "wal_level = replica"
+"$SLUICE" capture --source "$(pg_conninfo replica)" --store "$W/s0" --stream e --key "$W/k.key" \
+	--create --no-progress 2>"$W/e1.log"
+expect "wal_level replica" 3 $? 'wal_level = logical' "$W/e1.log"
+pg_stop replica
+
+pg_start src
+SRC=$(pg_conninfo src)
+run() { "$SLUICE" --log-format text capture --source "$SRC" --store "$W/store" --stream e --key "$W/k.key" --no-progress "$@"; }
+
+run --exit-when-caught-up 2>"$W/e2.log"
+expect "missing publication" 3 $? 'publication "sluice_e" does not exist.*--create' "$W/e2.log"
+pg_psql src postgres -c "CREATE PUBLICATION sluice_e FOR ALL TABLES" >/dev/null
+run --exit-when-caught-up 2>"$W/e3.log"
+expect "missing slot" 3 $? 'replication slot "sluice_e" does not exist.*--create' "$W/e3.log"
+
+"$SLUICE" capture --source "$SRC" --store "$W/store" --stream e --key "$W/missing.key" 2>"$W/e4.log"
+expect "unknown key file" 3 $? 'missing.key' "$W/e4.log"
+
+pg_psql src postgres -c "CREATE ROLE norepl LOGIN" >/dev/null
+"$SLUICE" capture --source "host=127.0.0.1 port=$(pg_port src) user=norepl dbname=postgres" \
+	--store "$W/s5" --stream e --key "$W/k.key" --create --no-progress 2>"$W/e5.log"
+expect "no REPLICATION privilege" 3 $? 'REPLICATION' "$W/e5.log"
+
+# A working capture, then a second one on the same slot: in use.
+pg_psql src postgres -c "CREATE TABLE t (id int PRIMARY KEY)" >/dev/null
+"$SLUICE" --log-format text capture --source "$SRC" --store "$W/store" --stream e \
+	--key "$W/k.key" --no-progress --create 2>"$W/run.log" &
+pid=$!
+for _ in $(seq 50); do grep -q "streaming from" "$W/run.log" 2>/dev/null && break; sleep 0.2; done
+"$SLUICE" --log-format text capture --source "$SRC" --store "$W/store2" --stream e --key "$W/k.key" \
+	--slot sluice_e --publication sluice_e --no-progress 2>"$W/e6.log"
+expect "slot in use" 3 $? 'in use' "$W/e6.log"
+# the same stream, from another process: the store refuses a second writer
+run 2>"$W/e7.log"
+expect "stream locked by a writer" 3 $? 'being written by another process' "$W/e7.log"
+pg_psql src postgres -c "INSERT INTO t VALUES (1)" >/dev/null
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+expect "SIGTERM exits 0" 0 $? 'capture stopped' "$W/run.log"
+
+# The stream was written with key k: another key may not continue it.
+"$SLUICE" capture --source "$SRC" --store "$W/store" --stream e --key "$W/other.key" \
+	--exit-when-caught-up --no-progress 2>"$W/e8.log"
+expect "store written with another key" 3 $? 'is signed by key' "$W/e8.log"
+
+"$SLUICE" inspect --store "$W/store" --stream e --trust "$W/k.pub" --records --json >"$W/r.json"
+grep -q '"type":"insert"' "$W/r.json" || { echo "FAIL: insert before SIGTERM not captured" >&2; fail=$((fail + 1)); }
+[ "$fail" -eq 0 ] && echo "test_capture_errors: passed"
+exit "$fail"
