@@ -17,6 +17,9 @@
 #include "pgsnapshot.h"
 #include "records.h"
 
+/* Schema of sluice's own node-local tables (tombstones, conflict log): never captured. */
+#define CAPTURE_LOCAL_SCHEMA "sluice"
+
 typedef struct capture_type {
 	uint32_t oid;
 	int32_t typmod;
@@ -41,6 +44,8 @@ typedef struct capture {
 	sluice_pgo_decoder *dec;
 	capture_type *types; /* owned cache of format_type() results */
 	size_t ntypes;
+	uint32_t *local_rels; /* owned: relation ids in CAPTURE_LOCAL_SCHEMA */
+	size_t nlocal_rels;
 	sluice_capture_stats *stats;
 
 	/* the source transaction being received */
@@ -228,10 +233,29 @@ capture_row(const sluice_pgo_tuple *t, Sluice__V1__Row *row, Sluice__V1__ValueKi
 	row->values = values;
 }
 
+static bool
+capture_is_local_rel(const capture *c, uint32_t relid)
+{
+	for (size_t i = 0; i < c->nlocal_rels; i++)
+		if (c->local_rels[i] == relid)
+			return true;
+	return false;
+}
+
 /* capture_relation turns a Relation message into a Relation record (kept by the writer). */
 static bool
 capture_relation(capture *c, const sluice_pgo_msg *m)
 {
+	if (strcmp(m->relation.nspname, CAPTURE_LOCAL_SCHEMA) == 0) {
+		if (!capture_is_local_rel(c, m->relation.relid)) {
+			uint32_t *p = realloc(c->local_rels, (c->nlocal_rels + 1) * sizeof(*p));
+			if (p == NULL)
+				abort();
+			c->local_rels = p;
+			c->local_rels[c->nlocal_rels++] = m->relation.relid;
+		}
+		return true;
+	}
 	uint16_t n = m->relation.ncols;
 	Sluice__V1__Column *cols = calloc((size_t)n + 1, sizeof(*cols));
 	Sluice__V1__Column **colp = calloc((size_t)n + 1, sizeof(*colp));
@@ -273,7 +297,7 @@ capture_relation(capture *c, const sluice_pgo_msg *m)
 static bool
 capture_change(capture *c, const sluice_pgo_msg *m)
 {
-	if (c->skip)
+	if (c->skip || capture_is_local_rel(c, m->change.relid))
 		return true;
 	if (!capture_write_begin(c))
 		return false;
@@ -334,15 +358,25 @@ capture_truncate(capture *c, const sluice_pgo_msg *m)
 {
 	if (c->skip)
 		return true;
-	if (!capture_write_begin(c))
-		return false;
 	uint32_t *ids = malloc(((size_t)m->truncate.nrels + 1) * sizeof(*ids));
 	if (ids == NULL)
 		abort();
-	for (uint32_t i = 0; i < m->truncate.nrels; i++)
-		ids[i] = sluice_pgo_truncate_relid(m, i);
+	size_t n = 0;
+	for (uint32_t i = 0; i < m->truncate.nrels; i++) {
+		uint32_t id = sluice_pgo_truncate_relid(m, i);
+		if (!capture_is_local_rel(c, id))
+			ids[n++] = id;
+	}
+	if (n == 0) {
+		free(ids);
+		return true;
+	}
+	if (!capture_write_begin(c)) {
+		free(ids);
+		return false;
+	}
 	Sluice__V1__Truncate t = SLUICE__V1__TRUNCATE__INIT;
-	t.n_relation_ids = m->truncate.nrels;
+	t.n_relation_ids = n;
 	t.relation_ids = ids;
 	t.has_cascade = true;
 	t.cascade = (m->truncate.options & 1) != 0;
@@ -428,9 +462,16 @@ capture_commit(capture *c, const sluice_pgo_msg *m)
 			c->unflushed_since_ms = (uint64_t)capture_now_ms();
 		return true;
 	}
-	/* pgoutput sends no empty transactions, but a filtered one may end up empty. */
-	if (!capture_write_begin(c))
-		return false;
+	/*
+	 * A transaction left without changes (it only touched sluice's own tables)
+	 * takes no txseq: it is acknowledged like a skipped one.
+	 */
+	if (!c->begin_written) {
+		c->skipped_end = m->commit.end_lsn;
+		if (c->unflushed_since_ms == 0)
+			c->unflushed_since_ms = (uint64_t)capture_now_ms();
+		return true;
+	}
 	Sluice__V1__Commit cm = SLUICE__V1__COMMIT__INIT;
 	cm.commit_time_us = c->commit_time;
 	cm.has_end_lsn = true;
@@ -1010,6 +1051,7 @@ cleanup:
 	for (size_t i = 0; i < c.ntypes; i++)
 		free(c.types[i].name);
 	free(c.types);
+	free(c.local_rels);
 	sluice_pgo_decoder_free(c.dec);
 	return ok;
 }
