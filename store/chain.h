@@ -21,7 +21,7 @@ typedef enum sluice_chain_status {
 	SLUICE_CHAIN_E_RECORD_ORDER = -9, /* begin/commit out of order or wrong txseq */
 	SLUICE_CHAIN_E_FRAME_END = -10,   /* records disagree with the header's txseq range */
 	SLUICE_CHAIN_E_TIME = -11,        /* commit time outside the header's time range */
-	SLUICE_CHAIN_E_GENESIS = -12,     /* stream does not start at txseq 1, frame 0 */
+	SLUICE_CHAIN_E_GENESIS = -12,     /* first frame does not chain to the stream's genesis */
 } sluice_chain_status;
 
 const char *sluice_chain_strerror(sluice_chain_status status);

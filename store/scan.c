@@ -88,8 +88,11 @@ scan_damage_kind(sluice_scan *scan, uint64_t off, uint64_t size)
 	 * A zstd frame can end in a few zero bytes (an empty one ends "01 00 00"),
 	 * so a run from a block boundary must be long enough not to be data.
 	 */
-	if (z < size && z >= off && (z == off || (z % SCAN_BLOCK == 0 && size - z >= 32)))
-		return SLUICE_SCAN_TORN;
+	if (z < size && z <= off)
+		return SLUICE_SCAN_TORN; /* everything from the frame start on is zero */
+	uint64_t block = (z + SCAN_BLOCK - 1) / SCAN_BLOCK * SCAN_BLOCK;
+	if (z < size && block < size && size - block >= 32)
+		return SLUICE_SCAN_TORN; /* whole blocks at the end never reached the disk */
 	return SLUICE_SCAN_BAD;
 }
 

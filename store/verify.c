@@ -127,7 +127,12 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			if (st == SLUICE_SCAN_END)
 				break;
 			if (st == SLUICE_SCAN_TORN) {
-				if (last) {
+				if (last && chain.sealed) {
+					verify_say(&v, true, off,
+						   "incomplete frame of %" PRIu64
+						   " bytes after the segment's seal",
+						   size - f.offset);
+				} else if (last) {
 					report->torn = true;
 					verify_say(&v, false, off,
 						   "torn tail: incomplete frame of %" PRIu64

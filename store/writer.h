@@ -14,7 +14,7 @@ typedef struct sluice_writer sluice_writer;
 
 typedef struct sluice_writer_options {
 	size_t frame_target;   /* cut a frame when its records reach this size */
-	uint64_t segment_target; /* seal a segment at the first commit past this size */
+	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
 } sluice_writer_options;
 

@@ -592,11 +592,14 @@ test_torn_zero_filled_tail(void **state)
 	expect_torn_recovery(s, &env, seg, E - F, F, 3);
 	sluice_store_close(s);
 
-	/* Zeros from a point that is neither a frame start nor a block boundary: damage. */
+	/*
+	 * Zeros from a point that is neither a frame start nor a block boundary,
+	 * covering whole blocks to the end: the blocks never reached the disk, torn.
+	 */
 	s = copy_store(&env, "unaligned", sd, seg, 1);
 	zero_range(seg, B + 1, E);
 	tu_flip_byte(seg, B, 0x5A); /* the run of zeros starts at B + 1 exactly */
-	expect_damage(s, &env, 1, F, 3);
+	expect_torn_recovery(s, &env, seg, E - F, F, 3);
 	sluice_store_close(s);
 
 	/* A run of zeros inside the payload, not reaching the end: damage. */
