@@ -93,3 +93,62 @@ cli_usage_error(const char *command, const char *fmt, ...)
 	sluice_log_error("%s (see \"sluice %s --help\")", msg, command);
 	return SLUICE_EXIT_USAGE;
 }
+
+bool
+cli_parse_time(const char *name, const char *text, int64_t *us)
+{
+	int y, mo, d, h = 0, mi = 0, n = 0;
+	double sec = 0;
+	const char *p = text;
+	if (sscanf(p, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3)
+		goto bad;
+	p += n;
+	if (*p == 'T' || *p == ' ') {
+		p++;
+		n = 0;
+		if (sscanf(p, "%2d:%2d%n", &h, &mi, &n) != 2)
+			goto bad;
+		p += n;
+		if (*p == ':') {
+			char *end = NULL;
+			sec = strtod(p + 1, &end);
+			if (end == p + 1)
+				goto bad;
+			p = end;
+		}
+	}
+	int64_t offset_s = 0;
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-') {
+		int oh = 0, om = 0;
+		int sign = *p == '-' ? -1 : 1;
+		p++;
+		n = 0;
+		if (sscanf(p, "%2d%n", &oh, &n) != 1)
+			goto bad;
+		p += n;
+		if (*p == ':')
+			p++;
+		n = 0;
+		if (sscanf(p, "%2d%n", &om, &n) == 1)
+			p += n;
+		offset_s = sign * (oh * 3600 + om * 60);
+	}
+	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec >= 61)
+		goto bad;
+	struct tm tm = {0};
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	time_t t = timegm(&tm);
+	*us = ((int64_t)t - offset_s) * 1000000 + (int64_t)(sec * 1e6 + 0.5);
+	return true;
+bad:
+	sluice_log_error("invalid time \"%s\" for %s: expected ISO 8601 such as "
+			 "2026-11-21T05:30:00Z",
+			 text, name);
+	return false;
+}

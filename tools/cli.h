@@ -20,6 +20,12 @@ bool cli_parse_u64(const char *name, const char *text, uint64_t *out);
 /* cli_load_trust builds a trust set from .pub files; NULL after logging on failure. */
 sluice_trust *cli_load_trust(char **paths, size_t n);
 
+/*
+ * cli_parse_time reads an ISO 8601 time ("2026-11-21T05:30:00Z",
+ * "2026-11-21 05:30:00.25+01:00"; no zone means UTC) as µs since the epoch.
+ */
+bool cli_parse_time(const char *name, const char *text, int64_t *us);
+
 /* cli_format_time writes µs since the epoch as 2026-01-02T03:04:05.123456Z. */
 void cli_format_time(int64_t us, char *out, size_t size);
 /* cli_format_lsn writes a PostgreSQL LSN as X/X. */

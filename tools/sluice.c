@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_apply.h"
 #include "cmd_bench.h"
 #include "cmd_capture.h"
 #include "cmd_inspect.h"
@@ -22,7 +23,9 @@ typedef struct sluice_command {
 } sluice_command;
 
 static const sluice_command sluice_commands[] = {
+	{"apply", cmd_apply, "replay a verified stream into PostgreSQL"},
 	{"capture", cmd_capture, "stream a PostgreSQL database into a signed stream"},
+	{"prepare", cmd_prepare, "set up a node for active-active apply"},
 	{"keygen", cmd_keygen, "create an Ed25519 key pair for signing a stream"},
 	{"verify", cmd_verify, "check every frame, the chain and txseq density of a stream"},
 	{"inspect", cmd_inspect, "list segments and frames, or print records"},

@@ -1,0 +1,1681 @@
+/* PostgreSQL apply: verified replay of a stream with exactly-once progress and conflict strategies. */
+#include "pgapply.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "json.h"
+#include "log.h"
+#include "pgconn.h"
+#include "reader.h"
+#include "records.h"
+
+/* Statement results are read back at least this often inside one transaction. */
+#define APPLY_MAX_PENDING 1000
+
+/* What a queued pipeline command was, to interpret its result. */
+typedef enum apply_kind {
+	APPLY_K_CONTROL,        /* BEGIN, COMMIT, set-up: must succeed */
+	APPLY_K_PREPARE,        /* PQsendPrepare */
+	APPLY_K_INSERT_UPSERT,  /* RETURNING (xmax = 0): inserted, or updated an existing row */
+	APPLY_K_UPDATE_UPSERT,  /* update with a full row: inserted when missing */
+	APPLY_K_UPDATE_PLAIN,   /* UPDATE: 0 rows when missing */
+	APPLY_K_DELETE,         /* DELETE: 0 rows when missing */
+	APPLY_K_INSERT_NOTHING, /* INSERT ... DO NOTHING: 0 rows when present */
+	APPLY_K_APPEND_UPDATE,  /* append: insert a missing row, never overwrite */
+	APPLY_K_PROBE_ROW,      /* timestamp: version of the target row */
+	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
+	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
+} apply_kind;
+
+typedef struct apply_pending {
+	apply_kind kind;
+	uint32_t rel_index;
+	char *key;   /* owned: JSON array of the key values, for the conflict log */
+	PGresult *res; /* probes keep their result */
+} apply_pending;
+
+typedef struct apply_rel {
+	uint32_t id;
+	uint32_t generation; /* bumps when the stream redefines the relation */
+	char *schema, *name; /* owned */
+	char *qname;         /* owned: "schema"."name" */
+	char *label;         /* owned: schema.name, for messages and tombstones */
+	char *tomb_rel;      /* owned: quote_ident(schema).quote_ident(name), as the trigger names it */
+	int ncols;
+	char **cols;  /* owned */
+	char **qcols; /* owned, quoted */
+	bool *key;    /* owned */
+	int nkeys;
+	bool full_identity; /* no key: every column identifies the row */
+	bool included;
+	bool checked;    /* compared with the target table */
+	bool has_unique; /* the target has a unique index on exactly the key columns */
+	bool tracked;    /* the target table has sluice's delete tracking */
+	int ts_col;      /* --timestamp-column index, -1 */
+} apply_rel;
+
+typedef struct apply_stmt {
+	char *key; /* owned */
+	char name[24];
+} apply_stmt;
+
+typedef struct apply {
+	const sluice_apply_options *o;
+	sluice_apply_stats *stats;
+	PGconn *conn; /* owned */
+	char origin[600];
+	bool schema_installed;
+	char local_node[256];
+
+	apply_rel *rels; /* owned */
+	size_t nrels;
+	uint32_t next_generation;
+	apply_stmt *stmts; /* owned */
+	size_t nstmts;
+
+	apply_pending *pending; /* owned queue of the current pipeline batch */
+	size_t npending, cap_pending;
+	char first_error[1024];
+	int error_index;
+
+	/* the transaction being applied */
+	bool in_txn;
+	bool txn_open_on_target;
+	uint64_t txseq;
+	int64_t commit_us;
+	char commit_ts[64]; /* as timestamptz text */
+	char node[256];
+	char last_origin_node[256];
+	bool dry_open;
+
+	/* conflicts found after a pipelined commit (replace, append) */
+	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
+	bool done;
+	int64_t last_log_ms;
+} apply;
+
+static const char *const apply_conflict_names[SLUICE_CONFLICT_COUNT] = {
+	"insert_exists", "insert_deleted", "update_newer_local", "update_missing",
+	"update_deleted", "delete_newer_local", "delete_missing",
+};
+
+const char *
+sluice_conflict_name(sluice_conflict c)
+{
+	return c < SLUICE_CONFLICT_COUNT ? apply_conflict_names[c] : "unknown";
+}
+
+void
+sluice_apply_default_options(sluice_apply_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->strategy = SLUICE_STRATEGY_REPLACE;
+	o->follow = true;
+	o->conflict_log = true;
+	o->tombstone_horizon_s = 7 * 24 * 3600;
+	o->clock_skew_tolerance_us = 1000000;
+}
+
+static int64_t
+apply_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* apply_format_ts writes µs since the epoch as a timestamptz literal. */
+static void
+apply_format_ts(int64_t us, char *out, size_t size)
+{
+	time_t sec = (time_t)(us / 1000000);
+	int64_t frac = us % 1000000;
+	if (frac < 0) {
+		frac += 1000000;
+		sec--;
+	}
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	snprintf(out, size, "%04d-%02d-%02d %02d:%02d:%02d.%06" PRId64 "+00", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+/* ---- pipeline plumbing ------------------------------------------------- */
+
+static void
+apply_push(apply *a, apply_kind kind, uint32_t rel_index, char *key)
+{
+	if (a->npending == a->cap_pending) {
+		a->cap_pending = a->cap_pending ? 2 * a->cap_pending : 256;
+		apply_pending *p = realloc(a->pending, a->cap_pending * sizeof(*p));
+		if (p == NULL)
+			abort();
+		a->pending = p;
+	}
+	a->pending[a->npending++] = (apply_pending){.kind = kind, .rel_index = rel_index, .key = key};
+}
+
+/* apply_send_params queues a prepared statement. */
+static bool
+apply_send_prepared(apply *a, const char *stmt, int n, const char *const *values, apply_kind kind,
+		    uint32_t rel_index, char *key)
+{
+	if (!PQsendQueryPrepared(a->conn, stmt, n, values, NULL, NULL, 0)) {
+		sluice_log_error("could not send a statement to the target: %s",
+				 sluice_pg_error_line(a->conn));
+		free(key);
+		return false;
+	}
+	apply_push(a, kind, rel_index, key);
+	return true;
+}
+
+static bool
+apply_send_sql(apply *a, const char *sql, int n, const char *const *values, apply_kind kind)
+{
+	if (!PQsendQueryParams(a->conn, sql, n, NULL, values, NULL, NULL, 0)) {
+		sluice_log_error("could not send \"%.60s\" to the target: %s", sql,
+				 sluice_pg_error_line(a->conn));
+		return false;
+	}
+	apply_push(a, kind, 0, NULL);
+	return true;
+}
+
+static void apply_count_result(apply *a, apply_pending *p, PGresult *res);
+
+/*
+ * apply_drain sends a sync and reads every queued result. Results of probes
+ * stay in their entries (keep_probes) for the caller. Returns false when a
+ * statement failed (the error is in a->first_error) or the connection broke.
+ */
+static bool
+apply_drain(apply *a, bool keep_probes)
+{
+	if (PQpipelineSync(a->conn) != 1) {
+		snprintf(a->first_error, sizeof(a->first_error), "could not sync: %s",
+			 sluice_pg_error_line(a->conn));
+		return false;
+	}
+	bool ok = true;
+	a->first_error[0] = '\0';
+	a->error_index = -1;
+	for (size_t i = 0; i < a->npending; i++) {
+		PGresult *res = PQgetResult(a->conn);
+		if (res == NULL) {
+			snprintf(a->first_error, sizeof(a->first_error), "lost the target: %s",
+				 sluice_pg_error_line(a->conn));
+			return false;
+		}
+		ExecStatusType st = PQresultStatus(res);
+		apply_pending *p = &a->pending[i];
+		if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
+			if (ok && st == PGRES_FATAL_ERROR) {
+				const char *msg = PQresultErrorMessage(res);
+				snprintf(a->first_error, sizeof(a->first_error), "%s", msg);
+				for (char *c = a->first_error; *c; c++)
+					if (*c == '\n')
+						*c = ' ';
+				a->error_index = (int)i;
+			}
+			ok = false;
+			PQclear(res);
+		} else if (keep_probes &&
+			   (p->kind == APPLY_K_PROBE_ROW || p->kind == APPLY_K_PROBE_TOMB)) {
+			p->res = res;
+		} else {
+			if (ok)
+				apply_count_result(a, p, res);
+			PQclear(res);
+		}
+		/* Each command's results end with a NULL. */
+		PGresult *end = PQgetResult(a->conn);
+		if (end != NULL) {
+			PQclear(end);
+			snprintf(a->first_error, sizeof(a->first_error),
+				 "unexpected extra result from the target");
+			return false;
+		}
+	}
+	PGresult *sync = PQgetResult(a->conn);
+	if (sync == NULL || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
+		PQclear(sync);
+		if (ok)
+			snprintf(a->first_error, sizeof(a->first_error), "lost the target: %s",
+				 sluice_pg_error_line(a->conn));
+		return false;
+	}
+	PQclear(sync);
+	return ok;
+}
+
+static void
+apply_clear_pending(apply *a)
+{
+	for (size_t i = 0; i < a->npending; i++) {
+		free(a->pending[i].key);
+		PQclear(a->pending[i].res);
+	}
+	a->npending = 0;
+}
+
+/* ---- conflicts --------------------------------------------------------- */
+
+/* apply_conflict counts a case and queues its log row. */
+static void
+apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *key,
+	       const char *local_time, const char *local_node, const char *resolution)
+{
+	a->stats->conflicts[c]++;
+	if (!a->o->conflict_log || !a->schema_installed || a->o->dry_run)
+		return;
+	/* One JSON object per line; inserted through json_populate_record later. */
+	sluice_buf *b = &a->conflict_rows;
+	sluice_buf_printf(b, "{\"stream\":");
+	sluice_json_append_string(b, a->o->stream, strlen(a->o->stream));
+	sluice_buf_printf(b, ",\"txseq\":%" PRIu64 ",\"relation\":", a->txseq);
+	sluice_json_append_string(b, rel->label, strlen(rel->label));
+	sluice_buf_printf(b, ",\"key\":%s,\"kind\":\"%s\",\"local_time\":", key ? key : "null",
+			  apply_conflict_names[c]);
+	if (local_time)
+		sluice_json_append_string(b, local_time, strlen(local_time));
+	else
+		sluice_buf_append_str(b, "null");
+	sluice_buf_append_str(b, ",\"local_node\":");
+	if (local_node)
+		sluice_json_append_string(b, local_node, strlen(local_node));
+	else
+		sluice_buf_append_str(b, "null");
+	sluice_buf_printf(b, ",\"remote_time\":\"%s\",\"remote_node\":", a->commit_ts);
+	sluice_json_append_string(b, a->node, strlen(a->node));
+	sluice_buf_printf(b, ",\"resolution\":\"%s\"}\n", resolution);
+}
+
+/* apply_send_conflict_log queues the INSERT of every conflict row collected so far. */
+static bool
+apply_send_conflict_log(apply *a)
+{
+	if (a->conflict_rows.len == 0)
+		return true;
+	sluice_buf_append_byte(&a->conflict_rows, '\0');
+	const char *params[1] = {(const char *)a->conflict_rows.data};
+	bool ok = apply_send_sql(
+		a,
+		"INSERT INTO sluice.conflicts (stream, txseq, relation, key, kind, local_time, "
+		"local_node, remote_time, remote_node, resolution) "
+		"SELECT r.stream, r.txseq, r.relation, r.key, r.kind, r.local_time, r.local_node, "
+		"r.remote_time, r.remote_node, r.resolution "
+		"FROM regexp_split_to_table(rtrim($1, E'\\n'), E'\\n') AS l, "
+		"json_populate_record(NULL::sluice.conflicts, l::json) AS r",
+		1, params, APPLY_K_CONTROL);
+	sluice_buf_reset(&a->conflict_rows);
+	return ok;
+}
+
+static void
+apply_count_result(apply *a, apply_pending *p, PGresult *res)
+{
+	const apply_rel *rel = p->kind == APPLY_K_CONTROL || p->kind == APPLY_K_PREPARE
+				       ? NULL
+				       : &a->rels[p->rel_index];
+	long tuples = strtol(PQcmdTuples(res), NULL, 10);
+	bool first_true = PQntuples(res) > 0 && PQgetvalue(res, 0, 0)[0] == 't';
+	switch (p->kind) {
+	case APPLY_K_INSERT_UPSERT:
+		if (PQntuples(res) == 0 || first_true)
+			a->stats->inserts++;
+		else {
+			a->stats->updates++;
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+				       "remote");
+		}
+		break;
+	case APPLY_K_UPDATE_UPSERT:
+		a->stats->updates++;
+		if (first_true)
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+				       "inserted");
+		break;
+	case APPLY_K_UPDATE_PLAIN:
+		if (tuples > 0)
+			a->stats->updates++;
+		else
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+				       "skipped");
+		break;
+	case APPLY_K_DELETE:
+		if (tuples > 0)
+			a->stats->deletes++;
+		else
+			apply_conflict(a, SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
+				       "skipped");
+		break;
+	case APPLY_K_INSERT_NOTHING:
+		if (PQntuples(res) > 0)
+			a->stats->inserts++;
+		else
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+				       "kept_local");
+		break;
+	case APPLY_K_APPEND_UPDATE:
+		if (PQntuples(res) > 0) {
+			a->stats->inserts++;
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+				       "inserted");
+		} else
+			a->stats->skipped++;
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- relations and statements ------------------------------------------ */
+
+static void
+apply_free_rel(apply_rel *r)
+{
+	for (int i = 0; i < r->ncols; i++) {
+		free(r->cols[i]);
+		PQfreemem(r->qcols[i]);
+	}
+	free(r->cols);
+	free(r->qcols);
+	free(r->key);
+	free(r->schema);
+	free(r->name);
+	free(r->qname);
+	free(r->label);
+	free(r->tomb_rel);
+}
+
+static char *
+apply_strdup(const char *s)
+{
+	char *d = strdup(s);
+	if (d == NULL)
+		abort();
+	return d;
+}
+
+/* apply_ts_column finds --timestamp-column for a table, or NULL. */
+static const char *
+apply_ts_column(const apply *a, const char *schema, const char *name)
+{
+	char full[600];
+	snprintf(full, sizeof(full), "%s.%s", schema, name);
+	for (size_t i = 0; i < a->o->nts_columns; i++) {
+		const char *spec = a->o->ts_columns[i];
+		const char *eq = strchr(spec, '=');
+		if (eq == NULL)
+			continue;
+		size_t n = (size_t)(eq - spec);
+		if ((strlen(full) == n && strncmp(spec, full, n) == 0) ||
+		    (strlen(name) == n && strncmp(spec, name, n) == 0))
+			return eq + 1;
+	}
+	return NULL;
+}
+
+/* apply_relation takes a (new) description of a relation from the stream. */
+static void
+apply_relation(apply *a, const Sluice__V1__Relation *src)
+{
+	apply_rel *r = NULL;
+	for (size_t i = 0; i < a->nrels; i++)
+		if (a->rels[i].id == src->id)
+			r = &a->rels[i];
+	if (r != NULL) {
+		apply_free_rel(r);
+	} else {
+		apply_rel *p = realloc(a->rels, (a->nrels + 1) * sizeof(*p));
+		if (p == NULL)
+			abort();
+		a->rels = p;
+		r = &a->rels[a->nrels++];
+	}
+	memset(r, 0, sizeof(*r));
+	r->id = src->id;
+	r->generation = ++a->next_generation;
+	r->schema = apply_strdup(src->schema);
+	r->name = apply_strdup(src->name);
+	char *qs = PQescapeIdentifier(a->conn, src->schema, strlen(src->schema));
+	char *qn = PQescapeIdentifier(a->conn, src->name, strlen(src->name));
+	size_t len = strlen(qs) + strlen(qn) + 2;
+	r->qname = malloc(len);
+	if (r->qname == NULL)
+		abort();
+	snprintf(r->qname, len, "%s.%s", qs, qn);
+	size_t llen = strlen(src->schema) + strlen(src->name) + 2;
+	r->label = malloc(llen);
+	if (r->label == NULL)
+		abort();
+	snprintf(r->label, llen, "%s.%s", src->schema, src->name);
+	PQfreemem(qs);
+	PQfreemem(qn);
+	r->ncols = (int)src->n_columns;
+	r->cols = calloc((size_t)r->ncols + 1, sizeof(char *));
+	r->qcols = calloc((size_t)r->ncols + 1, sizeof(char *));
+	r->key = calloc((size_t)r->ncols + 1, sizeof(bool));
+	if (r->cols == NULL || r->qcols == NULL || r->key == NULL)
+		abort();
+	for (int i = 0; i < r->ncols; i++) {
+		r->cols[i] = apply_strdup(src->columns[i]->name);
+		r->qcols[i] = PQescapeIdentifier(a->conn, r->cols[i], strlen(r->cols[i]));
+		r->key[i] = src->columns[i]->has_key && src->columns[i]->key;
+		if (r->key[i])
+			r->nkeys++;
+	}
+	r->full_identity = (src->has_replica_identity && src->replica_identity == 'f') ||
+			   r->nkeys == 0;
+	if (r->nkeys == 0)
+		for (int i = 0; i < r->ncols; i++) {
+			r->key[i] = true;
+			r->nkeys++;
+		}
+	r->included = sluice_filter_match(&a->o->filter, r->schema, r->name);
+	r->ts_col = -1;
+	const char *tsc = apply_ts_column(a, r->schema, r->name);
+	for (int i = 0; tsc && i < r->ncols; i++)
+		if (strcmp(r->cols[i], tsc) == 0)
+			r->ts_col = i;
+}
+
+/*
+ * apply_check_rel compares a relation of the stream with the target table
+ * before anything is written to it: every stream column must exist with the
+ * same type, and target-only columns must be fillable by default.
+ */
+static bool
+apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
+{
+	const char *params[2] = {r->schema, r->name};
+	PGresult *res = PQexecParams(
+		a->conn,
+		"SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+		"       a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', "
+		"       a.attgenerated <> '', quote_ident($1) || '.' || quote_ident($2) "
+		"  FROM pg_attribute a "
+		" WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass "
+		"   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+		2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		sluice_log_error("table %s does not exist on the target (or cannot be read): %s",
+				 r->label, sluice_pg_error_line(a->conn));
+		PQclear(res);
+		return false;
+	}
+	sluice_buf diff = {0};
+	int ndiff = 0;
+	for (int i = 0; i < r->ncols; i++) {
+		const char *want = src->columns[i]->type_name ? src->columns[i]->type_name : "";
+		int found = -1;
+		for (int t = 0; t < PQntuples(res); t++)
+			if (strcmp(PQgetvalue(res, t, 0), r->cols[i]) == 0)
+				found = t;
+		if (found < 0) {
+			sluice_buf_printf(&diff, "%s%s (%s): missing on the target", ndiff ? "; " : "",
+					  r->cols[i], want);
+			ndiff++;
+		} else if (want[0] && strcmp(PQgetvalue(res, found, 1), want) != 0) {
+			sluice_buf_printf(&diff, "%s%s: %s in the stream, %s on the target",
+					  ndiff ? "; " : "", r->cols[i], want, PQgetvalue(res, found, 1));
+			ndiff++;
+		} else if (PQgetvalue(res, found, 4)[0] == 't') {
+			sluice_buf_printf(&diff, "%s%s: generated on the target", ndiff ? "; " : "",
+					  r->cols[i]);
+			ndiff++;
+		}
+	}
+	for (int t = 0; t < PQntuples(res); t++) {
+		bool in_stream = false;
+		for (int i = 0; i < r->ncols; i++)
+			if (strcmp(PQgetvalue(res, t, 0), r->cols[i]) == 0)
+				in_stream = true;
+		if (!in_stream && PQgetvalue(res, t, 2)[0] == 't' && PQgetvalue(res, t, 3)[0] != 't') {
+			sluice_buf_printf(&diff, "%s%s: NOT NULL without a default on the target, "
+					  "not in the stream",
+					  ndiff ? "; " : "", PQgetvalue(res, t, 0));
+			ndiff++;
+		}
+	}
+	if (PQntuples(res) > 0)
+		r->tomb_rel = apply_strdup(PQgetvalue(res, 0, 5));
+	PQclear(res);
+	if (ndiff > 0) {
+		sluice_buf_append_byte(&diff, '\0');
+		sluice_log_error("table %s differs between the stream and the target: %s", r->label,
+				 (const char *)diff.data);
+		sluice_buf_free(&diff);
+		return false;
+	}
+	sluice_buf_free(&diff);
+
+	/* A unique index on exactly the key columns allows ON CONFLICT (key). */
+	sluice_buf keys = {0};
+	for (int i = 0; i < r->ncols; i++)
+		if (r->key[i])
+			sluice_buf_printf(&keys, "%s%s", keys.len ? "," : "", r->cols[i]);
+	sluice_buf_append_byte(&keys, '\0');
+	const char *p3[3] = {r->schema, r->name, (const char *)keys.data};
+	res = PQexecParams(
+		a->conn,
+		"SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = (quote_ident($1) || '.' "
+		"|| quote_ident($2))::regclass AND i.indisunique AND i.indpred IS NULL AND "
+		"i.indexprs IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM "
+		"pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = "
+		"(SELECT array_agg(x ORDER BY x) FROM unnest(string_to_array($3, ',')) x)), "
+		"EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = (quote_ident($1) || '.' || "
+		"quote_ident($2))::regclass AND t.tgname = 'sluice_record_delete')",
+		3, NULL, p3, NULL, NULL, 0);
+	sluice_buf_free(&keys);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		sluice_log_error("could not read the indexes of %s: %s", r->label,
+				 sluice_pg_error_line(a->conn));
+		PQclear(res);
+		return false;
+	}
+	r->has_unique = !r->full_identity && PQgetvalue(res, 0, 0)[0] == 't';
+	r->tracked = PQgetvalue(res, 0, 1)[0] == 't';
+	PQclear(res);
+	r->checked = true;
+	return true;
+}
+
+/* apply_stmt_get returns the prepared statement for key, preparing it with sql if new. */
+static const char *
+apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok)
+{
+	for (size_t i = 0; i < a->nstmts; i++)
+		if (strcmp(a->stmts[i].key, key) == 0)
+			return a->stmts[i].name;
+	apply_stmt *p = realloc(a->stmts, (a->nstmts + 1) * sizeof(*p));
+	if (p == NULL)
+		abort();
+	a->stmts = p;
+	apply_stmt *s = &a->stmts[a->nstmts];
+	s->key = apply_strdup(key);
+	snprintf(s->name, sizeof(s->name), "sl%zu", a->nstmts);
+	if (!PQsendPrepare(a->conn, s->name, sql, nparams, NULL)) {
+		sluice_log_error("could not prepare a statement on the target: %s",
+				 sluice_pg_error_line(a->conn));
+		free(s->key);
+		*ok = false;
+		return NULL;
+	}
+	apply_push(a, APPLY_K_PREPARE, 0, NULL);
+	a->nstmts++;
+	return s->name;
+}
+
+/* A row image with the values to send. */
+typedef struct apply_row {
+	const char **v;  /* value per column, NULL for SQL NULL */
+	bool *present;   /* false for an unchanged TOAST value */
+	bool complete;   /* every column known */
+} apply_row;
+
+static void
+apply_row_from(const apply_rel *r, const Sluice__V1__Row *row, apply_row *out, sluice_buf *text)
+{
+	/* Values are not NUL-terminated in the record: copy them into one buffer. */
+	size_t *offs = calloc((size_t)r->ncols + 1, sizeof(size_t));
+	if (offs == NULL)
+		abort();
+	out->complete = true;
+	for (int i = 0; i < r->ncols; i++) {
+		out->present[i] = true;
+		out->v[i] = NULL;
+		offs[i] = SIZE_MAX;
+		if (row == NULL || (size_t)i >= row->n_kinds) {
+			out->present[i] = false;
+			out->complete = false;
+			continue;
+		}
+		switch (row->kinds[i]) {
+		case SLUICE__V1__VALUE_KIND__VALUE_NULL:
+			break;
+		case SLUICE__V1__VALUE_KIND__VALUE_UNCHANGED_TOAST:
+			out->present[i] = false;
+			out->complete = false;
+			break;
+		default:
+			offs[i] = text->len;
+			if ((size_t)i < row->n_values)
+				sluice_buf_append(text, row->values[i].data, row->values[i].len);
+			sluice_buf_append_byte(text, '\0');
+		}
+	}
+	for (int i = 0; i < r->ncols; i++)
+		if (offs[i] != SIZE_MAX)
+			out->v[i] = (const char *)text->data + offs[i];
+	free(offs);
+}
+
+/* apply_key_json renders the key values of row as a JSON array of strings. */
+static char *
+apply_key_json(const apply_rel *r, const apply_row *row)
+{
+	sluice_buf b = {0};
+	sluice_buf_append_byte(&b, '[');
+	bool first = true;
+	for (int i = 0; i < r->ncols; i++) {
+		if (!r->key[i])
+			continue;
+		if (!first)
+			sluice_buf_append_str(&b, ", ");
+		first = false;
+		if (row->v[i] == NULL)
+			sluice_buf_append_str(&b, "null");
+		else
+			sluice_json_append_string(&b, row->v[i], strlen(row->v[i]));
+	}
+	sluice_buf_append_str(&b, "]");
+	sluice_buf_append_byte(&b, '\0');
+	return (char *)b.data;
+}
+
+/* apply_where appends the key condition with parameters from *next on. */
+static void
+apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
+{
+	sluice_buf_append_str(sql, " WHERE ");
+	bool first = true;
+	for (int i = 0; i < r->ncols; i++) {
+		if (!r->key[i])
+			continue;
+		sluice_buf_printf(sql, "%s%s%s %s $%d", first ? "" : " AND ", alias, r->qcols[i],
+				  r->full_identity ? "IS NOT DISTINCT FROM" : "=", (*next)++);
+		first = false;
+	}
+}
+
+/* apply_insert_sql builds INSERT of the present columns; tail is the conflict clause. */
+static void
+apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const char *mode)
+{
+	sluice_buf_printf(sql, "INSERT INTO %s (", r->qname);
+	int n = 0;
+	for (int i = 0; i < r->ncols; i++)
+		if (present[i])
+			sluice_buf_printf(sql, "%s%s", n++ ? ", " : "", r->qcols[i]);
+	sluice_buf_append_str(sql, ") VALUES (");
+	for (int i = 1; i <= n; i++)
+		sluice_buf_printf(sql, "%s$%d", i > 1 ? ", " : "", i);
+	sluice_buf_append_str(sql, ")");
+	if (strcmp(mode, "upsert") == 0 && r->has_unique) {
+		sluice_buf_append_str(sql, " ON CONFLICT (");
+		int k = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				sluice_buf_printf(sql, "%s%s", k++ ? ", " : "", r->qcols[i]);
+		sluice_buf_append_str(sql, ")");
+		int set = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (present[i] && !r->key[i])
+				sluice_buf_printf(sql, "%s%s = EXCLUDED.%s",
+						  set++ ? ", " : " DO UPDATE SET ", r->qcols[i],
+						  r->qcols[i]);
+		if (set == 0)
+			sluice_buf_append_str(sql, " DO NOTHING");
+		sluice_buf_append_str(sql, " RETURNING (xmax = 0)");
+	} else if (strcmp(mode, "nothing") == 0) {
+		sluice_buf_append_str(sql, " ON CONFLICT DO NOTHING RETURNING true");
+	} else {
+		sluice_buf_append_str(sql, " RETURNING true");
+	}
+}
+
+/* apply_colset_key names a statement: relation generation, operation, column set. */
+static void
+apply_colset_key(char *out, size_t size, const apply_rel *r, const char *op, const bool *present)
+{
+	int n = snprintf(out, size, "%" PRIu32 ":%s:", r->generation, op);
+	for (int i = 0; i < r->ncols && (size_t)n + 2 < size; i++)
+		out[n++] = present[i] ? '1' : '0';
+	out[n] = '\0';
+}
+
+/* ---- applying changes ---------------------------------------------------- */
+
+/* Parameters for one statement: values in order, owned text in a buffer. */
+typedef struct apply_params {
+	const char **v;
+	int n;
+} apply_params;
+
+static void
+apply_params_add(apply_params *p, const char *v)
+{
+	p->v[p->n++] = v;
+}
+
+/* apply_maybe_drain reads results back when many are queued (large transactions). */
+static bool
+apply_maybe_drain(apply *a)
+{
+	if (a->npending < APPLY_MAX_PENDING)
+		return true;
+	bool ok = apply_drain(a, false);
+	apply_clear_pending(a);
+	return ok;
+}
+
+/* apply_send_write queues the pipelined write of replace/append for one change. */
+static bool
+apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
+{
+	apply_rel *r = &a->rels[ri];
+	bool ok = true;
+	char key[512];
+	sluice_buf sql = {0};
+	const apply_row *keyrow = oldr ? oldr : newr;
+	const char **vals = calloc((size_t)r->ncols * 2 + 2, sizeof(char *));
+	if (vals == NULL)
+		abort();
+	apply_params p = {.v = vals};
+	char *keyjson = apply_key_json(r, keyrow);
+	bool append = a->o->strategy == SLUICE_STRATEGY_APPEND;
+	bool key_changed = false;
+	if (oldr && newr)
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i] && newr->present[i] &&
+			    ((oldr->v[i] == NULL) != (newr->v[i] == NULL) ||
+			     (oldr->v[i] && newr->v[i] && strcmp(oldr->v[i], newr->v[i]) != 0)))
+				key_changed = true;
+
+	if (op == 'I' || (op == 'U' && newr->complete && !key_changed)) {
+		/* insert, or an update that carries the whole row: upsert */
+		const char *mode = append ? "nothing" : "upsert";
+		apply_colset_key(key, sizeof(key), r, op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
+				 newr->present);
+		apply_insert_sql(&sql, r, newr->present, mode);
+		sluice_buf_append_byte(&sql, '\0');
+		int n = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (newr->present[i])
+				n++;
+		const char *name = apply_stmt_get(a, key, (const char *)sql.data, n, &ok);
+		for (int i = 0; i < r->ncols; i++)
+			if (newr->present[i])
+				apply_params_add(&p, newr->v[i]);
+		apply_kind kind = op == 'I' ? (append ? APPLY_K_INSERT_NOTHING : APPLY_K_INSERT_UPSERT)
+					    : (append ? APPLY_K_APPEND_UPDATE : APPLY_K_UPDATE_UPSERT);
+		if (ok)
+			ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
+		keyjson = NULL;
+	} else if (op == 'U') {
+		if (append) {
+			/* Never overwrite; a partial row cannot be added either. */
+			a->stats->skipped++;
+			goto out;
+		}
+		if (key_changed && newr->complete) {
+			/* The row moves to a new key: delete the old, upsert the new. */
+			apply_colset_key(key, sizeof(key), r, "uk", newr->present);
+			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qname);
+			/* RETURNING 1 so the INSERT can tell whether a row moved */
+			int next = 1;
+			for (int i = 0; i < r->ncols; i++)
+				if (newr->present[i])
+					next++;
+			apply_where(&sql, r, "", &next);
+			sluice_buf_append_str(&sql, " RETURNING 1) ");
+			apply_insert_sql(&sql, r, newr->present, "upsert");
+			/* Missing only if there was no old row to move. */
+			sluice_buf_append_byte(&sql, '\0');
+			char *ret = strstr((char *)sql.data, " RETURNING ");
+			if (ret != NULL) {
+				sql.len = (size_t)(ret - (char *)sql.data);
+				sluice_buf_append_str(&sql, " RETURNING NOT EXISTS (SELECT 1 FROM gone)");
+				sluice_buf_append_byte(&sql, '\0');
+			}
+			const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+			for (int i = 0; i < r->ncols; i++)
+				if (newr->present[i])
+					apply_params_add(&p, newr->v[i]);
+			for (int i = 0; i < r->ncols; i++)
+				if (r->key[i])
+					apply_params_add(&p, keyrow->v[i]);
+			if (ok)
+				ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_UPDATE_UPSERT, ri,
+							 keyjson);
+			keyjson = NULL;
+		} else {
+			/* Unchanged TOAST values stay as they are on the target. */
+			apply_colset_key(key, sizeof(key), r, "up", newr->present);
+			sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
+			int next = 1;
+			for (int i = 0; i < r->ncols; i++)
+				if (newr->present[i])
+					sluice_buf_printf(&sql, "%s%s = $%d", next > 1 ? ", " : "",
+							  r->qcols[i], next), next++;
+			apply_where(&sql, r, "", &next);
+			sluice_buf_append_byte(&sql, '\0');
+			const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+			for (int i = 0; i < r->ncols; i++)
+				if (newr->present[i])
+					apply_params_add(&p, newr->v[i]);
+			for (int i = 0; i < r->ncols; i++)
+				if (r->key[i])
+					apply_params_add(&p, keyrow->v[i]);
+			if (ok)
+				ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_UPDATE_PLAIN, ri,
+							 keyjson);
+			keyjson = NULL;
+		}
+	} else {
+		if (append) {
+			a->stats->skipped++;
+			goto out;
+		}
+		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
+		sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+		int next = 1;
+		apply_where(&sql, r, "", &next);
+		sluice_buf_append_byte(&sql, '\0');
+		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&p, keyrow->v[i]);
+		if (ok)
+			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_DELETE, ri, keyjson);
+		keyjson = NULL;
+	}
+out:
+	free(keyjson);
+	free(vals);
+	sluice_buf_free(&sql);
+	return ok && apply_maybe_drain(a);
+}
+
+/* Result of a timestamp probe. */
+typedef struct apply_probe {
+	bool present;
+	bool remote_wins;
+	char at[64];
+	char node[256];
+} apply_probe;
+
+static void
+apply_read_probe(PGresult *res, apply_probe *p)
+{
+	memset(p, 0, sizeof(*p));
+	if (res == NULL || PQntuples(res) == 0)
+		return;
+	p->present = true;
+	snprintf(p->at, sizeof(p->at), "%s", PQgetvalue(res, 0, 0));
+	snprintf(p->node, sizeof(p->node), "%s", PQgetvalue(res, 0, 1));
+	p->remote_wins = PQgetvalue(res, 0, 2)[0] == 't';
+}
+
+/* apply_timestamp resolves one change by last-writer-wins (conflicts.md). */
+static bool
+apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
+{
+	apply_rel *r = &a->rels[ri];
+	bool ok = true;
+	char key[512];
+	sluice_buf sql = {0};
+	const apply_row *keyrow = oldr ? oldr : newr;
+	const char **vals = calloc((size_t)r->ncols * 2 + 6, sizeof(char *));
+	if (vals == NULL)
+		abort();
+	char *keyjson = apply_key_json(r, keyrow);
+	char *tombkey = NULL;
+
+	/* 1. versions of the row (locked) and of its tombstone */
+	apply_params p = {.v = vals};
+	snprintf(key, sizeof(key), "%" PRIu32 ":probe%s", r->generation, r->ts_col >= 0 ? "ts" : "");
+	apply_params_add(&p, a->commit_ts);
+	apply_params_add(&p, a->node);
+	int next = 3;
+	const char *tsval = NULL;
+	if (r->ts_col >= 0) {
+		tsval = newr && newr->present[r->ts_col] ? newr->v[r->ts_col] : NULL;
+		apply_params_add(&p, tsval);
+		next = 4;
+		sluice_buf_printf(&sql,
+				  "SELECT v.at, v.node, CASE WHEN t.%s IS NULL OR $3::timestamptz "
+				  "IS NULL THEN sluice.remote_wins(t.xmin, $1, $2) WHEN "
+				  "$3::timestamptz <> t.%s THEN $3::timestamptz > t.%s ELSE $2 > "
+				  "coalesce(v.node, '') END FROM %s t, LATERAL sluice.version(t.xmin) v",
+				  r->qcols[r->ts_col], r->qcols[r->ts_col], r->qcols[r->ts_col], r->qname);
+	} else {
+		sluice_buf_printf(&sql,
+				  "SELECT v.at, v.node, sluice.remote_wins(t.xmin, $1, $2) FROM %s t, "
+				  "LATERAL sluice.version(t.xmin) v",
+				  r->qname);
+	}
+	apply_where(&sql, r, "t.", &next);
+	sluice_buf_append_str(&sql, " FOR UPDATE OF t");
+	sluice_buf_append_byte(&sql, '\0');
+	const char *probe = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+	for (int i = 0; i < r->ncols; i++)
+		if (r->key[i])
+			apply_params_add(&p, keyrow->v[i]);
+	if (ok)
+		ok = apply_send_prepared(a, probe, p.n, p.v, APPLY_K_PROBE_ROW, ri, NULL);
+	const char *tp[4] = {a->commit_ts, a->node, r->tomb_rel, keyjson};
+	if (ok)
+		ok = apply_send_sql(a,
+				    "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) FROM "
+				    "sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
+				    "WHERE tb.rel = $3 AND tb.key = $4::jsonb",
+				    4, tp, APPLY_K_PROBE_TOMB);
+	if (ok && !apply_drain(a, true))
+		ok = false;
+	apply_probe row, tomb;
+	memset(&row, 0, sizeof(row));
+	memset(&tomb, 0, sizeof(tomb));
+	for (size_t i = 0; ok && i < a->npending; i++) {
+		if (a->pending[i].kind == APPLY_K_PROBE_ROW)
+			apply_read_probe(a->pending[i].res, &row);
+		else if (a->pending[i].kind == APPLY_K_PROBE_TOMB)
+			apply_read_probe(a->pending[i].res, &tomb);
+	}
+	apply_clear_pending(a);
+	if (!ok)
+		goto out;
+	/* A tombstone blocks only when the delete is newer than this change. */
+	bool tomb_blocks = tomb.present && !tomb.remote_wins;
+
+	/* 2. decide and write */
+	enum { W_NONE, W_INSERT, W_UPDATE_ALL, W_UPDATE, W_DELETE, W_TOMB } w = W_NONE;
+	if (op == 'I') {
+		if (!row.present) {
+			if (tomb_blocks)
+				apply_conflict(a, SLUICE_CONFLICT_INSERT_DELETED, r, keyjson, tomb.at,
+					       tomb.node, "skipped");
+			else
+				w = W_INSERT;
+		} else if (row.remote_wins) {
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at, row.node,
+				       "remote");
+			w = W_UPDATE_ALL;
+		} else
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at, row.node,
+				       "kept_local");
+	} else if (op == 'U') {
+		if (row.present && row.remote_wins)
+			w = W_UPDATE;
+		else if (row.present)
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_NEWER_LOCAL, r, keyjson, row.at,
+				       row.node, "kept_local");
+		else if (tomb_blocks)
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_DELETED, r, keyjson, tomb.at,
+				       tomb.node, "skipped");
+		else if (newr->complete) {
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, r, keyjson, NULL, NULL,
+				       "inserted");
+			w = W_INSERT;
+		} else
+			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, r, keyjson, NULL, NULL,
+				       "skipped");
+	} else {
+		if (row.present && row.remote_wins)
+			w = W_DELETE;
+		else {
+			if (row.present)
+				apply_conflict(a, SLUICE_CONFLICT_DELETE_NEWER_LOCAL, r, keyjson, row.at,
+					       row.node, "kept_local");
+			else
+				apply_conflict(a, SLUICE_CONFLICT_DELETE_MISSING, r, keyjson, NULL,
+					       NULL, "tombstone");
+			w = W_TOMB;
+		}
+	}
+
+	sluice_buf_reset(&sql);
+	p.n = 0;
+	next = 1;
+	if (w == W_INSERT) {
+		apply_colset_key(key, sizeof(key), r, "tin", newr->present);
+		apply_insert_sql(&sql, r, newr->present, "nothing");
+		for (int i = 0; i < r->ncols; i++)
+			if (newr->present[i])
+				apply_params_add(&p, newr->v[i]);
+		a->stats->inserts++;
+	} else if (w == W_UPDATE || w == W_UPDATE_ALL) {
+		apply_colset_key(key, sizeof(key), r, "tup", newr->present);
+		sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
+		for (int i = 0; i < r->ncols; i++)
+			if (newr->present[i])
+				sluice_buf_printf(&sql, "%s%s = $%d", next > 1 ? ", " : "", r->qcols[i],
+						  next),
+					next++;
+		apply_where(&sql, r, "", &next);
+		for (int i = 0; i < r->ncols; i++)
+			if (newr->present[i])
+				apply_params_add(&p, newr->v[i]);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&p, keyrow->v[i]);
+		a->stats->updates++;
+	} else if (w == W_DELETE) {
+		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
+		sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+		apply_where(&sql, r, "", &next);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&p, keyrow->v[i]);
+		a->stats->deletes++;
+	}
+	sluice_buf_append_byte(&sql, '\0');
+	if (w != W_NONE && w != W_TOMB) {
+		const char *name = apply_stmt_get(a, key, (const char *)sql.data, p.n, &ok);
+		if (ok)
+			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_TS_WRITE, ri, NULL);
+	}
+	/* Deletes leave a tombstone at the remote version (the trigger does it when tracked). */
+	if (ok && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
+		const char *up[4] = {r->tomb_rel, keyjson, a->commit_ts, a->node};
+		ok = apply_send_sql(a,
+				    "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, "
+				    "$2::jsonb) ON CONFLICT (rel, key) DO UPDATE SET deleted_at = now() "
+				    "WHERE sluice.remote_wins(t.xmin, $3, $4)",
+				    4, up, APPLY_K_CONTROL);
+	}
+	if (ok)
+		ok = apply_maybe_drain(a);
+out:
+	free(tombkey);
+	free(keyjson);
+	free(vals);
+	sluice_buf_free(&sql);
+	return ok;
+}
+
+/* apply_change routes one row change of the stream. */
+static bool
+apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
+{
+	uint32_t relid = 0;
+	const Sluice__V1__Row *newrow = NULL, *oldrow = NULL;
+	char op;
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_INSERT:
+		relid = rec->insert->relation_id;
+		newrow = rec->insert->new_row;
+		op = 'I';
+		break;
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+		relid = rec->snapshot_row->relation_id;
+		newrow = rec->snapshot_row->row;
+		op = 'I';
+		break;
+	case SLUICE__V1__RECORD__BODY_UPDATE:
+		relid = rec->update->relation_id;
+		newrow = rec->update->new_row;
+		oldrow = rec->update->old_row;
+		op = 'U';
+		break;
+	default:
+		relid = rec->delete_->relation_id;
+		oldrow = rec->delete_->old_row;
+		op = 'D';
+	}
+	uint32_t ri = UINT32_MAX;
+	for (size_t i = 0; i < a->nrels; i++)
+		if (a->rels[i].id == relid)
+			ri = (uint32_t)i;
+	if (ri == UINT32_MAX) {
+		const Sluice__V1__Relation *src = sluice_reader_relation(reader, relid);
+		if (src == NULL) {
+			sluice_log_error("txseq %" PRIu64 ": change of relation %" PRIu32
+					 " that the stream never described",
+					 a->txseq, relid);
+			return false;
+		}
+		apply_relation(a, src);
+		ri = (uint32_t)(a->nrels - 1);
+	}
+	apply_rel *r = &a->rels[ri];
+	if (!r->included) {
+		a->stats->skipped++;
+		return true;
+	}
+	if (!r->checked) {
+		/* Results of earlier statements first: the check uses plain queries. */
+		if (a->npending > 0) {
+			bool ok = apply_drain(a, false);
+			apply_clear_pending(a);
+			if (!ok)
+				return false;
+		}
+		if (PQexitPipelineMode(a->conn) != 1) {
+			sluice_log_error("could not leave pipeline mode: %s",
+					 sluice_pg_error_line(a->conn));
+			return false;
+		}
+		bool ok = apply_check_rel(a, r, sluice_reader_relation(reader, relid));
+		if (PQenterPipelineMode(a->conn) != 1)
+			ok = false;
+		if (!ok)
+			return false;
+	}
+	sluice_buf text = {0};
+	const char **nv = calloc((size_t)r->ncols + 1, sizeof(char *));
+	const char **ov = calloc((size_t)r->ncols + 1, sizeof(char *));
+	bool *np = calloc((size_t)r->ncols + 1, sizeof(bool));
+	bool *opr = calloc((size_t)r->ncols + 1, sizeof(bool));
+	if (nv == NULL || ov == NULL || np == NULL || opr == NULL)
+		abort();
+	apply_row newr = {.v = nv, .present = np}, oldr = {.v = ov, .present = opr};
+	/* Both rows' text goes into one buffer: fill it fully before taking pointers. */
+	sluice_buf ntext = {0};
+	if (newrow)
+		apply_row_from(r, newrow, &newr, &ntext);
+	if (oldrow)
+		apply_row_from(r, oldrow, &oldr, &text);
+	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
+			  ? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
+			  : apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
+	if (!ok && a->first_error[0]) {
+		sluice_log_error("could not apply txseq %" PRIu64 " (%s of %s) on the target: %s",
+				 a->txseq, op == 'I' ? "insert" : op == 'U' ? "update" : "delete",
+				 r->label, a->first_error);
+		a->first_error[0] = '\0';
+	}
+	free(opr);
+	free(np);
+	free(ov);
+	free(nv);
+	sluice_buf_free(&ntext);
+	sluice_buf_free(&text);
+	return ok;
+}
+
+/* apply_truncate empties the included tables (replace and timestamp; append keeps data). */
+static bool
+apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate *t)
+{
+	if (a->o->strategy == SLUICE_STRATEGY_APPEND) {
+		a->stats->skipped++;
+		return true;
+	}
+	sluice_buf sql = {0};
+	int n = 0;
+	for (size_t i = 0; i < t->n_relation_ids; i++) {
+		const Sluice__V1__Relation *src = sluice_reader_relation(reader, t->relation_ids[i]);
+		if (src == NULL)
+			continue;
+		if (!sluice_filter_match(&a->o->filter, src->schema, src->name))
+			continue;
+		char *qs = PQescapeIdentifier(a->conn, src->schema, strlen(src->schema));
+		char *qn = PQescapeIdentifier(a->conn, src->name, strlen(src->name));
+		sluice_buf_printf(&sql, "%s%s.%s", n++ ? ", " : "TRUNCATE ", qs, qn);
+		PQfreemem(qn);
+		PQfreemem(qs);
+	}
+	bool ok = true;
+	if (n > 0) {
+		if (t->has_restart_identity && t->restart_identity)
+			sluice_buf_append_str(&sql, " RESTART IDENTITY");
+		if (t->has_cascade && t->cascade)
+			sluice_buf_append_str(&sql, " CASCADE");
+		sluice_buf_append_byte(&sql, '\0');
+		ok = apply_send_sql(a, (const char *)sql.data, 0, NULL, APPLY_K_CONTROL);
+		a->stats->truncates++;
+	}
+	sluice_buf_free(&sql);
+	return ok;
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+static void
+apply_lsn_text(uint64_t v, char *out, size_t size)
+{
+	snprintf(out, size, "%X/%X", (unsigned)(v >> 32), (unsigned)(v & 0xFFFFFFFFu));
+}
+
+static bool
+apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
+{
+	a->txseq = txseq;
+	a->commit_us = commit_us;
+	apply_format_ts(commit_us, a->commit_ts, sizeof(a->commit_ts));
+	snprintf(a->node, sizeof(a->node), "%s", node);
+	a->in_txn = true;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+	if (commit_us - now_us > a->o->clock_skew_tolerance_us) {
+		a->stats->clock_skew_warnings++;
+		sluice_log_warn("txseq %" PRIu64 " from node \"%s\" was committed %.3f s in this "
+				"node's future: clocks disagree (run NTP on every node)",
+				txseq, node, (double)(commit_us - now_us) / 1e6);
+	}
+	if (a->o->dry_run) {
+		if (!a->dry_open && !apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL))
+			return false;
+		a->dry_open = true;
+		a->txn_open_on_target = true;
+		return true;
+	}
+	char lsn[32];
+	apply_lsn_text(txseq, lsn, sizeof(lsn));
+	const char *params[3] = {lsn, a->commit_ts, node};
+	if (!apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) ||
+	    !apply_send_sql(a,
+			    "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
+			    "set_config('sluice.remote_time', $2::text, true), "
+			    "set_config('sluice.remote_node', $3::text, true)",
+			    3, params, APPLY_K_CONTROL))
+		return false;
+	a->txn_open_on_target = true;
+	if (a->schema_installed && strcmp(a->last_origin_node, node) != 0) {
+		const char *op[2] = {a->origin, node};
+		if (!apply_send_sql(a,
+				    "INSERT INTO sluice.origin_node VALUES ($1, $2) ON CONFLICT (roname) "
+				    "DO UPDATE SET node = EXCLUDED.node",
+				    2, op, APPLY_K_CONTROL))
+			return false;
+		snprintf(a->last_origin_node, sizeof(a->last_origin_node), "%s", node);
+	}
+	return true;
+}
+
+/* apply_rollback abandons the target transaction (rewind, stop, refused stream). */
+static void
+apply_rollback(apply *a)
+{
+	a->in_txn = false;
+	sluice_buf_reset(&a->conflict_rows);
+	if (!a->txn_open_on_target)
+		return;
+	a->txn_open_on_target = false;
+	a->dry_open = false;
+	apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL);
+	apply_drain(a, false);
+	apply_clear_pending(a);
+}
+
+static bool
+apply_commit(apply *a)
+{
+	bool ok = true;
+	if (a->o->dry_run) {
+		/* Nothing is committed: read the results to count what would happen. */
+		ok = apply_drain(a, false);
+		apply_clear_pending(a);
+	} else {
+		if (a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
+			ok = apply_send_conflict_log(a);
+		ok = ok && apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL);
+		ok = ok && apply_drain(a, false);
+		apply_clear_pending(a);
+		a->txn_open_on_target = false;
+		/* replace/append learn of conflicts from the results: log them after. */
+		if (ok && a->conflict_rows.len > 0) {
+			ok = apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) &&
+			     apply_send_conflict_log(a) &&
+			     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) &&
+			     apply_drain(a, false);
+			apply_clear_pending(a);
+		}
+	}
+	if (!ok) {
+		sluice_log_error("could not commit txseq %" PRIu64 " on the target: %s", a->txseq,
+				 a->first_error);
+		a->first_error[0] = '\0';
+		return false;
+	}
+	a->in_txn = false;
+	a->stats->transactions++;
+	if (a->stats->first_txseq == 0)
+		a->stats->first_txseq = a->txseq;
+	a->stats->last_txseq = a->txseq;
+	return true;
+}
+
+/* ---- set-up and the main loop ---------------------------------------------- */
+
+static void
+apply_log_counters(const apply *a, const char *what)
+{
+	const sluice_apply_stats *s = a->stats;
+	char conflicts[512] = "";
+	size_t n = 0;
+	for (int c = 0; c < SLUICE_CONFLICT_COUNT; c++)
+		if (s->conflicts[c] && n < sizeof(conflicts))
+			n += (size_t)snprintf(conflicts + n, sizeof(conflicts) - n, "%s%s=%" PRIu64,
+					      n ? " " : "", apply_conflict_names[c], s->conflicts[c]);
+	sluice_log_info("%s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64 "), %" PRIu64
+			" inserts, %" PRIu64 " updates, %" PRIu64 " deletes, %" PRIu64
+			" truncates, %" PRIu64 " skipped; conflicts: %s",
+			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts, s->updates,
+			s->deletes, s->truncates, s->skipped, n ? conflicts : "none");
+}
+
+/* apply_setup connects and prepares the session; returns the txseq to resume after. */
+static bool
+apply_setup(apply *a, uint64_t *resume, bool *fatal)
+{
+	const sluice_apply_options *o = a->o;
+	*fatal = false;
+	a->conn = sluice_pg_connect(o->target, false, "the target");
+	if (a->conn == NULL)
+		return false;
+	if (!sluice_pg_exec(a->conn, "SET synchronous_commit = off") ||
+	    !sluice_pg_exec(a->conn, "SET session_replication_role = replica")) {
+		*fatal = true;
+		return false;
+	}
+	const char *params[1] = {a->origin};
+	PGresult *res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_oid($1)", 1, params);
+	if (res == NULL) {
+		*fatal = true;
+		return false;
+	}
+	bool exists = !PQgetisnull(res, 0, 0);
+	PQclear(res);
+	*resume = 0;
+	if (!exists && !o->dry_run) {
+		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_create($1)", 1, params);
+		if (res == NULL) {
+			*fatal = true;
+			return false;
+		}
+		PQclear(res);
+		sluice_log_info("created replication origin \"%s\" for stream \"%s\"", a->origin,
+				o->stream);
+	}
+	if (exists) {
+		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_progress($1, true)", 1,
+				      params);
+		if (res == NULL) {
+			*fatal = true;
+			return false;
+		}
+		uint64_t lsn = 0;
+		if (!PQgetisnull(res, 0, 0) && sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), &lsn))
+			*resume = lsn;
+		PQclear(res);
+	}
+	if (!o->dry_run) {
+		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1,
+				      params);
+		if (res == NULL) {
+			*fatal = true;
+			return false;
+		}
+		PQclear(res);
+	}
+	int installed = sluice_prepare_installed(a->conn);
+	if (installed < 0) {
+		*fatal = true;
+		return false;
+	}
+	a->schema_installed = installed == 1;
+	a->local_node[0] = '\0';
+	if (a->schema_installed)
+		sluice_prepare_node(a->conn, a->local_node, sizeof(a->local_node));
+	if (o->strategy == SLUICE_STRATEGY_TIMESTAMP) {
+		res = sluice_pg_query(a->conn, "SELECT current_setting('track_commit_timestamp')", 0,
+				      NULL);
+		if (res == NULL || strcmp(PQgetvalue(res, 0, 0), "on") != 0) {
+			sluice_log_error("--strategy timestamp needs track_commit_timestamp = on on the "
+					 "target (ALTER SYSTEM SET track_commit_timestamp = on; then "
+					 "restart PostgreSQL)");
+			PQclear(res);
+			*fatal = true;
+			return false;
+		}
+		PQclear(res);
+		if (!a->schema_installed || a->local_node[0] == '\0') {
+			sluice_log_error("--strategy timestamp needs the node prepared: run sluice "
+					 "prepare --target ... --node NAME first");
+			*fatal = true;
+			return false;
+		}
+		res = sluice_pg_query(
+			a->conn,
+			"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+			"c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
+			"('pg_catalog', 'information_schema', 'sluice') AND n.nspname NOT LIKE "
+			"'pg_toast%' AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid "
+			"AND t.tgname = 'sluice_record_delete') ORDER BY 1, 2",
+			0, NULL);
+		for (int i = 0; res && i < PQntuples(res); i++)
+			if (sluice_filter_match(&o->filter, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)))
+				sluice_log_warn("table %s.%s has no delete tracking: a local delete "
+						"there cannot win against an older remote update (run "
+						"sluice prepare)",
+						PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+		PQclear(res);
+	}
+	if (a->schema_installed && !o->dry_run && o->tombstone_horizon_s > 0) {
+		char horizon[32];
+		snprintf(horizon, sizeof(horizon), "%" PRId64, o->tombstone_horizon_s);
+		const char *hp[1] = {horizon};
+		res = sluice_pg_query(a->conn,
+				      "DELETE FROM sluice.tombstones WHERE deleted_at < now() - "
+				      "make_interval(secs => $1::double precision)",
+				      1, hp);
+		if (res && strcmp(PQcmdTuples(res), "0") != 0)
+			sluice_log_info("removed %s tombstones older than the horizon",
+					PQcmdTuples(res));
+		PQclear(res);
+	}
+	if (PQenterPipelineMode(a->conn) != 1) {
+		sluice_log_error("could not enter pipeline mode on the target");
+		*fatal = true;
+		return false;
+	}
+	return true;
+}
+
+/* apply_past_bound tells whether a transaction starting now lies past --until-*. */
+static bool
+apply_past_bound(const apply *a, uint64_t txseq, int64_t time_us, uint64_t lsn)
+{
+	const sluice_apply_options *o = a->o;
+	if (o->until_txseq && txseq > o->until_txseq)
+		return true;
+	if (o->until_time_us && time_us > o->until_time_us)
+		return true;
+	if (o->until_lsn && lsn > o->until_lsn)
+		return true;
+	return false;
+}
+
+typedef enum apply_outcome {
+	APPLY_DONE,    /* caught up, bound reached, or stopped */
+	APPLY_RETRY,   /* lost the target: reconnect */
+	APPLY_FAILED,  /* target refused a change, or a schema mismatch */
+	APPLY_REFUSED, /* the stream failed verification */
+} apply_outcome;
+
+static apply_outcome
+apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t resume)
+{
+	sluice_reader *reader = NULL;
+	apply_outcome out = APPLY_FAILED;
+	if (!sluice_reader_open(store, a->o->stream, trust, resume + 1, &reader))
+		return APPLY_FAILED;
+	a->last_log_ms = apply_now_ms();
+	for (;;) {
+		if (*a->o->stop) {
+			if (a->in_txn)
+				apply_rollback(a);
+			sluice_log_info("stopping on signal");
+			out = APPLY_DONE;
+			break;
+		}
+		const sluice_record *rec = NULL;
+		sluice_reader_status st = sluice_reader_next(reader, &rec);
+		if (st == SLUICE_READER_ERROR) {
+			/* Nothing of the bad frame was applied: its transaction is rolled back. */
+			if (a->in_txn)
+				apply_rollback(a);
+			a->stats->refused = true;
+			sluice_log_error("refusing stream \"%s\": %s", a->o->stream,
+					 sluice_reader_error(reader));
+			out = APPLY_REFUSED;
+			break;
+		}
+		if (st == SLUICE_READER_REWIND) {
+			if (a->in_txn)
+				apply_rollback(a);
+			continue;
+		}
+		if (st == SLUICE_READER_WAIT) {
+			if (!a->o->follow) {
+				if (a->in_txn)
+					apply_rollback(a); /* an unfinished tail is not applied */
+				out = APPLY_DONE;
+				break;
+			}
+			sluice_reader_wait(reader, 1000);
+			if (apply_now_ms() - a->last_log_ms >= 10000) {
+				apply_log_counters(a, "apply");
+				a->last_log_ms = apply_now_ms();
+			}
+			continue;
+		}
+		bool ok = true;
+		switch (rec->body_case) {
+		case SLUICE__V1__RECORD__BODY_RELATION:
+			for (size_t i = 0; i < a->nrels; i++)
+				if (a->rels[i].id == rec->relation->id)
+					apply_relation(a, rec->relation);
+			break;
+		case SLUICE__V1__RECORD__BODY_BEGIN: {
+			const Sluice__V1__Begin *b = rec->begin;
+			if (apply_past_bound(a, b->txseq, b->commit_time_us,
+					     b->has_source_lsn ? b->source_lsn : 0)) {
+				a->done = true;
+				break;
+			}
+			ok = apply_begin(a, b->txseq, b->commit_time_us, b->origin_node);
+			break;
+		}
+		case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN: {
+			const Sluice__V1__SnapshotBegin *b = rec->snapshot_begin;
+			if (apply_past_bound(a, b->txseq, b->time_us,
+					     b->has_consistent_lsn ? b->consistent_lsn : 0)) {
+				a->done = true;
+				break;
+			}
+			ok = apply_begin(a, b->txseq, b->time_us, b->origin_node);
+			break;
+		}
+		case SLUICE__V1__RECORD__BODY_INSERT:
+		case SLUICE__V1__RECORD__BODY_UPDATE:
+		case SLUICE__V1__RECORD__BODY_DELETE:
+		case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+			if (a->in_txn)
+				ok = apply_change(a, reader, rec);
+			break;
+		case SLUICE__V1__RECORD__BODY_TRUNCATE:
+			if (a->in_txn)
+				ok = apply_truncate(a, reader, rec->truncate);
+			break;
+		case SLUICE__V1__RECORD__BODY_COMMIT:
+		case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
+			if (a->in_txn)
+				ok = apply_commit(a);
+			break;
+		default:
+			break;
+		}
+		if (!ok) {
+			bool lost = PQstatus(a->conn) != CONNECTION_OK;
+			if (a->first_error[0])
+				sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s",
+						 a->txseq, a->first_error);
+			if (a->in_txn)
+				apply_rollback(a);
+			out = lost ? APPLY_RETRY : APPLY_FAILED;
+			break;
+		}
+		if (a->done) {
+			out = APPLY_DONE;
+			break;
+		}
+	}
+	sluice_reader_close(reader);
+	return out;
+}
+
+bool
+sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
+		 sluice_apply_stats *stats)
+{
+	apply a;
+	memset(&a, 0, sizeof(a));
+	memset(stats, 0, sizeof(*stats));
+	a.o = o;
+	a.stats = stats;
+	snprintf(a.origin, sizeof(a.origin), "sluice_%s", o->stream);
+	bool ok = false;
+	int attempt = 0;
+	for (;;) {
+		uint64_t resume = 0;
+		bool fatal = false;
+		if (apply_setup(&a, &resume, &fatal)) {
+			if (attempt == 0)
+				stats->resumed_after = resume;
+			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64 " (%s strategy%s)",
+					o->stream, resume + 1,
+					o->strategy == SLUICE_STRATEGY_TIMESTAMP ? "timestamp"
+					: o->strategy == SLUICE_STRATEGY_APPEND  ? "append"
+										 : "replace",
+					o->dry_run ? ", dry run: nothing is committed" : "");
+			attempt = 0;
+			apply_outcome out = apply_stream(&a, store, trust, resume);
+			if (out == APPLY_DONE) {
+				if (a.dry_open)
+					apply_rollback(&a);
+				ok = true;
+				break;
+			}
+			if (out != APPLY_RETRY)
+				break;
+		} else if (fatal || a.conn == NULL) {
+			if (fatal || attempt == 0)
+				break;
+		}
+		/* Lost the target: start over from its progress. */
+		PQfinish(a.conn);
+		a.conn = NULL;
+		a.in_txn = false;
+		a.txn_open_on_target = false;
+		apply_clear_pending(&a);
+		for (size_t i = 0; i < a.nstmts; i++)
+			free(a.stmts[i].key);
+		a.nstmts = 0;
+		for (size_t i = 0; i < a.nrels; i++)
+			a.rels[i].checked = false;
+		attempt++;
+		int delay = 1 << (attempt < 5 ? attempt - 1 : 4);
+		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay, attempt);
+		for (int i = 0; i < delay * 10 && !*o->stop; i++) {
+			struct timespec ts = {0, 100000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (*o->stop) {
+			ok = true;
+			break;
+		}
+	}
+	apply_log_counters(&a, o->dry_run ? "dry run (nothing committed)" : "apply");
+	apply_clear_pending(&a);
+	free(a.pending);
+	for (size_t i = 0; i < a.nstmts; i++)
+		free(a.stmts[i].key);
+	free(a.stmts);
+	for (size_t i = 0; i < a.nrels; i++)
+		apply_free_rel(&a.rels[i]);
+	free(a.rels);
+	sluice_buf_free(&a.conflict_rows);
+	PQfinish(a.conn);
+	return ok;
+}

@@ -1,0 +1,72 @@
+/* PostgreSQL apply: verified replay of a stream with exactly-once progress and conflict strategies. */
+#ifndef SLUICE_APPLY_PGAPPLY_H
+#define SLUICE_APPLY_PGAPPLY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "keys.h"
+#include "pgprepare.h"
+
+typedef enum sluice_strategy {
+	SLUICE_STRATEGY_REPLACE = 0,   /* the stream is the source of truth */
+	SLUICE_STRATEGY_APPEND = 1,    /* only add what is missing */
+	SLUICE_STRATEGY_TIMESTAMP = 2, /* last writer wins (conflicts.md) */
+} sluice_strategy;
+
+typedef struct sluice_apply_options {
+	const char *target; /* libpq conninfo */
+	const char *stream;
+	sluice_strategy strategy;
+	sluice_table_filter filter;
+	const char **ts_columns; /* "schema.table=column" or "table=column", borrowed */
+	size_t nts_columns;
+	int64_t until_time_us; /* 0: none; µs since the Unix epoch */
+	uint64_t until_txseq;  /* 0: none */
+	uint64_t until_lsn;    /* 0: none; source LSN of the commit */
+	bool dry_run;
+	bool follow; /* wait for new transactions at the end of the stream */
+	bool conflict_log;
+	int64_t tombstone_horizon_s;
+	int64_t clock_skew_tolerance_us;
+	volatile sig_atomic_t *stop;
+} sluice_apply_options;
+
+void sluice_apply_default_options(sluice_apply_options *o);
+
+/* Conflict cases of conflicts.md, counted per run. */
+typedef enum sluice_conflict {
+	SLUICE_CONFLICT_INSERT_EXISTS = 0,
+	SLUICE_CONFLICT_INSERT_DELETED,
+	SLUICE_CONFLICT_UPDATE_NEWER_LOCAL,
+	SLUICE_CONFLICT_UPDATE_MISSING,
+	SLUICE_CONFLICT_UPDATE_DELETED,
+	SLUICE_CONFLICT_DELETE_NEWER_LOCAL,
+	SLUICE_CONFLICT_DELETE_MISSING,
+	SLUICE_CONFLICT_COUNT,
+} sluice_conflict;
+
+const char *sluice_conflict_name(sluice_conflict c);
+
+typedef struct sluice_apply_stats {
+	uint64_t transactions;
+	uint64_t inserts, updates, deletes, truncates, skipped;
+	uint64_t conflicts[SLUICE_CONFLICT_COUNT];
+	uint64_t clock_skew_warnings;
+	uint64_t first_txseq, last_txseq; /* applied this run */
+	uint64_t resumed_after;           /* origin progress at start */
+	bool refused;                     /* the stream failed verification */
+} sluice_apply_stats;
+
+/*
+ * sluice_apply_run applies stream to the target until caught up (unless
+ * following), until a bound, or until stopped. store and trust are borrowed.
+ * @return true on success; false after logging the cause (stats->refused
+ * tells a bad stream from a target failure).
+ */
+bool sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
+		      sluice_apply_stats *stats);
+
+#endif

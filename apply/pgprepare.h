@@ -1,0 +1,37 @@
+/* Node set-up for active-active apply: sluice's schema, version functions, delete tracking. */
+#ifndef SLUICE_APPLY_PGPREPARE_H
+#define SLUICE_APPLY_PGPREPARE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Table filters: schema.table globs; an empty include list means every user table. */
+typedef struct sluice_table_filter {
+	const char **include; /* borrowed */
+	size_t ninclude;
+	const char **exclude; /* borrowed */
+	size_t nexclude;
+} sluice_table_filter;
+
+/* sluice_filter_match tells whether schema.table passes the filter. */
+bool sluice_filter_match(const sluice_table_filter *f, const char *schema, const char *table);
+
+/*
+ * sluice_prepare_install creates (idempotently) the sluice schema on the
+ * target (config, tombstones, conflict log, origin names, version functions),
+ * records node as this node's name, and installs delete tracking on every
+ * user table that passes the filter. Logs what it does.
+ */
+bool sluice_prepare_install(PGconn *conn, const char *node, const sluice_table_filter *f);
+
+/* sluice_prepare_undo removes delete tracking from matching tables and, with all, the schema. */
+bool sluice_prepare_undo(PGconn *conn, const sluice_table_filter *f, bool all);
+
+/* sluice_prepare_installed tells whether the sluice schema exists (-1 on error). */
+int sluice_prepare_installed(PGconn *conn);
+
+/* sluice_prepare_node reads this node's name into out; false when not set. */
+bool sluice_prepare_node(PGconn *conn, char *out, size_t size);
+
+#endif

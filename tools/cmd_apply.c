@@ -1,0 +1,375 @@
+/* sluice apply and sluice prepare: replay a stream into PostgreSQL; set up a node. */
+#include "cmd_apply.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cli.h"
+#include "log.h"
+#include "pgapply.h"
+#include "pgconn.h"
+#include "pgprepare.h"
+
+static volatile sig_atomic_t apply_stop_flag = 0;
+
+static void
+apply_on_signal(int sig)
+{
+	(void)sig;
+	apply_stop_flag = 1;
+}
+
+static void
+apply_help(FILE *f)
+{
+	fprintf(f,
+		"Usage: sluice apply --store S --stream NAME --trust PUB [--trust PUB2 ...]\n"
+		"                    --target CONNINFO [--strategy replace|append|timestamp]\n"
+		"                    [--timestamp-column TABLE=COLUMN ...] [--include PATTERN ...]\n"
+		"                    [--exclude PATTERN ...] [--until-time TIME] [--until-txseq N]\n"
+		"                    [--until-lsn LSN] [--dry-run] [--exit-when-caught-up]\n"
+		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
+		"\n"
+		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
+		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops apply\n"
+		"before anything of the bad frame is applied. Each source transaction becomes one\n"
+		"target transaction, in txseq order, and records its txseq as the progress of the\n"
+		"replication origin sluice_<stream>: after a crash apply resumes exactly there.\n"
+		"\n"
+		"Strategies (docs/conflicts.md):\n"
+		"  replace    the stream is the source of truth (default)\n"
+		"  append     never overwrite or delete; only add what is missing\n"
+		"  timestamp  last writer wins by commit time, ties by node name; needs\n"
+		"             track_commit_timestamp = on and `sluice prepare`\n"
+		"\n"
+		"Options:\n"
+		"  -s, --store S            store: a directory PATH or file://PATH\n"
+		"  -n, --stream NAME        stream name\n"
+		"  -t, --trust PUB          trusted public key file (repeatable)\n"
+		"      --target CONNINFO    target database (libpq URI or key=value)\n"
+		"      --strategy S         replace, append or timestamp\n"
+		"      --timestamp-column T=C  compare column C of table T (schema.table or table)\n"
+		"                           instead of the commit time (timestamp strategy)\n"
+		"      --include GLOB       only tables matching schema.table GLOB (repeatable)\n"
+		"      --exclude GLOB       skip tables matching GLOB (repeatable)\n"
+		"      --until-time TIME    stop after the last transaction committed at or before\n"
+		"                           TIME (ISO 8601)\n"
+		"      --until-txseq N      stop after txseq N\n"
+		"      --until-lsn LSN      stop after the last transaction whose source LSN is at\n"
+		"                           or before LSN\n"
+		"      --dry-run            commit nothing; report what would have been done\n"
+		"      --exit-when-caught-up  stop at the end of the stream (default: follow it)\n"
+		"      --follow             keep following the stream (the default)\n"
+		"      --no-conflict-log    do not write conflicts to sluice.conflicts\n"
+		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 days)\n"
+		"  -h, --help               show this help\n"
+		"\n"
+		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
+		"Exit status: 0 done, 1 the stream failed verification (nothing of the bad frame\n"
+		"was applied), 2 usage error, 3 failure (target refused a change, schema\n"
+		"mismatch, settings, keys).\n");
+}
+
+int
+cmd_apply(int argc, char **argv)
+{
+	enum {
+		OPT_TARGET = 1000,
+		OPT_STRATEGY,
+		OPT_TSCOL,
+		OPT_INCLUDE,
+		OPT_EXCLUDE,
+		OPT_UNTIL_TIME,
+		OPT_UNTIL_TXSEQ,
+		OPT_UNTIL_LSN,
+		OPT_DRY_RUN,
+		OPT_CAUGHT_UP,
+		OPT_FOLLOW,
+		OPT_NO_LOG,
+		OPT_HORIZON,
+	};
+	static const struct option opts[] = {
+		{"store", required_argument, NULL, 's'},
+		{"stream", required_argument, NULL, 'n'},
+		{"trust", required_argument, NULL, 't'},
+		{"target", required_argument, NULL, OPT_TARGET},
+		{"strategy", required_argument, NULL, OPT_STRATEGY},
+		{"timestamp-column", required_argument, NULL, OPT_TSCOL},
+		{"include", required_argument, NULL, OPT_INCLUDE},
+		{"exclude", required_argument, NULL, OPT_EXCLUDE},
+		{"until-time", required_argument, NULL, OPT_UNTIL_TIME},
+		{"until-txseq", required_argument, NULL, OPT_UNTIL_TXSEQ},
+		{"until-lsn", required_argument, NULL, OPT_UNTIL_LSN},
+		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+		{"exit-when-caught-up", no_argument, NULL, OPT_CAUGHT_UP},
+		{"follow", no_argument, NULL, OPT_FOLLOW},
+		{"no-conflict-log", no_argument, NULL, OPT_NO_LOG},
+		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	sluice_apply_options o;
+	sluice_apply_default_options(&o);
+	const char *store_spec = NULL;
+	size_t cap = (size_t)argc + 1;
+	char **trust_paths = calloc(cap, sizeof(char *));
+	const char **tscols = calloc(cap, sizeof(char *));
+	const char **inc = calloc(cap, sizeof(char *));
+	const char **exc = calloc(cap, sizeof(char *));
+	size_t ntrust = 0;
+	bool caught_up = false, follow = false;
+	int rc = SLUICE_EXIT_USAGE;
+	sluice_store *store = NULL;
+	sluice_trust *trust = NULL;
+	if (trust_paths == NULL || tscols == NULL || inc == NULL || exc == NULL)
+		abort();
+	int c;
+	while ((c = getopt_long(argc, argv, "s:n:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			store_spec = optarg;
+			break;
+		case 'n':
+			o.stream = optarg;
+			break;
+		case 't':
+			trust_paths[ntrust++] = optarg;
+			break;
+		case OPT_TARGET:
+			o.target = optarg;
+			break;
+		case OPT_STRATEGY:
+			if (strcmp(optarg, "replace") == 0)
+				o.strategy = SLUICE_STRATEGY_REPLACE;
+			else if (strcmp(optarg, "append") == 0)
+				o.strategy = SLUICE_STRATEGY_APPEND;
+			else if (strcmp(optarg, "timestamp") == 0)
+				o.strategy = SLUICE_STRATEGY_TIMESTAMP;
+			else {
+				rc = cli_usage_error("apply", "unknown strategy \"%s\": use replace, "
+							      "append or timestamp",
+						     optarg);
+				goto cleanup;
+			}
+			break;
+		case OPT_TSCOL:
+			if (strchr(optarg, '=') == NULL) {
+				rc = cli_usage_error("apply", "--timestamp-column wants TABLE=COLUMN, "
+							      "not \"%s\"",
+						     optarg);
+				goto cleanup;
+			}
+			tscols[o.nts_columns++] = optarg;
+			break;
+		case OPT_INCLUDE:
+			inc[o.filter.ninclude++] = optarg;
+			break;
+		case OPT_EXCLUDE:
+			exc[o.filter.nexclude++] = optarg;
+			break;
+		case OPT_UNTIL_TIME:
+			if (!cli_parse_time("--until-time", optarg, &o.until_time_us))
+				goto cleanup;
+			break;
+		case OPT_UNTIL_TXSEQ:
+			if (!cli_parse_u64("--until-txseq", optarg, &o.until_txseq))
+				goto cleanup;
+			break;
+		case OPT_UNTIL_LSN:
+			if (!sluice_pg_lsn_parse(optarg, &o.until_lsn)) {
+				rc = cli_usage_error("apply", "invalid --until-lsn \"%s\"", optarg);
+				goto cleanup;
+			}
+			break;
+		case OPT_DRY_RUN:
+			o.dry_run = true;
+			break;
+		case OPT_CAUGHT_UP:
+			caught_up = true;
+			break;
+		case OPT_FOLLOW:
+			follow = true;
+			break;
+		case OPT_NO_LOG:
+			o.conflict_log = false;
+			break;
+		case OPT_HORIZON: {
+			uint64_t v;
+			if (!cli_parse_u64("--tombstone-horizon", optarg, &v))
+				goto cleanup;
+			o.tombstone_horizon_s = (int64_t)v;
+			break;
+		}
+		case 'h':
+			apply_help(stdout);
+			rc = SLUICE_EXIT_OK;
+			goto cleanup;
+		default:
+			rc = cli_usage_error("apply", "invalid option");
+			goto cleanup;
+		}
+	}
+	if (optind < argc) {
+		rc = cli_usage_error("apply", "unexpected argument \"%s\"", argv[optind]);
+		goto cleanup;
+	}
+	if (store_spec == NULL || o.stream == NULL || ntrust == 0 || o.target == NULL) {
+		rc = cli_usage_error("apply", "--store, --stream, --trust and --target are required");
+		goto cleanup;
+	}
+	if (caught_up && follow) {
+		rc = cli_usage_error("apply", "--follow and --exit-when-caught-up exclude each other");
+		goto cleanup;
+	}
+	o.ts_columns = tscols;
+	o.filter.include = inc;
+	o.filter.exclude = exc;
+	/* A bounded or dry run ends at the end of the stream; otherwise follow it. */
+	o.follow = follow || (!caught_up && !o.dry_run && !o.until_time_us && !o.until_txseq &&
+			      !o.until_lsn);
+	rc = SLUICE_EXIT_FAILURE;
+	trust = cli_load_trust(trust_paths, ntrust);
+	if (trust == NULL || !sluice_store_open(store_spec, &store))
+		goto cleanup;
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = apply_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	o.stop = &apply_stop_flag;
+
+	sluice_apply_stats st;
+	bool ok = sluice_apply_run(store, trust, &o, &st);
+	if (o.dry_run) {
+		printf("dry run: %" PRIu64 " transactions, %" PRIu64 " inserts, %" PRIu64
+		       " updates, %" PRIu64 " deletes, %" PRIu64 " truncates, %" PRIu64 " skipped\n",
+		       st.transactions, st.inserts, st.updates, st.deletes, st.truncates, st.skipped);
+		for (int k = 0; k < SLUICE_CONFLICT_COUNT; k++)
+			printf("conflict %s: %" PRIu64 "\n", sluice_conflict_name((sluice_conflict)k),
+			       st.conflicts[k]);
+	}
+	rc = ok ? SLUICE_EXIT_OK : st.refused ? SLUICE_EXIT_PROBLEM : SLUICE_EXIT_FAILURE;
+
+cleanup:
+	sluice_store_close(store);
+	sluice_trust_free(trust);
+	free(exc);
+	free(inc);
+	free(tscols);
+	free(trust_paths);
+	return rc;
+}
+
+static void
+prepare_help(FILE *f)
+{
+	fprintf(f,
+		"Usage: sluice prepare --target CONNINFO --node NAME [--include GLOB ...]\n"
+		"                      [--exclude GLOB ...]\n"
+		"       sluice prepare --target CONNINFO --undo [--include GLOB ...] [--all]\n"
+		"\n"
+		"Set up a node for active-active apply, explicitly and idempotently: creates the\n"
+		"schema sluice (node name, tombstones, conflict log, version functions) and\n"
+		"installs delete tracking (an AFTER DELETE trigger, enabled ALWAYS) on every\n"
+		"matching table, so that local deletes leave tombstones too and an older remote\n"
+		"update cannot bring a deleted row back. --undo removes the triggers from the\n"
+		"matching tables; with --all it also drops the schema sluice.\n"
+		"\n"
+		"Options:\n"
+		"      --target CONNINFO  the node's database\n"
+		"      --node NAME        this node's name (ties between equal commit times are\n"
+		"                         won by the greater name; every node needs its own)\n"
+		"      --include GLOB     only tables matching schema.table GLOB (repeatable)\n"
+		"      --exclude GLOB     skip matching tables (repeatable)\n"
+		"      --undo             remove delete tracking\n"
+		"      --all              with --undo: drop the schema sluice as well\n"
+		"  -h, --help             show this help\n"
+		"\n"
+		"Exit status: 0 done, 2 usage error, 3 failure.\n");
+}
+
+int
+cmd_prepare(int argc, char **argv)
+{
+	enum { OPT_TARGET = 1000, OPT_NODE, OPT_INCLUDE, OPT_EXCLUDE, OPT_UNDO, OPT_ALL };
+	static const struct option opts[] = {
+		{"target", required_argument, NULL, OPT_TARGET},
+		{"node", required_argument, NULL, OPT_NODE},
+		{"include", required_argument, NULL, OPT_INCLUDE},
+		{"exclude", required_argument, NULL, OPT_EXCLUDE},
+		{"undo", no_argument, NULL, OPT_UNDO},
+		{"all", no_argument, NULL, OPT_ALL},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *target = NULL, *node = NULL;
+	bool undo = false, all = false;
+	const char **inc = calloc((size_t)argc + 1, sizeof(char *));
+	const char **exc = calloc((size_t)argc + 1, sizeof(char *));
+	if (inc == NULL || exc == NULL)
+		abort();
+	sluice_table_filter f = {.include = inc, .exclude = exc};
+	int rc = SLUICE_EXIT_USAGE;
+	PGconn *conn = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_TARGET:
+			target = optarg;
+			break;
+		case OPT_NODE:
+			node = optarg;
+			break;
+		case OPT_INCLUDE:
+			inc[f.ninclude++] = optarg;
+			break;
+		case OPT_EXCLUDE:
+			exc[f.nexclude++] = optarg;
+			break;
+		case OPT_UNDO:
+			undo = true;
+			break;
+		case OPT_ALL:
+			all = true;
+			break;
+		case 'h':
+			prepare_help(stdout);
+			rc = SLUICE_EXIT_OK;
+			goto cleanup;
+		default:
+			rc = cli_usage_error("prepare", "invalid option");
+			goto cleanup;
+		}
+	}
+	if (optind < argc) {
+		rc = cli_usage_error("prepare", "unexpected argument \"%s\"", argv[optind]);
+		goto cleanup;
+	}
+	if (target == NULL || (!undo && node == NULL)) {
+		rc = cli_usage_error("prepare", "--target and --node are required (or --undo)");
+		goto cleanup;
+	}
+	if (all && !undo) {
+		rc = cli_usage_error("prepare", "--all goes with --undo");
+		goto cleanup;
+	}
+	rc = SLUICE_EXIT_FAILURE;
+	conn = sluice_pg_connect(target, false, "the target");
+	if (conn == NULL)
+		goto cleanup;
+	bool ok = undo ? sluice_prepare_undo(conn, &f, all) : sluice_prepare_install(conn, node, &f);
+	rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
+
+cleanup:
+	PQfinish(conn);
+	free(exc);
+	free(inc);
+	return rc;
+}
