@@ -829,7 +829,10 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			apply_insert_sql(&sql, r, newr->present, "upsert");
 			/* Missing only if there was no old row to move. */
 			sluice_buf_append_byte(&sql, '\0');
-			char *ret = strstr((char *)sql.data, " RETURNING ");
+			char *ret = NULL;
+			for (char *f = strstr((char *)sql.data, " RETURNING "); f != NULL;
+			     f = strstr(f + 1, " RETURNING "))
+				ret = f; /* the INSERT's, after the CTE's */
 			if (ret != NULL) {
 				sql.len = (size_t)(ret - (char *)sql.data);
 				sluice_buf_append_str(&sql, " RETURNING NOT EXISTS (SELECT 1 FROM gone)");
