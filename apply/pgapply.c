@@ -30,6 +30,7 @@ typedef enum apply_kind {
 	APPLY_K_PROBE_ROW,      /* timestamp: version of the target row */
 	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
 	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
+	APPLY_K_BATCH_INSERT,   /* many inserts in one statement: RETURNING (xmax = 0), key */
 } apply_kind;
 
 typedef struct apply_pending {
@@ -37,6 +38,10 @@ typedef struct apply_pending {
 	uint32_t rel_index;
 	char *key;   /* owned: JSON array of the key values, for the conflict log */
 	PGresult *res; /* probes keep their result */
+	uint32_t rows; /* rows sent in a batch */
+	uint64_t txseq;     /* transaction it belongs to (several may be in flight) */
+	int64_t commit_us;
+	uint32_t node;      /* index into apply.nodes */
 } apply_pending;
 
 typedef struct apply_rel {
@@ -49,6 +54,7 @@ typedef struct apply_rel {
 	int ncols;
 	char **cols;  /* owned */
 	char **qcols; /* owned, quoted */
+	char **types; /* owned: type names from the stream, "" when unknown */
 	bool *key;    /* owned */
 	int nkeys;
 	bool full_identity; /* no key: every column identifies the row */
@@ -82,6 +88,11 @@ typedef struct apply {
 	size_t npending, cap_pending;
 	char first_error[1024];
 	int error_index;
+	uint64_t error_txseq;
+
+	char **nodes; /* owned: origin node names seen, interned */
+	uint32_t nnodes;
+	uint32_t cur_node;
 
 	/* the transaction being applied */
 	bool in_txn;
@@ -92,6 +103,14 @@ typedef struct apply {
 	char node[256];
 	char last_origin_node[256];
 	bool dry_open;
+
+	/* consecutive complete inserts into one relation, sent as one statement */
+	bool batch_open;
+	uint32_t batch_rel;
+	uint32_t batch_rows;
+	sluice_buf *batch_cols; /* owned: one text[] literal per column */
+	int batch_ncols;
+	uint64_t *batch_hashes; /* owned: open-addressed set of key hashes */
 
 	/* conflicts found after a pipelined commit (replace, append) */
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
@@ -157,7 +176,12 @@ apply_push(apply *a, apply_kind kind, uint32_t rel_index, char *key)
 			abort();
 		a->pending = p;
 	}
-	a->pending[a->npending++] = (apply_pending){.kind = kind, .rel_index = rel_index, .key = key};
+	a->pending[a->npending++] = (apply_pending){.kind = kind,
+						    .rel_index = rel_index,
+						    .key = key,
+						    .txseq = a->txseq,
+						    .commit_us = a->commit_us,
+						    .node = a->cur_node};
 }
 
 /* apply_send_params queues a prepared statement. */
@@ -205,6 +229,7 @@ apply_drain(apply *a, bool keep_probes)
 	bool ok = true;
 	a->first_error[0] = '\0';
 	a->error_index = -1;
+	a->error_txseq = 0;
 	for (size_t i = 0; i < a->npending; i++) {
 		PGresult *res = PQgetResult(a->conn);
 		if (res == NULL) {
@@ -222,6 +247,7 @@ apply_drain(apply *a, bool keep_probes)
 					if (*c == '\n')
 						*c = ' ';
 				a->error_index = (int)i;
+				a->error_txseq = p->txseq;
 			}
 			ok = false;
 			PQclear(res);
@@ -268,8 +294,9 @@ apply_clear_pending(apply *a)
 
 /* apply_conflict counts a case and queues its log row. */
 static void
-apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *key,
-	       const char *local_time, const char *local_node, const char *resolution)
+apply_conflict_at(apply *a, uint64_t txseq, int64_t commit_us, const char *node, sluice_conflict c,
+		  const apply_rel *rel, const char *key, const char *local_time,
+		  const char *local_node, const char *resolution)
 {
 	a->stats->conflicts[c]++;
 	if (!a->o->conflict_log || !a->schema_installed || a->o->dry_run)
@@ -278,7 +305,7 @@ apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *ke
 	sluice_buf *b = &a->conflict_rows;
 	sluice_buf_printf(b, "{\"stream\":");
 	sluice_json_append_string(b, a->o->stream, strlen(a->o->stream));
-	sluice_buf_printf(b, ",\"txseq\":%" PRIu64 ",\"relation\":", a->txseq);
+	sluice_buf_printf(b, ",\"txseq\":%" PRIu64 ",\"relation\":", txseq);
 	sluice_json_append_string(b, rel->label, strlen(rel->label));
 	sluice_buf_printf(b, ",\"key\":%s,\"kind\":\"%s\",\"local_time\":", key ? key : "null",
 			  apply_conflict_names[c]);
@@ -291,9 +318,20 @@ apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *ke
 		sluice_json_append_string(b, local_node, strlen(local_node));
 	else
 		sluice_buf_append_str(b, "null");
-	sluice_buf_printf(b, ",\"remote_time\":\"%s\",\"remote_node\":", a->commit_ts);
-	sluice_json_append_string(b, a->node, strlen(a->node));
+	char ts[64];
+	apply_format_ts(commit_us, ts, sizeof(ts));
+	sluice_buf_printf(b, ",\"remote_time\":\"%s\",\"remote_node\":", ts);
+	sluice_json_append_string(b, node, strlen(node));
 	sluice_buf_printf(b, ",\"resolution\":\"%s\"}\n", resolution);
+}
+
+/* apply_conflict records a conflict of the transaction being applied now. */
+static void
+apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *key,
+	       const char *local_time, const char *local_node, const char *resolution)
+{
+	apply_conflict_at(a, a->txseq, a->commit_us, a->node, c, rel, key, local_time, local_node,
+			  resolution);
 }
 
 /* apply_send_conflict_log queues the INSERT of every conflict row collected so far. */
@@ -331,41 +369,59 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			a->stats->inserts++;
 		else {
 			a->stats->updates++;
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
 				       "remote");
 		}
 		break;
 	case APPLY_K_UPDATE_UPSERT:
 		a->stats->updates++;
 		if (first_true)
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
 				       "inserted");
 		break;
 	case APPLY_K_UPDATE_PLAIN:
 		if (tuples > 0)
 			a->stats->updates++;
 		else
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
 				       "skipped");
 		break;
 	case APPLY_K_DELETE:
 		if (tuples > 0)
 			a->stats->deletes++;
 		else
-			apply_conflict(a, SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
 				       "skipped");
 		break;
 	case APPLY_K_INSERT_NOTHING:
 		if (PQntuples(res) > 0)
 			a->stats->inserts++;
 		else
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
 				       "kept_local");
 		break;
+	case APPLY_K_BATCH_INSERT: {
+		uint32_t inserted = 0;
+		for (int i = 0; i < PQntuples(res); i++) {
+			if (PQgetvalue(res, i, 0)[0] == 't')
+				inserted++;
+			else {
+				a->stats->updates++;
+				apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 1),
+					       NULL, NULL, "remote");
+			}
+		}
+		a->stats->inserts += inserted;
+		/* DO NOTHING leaves kept rows out of RETURNING. */
+		for (uint32_t i = (uint32_t)PQntuples(res); i < p->rows; i++)
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL,
+				       "kept_local");
+		break;
+	}
 	case APPLY_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
 				       "inserted");
 		} else
 			a->stats->skipped++;
@@ -383,7 +439,9 @@ apply_free_rel(apply_rel *r)
 	for (int i = 0; i < r->ncols; i++) {
 		free(r->cols[i]);
 		PQfreemem(r->qcols[i]);
+		free(r->types[i]);
 	}
+	free(r->types);
 	free(r->cols);
 	free(r->qcols);
 	free(r->key);
@@ -462,9 +520,11 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 	r->cols = calloc((size_t)r->ncols + 1, sizeof(char *));
 	r->qcols = calloc((size_t)r->ncols + 1, sizeof(char *));
 	r->key = calloc((size_t)r->ncols + 1, sizeof(bool));
-	if (r->cols == NULL || r->qcols == NULL || r->key == NULL)
+	r->types = calloc((size_t)r->ncols + 1, sizeof(char *));
+	if (r->cols == NULL || r->qcols == NULL || r->key == NULL || r->types == NULL)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
+		r->types[i] = apply_strdup(src->columns[i]->type_name ? src->columns[i]->type_name : "");
 		r->cols[i] = apply_strdup(src->columns[i]->name);
 		r->qcols[i] = PQescapeIdentifier(a->conn, r->cols[i], strlen(r->cols[i]));
 		r->key[i] = src->columns[i]->has_key && src->columns[i]->key;
@@ -766,6 +826,188 @@ apply_maybe_drain(apply *a)
 	return ok;
 }
 
+
+/* ---- batched inserts ------------------------------------------------------ */
+
+#define APPLY_BATCH_ROWS 1000
+#define APPLY_BATCH_SLOTS 4096 /* hash set size: > 2 * APPLY_BATCH_ROWS */
+
+/* apply_hash is FNV-1a over a key's JSON text. */
+static uint64_t
+apply_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++) {
+		h ^= (uint8_t)*s;
+		h *= 1099511628211ULL;
+	}
+	return h ? h : 1;
+}
+
+/* apply_array_elem appends one element to a text[] literal. */
+static void
+apply_array_elem(sluice_buf *b, const char *v)
+{
+	sluice_buf_append_byte(b, b->len == 0 ? '{' : ',');
+	if (v == NULL) {
+		sluice_buf_append_str(b, "NULL");
+		return;
+	}
+	sluice_buf_append_byte(b, '"');
+	for (const char *c = v; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			sluice_buf_append_byte(b, '\\');
+		sluice_buf_append_byte(b, (uint8_t)*c);
+	}
+	sluice_buf_append_byte(b, '"');
+}
+
+/* apply_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
+static bool
+apply_batch_flush(apply *a)
+{
+	if (!a->batch_open)
+		return true;
+	a->batch_open = false;
+	apply_rel *r = &a->rels[a->batch_rel];
+	bool append = a->o->strategy == SLUICE_STRATEGY_APPEND;
+	bool ok = true;
+	char key[64];
+	snprintf(key, sizeof(key), "%" PRIu32 ":batch", r->generation);
+	const char *name = NULL;
+	for (size_t i = 0; i < a->nstmts; i++)
+		if (strcmp(a->stmts[i].key, key) == 0)
+			name = a->stmts[i].name;
+	if (name == NULL) {
+		sluice_buf sql = {0};
+		sluice_buf_printf(&sql, "INSERT INTO %s (", r->qname);
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%s%s", i ? ", " : "", r->qcols[i]);
+		sluice_buf_append_str(&sql, ") SELECT ");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
+		sluice_buf_append_str(&sql, " FROM unnest(");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%s$%d::text[]", i ? ", " : "", i + 1);
+		sluice_buf_append_str(&sql, ") AS u(");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%sx%d", i ? ", " : "", i);
+		sluice_buf_append_str(&sql, ")");
+		if (append)
+			sluice_buf_append_str(&sql, " ON CONFLICT DO NOTHING");
+		else if (r->has_unique) {
+			sluice_buf_append_str(&sql, " ON CONFLICT (");
+			int k = 0;
+			for (int i = 0; i < r->ncols; i++)
+				if (r->key[i])
+					sluice_buf_printf(&sql, "%s%s", k++ ? ", " : "", r->qcols[i]);
+			sluice_buf_append_str(&sql, ")");
+			int set = 0;
+			for (int i = 0; i < r->ncols; i++)
+				if (!r->key[i])
+					sluice_buf_printf(&sql, "%s%s = EXCLUDED.%s",
+							  set++ ? ", " : " DO UPDATE SET ", r->qcols[i],
+							  r->qcols[i]);
+			if (set == 0)
+				sluice_buf_append_str(&sql, " DO NOTHING");
+		}
+		sluice_buf_append_str(&sql, " RETURNING (xmax = 0), jsonb_build_array(");
+		int k = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				sluice_buf_printf(&sql, "%sformat('%%s', %s)", k++ ? ", " : "",
+						  r->qcols[i]);
+		sluice_buf_append_str(&sql, ")::text");
+		sluice_buf_append_byte(&sql, '\0');
+		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
+		sluice_buf_free(&sql);
+	}
+	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
+	if (vals == NULL)
+		abort();
+	for (int i = 0; i < r->ncols; i++) {
+		sluice_buf_append_byte(&a->batch_cols[i], '}');
+		sluice_buf_append_byte(&a->batch_cols[i], '\0');
+		vals[i] = (const char *)a->batch_cols[i].data;
+	}
+	if (ok)
+		ok = apply_send_prepared(a, name, r->ncols, vals, APPLY_K_BATCH_INSERT, a->batch_rel,
+					 NULL);
+	if (ok)
+		a->pending[a->npending - 1].rows = a->batch_rows;
+	free(vals);
+	for (int i = 0; i < a->batch_ncols; i++)
+		sluice_buf_reset(&a->batch_cols[i]);
+	a->batch_rows = 0;
+	return ok && apply_maybe_drain(a);
+}
+
+/*
+ * apply_batch_add adds a complete insert to the batch (flushing first when it
+ * belongs to another relation, repeats a key or the batch is full).
+ * @return false only on failure; *taken tells whether the row was batched.
+ */
+static bool
+apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson, bool *taken)
+{
+	apply_rel *r = &a->rels[ri];
+	*taken = false;
+	for (int i = 0; i < r->ncols; i++)
+		if (r->types[i][0] == '\0')
+			return apply_batch_flush(a); /* no type to cast to: one at a time */
+	if (!r->has_unique && a->o->strategy != SLUICE_STRATEGY_APPEND && !r->full_identity)
+		return apply_batch_flush(a);
+	uint64_t h = apply_hash(keyjson);
+	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= APPLY_BATCH_ROWS)) {
+		if (!apply_batch_flush(a))
+			return false;
+	}
+	if (a->batch_open) {
+		/* The same key twice in one statement is not allowed by ON CONFLICT. */
+		for (size_t s = h % APPLY_BATCH_SLOTS;; s = (s + 1) % APPLY_BATCH_SLOTS) {
+			if (a->batch_hashes[s] == 0)
+				break;
+			if (a->batch_hashes[s] == h) {
+				if (!apply_batch_flush(a))
+					return false;
+				break;
+			}
+		}
+	}
+	if (!a->batch_open) {
+		if (a->batch_ncols < r->ncols) {
+			sluice_buf *p = realloc(a->batch_cols, (size_t)r->ncols * sizeof(*p));
+			if (p == NULL)
+				abort();
+			for (int i = a->batch_ncols; i < r->ncols; i++)
+				memset(&p[i], 0, sizeof(p[i]));
+			a->batch_cols = p;
+			a->batch_ncols = r->ncols;
+		}
+		if (a->batch_hashes == NULL) {
+			a->batch_hashes = calloc(APPLY_BATCH_SLOTS, sizeof(uint64_t));
+			if (a->batch_hashes == NULL)
+				abort();
+		} else
+			memset(a->batch_hashes, 0, APPLY_BATCH_SLOTS * sizeof(uint64_t));
+		for (int i = 0; i < a->batch_ncols; i++)
+			sluice_buf_reset(&a->batch_cols[i]);
+		a->batch_open = true;
+		a->batch_rel = ri;
+		a->batch_rows = 0;
+	}
+	for (size_t s = h % APPLY_BATCH_SLOTS;; s = (s + 1) % APPLY_BATCH_SLOTS)
+		if (a->batch_hashes[s] == 0) {
+			a->batch_hashes[s] = h;
+			break;
+		}
+	for (int i = 0; i < r->ncols; i++)
+		apply_array_elem(&a->batch_cols[i], row->v[i]);
+	a->batch_rows++;
+	*taken = true;
+	return true;
+}
+
 /* apply_send_write queues the pipelined write of replace/append for one change. */
 static bool
 apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
@@ -789,6 +1031,16 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			     (oldr->v[i] && newr->v[i] && strcmp(oldr->v[i], newr->v[i]) != 0)))
 				key_changed = true;
 
+	if (op == 'I' && newr->complete) {
+		bool taken = false;
+		if (!apply_batch_add(a, ri, newr, keyjson, &taken))
+			ok = false;
+		if (!ok || taken)
+			goto out;
+	} else if (!apply_batch_flush(a)) {
+		ok = false;
+		goto out;
+	}
 	if (op == 'I' || (op == 'U' && newr->complete && !key_changed)) {
 		/* insert, or an update that carries the whole row: upsert */
 		const char *mode = append ? "nothing" : "upsert";
@@ -1145,6 +1397,8 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 	}
 	if (!r->checked) {
 		/* Results of earlier statements first: the check uses plain queries. */
+		if (!apply_batch_flush(a))
+			return false;
 		if (a->npending > 0) {
 			bool ok = apply_drain(a, false);
 			apply_clear_pending(a);
@@ -1198,6 +1452,8 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 static bool
 apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate *t)
 {
+	if (!apply_batch_flush(a))
+		return false;
 	if (a->o->strategy == SLUICE_STRATEGY_APPEND) {
 		a->stats->skipped++;
 		return true;
@@ -1246,6 +1502,17 @@ apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 	apply_format_ts(commit_us, a->commit_ts, sizeof(a->commit_ts));
 	snprintf(a->node, sizeof(a->node), "%s", node);
 	a->in_txn = true;
+	uint32_t ni = 0;
+	while (ni < a->nnodes && strcmp(a->nodes[ni], node) != 0)
+		ni++;
+	if (ni == a->nnodes) {
+		char **p = realloc(a->nodes, (a->nnodes + 1) * sizeof(*p));
+		if (p == NULL)
+			abort();
+		a->nodes = p;
+		a->nodes[a->nnodes++] = apply_strdup(node);
+	}
+	a->cur_node = ni;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -1265,12 +1532,11 @@ apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 	char lsn[32];
 	apply_lsn_text(txseq, lsn, sizeof(lsn));
 	const char *params[3] = {lsn, a->commit_ts, node};
-	if (!apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) ||
-	    !apply_send_sql(a,
-			    "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
-			    "set_config('sluice.remote_time', $2::text, true), "
-			    "set_config('sluice.remote_node', $3::text, true)",
-			    3, params, APPLY_K_CONTROL))
+	/* Delete tracking (sluice prepare) records tombstones at the remote version. */
+	if (!apply_send_prepared(a, "sl_begin", 0, NULL, APPLY_K_CONTROL, 0, NULL) ||
+	    !(a->schema_installed
+		      ? apply_send_prepared(a, "sl_setup_v", 3, params, APPLY_K_CONTROL, 0, NULL)
+		      : apply_send_prepared(a, "sl_setup", 2, params, APPLY_K_CONTROL, 0, NULL)))
 		return false;
 	a->txn_open_on_target = true;
 	if (a->schema_installed && strcmp(a->last_origin_node, node) != 0) {
@@ -1290,6 +1556,8 @@ static void
 apply_rollback(apply *a)
 {
 	a->in_txn = false;
+	a->batch_open = false;
+	a->batch_rows = 0;
 	sluice_buf_reset(&a->conflict_rows);
 	if (!a->txn_open_on_target)
 		return;
@@ -1300,37 +1568,52 @@ apply_rollback(apply *a)
 	apply_clear_pending(a);
 }
 
+/*
+ * apply_flush_results reads back everything in flight (between transactions)
+ * and logs the conflicts it found, in a transaction of their own.
+ */
+static bool
+apply_flush_results(apply *a)
+{
+	bool ok = true;
+	if (a->npending > 0) {
+		ok = apply_drain(a, false);
+		apply_clear_pending(a);
+	}
+	if (ok && a->conflict_rows.len > 0 && !a->in_txn && !a->o->dry_run) {
+		ok = apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) &&
+		     apply_send_conflict_log(a) &&
+		     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
+		apply_clear_pending(a);
+	}
+	if (!ok) {
+		sluice_log_error("could not apply on the target: %s", a->first_error);
+		a->first_error[0] = '\0';
+	}
+	return ok;
+}
+
+/*
+ * apply_commit queues the COMMIT. Several transactions may be in flight
+ * under one sync: after a failure PostgreSQL skips every command up to the
+ * sync, so no later transaction can commit past a failed one, and the
+ * origin progress never skips a transaction.
+ */
 static bool
 apply_commit(apply *a)
 {
-	bool ok = true;
-	if (a->o->dry_run) {
-		/* Nothing is committed: read the results to count what would happen. */
-		ok = apply_drain(a, false);
-		apply_clear_pending(a);
-	} else {
-		if (a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
+	bool ok = apply_batch_flush(a);
+	if (!a->o->dry_run) {
+		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
 			ok = apply_send_conflict_log(a);
-		ok = ok && apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL);
-		ok = ok && apply_drain(a, false);
-		apply_clear_pending(a);
+		ok = ok && apply_send_prepared(a, "sl_commit", 0, NULL, APPLY_K_CONTROL, 0, NULL);
 		a->txn_open_on_target = false;
-		/* replace/append learn of conflicts from the results: log them after. */
-		if (ok && a->conflict_rows.len > 0) {
-			ok = apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) &&
-			     apply_send_conflict_log(a) &&
-			     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) &&
-			     apply_drain(a, false);
-			apply_clear_pending(a);
-		}
-	}
-	if (!ok) {
-		sluice_log_error("could not commit txseq %" PRIu64 " on the target: %s", a->txseq,
-				 a->first_error);
-		a->first_error[0] = '\0';
-		return false;
 	}
 	a->in_txn = false;
+	if (ok && a->npending >= APPLY_MAX_PENDING)
+		ok = apply_flush_results(a);
+	if (!ok)
+		return false;
 	a->stats->transactions++;
 	if (a->stats->first_txseq == 0)
 		a->stats->first_txseq = a->txseq;
@@ -1467,6 +1750,26 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 					PQcmdTuples(res));
 		PQclear(res);
 	}
+	/* Per-transaction statements, prepared once per connection. */
+	static const char *const control[][2] = {
+		{"sl_begin", "BEGIN"},
+		{"sl_commit", "COMMIT"},
+		{"sl_setup", "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)"},
+		{"sl_setup_v", "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
+			       "set_config('sluice.remote_time', $2::text, true), "
+			       "set_config('sluice.remote_node', $3::text, true)"},
+	};
+	for (size_t i = 0; i < sizeof(control) / sizeof(control[0]); i++) {
+		res = PQprepare(a->conn, control[i][0], control[i][1], 0, NULL);
+		bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		if (!prepared) {
+			sluice_log_error("could not prepare \"%s\" on the target: %s", control[i][1],
+					 sluice_pg_error_line(a->conn));
+			*fatal = true;
+			return false;
+		}
+	}
 	if (PQenterPipelineMode(a->conn) != 1) {
 		sluice_log_error("could not enter pipeline mode on the target");
 		*fatal = true;
@@ -1508,6 +1811,7 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		if (*a->o->stop) {
 			if (a->in_txn)
 				apply_rollback(a);
+			apply_flush_results(a);
 			sluice_log_info("stopping on signal");
 			out = APPLY_DONE;
 			break;
@@ -1530,6 +1834,10 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			continue;
 		}
 		if (st == SLUICE_READER_WAIT) {
+			if (!a->in_txn && !apply_flush_results(a)) {
+				out = PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+				break;
+			}
 			if (!a->o->follow) {
 				if (a->in_txn)
 					apply_rollback(a); /* an unfinished tail is not applied */
@@ -1593,14 +1901,15 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			bool lost = PQstatus(a->conn) != CONNECTION_OK;
 			if (a->first_error[0])
 				sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s",
-						 a->txseq, a->first_error);
+						 a->error_txseq ? a->error_txseq : a->txseq,
+						 a->first_error);
 			if (a->in_txn)
 				apply_rollback(a);
 			out = lost ? APPLY_RETRY : APPLY_FAILED;
 			break;
 		}
 		if (a->done) {
-			out = APPLY_DONE;
+			out = apply_flush_results(a) ? APPLY_DONE : APPLY_FAILED;
 			break;
 		}
 	}
@@ -1679,6 +1988,13 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		apply_free_rel(&a.rels[i]);
 	free(a.rels);
 	sluice_buf_free(&a.conflict_rows);
+	for (int i = 0; i < a.batch_ncols; i++)
+		sluice_buf_free(&a.batch_cols[i]);
+	free(a.batch_cols);
+	free(a.batch_hashes);
+	for (uint32_t i = 0; i < a.nnodes; i++)
+		free(a.nodes[i]);
+	free(a.nodes);
 	PQfinish(a.conn);
 	return ok;
 }
