@@ -31,6 +31,8 @@ typedef enum apply_kind {
 	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
 	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
 	APPLY_K_BATCH_INSERT,   /* many inserts in one statement: RETURNING (xmax = 0), key */
+	APPLY_K_APPEND_PROBE_UPD, /* append: partial update, does the row exist? */
+	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
 } apply_kind;
 
 typedef struct apply_pending {
@@ -418,6 +420,20 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 				       "kept_local");
 		break;
 	}
+	case APPLY_K_APPEND_PROBE_UPD:
+		if (first_true)
+			a->stats->skipped++;
+		else
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL, "skipped");
+		break;
+	case APPLY_K_APPEND_PROBE_DEL:
+		if (first_true)
+			a->stats->skipped++;
+		else
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
+		break;
 	case APPLY_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
@@ -955,7 +971,9 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 	for (int i = 0; i < r->ncols; i++)
 		if (r->types[i][0] == '\0')
 			return apply_batch_flush(a); /* no type to cast to: one at a time */
-	if (!r->has_unique && a->o->strategy != SLUICE_STRATEGY_APPEND && !r->full_identity)
+	/* Append logs each kept row with its key: one statement per row there. */
+	if (a->o->strategy == SLUICE_STRATEGY_APPEND ||
+	    (!r->has_unique && !r->full_identity))
 		return apply_batch_flush(a);
 	uint64_t h = apply_hash(keyjson);
 	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= APPLY_BATCH_ROWS)) {
@@ -1061,12 +1079,23 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		if (ok)
 			ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
 		keyjson = NULL;
+	} else if (op == 'U' && append) {
+		/* Never overwrite; a partial row cannot be added, but a missing one is counted. */
+		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
+		sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
+		int next = 1;
+		apply_where(&sql, r, "", &next);
+		sluice_buf_append_str(&sql, ")");
+		sluice_buf_append_byte(&sql, '\0');
+		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&p, keyrow->v[i]);
+		if (ok)
+			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_APPEND_PROBE_UPD, ri,
+						 keyjson);
+		keyjson = NULL;
 	} else if (op == 'U') {
-		if (append) {
-			/* Never overwrite; a partial row cannot be added either. */
-			a->stats->skipped++;
-			goto out;
-		}
 		if (key_changed && newr->complete) {
 			/* The row moves to a new key: delete the old, upsert the new. */
 			apply_colset_key(key, sizeof(key), r, "uk", newr->present);
@@ -1124,11 +1153,23 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 							 keyjson);
 			keyjson = NULL;
 		}
+	} else if (append) {
+		/* Never delete; a delete of a missing row is still a conflict. */
+		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
+		sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
+		int next = 1;
+		apply_where(&sql, r, "", &next);
+		sluice_buf_append_str(&sql, ")");
+		sluice_buf_append_byte(&sql, '\0');
+		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&p, keyrow->v[i]);
+		if (ok)
+			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_APPEND_PROBE_DEL, ri,
+						 keyjson);
+		keyjson = NULL;
 	} else {
-		if (append) {
-			a->stats->skipped++;
-			goto out;
-		}
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
 		sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
 		int next = 1;
@@ -1147,6 +1188,26 @@ out:
 	free(vals);
 	sluice_buf_free(&sql);
 	return ok && apply_maybe_drain(a);
+}
+
+/*
+ * apply_tomb_key_expr appends the tombstone key of a row as the trigger
+ * builds it: each key value through its column type, printed with the
+ * canonical settings of this session and of sluice.record_delete().
+ */
+static void
+apply_tomb_key_expr(sluice_buf *sql, const apply_rel *r, int first)
+{
+	sluice_buf_append_str(sql, "jsonb_build_array(");
+	int k = 0;
+	for (int i = 0; i < r->ncols; i++) {
+		if (!r->key[i])
+			continue;
+		sluice_buf_printf(sql, "%sformat('%%s', $%d::%s)", k ? ", " : "", first + k,
+				  r->types[i][0] ? r->types[i] : "text");
+		k++;
+	}
+	sluice_buf_append_str(sql, ")");
 }
 
 /* Result of a timestamp probe. */
@@ -1178,7 +1239,7 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	char key[512];
 	sluice_buf sql = {0};
 	const apply_row *keyrow = oldr ? oldr : newr;
-	const char **vals = calloc((size_t)r->ncols * 2 + 6, sizeof(char *));
+	const char **vals = calloc((size_t)r->ncols * 3 + 8, sizeof(char *));
 	if (vals == NULL)
 		abort();
 	char *keyjson = apply_key_json(r, keyrow);
@@ -1191,24 +1252,29 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	apply_params_add(&p, a->node);
 	int next = 3;
 	const char *tsval = NULL;
+	/*
+	 * The row is locked in a sub-select: when a concurrent local writer
+	 * commits first, the version is computed from the row as re-read.
+	 */
 	if (r->ts_col >= 0) {
 		tsval = newr && newr->present[r->ts_col] ? newr->v[r->ts_col] : NULL;
 		apply_params_add(&p, tsval);
 		next = 4;
 		sluice_buf_printf(&sql,
-				  "SELECT v.at, v.node, CASE WHEN t.%s IS NULL OR $3::timestamptz "
-				  "IS NULL THEN sluice.remote_wins(t.xmin, $1, $2) WHEN "
-				  "$3::timestamptz <> t.%s THEN $3::timestamptz > t.%s ELSE $2 > "
-				  "coalesce(v.node, '') END FROM %s t, LATERAL sluice.version(t.xmin) v",
-				  r->qcols[r->ts_col], r->qcols[r->ts_col], r->qcols[r->ts_col], r->qname);
+				  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+				  "CASE WHEN x.tc IS NULL OR $3::timestamptz IS NULL THEN "
+				  "sluice.remote_wins(x.xm, $1, $2) WHEN $3::timestamptz <> x.tc THEN "
+				  "$3::timestamptz > x.tc ELSE $2 > coalesce((sluice.version(x.xm)).node, "
+				  "'') END FROM (SELECT t.xmin AS xm, t.%s AS tc FROM %s t",
+				  r->qcols[r->ts_col], r->qname);
 	} else {
 		sluice_buf_printf(&sql,
-				  "SELECT v.at, v.node, sluice.remote_wins(t.xmin, $1, $2) FROM %s t, "
-				  "LATERAL sluice.version(t.xmin) v",
+				  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+				  "sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm FROM %s t",
 				  r->qname);
 	}
 	apply_where(&sql, r, "t.", &next);
-	sluice_buf_append_str(&sql, " FOR UPDATE OF t");
+	sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
 	sluice_buf_append_byte(&sql, '\0');
 	const char *probe = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
 	for (int i = 0; i < r->ncols; i++)
@@ -1216,13 +1282,30 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			apply_params_add(&p, keyrow->v[i]);
 	if (ok)
 		ok = apply_send_prepared(a, probe, p.n, p.v, APPLY_K_PROBE_ROW, ri, NULL);
-	const char *tp[4] = {a->commit_ts, a->node, r->tomb_rel, keyjson};
-	if (ok)
-		ok = apply_send_sql(a,
-				    "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) FROM "
-				    "sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
-				    "WHERE tb.rel = $3 AND tb.key = $4::jsonb",
-				    4, tp, APPLY_K_PROBE_TOMB);
+	/* Tombstone keys are built on the server, through the column types. */
+	if (ok) {
+		snprintf(key, sizeof(key), "%" PRIu32 ":tprobe", r->generation);
+		sluice_buf_reset(&sql);
+		sluice_buf_append_str(&sql, "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
+					    "FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
+					    "WHERE tb.rel = $3 AND tb.key = ");
+		apply_tomb_key_expr(&sql, r, 4);
+		sluice_buf_append_byte(&sql, '\0');
+		int nk = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				nk++;
+		const char *tname = apply_stmt_get(a, key, (const char *)sql.data, 3 + nk, &ok);
+		apply_params tpp = {.v = vals + r->ncols + 2};
+		apply_params_add(&tpp, a->commit_ts);
+		apply_params_add(&tpp, a->node);
+		apply_params_add(&tpp, r->tomb_rel);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&tpp, keyrow->v[i]);
+		if (ok)
+			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri, NULL);
+	}
 	if (ok && !apply_drain(a, true))
 		ok = false;
 	apply_probe row, tomb;
@@ -1329,12 +1412,27 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	}
 	/* Deletes leave a tombstone at the remote version (the trigger does it when tracked). */
 	if (ok && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
-		const char *up[4] = {r->tomb_rel, keyjson, a->commit_ts, a->node};
-		ok = apply_send_sql(a,
-				    "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, "
-				    "$2::jsonb) ON CONFLICT (rel, key) DO UPDATE SET deleted_at = now() "
-				    "WHERE sluice.remote_wins(t.xmin, $3, $4)",
-				    4, up, APPLY_K_CONTROL);
+		snprintf(key, sizeof(key), "%" PRIu32 ":tomb", r->generation);
+		sluice_buf_reset(&sql);
+		sluice_buf_append_str(&sql, "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
+		apply_tomb_key_expr(&sql, r, 4);
+		sluice_buf_append_str(&sql, ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = now() "
+					    "WHERE sluice.remote_wins(t.xmin, $2, $3)");
+		sluice_buf_append_byte(&sql, '\0');
+		int nk = 0;
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				nk++;
+		const char *tname = apply_stmt_get(a, key, (const char *)sql.data, 3 + nk, &ok);
+		apply_params up = {.v = vals + r->ncols + 2};
+		apply_params_add(&up, r->tomb_rel);
+		apply_params_add(&up, a->commit_ts);
+		apply_params_add(&up, a->node);
+		for (int i = 0; i < r->ncols; i++)
+			if (r->key[i])
+				apply_params_add(&up, keyrow->v[i]);
+		if (ok)
+			ok = apply_send_prepared(a, tname, up.n, up.v, APPLY_K_CONTROL, ri, NULL);
 	}
 	if (ok)
 		ok = apply_maybe_drain(a);
@@ -1650,7 +1748,8 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	if (a->conn == NULL)
 		return false;
 	if (!sluice_pg_exec(a->conn, "SET synchronous_commit = off") ||
-	    !sluice_pg_exec(a->conn, "SET session_replication_role = replica")) {
+	    !sluice_pg_exec(a->conn, "SET session_replication_role = replica") ||
+	    !sluice_pg_set_canonical(a->conn)) {
 		*fatal = true;
 		return false;
 	}

@@ -58,7 +58,8 @@ static const char *const prepare_schema_sql[] = {
 	 * the version is the remote one (apply sets sluice.remote_time/node); a
 	 * delete older than the tombstone in place does not move it back.
 	 */
-	"CREATE OR REPLACE FUNCTION sluice.record_delete() RETURNS trigger LANGUAGE plpgsql AS $$ "
+	"CREATE OR REPLACE FUNCTION sluice.record_delete() RETURNS trigger LANGUAGE plpgsql "
+	SLUICE_PG_CANONICAL_FUNCTION_SETTINGS " AS $$ "
 	"DECLARE k jsonb; rts timestamptz; rnode text; "
 	"BEGIN "
 	"  EXECUTE 'SELECT jsonb_build_array(' || (SELECT string_agg(format("

@@ -743,6 +743,9 @@ capture_connect(capture *c)
 	c->cat = sluice_pg_connect(c->o->source, false, "the source");
 	if (c->cat == NULL)
 		return CAPTURE_START_RETRY;
+	/* The snapshot copies through this connection: same text forms as pgoutput. */
+	if (!sluice_pg_set_canonical(c->cat))
+		return CAPTURE_START_RETRY;
 	bool snapshot = false;
 	capture_start st = capture_prepare(c, &snapshot);
 	if (st != CAPTURE_START_OK)
@@ -760,6 +763,9 @@ capture_connect(capture *c)
 	}
 	c->repl = sluice_pg_connect(c->o->source, true, "the source");
 	if (c->repl == NULL)
+		return CAPTURE_START_RETRY;
+	/* pgoutput prints values with the walsender's settings: make them canonical. */
+	if (!sluice_pg_set_canonical(c->repl))
 		return CAPTURE_START_RETRY;
 
 	PGresult *res = sluice_pg_query(c->cat,

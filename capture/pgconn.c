@@ -58,6 +58,16 @@ sluice_pg_connect(const char *conninfo, bool replication, const char *what)
 }
 
 bool
+sluice_pg_set_canonical(PGconn *conn)
+{
+	return sluice_pg_exec(conn, "SET TimeZone = 'UTC'") &&
+	       sluice_pg_exec(conn, "SET DateStyle = 'ISO, MDY'") &&
+	       sluice_pg_exec(conn, "SET IntervalStyle = 'postgres'") &&
+	       sluice_pg_exec(conn, "SET extra_float_digits = 1") &&
+	       sluice_pg_exec(conn, "SET bytea_output = 'hex'");
+}
+
+bool
 sluice_pg_exec(PGconn *conn, const char *sql)
 {
 	PGresult *res = PQexec(conn, sql);

@@ -15,6 +15,19 @@
  */
 PGconn *sluice_pg_connect(const char *conninfo, bool replication, const char *what);
 
+/*
+ * sluice_pg_set_canonical fixes the settings that change how values print
+ * (TimeZone UTC, DateStyle ISO, IntervalStyle postgres, extra_float_digits 1,
+ * bytea_output hex), so a value has one text form in the stream, in apply's
+ * statements and in tombstone keys, whatever the servers' defaults are.
+ */
+bool sluice_pg_set_canonical(PGconn *conn);
+
+/* The same settings as SET clauses of a function definition. */
+#define SLUICE_PG_CANONICAL_FUNCTION_SETTINGS                                                     \
+	"SET TimeZone = 'UTC' SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' "          \
+	"SET extra_float_digits = 1 SET bytea_output = 'hex'"
+
 /* sluice_pg_exec runs a command that returns no rows; logs and returns false on error. */
 bool sluice_pg_exec(PGconn *conn, const char *sql);
 
