@@ -36,7 +36,7 @@ run_suite() {
 	echo "== build $dir"
 	cmake --build "$dir" -j "$jobs"
 	echo "== test $dir"
-	(cd "$dir" && ctest --output-on-failure --timeout 600 "${ctest_args[@]}")
+	(cd "$dir" && ctest --output-on-failure --timeout 600 -j "$jobs" "${ctest_args[@]}")
 }
 
 run_suite "$ROOT/build/test" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc
