@@ -809,6 +809,10 @@ capture_stop_reached(const capture *c)
 		return true;
 	if (c->target_lsn && c->received_lsn >= c->target_lsn)
 		return true;
+	/* The stream may already end at the target (restart after a kill). */
+	uint64_t durable = sluice_writer_durable_end_lsn(c->w);
+	if (c->target_lsn && durable >= c->target_lsn && !capture_has_unflushed(c))
+		return true;
 	return false;
 }
 
@@ -1021,6 +1025,9 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 			int64_t now = capture_now_ms();
 			c.last_status_ms = c.last_flush_ms = c.last_log_ms = now;
 			c.last_heartbeat_ms = now;
+			/* Ask for a keepalive at once: it tells where the server is. A broken
+			 * connection shows up in the receive loop, which reconnects. */
+			(void)capture_send_status(&c, true);
 			if (capture_stream(&c)) {
 				/* Clean stop: everything complete is made durable and acknowledged. */
 				if (capture_flush(&c)) {
