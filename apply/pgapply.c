@@ -113,6 +113,10 @@ typedef struct apply {
 	sluice_buf *batch_cols; /* owned: one text[] literal per column */
 	int batch_ncols;
 	uint64_t *batch_hashes; /* owned: open-addressed set of key hashes */
+	sluice_buf batch_first;  /* owned: the first row's values, NUL-separated */
+	bool *batch_first_null;  /* owned: which of them are NULL */
+	int batch_first_cap;
+	char *batch_first_key;   /* owned: its key as JSON, for the conflict log */
 
 	/* conflicts found after a pipelined commit (replace, append) */
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
@@ -889,6 +893,47 @@ apply_batch_flush(apply *a)
 	bool append = a->o->strategy == SLUICE_STRATEGY_APPEND;
 	bool ok = true;
 	char key[64];
+	if (a->batch_rows == 1) {
+		/* One row: a plain single-row statement is cheaper than unnest(). */
+		const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
+		bool *present = calloc((size_t)r->ncols + 1, sizeof(bool));
+		if (vals == NULL || present == NULL)
+			abort();
+		size_t off = 0;
+		for (int i = 0; i < r->ncols; i++) {
+			present[i] = true;
+			const char *v = (const char *)a->batch_first.data + off;
+			vals[i] = a->batch_first_null[i] ? NULL : v;
+			off += strlen(v) + 1;
+		}
+		char skey[512];
+		apply_colset_key(skey, sizeof(skey), r, "iu", present);
+		const char *name = NULL;
+		for (size_t i = 0; i < a->nstmts; i++)
+			if (strcmp(a->stmts[i].key, skey) == 0)
+				name = a->stmts[i].name;
+		if (name == NULL) {
+			sluice_buf sql = {0};
+			apply_insert_sql(&sql, r, present, "upsert");
+			sluice_buf_append_byte(&sql, '\0');
+			name = apply_stmt_get(a, skey, (const char *)sql.data, r->ncols, &ok);
+			sluice_buf_free(&sql);
+		}
+		if (ok)
+			ok = apply_send_prepared(a, name, r->ncols, vals, APPLY_K_INSERT_UPSERT,
+						 a->batch_rel, a->batch_first_key);
+		else
+			free(a->batch_first_key);
+		a->batch_first_key = NULL;
+		free(present);
+		free(vals);
+		for (int i = 0; i < a->batch_ncols; i++)
+			sluice_buf_reset(&a->batch_cols[i]);
+		a->batch_rows = 0;
+		return ok && apply_maybe_drain(a);
+	}
+	free(a->batch_first_key);
+	a->batch_first_key = NULL;
 	snprintf(key, sizeof(key), "%" PRIu32 ":batch", r->generation);
 	const char *name = NULL;
 	for (size_t i = 0; i < a->nstmts; i++)
@@ -1019,6 +1064,23 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 			a->batch_hashes[s] = h;
 			break;
 		}
+	if (a->batch_rows == 0) {
+		if (a->batch_first_cap < r->ncols) {
+			bool *p = realloc(a->batch_first_null, (size_t)r->ncols * sizeof(bool));
+			if (p == NULL)
+				abort();
+			a->batch_first_null = p;
+			a->batch_first_cap = r->ncols;
+		}
+		sluice_buf_reset(&a->batch_first);
+		for (int i = 0; i < r->ncols; i++) {
+			a->batch_first_null[i] = row->v[i] == NULL;
+			sluice_buf_append_str(&a->batch_first, row->v[i] ? row->v[i] : "");
+			sluice_buf_append_byte(&a->batch_first, '\0');
+		}
+		free(a->batch_first_key);
+		a->batch_first_key = apply_strdup(keyjson);
+	}
 	for (int i = 0; i < r->ncols; i++)
 		apply_array_elem(&a->batch_cols[i], row->v[i]);
 	a->batch_rows++;
@@ -2091,6 +2153,9 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		sluice_buf_free(&a.batch_cols[i]);
 	free(a.batch_cols);
 	free(a.batch_hashes);
+	sluice_buf_free(&a.batch_first);
+	free(a.batch_first_null);
+	free(a.batch_first_key);
 	for (uint32_t i = 0; i < a.nnodes; i++)
 		free(a.nodes[i]);
 	free(a.nodes);
