@@ -760,19 +760,32 @@ apply_key_json(const apply_rel *r, const apply_row *row)
 	return (char *)b.data;
 }
 
-/* apply_where appends the key condition with parameters from *next on. */
+/*
+ * apply_where appends the key condition with parameters from *next on. A
+ * table identified by all its columns and without a unique key can hold equal
+ * rows: the condition then picks one of them by ctid, so that deleting or
+ * updating one of two equal rows changes one row on the target too.
+ */
 static void
 apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 {
-	sluice_buf_append_str(sql, " WHERE ");
+	bool one = r->full_identity && !r->has_unique;
+	if (one)
+		sluice_buf_printf(sql, " WHERE %sctid = (SELECT ctid FROM %s WHERE ", alias,
+				  r->qname);
+	else
+		sluice_buf_append_str(sql, " WHERE ");
 	bool first = true;
 	for (int i = 0; i < r->ncols; i++) {
 		if (!r->key[i])
 			continue;
-		sluice_buf_printf(sql, "%s%s%s %s $%d", first ? "" : " AND ", alias, r->qcols[i],
-				  r->full_identity ? "IS NOT DISTINCT FROM" : "=", (*next)++);
+		sluice_buf_printf(sql, "%s%s%s %s $%d", first ? "" : " AND ", one ? "" : alias,
+				  r->qcols[i], r->full_identity ? "IS NOT DISTINCT FROM" : "=",
+				  (*next)++);
 		first = false;
 	}
+	if (one)
+		sluice_buf_append_str(sql, " LIMIT 1)");
 }
 
 /* apply_insert_sql builds INSERT of the present columns; tail is the conflict clause. */
@@ -1121,7 +1134,8 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		ok = false;
 		goto out;
 	}
-	if (op == 'I' || (op == 'U' && newr->complete && !key_changed)) {
+	bool keyed = r->has_unique || !r->full_identity;
+	if (op == 'I' || (op == 'U' && newr->complete && !key_changed && keyed)) {
 		/* insert, or an update that carries the whole row: upsert */
 		const char *mode = append ? "nothing" : "upsert";
 		apply_colset_key(key, sizeof(key), r, op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
@@ -1158,7 +1172,7 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 						 keyjson);
 		keyjson = NULL;
 	} else if (op == 'U') {
-		if (key_changed && newr->complete) {
+		if (key_changed && newr->complete && keyed) {
 			/* The row moves to a new key: delete the old, upsert the new. */
 			apply_colset_key(key, sizeof(key), r, "uk", newr->present);
 			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qname);
@@ -1824,6 +1838,32 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	bool exists = !PQgetisnull(res, 0, 0);
 	PQclear(res);
 	*resume = 0;
+	/*
+	 * Replication origins belong to the cluster, not to a database: the
+	 * database that created one is marked (a database-level setting), and
+	 * another database may not take over its progress silently.
+	 */
+	char marker[128];
+	snprintf(marker, sizeof(marker), "sluice.origin_");
+	for (const char *c = a->origin; *c && strlen(marker) + 1 < sizeof(marker); c++) {
+		size_t n = strlen(marker);
+		marker[n] = (char)((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ? *c : '_');
+		marker[n + 1] = '\0';
+	}
+	const char *mp[1] = {marker};
+	if (exists) {
+		res = sluice_pg_query(a->conn, "SELECT coalesce(current_setting($1, true), '')", 1, mp);
+		bool mine = res != NULL && strcmp(PQgetvalue(res, 0, 0), "owner") == 0;
+		PQclear(res);
+		if (!mine) {
+			sluice_log_error("replication origin \"%s\" already tracks stream \"%s\" for "
+					 "another database of this cluster (origins are per cluster): "
+					 "give this database its own with --origin NAME",
+					 a->origin, o->stream);
+			*fatal = true;
+			return false;
+		}
+	}
 	if (!exists && !o->dry_run) {
 		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_create($1)", 1, params);
 		if (res == NULL) {
@@ -1831,6 +1871,16 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 			return false;
 		}
 		PQclear(res);
+		res = sluice_pg_query(a->conn,
+				      "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), "
+				      "$1::text, 'owner')",
+				      1, mp);
+		bool marked = res != NULL && sluice_pg_exec(a->conn, PQgetvalue(res, 0, 0));
+		PQclear(res);
+		if (!marked) {
+			*fatal = true;
+			return false;
+		}
 		sluice_log_info("created replication origin \"%s\" for stream \"%s\"", a->origin,
 				o->stream);
 	}
@@ -2087,7 +2137,10 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 	memset(stats, 0, sizeof(*stats));
 	a.o = o;
 	a.stats = stats;
-	snprintf(a.origin, sizeof(a.origin), "sluice_%s", o->stream);
+	if (o->origin != NULL)
+		snprintf(a.origin, sizeof(a.origin), "%s", o->origin);
+	else
+		snprintf(a.origin, sizeof(a.origin), "sluice_%s", o->stream);
 	bool ok = false;
 	int attempt = 0;
 	for (;;) {

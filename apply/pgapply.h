@@ -19,6 +19,7 @@ typedef enum sluice_strategy {
 typedef struct sluice_apply_options {
 	const char *target; /* libpq conninfo */
 	const char *stream;
+	const char *origin; /* replication origin; NULL: sluice_<stream> */
 	sluice_strategy strategy;
 	sluice_table_filter filter;
 	const char **ts_columns; /* "schema.table=column" or "table=column", borrowed */

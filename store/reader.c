@@ -302,6 +302,12 @@ reader_load_frame(sluice_reader *r)
 						   r->stream);
 		}
 		sluice_store_segment_name(r->seg_first, name);
+		if (r->nsegs > 0 && r->firsts[0] > r->from_txseq && r->chain.next_frame_seq == 0 &&
+		    !r->frame_loaded && sluice_scan_offset(r->scan) == 0 && r->seg_first == r->firsts[0])
+			return reader_fail(r, "txseq gap: transaction %" PRIu64 " was asked for but the "
+					      "stream's first segment is %s (earlier segments are "
+					      "missing)",
+					   r->from_txseq, name);
 		sluice_scan_frame f;
 		sluice_scan_status st = sluice_scan_next(r->scan, &f);
 		if (st != SLUICE_SCAN_FRAME && st != SLUICE_SCAN_END && r->chain.open &&

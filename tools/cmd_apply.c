@@ -67,6 +67,9 @@ apply_help(FILE *f)
 		"      --follow             keep following the stream (the default)\n"
 		"      --no-conflict-log    do not write conflicts to sluice.conflicts\n"
 		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 days)\n"
+		"      --origin NAME        replication origin for the progress (default\n"
+		"                           sluice_<stream>; origins are per cluster, so a second\n"
+		"                           database of one cluster needs its own)\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -92,6 +95,7 @@ cmd_apply(int argc, char **argv)
 		OPT_FOLLOW,
 		OPT_NO_LOG,
 		OPT_HORIZON,
+		OPT_ORIGIN,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -110,6 +114,7 @@ cmd_apply(int argc, char **argv)
 		{"follow", no_argument, NULL, OPT_FOLLOW},
 		{"no-conflict-log", no_argument, NULL, OPT_NO_LOG},
 		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
+		{"origin", required_argument, NULL, OPT_ORIGIN},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -205,6 +210,9 @@ cmd_apply(int argc, char **argv)
 			o.tombstone_horizon_s = (int64_t)v;
 			break;
 		}
+		case OPT_ORIGIN:
+			o.origin = optarg;
+			break;
 		case 'h':
 			apply_help(stdout);
 			rc = SLUICE_EXIT_OK;
