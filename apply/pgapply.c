@@ -92,6 +92,7 @@ typedef struct apply {
 	int error_index;
 	uint64_t error_txseq;
 
+	uint64_t expect_txseq; /* the next transaction must be this one */
 	char **nodes; /* owned: origin node names seen, interned */
 	uint32_t nnodes;
 	uint32_t cur_node;
@@ -121,6 +122,7 @@ typedef struct apply {
 	/* conflicts found after a pipelined commit (replace, append) */
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
 	bool done;
+	bool busy; /* the origin was still held by another session */
 	int64_t last_log_ms;
 } apply;
 
@@ -1671,6 +1673,14 @@ apply_lsn_text(uint64_t v, char *out, size_t size)
 static bool
 apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 {
+	if (a->expect_txseq != 0 && txseq != a->expect_txseq) {
+		sluice_log_error("txseq gap: the target has applied up to txseq %" PRIu64
+				 " but the stream continues at %" PRIu64,
+				 a->expect_txseq - 1, txseq);
+		a->stats->refused = true;
+		return false;
+	}
+	a->expect_txseq = txseq + 1;
 	a->txseq = txseq;
 	a->commit_us = commit_us;
 	apply_format_ts(commit_us, a->commit_ts, sizeof(a->commit_ts));
@@ -1897,10 +1907,20 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		PQclear(res);
 	}
 	if (!o->dry_run) {
-		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1,
-				      params);
-		if (res == NULL) {
-			*fatal = true;
+		res = PQexecParams(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1, NULL,
+				   params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			/* The backend of a killed apply may still hold it for a moment: retry. */
+			bool busy = strstr(PQresultErrorMessage(res), "already active") != NULL;
+			if (busy)
+				sluice_log_warn("replication origin \"%s\" is still in use: %s", a->origin,
+						sluice_pg_error_line(a->conn));
+			else
+				sluice_log_error("could not set up replication origin \"%s\": %s",
+						 a->origin, sluice_pg_error_line(a->conn));
+			PQclear(res);
+			*fatal = !busy;
+			a->busy = busy;
 			return false;
 		}
 		PQclear(res);
@@ -2017,6 +2037,7 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 	apply_outcome out = APPLY_FAILED;
 	if (!sluice_reader_open(store, a->o->stream, trust, resume + 1, &reader))
 		return APPLY_FAILED;
+	a->expect_txseq = resume + 1;
 	a->last_log_ms = apply_now_ms();
 	for (;;) {
 		if (*a->o->stop) {
@@ -2030,9 +2051,12 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		const sluice_record *rec = NULL;
 		sluice_reader_status st = sluice_reader_next(reader, &rec);
 		if (st == SLUICE_READER_ERROR) {
-			/* Nothing of the bad frame was applied: its transaction is rolled back. */
+			/* Nothing of the bad frame was applied: its transaction is rolled back;
+			 * what was sent before it is read back, so the exit reports it. */
 			if (a->in_txn)
 				apply_rollback(a);
+			else
+				apply_flush_results(a);
 			a->stats->refused = true;
 			sluice_log_error("refusing stream \"%s\": %s", a->o->stream,
 					 sluice_reader_error(reader));
@@ -2165,10 +2189,14 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 			}
 			if (out != APPLY_RETRY)
 				break;
-		} else if (fatal || a.conn == NULL) {
-			if (fatal || attempt == 0)
-				break;
+		} else if (fatal || (a.conn == NULL && attempt == 0) || (a.busy && attempt >= 6)) {
+			if (a.busy)
+				sluice_log_error("replication origin \"%s\" stayed in use: is another apply "
+						 "running for stream \"%s\"?",
+						 a.origin, o->stream);
+			break;
 		}
+		a.busy = false;
 		/* Lost the target: start over from its progress. */
 		PQfinish(a.conn);
 		a.conn = NULL;
