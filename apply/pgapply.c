@@ -669,13 +669,27 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 	return true;
 }
 
-/* apply_stmt_get returns the prepared statement for key, preparing it with sql if new. */
+/* apply_stmt_find returns the prepared statement named by key, or NULL. */
 static const char *
-apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok)
+apply_stmt_find(const apply *a, const char *key)
 {
 	for (size_t i = 0; i < a->nstmts; i++)
 		if (strcmp(a->stmts[i].key, key) == 0)
 			return a->stmts[i].name;
+	return NULL;
+}
+
+/*
+ * apply_stmt_get returns the prepared statement for key, preparing sql if it
+ * is new. Callers on the per-row path check apply_stmt_find first, so that
+ * the SQL text is only built once per statement.
+ */
+static const char *
+apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok)
+{
+	const char *found = apply_stmt_find(a, key);
+	if (found != NULL)
+		return found;
 	apply_stmt *p = realloc(a->stmts, (a->nstmts + 1) * sizeof(*p));
 	if (p == NULL)
 		abort();
@@ -693,6 +707,14 @@ apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok
 	apply_push(a, APPLY_K_PREPARE, 0, NULL);
 	a->nstmts++;
 	return s->name;
+}
+
+/* apply_stmt_prepare terminates sql and prepares it under key. */
+static const char *
+apply_stmt_prepare(apply *a, const char *key, sluice_buf *sql, int nparams, bool *ok)
+{
+	sluice_buf_append_byte(sql, '\0');
+	return apply_stmt_get(a, key, (const char *)sql->data, nparams, ok);
 }
 
 /* A row image with the values to send. */
@@ -850,6 +872,41 @@ apply_params_add(apply_params *p, const char *v)
 	p->v[p->n++] = v;
 }
 
+/* apply_params_present adds the values of row's present columns; returns how many. */
+static int
+apply_params_present(apply_params *p, const apply_rel *r, const apply_row *row)
+{
+	int n = 0;
+	for (int i = 0; i < r->ncols; i++)
+		if (row->present[i]) {
+			apply_params_add(p, row->v[i]);
+			n++;
+		}
+	return n;
+}
+
+/* apply_params_key adds the values of row's key columns. */
+static void
+apply_params_key(apply_params *p, const apply_rel *r, const apply_row *row)
+{
+	for (int i = 0; i < r->ncols; i++)
+		if (r->key[i])
+			apply_params_add(p, row->v[i]);
+}
+
+/* apply_set_list appends "c = $n, ..." for the present columns from *next on. */
+static void
+apply_set_list(sluice_buf *sql, const apply_rel *r, const bool *present, int *next)
+{
+	int first = *next;
+	for (int i = 0; i < r->ncols; i++)
+		if (present[i]) {
+			sluice_buf_printf(sql, "%s%s = $%d", *next > first ? ", " : "", r->qcols[i],
+					  *next);
+			(*next)++;
+		}
+}
+
 /* apply_maybe_drain reads results back when many are queued (large transactions). */
 static bool
 apply_maybe_drain(apply *a)
@@ -923,10 +980,7 @@ apply_batch_flush(apply *a)
 		}
 		char skey[512];
 		apply_colset_key(skey, sizeof(skey), r, "iu", present);
-		const char *name = NULL;
-		for (size_t i = 0; i < a->nstmts; i++)
-			if (strcmp(a->stmts[i].key, skey) == 0)
-				name = a->stmts[i].name;
+		const char *name = apply_stmt_find(a, skey);
 		if (name == NULL) {
 			sluice_buf sql = {0};
 			apply_insert_sql(&sql, r, present, "upsert");
@@ -950,10 +1004,7 @@ apply_batch_flush(apply *a)
 	free(a->batch_first_key);
 	a->batch_first_key = NULL;
 	snprintf(key, sizeof(key), "%" PRIu32 ":batch", r->generation);
-	const char *name = NULL;
-	for (size_t i = 0; i < a->nstmts; i++)
-		if (strcmp(a->stmts[i].key, key) == 0)
-			name = a->stmts[i].name;
+	const char *name = apply_stmt_find(a, key);
 	if (name == NULL) {
 		sluice_buf sql = {0};
 		sluice_buf_printf(&sql, "INSERT INTO %s (", r->qname);
@@ -1103,7 +1154,7 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 	return true;
 }
 
-/* apply_send_write queues the pipelined write of replace/append for one change. */
+/* apply_pipelined queues the pipelined write of replace/append for one change. */
 static bool
 apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
 {
@@ -1137,53 +1188,42 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		goto out;
 	}
 	bool keyed = r->has_unique || !r->full_identity;
+	apply_kind kind;
+	const char *name;
 	if (op == 'I' || (op == 'U' && newr->complete && !key_changed && keyed)) {
 		/* insert, or an update that carries the whole row: upsert */
-		const char *mode = append ? "nothing" : "upsert";
-		apply_colset_key(key, sizeof(key), r, op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
+		kind = op == 'I' ? (append ? APPLY_K_INSERT_NOTHING : APPLY_K_INSERT_UPSERT)
+				 : (append ? APPLY_K_APPEND_UPDATE : APPLY_K_UPDATE_UPSERT);
+		apply_colset_key(key, sizeof(key), r,
+				 op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
 				 newr->present);
-		apply_insert_sql(&sql, r, newr->present, mode);
-		sluice_buf_append_byte(&sql, '\0');
-		int n = 0;
-		for (int i = 0; i < r->ncols; i++)
-			if (newr->present[i])
-				n++;
-		const char *name = apply_stmt_get(a, key, (const char *)sql.data, n, &ok);
-		for (int i = 0; i < r->ncols; i++)
-			if (newr->present[i])
-				apply_params_add(&p, newr->v[i]);
-		apply_kind kind = op == 'I' ? (append ? APPLY_K_INSERT_NOTHING : APPLY_K_INSERT_UPSERT)
-					    : (append ? APPLY_K_APPEND_UPDATE : APPLY_K_UPDATE_UPSERT);
-		if (ok)
-			ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
-		keyjson = NULL;
-	} else if (op == 'U' && append) {
-		/* Never overwrite; a partial row cannot be added, but a missing one is counted. */
+		int n = apply_params_present(&p, r, newr);
+		if ((name = apply_stmt_find(a, key)) == NULL) {
+			apply_insert_sql(&sql, r, newr->present, append ? "nothing" : "upsert");
+			name = apply_stmt_prepare(a, key, &sql, n, &ok);
+		}
+	} else if (append) {
+		/* Never overwrite or delete; a change of a missing row is still counted. */
+		kind = op == 'U' ? APPLY_K_APPEND_PROBE_UPD : APPLY_K_APPEND_PROBE_DEL;
 		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
-		sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
-		int next = 1;
-		apply_where(&sql, r, "", &next);
-		sluice_buf_append_str(&sql, ")");
-		sluice_buf_append_byte(&sql, '\0');
-		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&p, keyrow->v[i]);
-		if (ok)
-			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_APPEND_PROBE_UPD, ri,
-						 keyjson);
-		keyjson = NULL;
-	} else if (op == 'U') {
-		if (key_changed && newr->complete && keyed) {
-			/* The row moves to a new key: delete the old, upsert the new. */
-			apply_colset_key(key, sizeof(key), r, "uk", newr->present);
-			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qname);
-			/* RETURNING 1 so the INSERT can tell whether a row moved */
+		apply_params_key(&p, r, keyrow);
+		if ((name = apply_stmt_find(a, key)) == NULL) {
+			sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
 			int next = 1;
-			for (int i = 0; i < r->ncols; i++)
-				if (newr->present[i])
-					next++;
 			apply_where(&sql, r, "", &next);
+			sluice_buf_append_str(&sql, ")");
+			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		}
+	} else if (op == 'U' && key_changed && newr->complete && keyed) {
+		/* The row moves to a new key: delete the old, upsert the new. */
+		kind = APPLY_K_UPDATE_UPSERT;
+		apply_colset_key(key, sizeof(key), r, "uk", newr->present);
+		int next = apply_params_present(&p, r, newr) + 1;
+		apply_params_key(&p, r, keyrow);
+		if ((name = apply_stmt_find(a, key)) == NULL) {
+			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qname);
+			apply_where(&sql, r, "", &next);
+			/* RETURNING 1 so the INSERT can tell whether a row moved */
 			sluice_buf_append_str(&sql, " RETURNING 1) ");
 			apply_insert_sql(&sql, r, newr->present, "upsert");
 			/* Missing only if there was no old row to move. */
@@ -1192,75 +1232,39 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			for (char *f = strstr((char *)sql.data, " RETURNING "); f != NULL;
 			     f = strstr(f + 1, " RETURNING "))
 				ret = f; /* the INSERT's, after the CTE's */
-			if (ret != NULL) {
-				sql.len = (size_t)(ret - (char *)sql.data);
-				sluice_buf_append_str(&sql, " RETURNING NOT EXISTS (SELECT 1 FROM gone)");
-				sluice_buf_append_byte(&sql, '\0');
-			}
-			const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-			for (int i = 0; i < r->ncols; i++)
-				if (newr->present[i])
-					apply_params_add(&p, newr->v[i]);
-			for (int i = 0; i < r->ncols; i++)
-				if (r->key[i])
-					apply_params_add(&p, keyrow->v[i]);
-			if (ok)
-				ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_UPDATE_UPSERT, ri,
-							 keyjson);
-			keyjson = NULL;
-		} else {
-			/* Unchanged TOAST values stay as they are on the target. */
-			apply_colset_key(key, sizeof(key), r, "up", newr->present);
+			sql.len = (size_t)(ret - (char *)sql.data);
+			sluice_buf_append_str(&sql, " RETURNING NOT EXISTS (SELECT 1 FROM gone)");
+			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		}
+	} else if (op == 'U') {
+		/* Unchanged TOAST values stay as they are on the target. */
+		kind = APPLY_K_UPDATE_PLAIN;
+		apply_colset_key(key, sizeof(key), r, "up", newr->present);
+		apply_params_present(&p, r, newr);
+		apply_params_key(&p, r, keyrow);
+		if ((name = apply_stmt_find(a, key)) == NULL) {
 			sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
 			int next = 1;
-			for (int i = 0; i < r->ncols; i++)
-				if (newr->present[i])
-					sluice_buf_printf(&sql, "%s%s = $%d", next > 1 ? ", " : "",
-							  r->qcols[i], next), next++;
+			apply_set_list(&sql, r, newr->present, &next);
 			apply_where(&sql, r, "", &next);
-			sluice_buf_append_byte(&sql, '\0');
-			const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-			for (int i = 0; i < r->ncols; i++)
-				if (newr->present[i])
-					apply_params_add(&p, newr->v[i]);
-			for (int i = 0; i < r->ncols; i++)
-				if (r->key[i])
-					apply_params_add(&p, keyrow->v[i]);
-			if (ok)
-				ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_UPDATE_PLAIN, ri,
-							 keyjson);
-			keyjson = NULL;
+			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
-	} else if (append) {
-		/* Never delete; a delete of a missing row is still a conflict. */
-		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
-		sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
-		int next = 1;
-		apply_where(&sql, r, "", &next);
-		sluice_buf_append_str(&sql, ")");
-		sluice_buf_append_byte(&sql, '\0');
-		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&p, keyrow->v[i]);
-		if (ok)
-			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_APPEND_PROBE_DEL, ri,
-						 keyjson);
-		keyjson = NULL;
 	} else {
+		kind = APPLY_K_DELETE;
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
-		sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
-		int next = 1;
-		apply_where(&sql, r, "", &next);
-		sluice_buf_append_byte(&sql, '\0');
-		const char *name = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&p, keyrow->v[i]);
-		if (ok)
-			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_DELETE, ri, keyjson);
-		keyjson = NULL;
+		apply_params_key(&p, r, keyrow);
+		if ((name = apply_stmt_find(a, key)) == NULL) {
+			sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+			int next = 1;
+			apply_where(&sql, r, "", &next);
+			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		}
 	}
+	if (ok)
+		ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
+	else
+		free(keyjson);
+	keyjson = NULL;
 out:
 	free(keyjson);
 	free(vals);
@@ -1321,7 +1325,6 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	if (vals == NULL)
 		abort();
 	char *keyjson = apply_key_json(r, keyrow);
-	char *tombkey = NULL;
 
 	/* 1. versions of the row (locked) and of its tombstone */
 	apply_params p = {.v = vals};
@@ -1330,57 +1333,57 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	apply_params_add(&p, a->node);
 	int next = 3;
 	const char *tsval = NULL;
-	/*
-	 * The row is locked in a sub-select: when a concurrent local writer
-	 * commits first, the version is computed from the row as re-read.
-	 */
 	if (r->ts_col >= 0) {
 		tsval = newr && newr->present[r->ts_col] ? newr->v[r->ts_col] : NULL;
 		apply_params_add(&p, tsval);
 		next = 4;
-		sluice_buf_printf(&sql,
-				  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
-				  "CASE WHEN x.tc IS NULL OR $3::timestamptz IS NULL THEN "
-				  "sluice.remote_wins(x.xm, $1, $2) WHEN $3::timestamptz <> x.tc THEN "
-				  "$3::timestamptz > x.tc ELSE $2 > coalesce((sluice.version(x.xm)).node, "
-				  "'') END FROM (SELECT t.xmin AS xm, t.%s AS tc FROM %s t",
-				  r->qcols[r->ts_col], r->qname);
-	} else {
-		sluice_buf_printf(&sql,
-				  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
-				  "sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm FROM %s t",
-				  r->qname);
 	}
-	apply_where(&sql, r, "t.", &next);
-	sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
-	sluice_buf_append_byte(&sql, '\0');
-	const char *probe = apply_stmt_get(a, key, (const char *)sql.data, next - 1, &ok);
-	for (int i = 0; i < r->ncols; i++)
-		if (r->key[i])
-			apply_params_add(&p, keyrow->v[i]);
+	apply_params_key(&p, r, keyrow);
+	const char *probe = apply_stmt_find(a, key);
+	if (probe == NULL) {
+		/*
+		 * The row is locked in a sub-select: when a concurrent local writer
+		 * commits first, the version is computed from the row as re-read.
+		 */
+		if (r->ts_col >= 0)
+			sluice_buf_printf(&sql,
+					  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+					  "CASE WHEN x.tc IS NULL OR $3::timestamptz IS NULL THEN "
+					  "sluice.remote_wins(x.xm, $1, $2) WHEN $3::timestamptz <> x.tc "
+					  "THEN $3::timestamptz > x.tc ELSE $2 > "
+					  "coalesce((sluice.version(x.xm)).node, '') END FROM (SELECT "
+					  "t.xmin AS xm, t.%s AS tc FROM %s t",
+					  r->qcols[r->ts_col], r->qname);
+		else
+			sluice_buf_printf(&sql,
+					  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+					  "sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm "
+					  "FROM %s t",
+					  r->qname);
+		apply_where(&sql, r, "t.", &next);
+		sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
+		probe = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+	}
 	if (ok)
 		ok = apply_send_prepared(a, probe, p.n, p.v, APPLY_K_PROBE_ROW, ri, NULL);
 	/* Tombstone keys are built on the server, through the column types. */
 	if (ok) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tprobe", r->generation);
-		sluice_buf_reset(&sql);
-		sluice_buf_append_str(&sql, "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
-					    "FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
-					    "WHERE tb.rel = $3 AND tb.key = ");
-		apply_tomb_key_expr(&sql, r, 4);
-		sluice_buf_append_byte(&sql, '\0');
-		int nk = 0;
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				nk++;
-		const char *tname = apply_stmt_get(a, key, (const char *)sql.data, 3 + nk, &ok);
+		const char *tname = apply_stmt_find(a, key);
+		if (tname == NULL) {
+			sluice_buf_reset(&sql);
+			sluice_buf_append_str(&sql,
+					      "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
+					      "FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
+					      "WHERE tb.rel = $3 AND tb.key = ");
+			apply_tomb_key_expr(&sql, r, 4);
+			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
+		}
 		apply_params tpp = {.v = vals + r->ncols + 2};
 		apply_params_add(&tpp, a->commit_ts);
 		apply_params_add(&tpp, a->node);
 		apply_params_add(&tpp, r->tomb_rel);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&tpp, keyrow->v[i]);
+		apply_params_key(&tpp, r, keyrow);
 		if (ok)
 			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri, NULL);
 	}
@@ -1452,70 +1455,58 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	next = 1;
 	if (w == W_INSERT) {
 		apply_colset_key(key, sizeof(key), r, "tin", newr->present);
-		apply_insert_sql(&sql, r, newr->present, "nothing");
-		for (int i = 0; i < r->ncols; i++)
-			if (newr->present[i])
-				apply_params_add(&p, newr->v[i]);
+		apply_params_present(&p, r, newr);
+		if (apply_stmt_find(a, key) == NULL)
+			apply_insert_sql(&sql, r, newr->present, "nothing");
 		a->stats->inserts++;
 	} else if (w == W_UPDATE || w == W_UPDATE_ALL) {
 		apply_colset_key(key, sizeof(key), r, "tup", newr->present);
-		sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
-		for (int i = 0; i < r->ncols; i++)
-			if (newr->present[i])
-				sluice_buf_printf(&sql, "%s%s = $%d", next > 1 ? ", " : "", r->qcols[i],
-						  next),
-					next++;
-		apply_where(&sql, r, "", &next);
-		for (int i = 0; i < r->ncols; i++)
-			if (newr->present[i])
-				apply_params_add(&p, newr->v[i]);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&p, keyrow->v[i]);
+		apply_params_present(&p, r, newr);
+		apply_params_key(&p, r, keyrow);
+		if (apply_stmt_find(a, key) == NULL) {
+			sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
+			apply_set_list(&sql, r, newr->present, &next);
+			apply_where(&sql, r, "", &next);
+		}
 		a->stats->updates++;
 	} else if (w == W_DELETE) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
-		sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
-		apply_where(&sql, r, "", &next);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&p, keyrow->v[i]);
+		apply_params_key(&p, r, keyrow);
+		if (apply_stmt_find(a, key) == NULL) {
+			sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+			apply_where(&sql, r, "", &next);
+		}
 		a->stats->deletes++;
 	}
-	sluice_buf_append_byte(&sql, '\0');
 	if (w != W_NONE && w != W_TOMB) {
-		const char *name = apply_stmt_get(a, key, (const char *)sql.data, p.n, &ok);
+		const char *name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
 		if (ok)
 			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_TS_WRITE, ri, NULL);
 	}
 	/* Deletes leave a tombstone at the remote version (the trigger does it when tracked). */
 	if (ok && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tomb", r->generation);
-		sluice_buf_reset(&sql);
-		sluice_buf_append_str(&sql, "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
-		apply_tomb_key_expr(&sql, r, 4);
-		sluice_buf_append_str(&sql, ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = now() "
-					    "WHERE sluice.remote_wins(t.xmin, $2, $3)");
-		sluice_buf_append_byte(&sql, '\0');
-		int nk = 0;
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				nk++;
-		const char *tname = apply_stmt_get(a, key, (const char *)sql.data, 3 + nk, &ok);
+		const char *tname = apply_stmt_find(a, key);
+		if (tname == NULL) {
+			sluice_buf_reset(&sql);
+			sluice_buf_append_str(&sql,
+					      "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
+			apply_tomb_key_expr(&sql, r, 4);
+			sluice_buf_append_str(&sql, ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = "
+						    "now() WHERE sluice.remote_wins(t.xmin, $2, $3)");
+			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
+		}
 		apply_params up = {.v = vals + r->ncols + 2};
 		apply_params_add(&up, r->tomb_rel);
 		apply_params_add(&up, a->commit_ts);
 		apply_params_add(&up, a->node);
-		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				apply_params_add(&up, keyrow->v[i]);
+		apply_params_key(&up, r, keyrow);
 		if (ok)
 			ok = apply_send_prepared(a, tname, up.n, up.v, APPLY_K_CONTROL, ri, NULL);
 	}
 	if (ok)
 		ok = apply_maybe_drain(a);
 out:
-	free(tombkey);
 	free(keyjson);
 	free(vals);
 	sluice_buf_free(&sql);

@@ -100,7 +100,7 @@ sluice_prepare_installed(PGconn *conn)
 		conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'sluice'", 0, NULL);
 	if (res == NULL)
 		return -1;
-	int n = atoi(PQgetvalue(res, 0, 0));
+	long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return n > 0;
 }

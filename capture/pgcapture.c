@@ -46,6 +46,10 @@ typedef struct capture {
 	size_t ntypes;
 	uint32_t *local_rels; /* owned: relation ids in CAPTURE_LOCAL_SCHEMA */
 	size_t nlocal_rels;
+	/* owned: row images of one change, reused from change to change */
+	Sluice__V1__ValueKind *kinds;
+	ProtobufCBinaryData *values;
+	size_t row_cap;
 	sluice_capture_stats *stats;
 
 	/* the source transaction being received */
@@ -303,10 +307,17 @@ capture_change(capture *c, const sluice_pgo_msg *m)
 		return false;
 	size_t n = m->change.new_tuple.ncols > m->change.old_tuple.ncols ? m->change.new_tuple.ncols
 									 : m->change.old_tuple.ncols;
-	Sluice__V1__ValueKind *kinds = malloc((2 * n + 1) * sizeof(*kinds));
-	ProtobufCBinaryData *values = malloc((2 * n + 1) * sizeof(*values));
-	if (kinds == NULL || values == NULL)
-		abort();
+	if (2 * n + 1 > c->row_cap) {
+		c->row_cap = 2 * n + 1;
+		free(c->kinds);
+		free(c->values);
+		c->kinds = malloc(c->row_cap * sizeof(*c->kinds));
+		c->values = malloc(c->row_cap * sizeof(*c->values));
+		if (c->kinds == NULL || c->values == NULL)
+			abort();
+	}
+	Sluice__V1__ValueKind *kinds = c->kinds;
+	ProtobufCBinaryData *values = c->values;
 	Sluice__V1__Row oldrow, newrow;
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	Sluice__V1__Insert ins = SLUICE__V1__INSERT__INIT;
@@ -346,8 +357,6 @@ capture_change(capture *c, const sluice_pgo_msg *m)
 		rec.delete_ = &del;
 	}
 	bool ok = sluice_writer_append(c->w, &rec);
-	free(values);
-	free(kinds);
 	c->changes++;
 	c->stats->changes++;
 	return ok;
@@ -562,10 +571,10 @@ capture_prepare(capture *c, bool *take_snapshot)
 	}
 	char dbname[256];
 	snprintf(dbname, sizeof(dbname), "%s", PQgetvalue(res, 0, 1));
-	int version = atoi(PQgetvalue(res, 0, 2));
+	long version = strtol(PQgetvalue(res, 0, 2), NULL, 10);
 	PQclear(res);
 	if (o->snapshot && version < 150000) {
-		sluice_log_error("--snapshot needs PostgreSQL 15 or later (the source is %d)", version);
+		sluice_log_error("--snapshot needs PostgreSQL 15 or later (the source is %ld)", version);
 		return CAPTURE_START_FATAL;
 	}
 
@@ -1065,6 +1074,8 @@ cleanup:
 		free(c.types[i].name);
 	free(c.types);
 	free(c.local_rels);
+	free(c.kinds);
+	free(c.values);
 	sluice_pgo_decoder_free(c.dec);
 	return ok;
 }

@@ -96,18 +96,21 @@ scan_damage_kind(sluice_scan *scan, uint64_t off, uint64_t size)
 	return SLUICE_SCAN_BAD;
 }
 
-sluice_scan_status
-sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
+/*
+ * scan_read_header reads and parses the header at the current offset.
+ * @return SLUICE_SCAN_FRAME when out->hdr is parsed (not yet authenticated),
+ * END, IO, TORN for a header cut short, or BAD with out->frame_status set.
+ */
+static sluice_scan_status
+scan_read_header(sluice_scan *scan, sluice_scan_frame *out, uint64_t *size)
 {
-	uint64_t size;
-	if (!sluice_segment_size(scan->seg, &size))
+	if (!sluice_segment_size(scan->seg, size))
 		return SLUICE_SCAN_IO;
 	uint64_t off = scan->offset;
 	memset(out, 0, sizeof(*out));
 	out->offset = off;
-	if (off >= size)
+	if (off >= *size)
 		return SLUICE_SCAN_END;
-
 	size_t got = 0;
 	if (!sluice_segment_read(scan->seg, off, out->header_bytes, SLUICE_FRAME_HEADER_SIZE, &got))
 		return SLUICE_SCAN_IO;
@@ -116,14 +119,26 @@ sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
 		out->frame_status = SLUICE_FRAME_E_SHORT;
 		return SLUICE_SCAN_TORN;
 	}
-	sluice_frame_status fs = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
-	if (fs != SLUICE_FRAME_OK) {
-		out->frame_status = fs;
+	out->frame_status = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
+	return out->frame_status == SLUICE_FRAME_OK ? SLUICE_SCAN_FRAME : SLUICE_SCAN_BAD;
+}
+
+sluice_scan_status
+sluice_scan_next(sluice_scan *scan, sluice_scan_frame *out)
+{
+	uint64_t size;
+	uint64_t off = scan->offset;
+	size_t got = 0;
+	sluice_frame_status fs;
+	sluice_scan_status hs = scan_read_header(scan, out, &size);
+	if (hs == SLUICE_SCAN_BAD) {
 		sluice_scan_status k = scan_damage_kind(scan, off, size);
 		if (k == SLUICE_SCAN_TORN)
 			out->frame_status = SLUICE_FRAME_E_SHORT;
 		return k;
 	}
+	if (hs != SLUICE_SCAN_FRAME)
+		return hs;
 
 	const uint8_t *pk = sluice_trust_find(scan->trust, out->hdr.key_id);
 	if (pk == NULL)
@@ -172,26 +187,10 @@ sluice_scan_status
 sluice_scan_next_header(sluice_scan *scan, sluice_scan_frame *out)
 {
 	uint64_t size;
-	if (!sluice_segment_size(scan->seg, &size))
-		return SLUICE_SCAN_IO;
-	uint64_t off = scan->offset;
-	memset(out, 0, sizeof(*out));
-	out->offset = off;
-	if (off >= size)
-		return SLUICE_SCAN_END;
-	size_t got = 0;
-	if (!sluice_segment_read(scan->seg, off, out->header_bytes, SLUICE_FRAME_HEADER_SIZE, &got))
-		return SLUICE_SCAN_IO;
-	if (got < SLUICE_FRAME_HEADER_SIZE) {
-		out->frame_status = SLUICE_FRAME_E_SHORT;
-		return SLUICE_SCAN_TORN;
-	}
-	sluice_frame_status fs = sluice_frame_parse_header(out->header_bytes, got, &out->hdr);
-	if (fs != SLUICE_FRAME_OK) {
-		out->frame_status = fs;
-		return SLUICE_SCAN_BAD;
-	}
-	uint64_t end = off + SLUICE_FRAME_HEADER_SIZE + out->hdr.payload_len;
+	sluice_scan_status hs = scan_read_header(scan, out, &size);
+	if (hs != SLUICE_SCAN_FRAME)
+		return hs;
+	uint64_t end = scan->offset + SLUICE_FRAME_HEADER_SIZE + out->hdr.payload_len;
 	if (end > size) {
 		out->frame_status = SLUICE_FRAME_E_SHORT;
 		return SLUICE_SCAN_TORN;
