@@ -8,13 +8,22 @@
 #            versus PostgreSQL's subscriber (CREATE SUBSCRIPTION on a pre-filled
 #            slot, create_slot=false, copy_data=false), each into a fresh copy of
 #            the same pre-workload target database
+#   latency: commit on the source to insert on the target under a steady
+#            `pgbench -R` load: sluice capture + apply versus a subscription
+#   cost:    bytes on disk per change, compression ratio, CPU seconds of
+#            capture and apply (and of the target server) per million changes
 #
 # Workloads: W1 bulk (1M-row insert, 200k updates, 100k deletes), W2 many small
 # transactions (10k transactions of 100 inserts), W3 pgbench TPC-B-like
-# (scale 10, 4 clients). --quick runs them at a tenth of the size.
+# (scale 10, 4 clients), W4 wide rows (8 kB TOASTed column: 20k inserts,
+# updates that leave it unchanged, updates that replace it, deletes).
+# --quick runs them at a tenth of the size and the latency runs for 8 s.
 #
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3] [--json FILE]
-# Output: a table on stdout and a JSON summary (default build/bench/summary.json).
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT]
+#                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
+# Output: tables on stdout, progress on stderr, and a JSON summary
+# (default build/bench/summary.json). Exit status: 0 done, 1 a run failed or a
+# tool left the target different from the source, 2 usage error.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,18 +32,26 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 quick=0
 runs=3
-workloads="W1,W2,W3"
+workloads="W1,W2,W3,W4,LAT"
 json="$ROOT/build/bench/summary.json"
+lat_rate=1000
+lat_seconds=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1 ;;
 	--runs) runs=$2; shift ;;
 	--workloads) workloads=$2; shift ;;
+	--latency-rate) lat_rate=$2; shift ;;
+	--latency-seconds) lat_seconds=$2; shift ;;
 	--json) json=$2; shift ;;
-	-h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+	-h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
+done
+case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs needs a positive number" >&2; exit 2 ;; esac
+for wl in ${workloads//,/ }; do
+	case "$wl" in W1 | W2 | W3 | W4 | LAT) ;; *) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;; esac
 done
 
 sluice_install_deps
@@ -54,12 +71,43 @@ SRC=$(pg_conninfo src)
 
 scale=1
 [ "$quick" -eq 1 ] && scale=10
+[ -n "$lat_seconds" ] || { lat_seconds=20; [ "$quick" -eq 1 ] && lat_seconds=8; }
 
 now() { date +%s.%N; }
-# cpu_of PID-file: user+sys seconds of a finished command run with /usr/bin/time is not
-# available everywhere; we time wall clock and read CPU from /proc at exit instead.
+: >"$W/results"   # lines: workload tool run seconds cpu-seconds target-server-cpu-seconds
+: >"$W/sizes"     # lines: workload changes messages store-bytes raw-bytes payload-bytes
+: >"$W/latency"   # lines: tool run n p50 p99 max tps (milliseconds)
 
-results=()   # lines: workload tool run seconds
+# srv_cpu NAME: CPU seconds used so far by server NAME's processes, including
+# backends and workers that have exited (the postmaster reaps them).
+srv_cpu() {
+	python3 - "$PG_HARNESS_DIR/$1/data/postmaster.pid" <<'PY'
+import os, sys
+pm = open(sys.argv[1]).readline().strip()
+tick = os.sysconf("SC_CLK_TCK")
+total = 0
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        f = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if p == pm:
+        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    elif f[1] == pm:
+        total += int(f[11]) + int(f[12])
+print("%.2f" % (total / tick))
+PY
+}
+
+# timed OUT CMD...: runs CMD; OUT gets "wall user+sys" seconds of it.
+timed() {
+	local out=$1 TIMEFORMAT='%R %U %S'
+	shift
+	{ time "$@"; } 2>"$out.time"
+	awk '{ printf "%s %.2f\n", $1, $2 + $3 }' "$out.time" >"$out"
+}
 
 # make_slots N: slots at the current position, before the workload: N for each
 # capture tool, N for the native subscriber, one for the stream apply reads.
@@ -84,16 +132,17 @@ fresh_target() {
 }
 
 run_sluice_apply() { # dbname
-	# Replication origins are per cluster: every run starts without progress.
-	pg_psql dst postgres -c "SELECT pg_replication_origin_drop('sluice_bench') FROM pg_replication_origin WHERE roname = 'sluice_bench'" >/dev/null
 	"$SLUICE" --log-format json apply --store "$W/stream-$wl" --stream bench --trust "$W/k.pub" \
 		--target "$(pg_conninfo dst "$1")" --exit-when-caught-up 2>"$W/apply-$1.log"
 }
 
-run_native() { # dbname slot endpos
+# run_native DB SLOT ENDPOS: prints "wall target-server-cpu" seconds, timed from
+# ENABLE until the slot's confirmed position reaches ENDPOS.
+run_native() {
 	local db=$1 slot=$2 endpos=$3
 	pg_psql dst "$db" -c "CREATE SUBSCRIPTION sub_$db CONNECTION '$SRC' PUBLICATION bench WITH (create_slot = false, copy_data = false, slot_name = '$slot', enabled = false)" >/dev/null
-	local t0 t1
+	local t0 t1 c0 c1
+	c0=$(srv_cpu dst)
 	t0=$(now)
 	pg_psql dst "$db" -c "ALTER SUBSCRIPTION sub_$db ENABLE" >/dev/null
 	while [ "$(pg_psql src postgres -c "SELECT confirmed_flush_lsn >= '$endpos' FROM pg_replication_slots WHERE slot_name = '$slot'")" != t ]; do
@@ -103,7 +152,9 @@ run_native() { # dbname slot endpos
 	pg_psql dst "$db" -c "ALTER SUBSCRIPTION sub_$db DISABLE" >/dev/null
 	pg_psql dst "$db" -c "ALTER SUBSCRIPTION sub_$db SET (slot_name = NONE)" >/dev/null
 	pg_psql dst "$db" -c "DROP SUBSCRIPTION sub_$db" >/dev/null
-	echo "$t1 - $t0" | bc -l
+	sleep 0.2 # the worker exits and is reaped: its CPU is then counted
+	c1=$(srv_cpu dst)
+	echo "$(echo "$t1 - $t0" | bc -l) $(echo "$c1 - $c0" | bc -l)"
 }
 drop_slots() {
 	pg_psql src postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sl_%'" >/dev/null
@@ -139,36 +190,63 @@ workload() {
 		make_slots "$runs"
 		pgbench -n -c 4 -j 2 -t $((20000 / scale)) "$SRC" >/dev/null 2>&1
 		;;
+	W4)
+		# 8 kB of hex text per row: stored compressed out of line (TOAST).
+		pg_psql src postgres -c "DROP TABLE IF EXISTS w4; CREATE TABLE w4 (id bigint PRIMARY KEY, n integer, note text, doc text)" >/dev/null
+		make_slots "$runs"
+		local rows=$((20000 / scale)) b
+		for b in $(seq 0 9); do # ten transactions of inserts
+			pg_psql src postgres -c "INSERT INTO w4 SELECT g, 0, 'row ' || g, (SELECT string_agg(md5((g * 1000 + i)::text), '') FROM generate_series(1, 256) i) FROM generate_series($((b * rows / 10 + 1)), $(((b + 1) * rows / 10))) g" >/dev/null
+		done
+		pg_psql src postgres -c "UPDATE w4 SET n = n + 1, note = 'touched'" >/dev/null           # doc unchanged
+		pg_psql src postgres -c "UPDATE w4 SET doc = md5(doc) || doc WHERE id % 10 = 0" >/dev/null # doc replaced
+		pg_psql src postgres -c "DELETE FROM w4 WHERE id % 10 = 1" >/dev/null
+		;;
 	esac
 }
 
-for wl in ${workloads//,/ }; do
-	echo "== $wl: preparing" >&2
+# ---- capture, apply and stream cost per workload ------------------------------
+
+bench_workload() {
+	local wl=$1 i tool order secs out
+	echo "== $wl: preparing the workload" >&2
 	pg_psql src postgres -c "DROP PUBLICATION IF EXISTS bench; CREATE PUBLICATION bench FOR ALL TABLES" >/dev/null
 	workload "$wl"
+	local end messages changes
 	end=$(pg_psql src postgres -c "SELECT pg_current_wal_lsn()")
-	changes=$(pg_psql src postgres -c "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('sl_recv_1', '$end', NULL, 'proto_version', '1', 'publication_names', 'bench')")
+	# messages: everything pgoutput sends; changes: Insert, Update and Delete messages
+	read -r messages changes < <(pg_psql src postgres -F ' ' -c "SELECT count(*), count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68)) FROM pg_logical_slot_peek_binary_changes('sl_recv_1', '$end', NULL, 'proto_version', '1', 'publication_names', 'bench')")
+	echo "== $wl: $changes row changes ($messages pgoutput messages); capture" >&2
 	for i in $(seq 1 "$runs"); do
 		order="recv sluice"
 		[ $((i % 2)) -eq 0 ] && order="sluice recv"
 		for tool in $order; do
-			t0=$(now)
 			if [ "$tool" = recv ]; then
-				run_recvlogical "sl_recv_$i" "$end"
+				timed "$W/t" run_recvlogical "sl_recv_$i" "$end"
 			else
-				run_sluice "sl_sluice_$i" "$end" "$W/store-$wl-$i"
+				timed "$W/t" run_sluice "sl_sluice_$i" "$end" "$W/store-$wl-$i"
 			fi
-			t1=$(now)
-			secs=$(echo "$t1 - $t0" | bc -l)
-			results+=("$wl $tool $i $secs")
-			echo "   $wl run $i $tool: ${secs}s" >&2
+			read -r secs cpu <"$W/t"
+			echo "$wl $tool $i $secs $cpu -" >>"$W/results"
+			echo "   $wl run $i $tool: ${secs} s (${cpu} s CPU)" >&2
 		done
-		bytes=$(du -sb "$W/store-$wl-$i" | cut -f1)
 		"$SLUICE" verify --store "$W/store-$wl-$i" --stream bench --trust "$W/k.pub" >/dev/null
 	done
-	echo "$wl changes=$changes bytes=$bytes" >>"$W/sizes"
+	# Stream cost: bytes on disk, and record bytes before and after compression.
+	local bytes raw payload
+	bytes=$(du -sb "$W/store-$wl-1/bench" | cut -f1)
+	read -r raw payload < <("$SLUICE" inspect --store "$W/store-$wl-1" --stream bench --trust "$W/k.pub" --json |
+		python3 -c 'import json, sys
+r = p = 0
+for line in sys.stdin:
+    f = json.loads(line)
+    if f.get("type") == "frame":
+        r += f["raw_bytes"]; p += f["payload_bytes"]
+print(r, p)')
+	echo "$wl $changes $messages $bytes $raw $payload" >>"$W/sizes"
 
 	# apply: capture the stream once (not timed), then alternate the appliers
+	echo "== $wl: apply" >&2
 	"$SLUICE" capture --source "$SRC" --store "$W/stream-$wl" --stream bench --key "$W/k.key" \
 		--slot sl_stream --publication bench --until-lsn "$end" --no-heartbeat --no-progress 2>/dev/null
 	for i in $(seq 1 "$runs"); do
@@ -177,15 +255,20 @@ for wl in ${workloads//,/ }; do
 		for tool in $order; do
 			fresh_target "t_${tool}_$i"
 			if [ "$tool" = native ]; then
-				secs=$(run_native "t_native_$i" "sl_native_$i" "$end")
+				read -r secs srv < <(run_native "t_native_$i" "sl_native_$i" "$end")
+				cpu=-
 			else
-				t0=$(now)
-				run_sluice_apply "t_sluice_$i"
-				t1=$(now)
-				secs=$(echo "$t1 - $t0" | bc -l)
+				# Replication origins are per cluster: every run starts without progress.
+				pg_psql dst postgres -c "SELECT pg_replication_origin_drop('sluice_bench') FROM pg_replication_origin WHERE roname = 'sluice_bench'" >/dev/null
+				c0=$(srv_cpu dst)
+				timed "$W/t" run_sluice_apply "t_sluice_$i"
+				sleep 0.2
+				c1=$(srv_cpu dst)
+				read -r secs cpu <"$W/t"
+				srv=$(echo "$c1 - $c0" | bc -l)
 			fi
-			results+=("$wl apply_$tool $i $secs")
-			echo "   $wl run $i apply $tool: ${secs}s" >&2
+			echo "$wl apply_$tool $i $secs $cpu $srv" >>"$W/results"
+			echo "   $wl run $i apply $tool: ${secs} s (sluice CPU ${cpu} s, target server CPU ${srv} s)" >&2
 		done
 		# both appliers must produce the source's rows
 		for tbl in $(pg_psql src postgres -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"); do
@@ -200,36 +283,240 @@ for wl in ${workloads//,/ }; do
 		pg_psql dst postgres -c "DROP DATABASE t_sluice_$i" >/dev/null
 	done
 	drop_slots
+	rm -rf "$W"/store-"$wl"-* "$W/stream-$wl"
+}
+
+# ---- end-to-end latency --------------------------------------------------------
+
+# lat_setup: database latdb on the source (pgbench scale 1 and table lat, one
+# row per transaction), two target copies whose lat rows record their arrival
+# time (a trigger that also fires for replicated rows), a slot for each tool.
+lat_setup() {
+	pg_psql src postgres -c "DROP DATABASE IF EXISTS latdb" >/dev/null
+	pg_psql src postgres -c "CREATE DATABASE latdb" >/dev/null
+	LSRC=$(pg_conninfo src latdb)
+	pgbench -i -q -s 1 "$LSRC" >/dev/null 2>&1
+	pg_psql src latdb -c "CREATE TABLE lat (id bigserial PRIMARY KEY, client int NOT NULL)" >/dev/null
+	pg_psql src latdb -c "CREATE PUBLICATION latpub FOR ALL TABLES" >/dev/null
+	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_sluice', 'pgoutput')" >/dev/null
+	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_native', 'pgoutput')" >/dev/null
+	local tool
+	for tool in sluice native; do
+		pg_psql dst postgres -c "DROP DATABASE IF EXISTS lat_$tool" >/dev/null
+		pg_psql dst postgres -c "CREATE DATABASE lat_$tool" >/dev/null
+		pg_dump "$LSRC" | psql -q -X "$(pg_conninfo dst "lat_$tool")" >/dev/null
+		pg_psql dst "lat_$tool" >/dev/null <<'SQL'
+DROP PUBLICATION IF EXISTS latpub;
+ALTER TABLE lat ADD COLUMN arrived timestamptz;
+CREATE FUNCTION lat_arrived() RETURNS trigger LANGUAGE plpgsql
+    AS $$BEGIN NEW.arrived := clock_timestamp(); RETURN NEW; END$$;
+CREATE TRIGGER lat_arrived BEFORE INSERT ON lat FOR EACH ROW EXECUTE FUNCTION lat_arrived();
+ALTER TABLE lat ENABLE ALWAYS TRIGGER lat_arrived;
+SQL
+	done
+	pg_psql dst lat_native -c "CREATE SUBSCRIPTION lat_sub CONNECTION '$LSRC' PUBLICATION latpub WITH (create_slot = false, copy_data = false, slot_name = 'sl_lat_native', enabled = false)" >/dev/null
+	cat >"$W/lat.sql" <<'SQL'
+\set aid random(1, 100000)
+\set bid 1
+\set tid random(1, 10)
+\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+INSERT INTO lat (client) VALUES (:client_id);
+COMMIT;
+SQL
+}
+
+# lat_wait TOOL: waits (up to 10 minutes) until TOOL's target holds every lat row of the source.
+lat_wait() {
+	local want have i
+	want=$(pg_psql src latdb -c "SELECT count(*) FROM lat")
+	for i in $(seq 1 6000); do
+		have=$(pg_psql dst "lat_$1" -c "SELECT count(*) FROM lat")
+		[ "$have" = "$want" ] && return 0
+		if [ "$1" = sluice ] && ! kill -0 "$LAT_APPLY" 2>/dev/null; then
+			tail -n 5 "$W/lat-apply.log" >&2
+			echo "bench: sluice apply stopped during the latency run" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+	echo "bench: $1 did not catch up with the source within 10 minutes ($have of $want rows)" >&2
+	exit 1
+}
+
+lat_start() {
+	if [ "$1" = sluice ]; then
+		"$SLUICE" --log-format json capture --source "$LSRC" --store "$W/lat-store" --stream lat \
+			--key "$W/k.key" --slot sl_lat_sluice --publication latpub --create --no-progress 2>>"$W/lat-capture.log" &
+		LAT_CAPTURE=$!
+		"$SLUICE" --log-format json apply --store "$W/lat-store" --stream lat --trust "$W/k.pub" \
+			--target "$(pg_conninfo dst lat_sluice)" 2>>"$W/lat-apply.log" &
+		LAT_APPLY=$!
+	else
+		pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub ENABLE" >/dev/null
+	fi
+}
+
+lat_stop() {
+	if [ "$1" = sluice ]; then
+		kill -TERM "$LAT_CAPTURE" "$LAT_APPLY"
+		wait "$LAT_CAPTURE" || { echo "bench: sluice capture failed (see $W/lat-capture.log)" >&2; exit 1; }
+		wait "$LAT_APPLY" || { echo "bench: sluice apply failed (see $W/lat-apply.log)" >&2; exit 1; }
+	else
+		pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub DISABLE" >/dev/null
+	fi
+}
+
+# lat_run TOOL RUN: catch up first (the other tool's load), then measure.
+lat_run() {
+	local tool=$1 run=$2 lo hi tps
+	lat_start "$tool"
+	lat_wait "$tool"
+	lo=$(pg_psql src latdb -c "SELECT coalesce(max(id), 0) FROM lat")
+	pgbench -n -c 4 -j 2 -R "$lat_rate" -T "$lat_seconds" -f "$W/lat.sql" "$LSRC" >"$W/lat-pgbench.log" 2>&1 ||
+		{ cat "$W/lat-pgbench.log" >&2; exit 1; }
+	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$W/lat-pgbench.log")
+	hi=$(pg_psql src latdb -c "SELECT max(id) FROM lat")
+	lat_wait "$tool"
+	lat_stop "$tool"
+	pg_psql src latdb -F ' ' -c "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-src"
+	pg_psql dst "lat_$tool" -F ' ' -c "SELECT id, extract(epoch FROM arrived) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-dst"
+	python3 - "$W/lat-src" "$W/lat-dst" "$tool" "$run" "$tps" >>"$W/latency" <<'PY'
+import sys
+src = dict(l.split() for l in open(sys.argv[1]))
+dst = dict(l.split() for l in open(sys.argv[2]))
+assert src.keys() == dst.keys(), "rows missing on the target"
+ms = sorted((float(dst[k]) - float(src[k])) * 1000 for k in src)
+pct = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
+print("%s %s %d %.2f %.2f %.2f %s" % (sys.argv[3], sys.argv[4], len(ms), pct(0.5), pct(0.99), ms[-1], sys.argv[5]))
+PY
+	echo "   latency run $run $tool: $(tail -n 1 "$W/latency" | cut -d' ' -f3-) (rows p50 p99 max ms, tps)" >&2
+}
+
+bench_latency() {
+	echo "== latency: pgbench -R $lat_rate for $lat_seconds s per run" >&2
+	lat_setup
+	local i tool order
+	for i in $(seq 1 "$runs"); do
+		order="native sluice"
+		[ $((i % 2)) -eq 0 ] && order="sluice native"
+		for tool in $order; do
+			lat_run "$tool" "$i"
+		done
+	done
+	pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub SET (slot_name = NONE)" -c "DROP SUBSCRIPTION lat_sub" >/dev/null
+	pg_psql src latdb -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sl_lat_%'" >/dev/null
+}
+
+for wl in ${workloads//,/ }; do
+	if [ "$wl" = LAT ]; then
+		bench_latency
+	else
+		bench_workload "$wl"
+	fi
 done
 
-python3 - "$json" "$W/sizes" "$quick" "${results[@]}" <<'PY'
-import json, statistics, sys, platform, os
-out, sizes_file, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-rows = [r.split() for r in sys.argv[4:]]
-sizes = {}
-for line in open(sizes_file):
-    wl, c, b = line.split()
-    sizes[wl] = {"messages": int(c.split("=")[1]), "store_bytes": int(b.split("=")[1])}
-summary = {"quick": quick, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "capture": {}, "apply": {}}
-print("%-4s %12s %12s %8s %14s %12s   (capture: drain time)" % ("wl", "recvlogical", "sluice", "ratio", "pgoutput msgs", "store bytes"))
-for wl in sorted({r[0] for r in rows if r[1] in ("recv", "sluice")}):
-    rv = [float(r[3]) for r in rows if r[0] == wl and r[1] == "recv"]
-    sl = [float(r[3]) for r in rows if r[0] == wl and r[1] == "sluice"]
-    m_rv, m_sl = statistics.median(rv), statistics.median(sl)
-    ratio = m_sl / m_rv
-    summary["capture"][wl] = {"pg_recvlogical_s": rv, "sluice_s": sl, "median_pg_recvlogical_s": m_rv,
-                              "median_sluice_s": m_sl, "ratio": ratio, **sizes.get(wl, {})}
-    print("%-4s %11.2fs %11.2fs %7.2fx %14d %12d" % (wl, m_rv, m_sl, ratio, sizes[wl]["messages"], sizes[wl]["store_bytes"]))
-print()
-print("%-4s %12s %12s %8s   (apply: catch-up time; ratio < 1 means sluice is faster)" % ("wl", "subscriber", "sluice", "ratio"))
-for wl in sorted({r[0] for r in rows if r[1].startswith("apply_")}):
-    nv = [float(r[3]) for r in rows if r[0] == wl and r[1] == "apply_native"]
-    sl = [float(r[3]) for r in rows if r[0] == wl and r[1] == "apply_sluice"]
-    m_nv, m_sl = statistics.median(nv), statistics.median(sl)
-    summary["apply"][wl] = {"subscriber_s": nv, "sluice_s": sl, "median_subscriber_s": m_nv,
-                            "median_sluice_s": m_sl, "ratio": m_sl / m_nv}
-    print("%-4s %11.2fs %11.2fs %7.2fx" % (wl, m_nv, m_sl, m_sl / m_nv))
+python3 - "$json" "$W/results" "$W/sizes" "$W/latency" "$quick" "$lat_rate" "$lat_seconds" <<'PY'
+import json, os, platform, statistics, subprocess, sys
+out, quick = sys.argv[1], sys.argv[5] == "1"
+rows = [l.split() for l in open(sys.argv[2])]
+sizes = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(sys.argv[3])}
+lats = [l.split() for l in open(sys.argv[4])]
+med = statistics.median
+
+def cpuinfo():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+def pgversion():
+    try:
+        return subprocess.run(["pg_config", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+summary = {"quick": quick, "runs": None,
+           "machine": {"cpus": os.cpu_count(), "cpu": cpuinfo(), "platform": platform.platform(),
+                       "postgresql": pgversion()},
+           "capture": {}, "apply": {}, "cost": {}, "latency": {}}
+
+def series(wl, tool, field):
+    return [float(r[field]) for r in rows if r[0] == wl and r[1] == tool]
+
+wls = sorted({r[0] for r in rows})
+if wls:
+    print("Capture: draining the same slot contents (median of %d runs; ratio < 1: sluice faster)"
+          % len(series(wls[0], "sluice", 3)))
+    print("%-4s %10s %12s %12s %8s" % ("", "changes", "recvlogical", "sluice", "ratio"))
+for wl in wls:
+    rv, sl = series(wl, "recv", 3), series(wl, "sluice", 3)
+    ratio = med(sl) / med(rv)
+    summary["runs"] = len(sl)
+    summary["capture"][wl] = {"pg_recvlogical_s": rv, "sluice_s": sl, "median_pg_recvlogical_s": med(rv),
+                              "median_sluice_s": med(sl), "ratio": ratio,
+                              "pg_recvlogical_cpu_s": series(wl, "recv", 4),
+                              "sluice_cpu_s": series(wl, "sluice", 4)}
+    print("%-4s %10d %11.2fs %11.2fs %7.2fx" % (wl, sizes[wl][0], med(rv), med(sl), ratio))
+if wls:
+    print()
+    print("Apply: catching up the same changes (median; ratio < 1: sluice faster)")
+    print("%-4s %12s %12s %8s   %s" % ("", "subscriber", "sluice", "ratio", "target server CPU s: subscriber / sluice"))
+for wl in wls:
+    nv, sl = series(wl, "apply_native", 3), series(wl, "apply_sluice", 3)
+    ratio = med(sl) / med(nv)
+    summary["apply"][wl] = {"subscriber_s": nv, "sluice_s": sl, "median_subscriber_s": med(nv),
+                            "median_sluice_s": med(sl), "ratio": ratio,
+                            "target_server_cpu_subscriber_s": series(wl, "apply_native", 5),
+                            "target_server_cpu_sluice_s": series(wl, "apply_sluice", 5),
+                            "sluice_apply_cpu_s": series(wl, "apply_sluice", 4)}
+    print("%-4s %11.2fs %11.2fs %7.2fx   %.2f / %.2f" % (wl, med(nv), med(sl), ratio,
+          med(series(wl, "apply_native", 5)), med(series(wl, "apply_sluice", 5))))
+if wls:
+    print()
+    print("Stream cost (CPU: median seconds per million row changes)")
+    print("%-4s %10s %12s %9s %7s %9s %9s %9s %11s %11s" % ("", "changes", "store bytes", "B/change", "zstd",
+          "capture", "recvlog.", "apply", "srv sluice", "srv native"))
+for wl in wls:
+    changes, messages, store, raw, payload = sizes[wl]
+    per_m = lambda s: med(s) * 1e6 / changes if changes else 0.0
+    c = {"changes": changes, "pgoutput_messages": messages, "store_bytes": store,
+         "bytes_per_change": store / changes if changes else 0.0, "record_bytes": raw,
+         "compressed_bytes": payload, "compression_ratio": raw / payload if payload else 0.0,
+         "capture_cpu_s_per_m": per_m(series(wl, "sluice", 4)),
+         "pg_recvlogical_cpu_s_per_m": per_m(series(wl, "recv", 4)),
+         "apply_cpu_s_per_m": per_m(series(wl, "apply_sluice", 4)),
+         "target_server_cpu_s_per_m_sluice": per_m(series(wl, "apply_sluice", 5)),
+         "target_server_cpu_s_per_m_subscriber": per_m(series(wl, "apply_native", 5))}
+    summary["cost"][wl] = c
+    print("%-4s %10d %12d %9.1f %6.1fx %9.2f %9.2f %9.2f %11.2f %11.2f" % (
+        wl, changes, store, c["bytes_per_change"], c["compression_ratio"], c["capture_cpu_s_per_m"],
+        c["pg_recvlogical_cpu_s_per_m"], c["apply_cpu_s_per_m"], c["target_server_cpu_s_per_m_sluice"],
+        c["target_server_cpu_s_per_m_subscriber"]))
+if lats:
+    print()
+    print("End-to-end latency, source commit to row on the target, pgbench -R %s for %s s per run"
+          % (sys.argv[6], sys.argv[7]))
+    print("%-24s %5s %9s %9s %9s %9s %9s" % ("", "runs", "rows", "p50 ms", "p99 ms", "max ms", "tps"))
+for tool, name in (("sluice", "sluice capture + apply"), ("native", "logical replication")):
+    t = [l for l in lats if l[0] == tool]
+    if not t:
+        continue
+    d = {"runs": [{"rows": int(l[2]), "p50_ms": float(l[3]), "p99_ms": float(l[4]), "max_ms": float(l[5]),
+                   "tps": float(l[6])} for l in t]}
+    for k in ("p50_ms", "p99_ms", "max_ms", "tps"):
+        d["median_" + k] = med(r[k] for r in d["runs"])
+    summary["latency"][tool] = d
+    print("%-24s %5d %9d %9.1f %9.1f %9.1f %9.0f" % (name, len(t), sum(r["rows"] for r in d["runs"]),
+          d["median_p50_ms"], d["median_p99_ms"], d["median_max_ms"], d["median_tps"]))
 json.dump(summary, open(out, "w"), indent=1)
-print("summary written to %s" % out)
+print("\nsummary written to %s" % out)
 PY
