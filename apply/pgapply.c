@@ -30,9 +30,11 @@ typedef enum apply_kind {
 	APPLY_K_PROBE_ROW,      /* timestamp: version of the target row */
 	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
 	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
-	APPLY_K_BATCH_INSERT,   /* many inserts in one statement: RETURNING (xmax = 0), key */
+	APPLY_K_BATCH_INSERT,   /* many inserts in one statement: count written, keys that existed */
 	APPLY_K_APPEND_PROBE_UPD, /* append: partial update, does the row exist? */
 	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
+	APPLY_K_BATCH_PLAIN,    /* many inserts, no conflict handling: fails if a row exists */
+	APPLY_K_COMMIT,         /* COMMIT: its transaction is applied once this succeeds */
 } apply_kind;
 
 typedef struct apply_pending {
@@ -123,6 +125,15 @@ typedef struct apply {
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
 	bool done;
 	bool busy; /* the origin was still held by another session */
+
+	/*
+	 * Replace inserts batches of new rows with a plain INSERT (no ON CONFLICT:
+	 * about half the server time). When a row exists after all, the
+	 * transaction fails (unique violation), is rolled back with everything
+	 * after it, and is applied again with conflict handling.
+	 */
+	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
+	bool retry_safe;       /* the pipeline failed on a row that exists */
 	int64_t last_log_ms;
 } apply;
 
@@ -238,6 +249,10 @@ apply_drain(apply *a, bool keep_probes)
 	a->first_error[0] = '\0';
 	a->error_index = -1;
 	a->error_txseq = 0;
+	/* Counts as of the last transaction known committed: restored when a
+	 * failed transaction is applied again. */
+	sluice_apply_stats committed = *a->stats;
+	size_t committed_rows = a->conflict_rows.len;
 	for (size_t i = 0; i < a->npending; i++) {
 		PGresult *res = PQgetResult(a->conn);
 		if (res == NULL) {
@@ -256,6 +271,9 @@ apply_drain(apply *a, bool keep_probes)
 						*c = ' ';
 				a->error_index = (int)i;
 				a->error_txseq = p->txseq;
+				const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+				a->retry_safe = p->kind == APPLY_K_BATCH_PLAIN && state != NULL &&
+						strcmp(state, "23505") == 0;
 			}
 			ok = false;
 			PQclear(res);
@@ -263,7 +281,14 @@ apply_drain(apply *a, bool keep_probes)
 			   (p->kind == APPLY_K_PROBE_ROW || p->kind == APPLY_K_PROBE_TOMB)) {
 			p->res = res;
 		} else {
-			if (ok)
+			if (ok && p->kind == APPLY_K_COMMIT) {
+				a->stats->transactions++;
+				if (a->stats->first_txseq == 0)
+					a->stats->first_txseq = p->txseq;
+				a->stats->last_txseq = p->txseq;
+				committed = *a->stats;
+				committed_rows = a->conflict_rows.len;
+			} else if (ok)
 				apply_count_result(a, p, res);
 			PQclear(res);
 		}
@@ -275,6 +300,10 @@ apply_drain(apply *a, bool keep_probes)
 				 "unexpected extra result from the target");
 			return false;
 		}
+	}
+	if (!ok && a->retry_safe) {
+		*a->stats = committed;
+		a->conflict_rows.len = committed_rows;
 	}
 	PGresult *sync = PQgetResult(a->conn);
 	if (sync == NULL || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
@@ -408,20 +437,26 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
 				       "kept_local");
 		break;
+	case APPLY_K_BATCH_PLAIN:
+		a->stats->inserts += (uint64_t)tuples;
+		break;
 	case APPLY_K_BATCH_INSERT: {
-		uint32_t inserted = 0;
+		/* A row with the count of rows written; the key of each row that existed. */
+		uint32_t written = 0, existed = 0;
 		for (int i = 0; i < PQntuples(res); i++) {
-			if (PQgetvalue(res, i, 0)[0] == 't')
-				inserted++;
-			else {
-				a->stats->updates++;
-				apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 1),
-					       NULL, NULL, "remote");
+			if (PQgetisnull(res, i, 0)) {
+				written = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+				continue;
 			}
+			existed++;
+			a->stats->updates++;
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 0), NULL,
+					  NULL, "remote");
 		}
-		a->stats->inserts += inserted;
-		/* DO NOTHING leaves kept rows out of RETURNING. */
-		for (uint32_t i = (uint32_t)PQntuples(res); i < p->rows; i++)
+		a->stats->inserts += written - existed;
+		/* DO NOTHING writes no row for a key that exists. */
+		for (uint32_t i = written; i < p->rows; i++)
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL,
 				       "kept_local");
 		break;
@@ -1003,11 +1038,40 @@ apply_batch_flush(apply *a)
 	}
 	free(a->batch_first_key);
 	a->batch_first_key = NULL;
-	snprintf(key, sizeof(key), "%" PRIu32 ":batch", r->generation);
+	bool plain = a->o->strategy == SLUICE_STRATEGY_REPLACE && !a->o->dry_run && r->has_unique &&
+		     a->txseq > a->safe_through;
+	snprintf(key, sizeof(key), "%" PRIu32 ":%s", r->generation, plain ? "plain" : "batch");
 	const char *name = apply_stmt_find(a, key);
-	if (name == NULL) {
+	if (name == NULL && plain) {
 		sluice_buf sql = {0};
 		sluice_buf_printf(&sql, "INSERT INTO %s (", r->qname);
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%s%s", i ? ", " : "", r->qcols[i]);
+		sluice_buf_append_str(&sql, ") SELECT ");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
+		sluice_buf_append_str(&sql, " FROM unnest(");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%s$%d::text[]", i ? ", " : "", i + 1);
+		sluice_buf_append_str(&sql, ") AS u(");
+		for (int i = 0; i < r->ncols; i++)
+			sluice_buf_printf(&sql, "%sx%d", i ? ", " : "", i);
+		sluice_buf_append_str(&sql, ")");
+		sluice_buf_append_byte(&sql, '\0');
+		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
+		sluice_buf_free(&sql);
+	} else if (name == NULL) {
+		sluice_buf sql = {0};
+		/*
+		 * One result row with the count of rows written, then one row per
+		 * row that existed (its key, for the conflict log): not a row back
+		 * per inserted row.
+		 */
+		sluice_buf_append_str(&sql, "WITH ins(upd");
+		for (int i = 0, k = 0; i < r->ncols; i++)
+			if (r->key[i])
+				sluice_buf_printf(&sql, ", k%d", k++);
+		sluice_buf_printf(&sql, ") AS (INSERT INTO %s (", r->qname);
 		for (int i = 0; i < r->ncols; i++)
 			sluice_buf_printf(&sql, "%s%s", i ? ", " : "", r->qcols[i]);
 		sluice_buf_append_str(&sql, ") SELECT ");
@@ -1038,13 +1102,18 @@ apply_batch_flush(apply *a)
 			if (set == 0)
 				sluice_buf_append_str(&sql, " DO NOTHING");
 		}
-		sluice_buf_append_str(&sql, " RETURNING (xmax = 0), jsonb_build_array(");
-		int k = 0;
+		sluice_buf_append_str(&sql, " RETURNING xmax <> 0");
+		int nk = 0;
 		for (int i = 0; i < r->ncols; i++)
-			if (r->key[i])
-				sluice_buf_printf(&sql, "%sformat('%%s', %s)", k++ ? ", " : "",
-						  r->qcols[i]);
-		sluice_buf_append_str(&sql, ")::text");
+			if (r->key[i]) {
+				sluice_buf_printf(&sql, ", %s", r->qcols[i]);
+				nk++;
+			}
+		sluice_buf_append_str(&sql, ") SELECT NULL::text, count(*) FROM ins UNION ALL "
+					    "SELECT jsonb_build_array(");
+		for (int k = 0; k < nk; k++)
+			sluice_buf_printf(&sql, "%sformat('%%s', k%d)", k ? ", " : "", k);
+		sluice_buf_append_str(&sql, ")::text, NULL FROM ins WHERE upd");
 		sluice_buf_append_byte(&sql, '\0');
 		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
 		sluice_buf_free(&sql);
@@ -1058,7 +1127,8 @@ apply_batch_flush(apply *a)
 		vals[i] = (const char *)a->batch_cols[i].data;
 	}
 	if (ok)
-		ok = apply_send_prepared(a, name, r->ncols, vals, APPLY_K_BATCH_INSERT, a->batch_rel,
+		ok = apply_send_prepared(a, name, r->ncols, vals,
+					 plain ? APPLY_K_BATCH_PLAIN : APPLY_K_BATCH_INSERT, a->batch_rel,
 					 NULL);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
@@ -1600,7 +1670,7 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
 			  ? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
 			  : apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
-	if (!ok && a->first_error[0]) {
+	if (!ok && a->first_error[0] && !a->retry_safe) {
 		sluice_log_error("could not apply txseq %" PRIu64 " (%s of %s) on the target: %s",
 				 a->txseq, op == 'I' ? "insert" : op == 'U' ? "update" : "delete",
 				 r->label, a->first_error);
@@ -1761,7 +1831,7 @@ apply_flush_results(apply *a)
 		     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
 		apply_clear_pending(a);
 	}
-	if (!ok) {
+	if (!ok && !a->retry_safe) {
 		sluice_log_error("could not apply on the target: %s", a->first_error);
 		a->first_error[0] = '\0';
 	}
@@ -1781,7 +1851,7 @@ apply_commit(apply *a)
 	if (!a->o->dry_run) {
 		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
 			ok = apply_send_conflict_log(a);
-		ok = ok && apply_send_prepared(a, "sl_commit", 0, NULL, APPLY_K_CONTROL, 0, NULL);
+		ok = ok && apply_send_prepared(a, "sl_commit", 0, NULL, APPLY_K_COMMIT, 0, NULL);
 		a->txn_open_on_target = false;
 	}
 	a->in_txn = false;
@@ -1789,10 +1859,13 @@ apply_commit(apply *a)
 		ok = apply_flush_results(a);
 	if (!ok)
 		return false;
-	a->stats->transactions++;
-	if (a->stats->first_txseq == 0)
-		a->stats->first_txseq = a->txseq;
-	a->stats->last_txseq = a->txseq;
+	if (a->o->dry_run) {
+		/* nothing commits: counted as queued (applied ones count at their COMMIT) */
+		a->stats->transactions++;
+		if (a->stats->first_txseq == 0)
+			a->stats->first_txseq = a->txseq;
+		a->stats->last_txseq = a->txseq;
+	}
 	return true;
 }
 
@@ -2017,9 +2090,63 @@ apply_past_bound(const apply *a, uint64_t txseq, int64_t time_us, uint64_t lsn)
 typedef enum apply_outcome {
 	APPLY_DONE,    /* caught up, bound reached, or stopped */
 	APPLY_RETRY,   /* lost the target: reconnect */
+	APPLY_RESUME,  /* a row to insert existed: apply again from the target's progress */
 	APPLY_FAILED,  /* target refused a change, or a schema mismatch */
 	APPLY_REFUSED, /* the stream failed verification */
 } apply_outcome;
+
+/* apply_progress reads the origin's progress: the last transaction committed on the target. */
+static bool
+apply_progress(apply *a, uint64_t *resume)
+{
+	if (PQexitPipelineMode(a->conn) != 1) {
+		sluice_log_error("could not leave pipeline mode: %s", sluice_pg_error_line(a->conn));
+		return false;
+	}
+	const char *params[1] = {a->origin};
+	PGresult *res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_progress($1, false)",
+					1, params);
+	bool ok = res != NULL;
+	*resume = 0;
+	if (ok && !PQgetisnull(res, 0, 0))
+		ok = sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), resume);
+	PQclear(res);
+	if (PQenterPipelineMode(a->conn) != 1)
+		ok = false;
+	return ok;
+}
+
+/*
+ * apply_abandon ends the target transaction that failed on a row that exists
+ * (and the ones queued after it, which the server skipped): the transaction
+ * is applied again, with conflict handling, from the target's progress.
+ */
+static apply_outcome
+apply_abandon(apply *a)
+{
+	uint64_t failed = a->error_txseq;
+	sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; applying it "
+			"again with conflict handling",
+			failed);
+	apply_clear_pending(a);
+	a->retry_safe = false;
+	a->done = false; /* a bound reached past the failure is reached again */
+	a->in_txn = false;
+	a->batch_open = false;
+	a->batch_rows = 0;
+	a->txn_open_on_target = false;
+	/* The failed transaction block is still open on the target. */
+	if (!apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL))
+		return APPLY_RETRY;
+	bool ok = apply_drain(a, false);
+	apply_clear_pending(a);
+	if (!ok) {
+		sluice_log_error("could not roll back on the target: %s", a->first_error);
+		return PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+	}
+	a->safe_through = failed;
+	return APPLY_RESUME;
+}
 
 static apply_outcome
 apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t resume)
@@ -2061,7 +2188,9 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		}
 		if (st == SLUICE_READER_WAIT) {
 			if (!a->in_txn && !apply_flush_results(a)) {
-				out = PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+				out = PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY
+				      : a->retry_safe			 ? apply_abandon(a)
+									 : APPLY_FAILED;
 				break;
 			}
 			if (!a->o->follow) {
@@ -2123,6 +2252,10 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		default:
 			break;
 		}
+		if (!ok && a->retry_safe && PQstatus(a->conn) == CONNECTION_OK) {
+			out = apply_abandon(a);
+			break;
+		}
 		if (!ok) {
 			bool lost = PQstatus(a->conn) != CONNECTION_OK;
 			if (a->first_error[0])
@@ -2135,7 +2268,12 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			break;
 		}
 		if (a->done) {
-			out = apply_flush_results(a) ? APPLY_DONE : APPLY_FAILED;
+			if (apply_flush_results(a))
+				out = APPLY_DONE;
+			else if (a->retry_safe && PQstatus(a->conn) == CONNECTION_OK)
+				out = apply_abandon(a);
+			else
+				out = APPLY_FAILED;
 			break;
 		}
 	}
@@ -2172,6 +2310,20 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 					o->dry_run ? ", dry run: nothing is committed" : "");
 			attempt = 0;
 			apply_outcome out = apply_stream(&a, store, trust, resume);
+			while (out == APPLY_RESUME) {
+				if (!apply_progress(&a, &resume)) {
+					out = PQstatus(a.conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+					break;
+				}
+				if (resume >= a.safe_through) {
+					/* cannot happen: the failed transaction would be committed */
+					sluice_log_error("txseq %" PRIu64 " failed but the target's progress "
+							 "is %" PRIu64, a.safe_through, resume);
+					out = APPLY_FAILED;
+					break;
+				}
+				out = apply_stream(&a, store, trust, resume);
+			}
 			if (out == APPLY_DONE) {
 				if (a.dry_open)
 					apply_rollback(&a);

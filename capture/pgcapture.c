@@ -73,6 +73,7 @@ typedef struct capture {
 	uint64_t target_lsn;  /* --exit-when-caught-up: stop at transactions committed from here */
 	bool done;
 	bool fatal; /* the stream cannot be written: do not reconnect */
+	bool quiet_busy; /* the slot was found busy moments ago: don't repeat the warning */
 
 	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
 	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
@@ -629,8 +630,9 @@ capture_prepare(capture *c, bool *take_snapshot)
 			return CAPTURE_START_FATAL;
 		}
 		if (!PQgetisnull(res, 0, 2)) {
-			sluice_log_warn("replication slot \"%s\" is in use by process %s",
-					o->slot, PQgetvalue(res, 0, 2));
+			if (!c->quiet_busy)
+				sluice_log_warn("replication slot \"%s\" is in use by process %s",
+						o->slot, PQgetvalue(res, 0, 2));
 			PQclear(res);
 			return CAPTURE_START_BUSY;
 		}
@@ -720,7 +722,7 @@ capture_start_streaming(capture *c)
 	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
 		const char *err = sluice_pg_error_line(c->repl);
 		bool busy = strstr(err, "is active for PID") != NULL;
-		if (busy)
+		if (busy && !c->quiet_busy)
 			sluice_log_warn("replication slot \"%s\" is still in use: %s", c->o->slot, err);
 		else
 			sluice_log_error("could not start streaming from slot \"%s\": %s", c->o->slot,
@@ -1007,7 +1009,7 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 	stats->first_txseq = 0;
 
 	int attempt = 0;
-	int busy_s = 0;
+	int busy_ms = 0;
 	bool streamed = false;
 	for (;;) {
 		if (*o->stop) {
@@ -1021,16 +1023,17 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 			/* Before the first start, a connection problem is a configuration problem. */
 			break;
 		}
-		if (st == CAPTURE_START_BUSY && busy_s >= 30) {
+		if (st == CAPTURE_START_BUSY && busy_ms >= 30000) {
 			sluice_log_error("replication slot \"%s\" has been in use by another process for "
 					 "%d s: is another capture running for it?",
-					 o->slot, busy_s);
+					 o->slot, busy_ms / 1000);
 			break;
 		}
 		if (st == CAPTURE_START_OK) {
 			streamed = true;
 			attempt = 0;
-			busy_s = 0;
+			busy_ms = 0;
+			c.quiet_busy = false;
 			int64_t now = capture_now_ms();
 			c.last_status_ms = c.last_flush_ms = c.last_log_ms = now;
 			c.last_heartbeat_ms = now;
@@ -1054,13 +1057,20 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 		attempt++;
 		if (st != CAPTURE_START_BUSY)
 			stats->reconnects++;
-		int delay = st == CAPTURE_START_BUSY ? 1 : 1 << (attempt < 6 ? attempt - 1 : 5);
-		if (delay > o->reconnect_max_s)
-			delay = o->reconnect_max_s;
+		/* A slot still held by a capture that just stopped is usually free
+		 * within milliseconds: look again soon. */
+		int delay_ms = st == CAPTURE_START_BUSY ? 200
+						       : 1000 * (1 << (attempt < 6 ? attempt - 1 : 5));
+		if (delay_ms > o->reconnect_max_s * 1000)
+			delay_ms = o->reconnect_max_s * 1000;
+		/* While the slot stays busy, say so every 5 s, not every look. */
+		c.quiet_busy = st == CAPTURE_START_BUSY && (busy_ms + delay_ms) % 5000 != 0;
 		if (st == CAPTURE_START_BUSY)
-			busy_s += delay;
-		sluice_log_warn("reconnecting to the source in %d s (attempt %d)", delay, attempt);
-		for (int i = 0; i < delay * 10 && !*o->stop; i++) {
+			busy_ms += delay_ms;
+		if (st != CAPTURE_START_BUSY || !c.quiet_busy || busy_ms == delay_ms)
+			sluice_log_warn("reconnecting to the source in %.1f s (attempt %d)",
+					delay_ms / 1000.0, attempt);
+		for (int i = 0; i < delay_ms / 100 && !*o->stop; i++) {
 			struct timespec ts = {0, 100000000L};
 			nanosleep(&ts, NULL);
 		}

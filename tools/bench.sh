@@ -372,10 +372,13 @@ lat_stop() {
 	fi
 }
 
-# lat_run TOOL RUN: catch up first (the other tool's load), then measure.
+# lat_run TOOL RUN: catch up first (the other tool's load), then send one
+# probe transaction through (the pipeline is up and streaming), then measure.
 lat_run() {
 	local tool=$1 run=$2 lo hi tps
 	lat_start "$tool"
+	lat_wait "$tool"
+	pg_psql src latdb -c "INSERT INTO lat (client) VALUES (-1)" >/dev/null
 	lat_wait "$tool"
 	lo=$(pg_psql src latdb -c "SELECT coalesce(max(id), 0) FROM lat")
 	pgbench -n -c 4 -j 2 -R "$lat_rate" -T "$lat_seconds" -f "$W/lat.sql" "$LSRC" >"$W/lat-pgbench.log" 2>&1 ||
@@ -384,9 +387,9 @@ lat_run() {
 	hi=$(pg_psql src latdb -c "SELECT max(id) FROM lat")
 	lat_wait "$tool"
 	lat_stop "$tool"
-	pg_psql src latdb -F ' ' -c "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-src"
-	pg_psql dst "lat_$tool" -F ' ' -c "SELECT id, extract(epoch FROM arrived) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-dst"
-	python3 - "$W/lat-src" "$W/lat-dst" "$tool" "$run" "$tps" >>"$W/latency" <<'PY'
+	pg_psql src latdb -F ' ' -c "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-src-$tool-$run"
+	pg_psql dst "lat_$tool" -F ' ' -c "SELECT id, extract(epoch FROM arrived) FROM lat WHERE id > $lo AND id <= $hi" >"$W/lat-dst-$tool-$run"
+	python3 - "$W/lat-src-$tool-$run" "$W/lat-dst-$tool-$run" "$tool" "$run" "$tps" >>"$W/latency" <<'PY'
 import sys
 src = dict(l.split() for l in open(sys.argv[1]))
 dst = dict(l.split() for l in open(sys.argv[2]))
