@@ -990,6 +990,25 @@ apply_array_elem(sluice_buf *b, const char *v)
 }
 
 /* apply_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
+/* apply_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
+static void
+apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
+{
+	sluice_buf_printf(sql, "INSERT INTO %s (", r->qname);
+	for (int i = 0; i < r->ncols; i++)
+		sluice_buf_printf(sql, "%s%s", i ? ", " : "", r->qcols[i]);
+	sluice_buf_append_str(sql, ") SELECT ");
+	for (int i = 0; i < r->ncols; i++)
+		sluice_buf_printf(sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
+	sluice_buf_append_str(sql, " FROM unnest(");
+	for (int i = 0; i < r->ncols; i++)
+		sluice_buf_printf(sql, "%s$%d::text[]", i ? ", " : "", i + 1);
+	sluice_buf_append_str(sql, ") AS u(");
+	for (int i = 0; i < r->ncols; i++)
+		sluice_buf_printf(sql, "%sx%d", i ? ", " : "", i);
+	sluice_buf_append_str(sql, ")");
+}
+
 static bool
 apply_batch_flush(apply *a)
 {
@@ -1044,19 +1063,7 @@ apply_batch_flush(apply *a)
 	const char *name = apply_stmt_find(a, key);
 	if (name == NULL && plain) {
 		sluice_buf sql = {0};
-		sluice_buf_printf(&sql, "INSERT INTO %s (", r->qname);
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%s%s", i ? ", " : "", r->qcols[i]);
-		sluice_buf_append_str(&sql, ") SELECT ");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
-		sluice_buf_append_str(&sql, " FROM unnest(");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%s$%d::text[]", i ? ", " : "", i + 1);
-		sluice_buf_append_str(&sql, ") AS u(");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%sx%d", i ? ", " : "", i);
-		sluice_buf_append_str(&sql, ")");
+		apply_batch_insert_sql(&sql, r);
 		sluice_buf_append_byte(&sql, '\0');
 		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
 		sluice_buf_free(&sql);
@@ -1071,19 +1078,8 @@ apply_batch_flush(apply *a)
 		for (int i = 0, k = 0; i < r->ncols; i++)
 			if (r->key[i])
 				sluice_buf_printf(&sql, ", k%d", k++);
-		sluice_buf_printf(&sql, ") AS (INSERT INTO %s (", r->qname);
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%s%s", i ? ", " : "", r->qcols[i]);
-		sluice_buf_append_str(&sql, ") SELECT ");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
-		sluice_buf_append_str(&sql, " FROM unnest(");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%s$%d::text[]", i ? ", " : "", i + 1);
-		sluice_buf_append_str(&sql, ") AS u(");
-		for (int i = 0; i < r->ncols; i++)
-			sluice_buf_printf(&sql, "%sx%d", i ? ", " : "", i);
-		sluice_buf_append_str(&sql, ")");
+		sluice_buf_append_str(&sql, ") AS (");
+		apply_batch_insert_sql(&sql, r);
 		if (append)
 			sluice_buf_append_str(&sql, " ON CONFLICT DO NOTHING");
 		else if (r->has_unique) {
