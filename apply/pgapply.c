@@ -2127,6 +2127,7 @@ apply_abandon(apply *a)
 	apply_clear_pending(a);
 	a->retry_safe = false;
 	a->done = false; /* a bound reached past the failure is reached again */
+	a->last_origin_node[0] = '\0'; /* its update may have been rolled back */
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
@@ -2341,6 +2342,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		a.conn = NULL;
 		a.in_txn = false;
 		a.txn_open_on_target = false;
+		a.last_origin_node[0] = '\0';
 		apply_clear_pending(&a);
 		for (size_t i = 0; i < a.nstmts; i++)
 			free(a.stmts[i].key);

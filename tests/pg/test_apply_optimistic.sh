@@ -4,8 +4,10 @@
 # (with every transaction queued after it) and applies it again with conflict
 # handling. Here 300 source transactions of 40 inserted rows each (plus an
 # update and a delete in some) run through one apply, while the target already
-# holds some of the rows of transactions 37, 38, 150 and 299 (older local
-# values): many transactions are in flight when each failure happens.
+# holds some of the rows of transactions 1, 37, 38, 150 and 299 (older local
+# values): many transactions are in flight when each failure happens, and the
+# first one also records the stream's node name (sluice.origin_node), which
+# must survive its retry.
 # Checked: the target ends equal to the source; the final counters are exact
 # (300 transactions, every row inserted once or counted as an existing row,
 # insert_exists = the pre-existing rows); the conflict log holds exactly those
@@ -49,7 +51,7 @@ for i in range(1, 301):
 PY
 pg_psql src postgres -q -f "$W/load.sql"
 # Rows that exist on the target before apply (older, different values).
-PRE="(3701, 3702, 3740, 3810, 15020, 29933)"
+PRE="(101, 3701, 3702, 3740, 3810, 15020, 29933)"
 pg_psql tgt postgres -c "INSERT INTO t SELECT g, 'local', 0 FROM unnest(ARRAY$(tr '()' '[]' <<<"$PRE")) g"
 "$SLUICE" capture --source "$SRC" --store "$W/store" --stream o --key "$W/k.key" \
 	--exit-when-caught-up --no-progress 2>"$W/cap1.log"
@@ -63,19 +65,21 @@ last=$(grep 'conflicts:' "$W/apply.log" | tail -1)
 rows=$((300 * 40))
 # Every pre-existing row is one of the 40 inserts of its transaction: counted
 # as an update (insert_exists, remote wins), the rest as inserts.
-want_ins=$((rows - 6))
-[[ "$last" == *"apply: 300 transactions (txseq 1..300), $want_ins inserts, $((6 + 42)) updates, 42 deletes"* ]] ||
-	fail "counters: $last (want 300 transactions, $want_ins inserts, 48 updates, 42 deletes)"
-[[ "$last" == *"insert_exists=6"* ]] || fail "conflict counters: $last (want insert_exists=6)"
+want_ins=$((rows - 7))
+[[ "$last" == *"apply: 300 transactions (txseq 1..300), $want_ins inserts, $((7 + 42)) updates, 42 deletes"* ]] ||
+	fail "counters: $last (want 300 transactions, $want_ins inserts, 49 updates, 42 deletes)"
+[[ "$last" == *"insert_exists=7"* ]] || fail "conflict counters: $last (want insert_exists=7)"
 n=$(grep -c "exists on the target; applying it again" "$W/apply.log" || true)
 [ "$n" -ge 1 ] || fail "apply did not say that it applied a transaction again"
 echo "optimistic: $n transaction(s) applied again with conflict handling"
 keys=$(pg_psql tgt postgres -c "SELECT string_agg((key->>0), ',' ORDER BY (key->>0)::bigint) FROM sluice.conflicts WHERE kind = 'insert_exists' AND resolution = 'remote'")
-[ "$keys" = "3701,3702,3740,3810,15020,29933" ] || fail "conflict log keys: $keys"
+[ "$keys" = "101,3701,3702,3740,3810,15020,29933" ] || fail "conflict log keys: $keys"
 total=$(pg_psql tgt postgres -c "SELECT count(*) FROM sluice.conflicts")
-[ "$total" = 6 ] || fail "conflict log: $total rows, want 6"
+[ "$total" = 7 ] || fail "conflict log: $total rows, want 7"
 txseqs=$(pg_psql tgt postgres -c "SELECT string_agg(x::text, ',' ORDER BY x) FROM (SELECT DISTINCT txseq AS x FROM sluice.conflicts) d")
-[ "$txseqs" = "37,38,150,299" ] || fail "conflict log txseqs: $txseqs"
+[ "$txseqs" = "1,37,38,150,299" ] || fail "conflict log txseqs: $txseqs"
 progress=$(pg_psql tgt postgres -c "SELECT remote_lsn FROM pg_replication_origin_status s JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'sluice_o'")
 [ "$progress" = "0/12C" ] || fail "origin progress $progress, want 0/12C (txseq 300)"
+node=$(pg_psql tgt postgres -c "SELECT node FROM sluice.origin_node WHERE roname = 'sluice_o'")
+[ "$node" = o ] || fail "sluice.origin_node for sluice_o: '$node', want 'o'"
 echo "test_apply_optimistic: passed"
