@@ -232,6 +232,16 @@ apply_send_sql(apply *a, const char *sql, int n, const char *const *values, appl
 
 static void apply_count_result(apply *a, apply_pending *p, PGresult *res);
 
+/* apply_count_txn counts an applied transaction (at its COMMIT's result). */
+static void
+apply_count_txn(apply *a, uint64_t txseq)
+{
+	a->stats->transactions++;
+	if (a->stats->first_txseq == 0)
+		a->stats->first_txseq = txseq;
+	a->stats->last_txseq = txseq;
+}
+
 /*
  * apply_drain sends a sync and reads every queued result. Results of probes
  * stay in their entries (keep_probes) for the caller. Returns false when a
@@ -282,10 +292,7 @@ apply_drain(apply *a, bool keep_probes)
 			p->res = res;
 		} else {
 			if (ok && p->kind == APPLY_K_COMMIT) {
-				a->stats->transactions++;
-				if (a->stats->first_txseq == 0)
-					a->stats->first_txseq = p->txseq;
-				a->stats->last_txseq = p->txseq;
+				apply_count_txn(a, p->txseq);
 				committed = *a->stats;
 				committed_rows = a->conflict_rows.len;
 			} else if (ok)
@@ -989,7 +996,6 @@ apply_array_elem(sluice_buf *b, const char *v)
 	sluice_buf_append_byte(b, '"');
 }
 
-/* apply_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
 /* apply_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
 static void
 apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
@@ -1009,6 +1015,7 @@ apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
 	sluice_buf_append_str(sql, ")");
 }
 
+/* apply_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
 static bool
 apply_batch_flush(apply *a)
 {
@@ -1855,13 +1862,8 @@ apply_commit(apply *a)
 		ok = apply_flush_results(a);
 	if (!ok)
 		return false;
-	if (a->o->dry_run) {
-		/* nothing commits: counted as queued (applied ones count at their COMMIT) */
-		a->stats->transactions++;
-		if (a->stats->first_txseq == 0)
-			a->stats->first_txseq = a->txseq;
-		a->stats->last_txseq = a->txseq;
-	}
+	if (a->o->dry_run)
+		apply_count_txn(a, a->txseq); /* nothing commits: counted as queued */
 	return true;
 }
 
@@ -2145,6 +2147,25 @@ apply_abandon(apply *a)
 	return APPLY_RESUME;
 }
 
+/*
+ * apply_failed decides what follows a failed statement or a lost target:
+ * reconnect, apply again from the target's progress (a row to insert
+ * existed), or stop.
+ */
+static apply_outcome
+apply_failed(apply *a)
+{
+	bool lost = PQstatus(a->conn) != CONNECTION_OK;
+	if (a->retry_safe && !lost)
+		return apply_abandon(a);
+	if (a->first_error[0])
+		sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s",
+				 a->error_txseq ? a->error_txseq : a->txseq, a->first_error);
+	if (a->in_txn)
+		apply_rollback(a);
+	return lost ? APPLY_RETRY : APPLY_FAILED;
+}
+
 static apply_outcome
 apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t resume)
 {
@@ -2185,9 +2206,7 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		}
 		if (st == SLUICE_READER_WAIT) {
 			if (!a->in_txn && !apply_flush_results(a)) {
-				out = PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY
-				      : a->retry_safe			 ? apply_abandon(a)
-									 : APPLY_FAILED;
+				out = apply_failed(a);
 				break;
 			}
 			if (!a->o->follow) {
@@ -2249,28 +2268,12 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		default:
 			break;
 		}
-		if (!ok && a->retry_safe && PQstatus(a->conn) == CONNECTION_OK) {
-			out = apply_abandon(a);
-			break;
-		}
 		if (!ok) {
-			bool lost = PQstatus(a->conn) != CONNECTION_OK;
-			if (a->first_error[0])
-				sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s",
-						 a->error_txseq ? a->error_txseq : a->txseq,
-						 a->first_error);
-			if (a->in_txn)
-				apply_rollback(a);
-			out = lost ? APPLY_RETRY : APPLY_FAILED;
+			out = apply_failed(a);
 			break;
 		}
 		if (a->done) {
-			if (apply_flush_results(a))
-				out = APPLY_DONE;
-			else if (a->retry_safe && PQstatus(a->conn) == CONNECTION_OK)
-				out = apply_abandon(a);
-			else
-				out = APPLY_FAILED;
+			out = apply_flush_results(a) ? APPLY_DONE : apply_failed(a);
 			break;
 		}
 	}
@@ -2352,10 +2355,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		attempt++;
 		int delay = 1 << (attempt < 5 ? attempt - 1 : 4);
 		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay, attempt);
-		for (int i = 0; i < delay * 10 && !*o->stop; i++) {
-			struct timespec ts = {0, 100000000L};
-			nanosleep(&ts, NULL);
-		}
+		sluice_sleep_ms(delay * 1000, o->stop);
 		if (*o->stop) {
 			ok = true;
 			break;

@@ -73,7 +73,7 @@ typedef struct capture {
 	uint64_t target_lsn;  /* --exit-when-caught-up: stop at transactions committed from here */
 	bool done;
 	bool fatal; /* the stream cannot be written: do not reconnect */
-	bool quiet_busy; /* the slot was found busy moments ago: don't repeat the warning */
+	char busy_why[256]; /* who holds the slot when a start found it busy */
 
 	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
 	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
@@ -630,9 +630,8 @@ capture_prepare(capture *c, bool *take_snapshot)
 			return CAPTURE_START_FATAL;
 		}
 		if (!PQgetisnull(res, 0, 2)) {
-			if (!c->quiet_busy)
-				sluice_log_warn("replication slot \"%s\" is in use by process %s",
-						o->slot, PQgetvalue(res, 0, 2));
+			snprintf(c->busy_why, sizeof(c->busy_why), "process %s",
+				 PQgetvalue(res, 0, 2));
 			PQclear(res);
 			return CAPTURE_START_BUSY;
 		}
@@ -722,8 +721,8 @@ capture_start_streaming(capture *c)
 	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
 		const char *err = sluice_pg_error_line(c->repl);
 		bool busy = strstr(err, "is active for PID") != NULL;
-		if (busy && !c->quiet_busy)
-			sluice_log_warn("replication slot \"%s\" is still in use: %s", c->o->slot, err);
+		if (busy)
+			snprintf(c->busy_why, sizeof(c->busy_why), "%s", err);
 		else
 			sluice_log_error("could not start streaming from slot \"%s\": %s", c->o->slot,
 					 err);
@@ -1033,7 +1032,6 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 			streamed = true;
 			attempt = 0;
 			busy_ms = 0;
-			c.quiet_busy = false;
 			int64_t now = capture_now_ms();
 			c.last_status_ms = c.last_flush_ms = c.last_log_ms = now;
 			c.last_heartbeat_ms = now;
@@ -1055,25 +1053,25 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 		if (!capture_reopen_writer(&c))
 			break;
 		attempt++;
-		if (st != CAPTURE_START_BUSY)
-			stats->reconnects++;
-		/* A slot still held by a capture that just stopped is usually free
-		 * within milliseconds: look again soon. */
-		int delay_ms = st == CAPTURE_START_BUSY ? 200
-						       : 1000 * (1 << (attempt < 6 ? attempt - 1 : 5));
-		if (delay_ms > o->reconnect_max_s * 1000)
-			delay_ms = o->reconnect_max_s * 1000;
-		/* While the slot stays busy, say so every 5 s, not every look. */
-		c.quiet_busy = st == CAPTURE_START_BUSY && (busy_ms + delay_ms) % 5000 != 0;
-		if (st == CAPTURE_START_BUSY)
+		int delay_ms;
+		if (st == CAPTURE_START_BUSY) {
+			/* A slot held by a capture that just stopped is usually free within
+			 * milliseconds: look again soon, and say so every 5 s, not at every look. */
+			delay_ms = 200;
+			if (busy_ms % 5000 == 0)
+				sluice_log_warn("replication slot \"%s\" is in use (%s); looking again "
+						"every 0.2 s",
+						o->slot, c.busy_why);
 			busy_ms += delay_ms;
-		if (st != CAPTURE_START_BUSY || !c.quiet_busy || busy_ms == delay_ms)
-			sluice_log_warn("reconnecting to the source in %.1f s (attempt %d)",
-					delay_ms / 1000.0, attempt);
-		for (int i = 0; i < delay_ms / 100 && !*o->stop; i++) {
-			struct timespec ts = {0, 100000000L};
-			nanosleep(&ts, NULL);
+		} else {
+			stats->reconnects++;
+			delay_ms = 1000 * (1 << (attempt < 6 ? attempt - 1 : 5));
+			if (delay_ms > o->reconnect_max_s * 1000)
+				delay_ms = o->reconnect_max_s * 1000;
+			sluice_log_warn("reconnecting to the source in %d s (attempt %d)",
+					delay_ms / 1000, attempt);
 		}
+		sluice_sleep_ms(delay_ms, o->stop);
 	}
 
 cleanup:

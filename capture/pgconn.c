@@ -117,3 +117,12 @@ sluice_pg_now(void)
 	int64_t us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	return us - SLUICE_PGO_EPOCH_OFFSET_US;
 }
+
+void
+sluice_sleep_ms(int ms, const volatile sig_atomic_t *stop)
+{
+	for (int left = ms; left > 0 && !*stop; left -= 100) {
+		struct timespec ts = {0, (left < 100 ? left : 100) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}

@@ -5,9 +5,31 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "log.h"
+
+static volatile sig_atomic_t cli_stop_flag = 0;
+
+static void
+cli_on_signal(int sig)
+{
+	(void)sig;
+	cli_stop_flag = 1;
+}
+
+volatile sig_atomic_t *
+cli_stop_on_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = cli_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return &cli_stop_flag;
+}
 
 bool
 cli_parse_u64(const char *name, const char *text, uint64_t *out)

@@ -2,6 +2,7 @@
 #ifndef SLUICE_TOOLS_CLI_H
 #define SLUICE_TOOLS_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,5 +36,11 @@ void cli_format_bytes(uint64_t n, char *out, size_t size);
 
 /* cli_usage_error logs a usage problem with a hint to --help; returns SLUICE_EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * cli_stop_on_signals makes SIGINT and SIGTERM set the returned flag (a
+ * long-running command then stops cleanly) and ignores SIGPIPE.
+ */
+volatile sig_atomic_t *cli_stop_on_signals(void);
 
 #endif

@@ -3,7 +3,6 @@
 
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,6 @@
 #include "pgapply.h"
 #include "pgconn.h"
 #include "pgprepare.h"
-
-static volatile sig_atomic_t apply_stop_flag = 0;
-
-static void
-apply_on_signal(int sig)
-{
-	(void)sig;
-	apply_stop_flag = 1;
-}
 
 static void
 apply_help(FILE *f)
@@ -245,13 +235,7 @@ cmd_apply(int argc, char **argv)
 	if (trust == NULL || !sluice_store_open(store_spec, &store))
 		goto cleanup;
 
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = apply_on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	o.stop = &apply_stop_flag;
+	o.stop = cli_stop_on_signals();
 
 	sluice_apply_stats st;
 	bool ok = sluice_apply_run(store, trust, &o, &st);

@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +15,6 @@
 #include "log.h"
 #include "pgcapture.h"
 #include "pgconn.h"
-
-static volatile sig_atomic_t capture_stop_flag = 0;
-
-static void
-capture_on_signal(int sig)
-{
-	(void)sig;
-	capture_stop_flag = 1;
-}
 
 static void
 capture_help(FILE *f)
@@ -223,13 +213,7 @@ cmd_capture(int argc, char **argv)
 		o.publication = pub;
 	}
 
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = capture_on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	o.stop = &capture_stop_flag;
+	o.stop = cli_stop_on_signals();
 
 	int rc = SLUICE_EXIT_FAILURE;
 	sluice_key *key = NULL;

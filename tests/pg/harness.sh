@@ -5,6 +5,10 @@
 #   pg_conninfo NAME [DB]           "host=127.0.0.1 port=N user=postgres dbname=DB"
 #   pg_psql NAME [DB] ARGS...       psql -X -At -v ON_ERROR_STOP=1 against it
 #   pg_stop NAME                    stop it
+#   pg_step_checks NAME             die MSG, check NAME (status of the last command,
+#                                   failures counted in FAILS), say MSG (progress)
+#   pg_value_checks                 ok, bad MSG, check DESC GOT WANT (counted in pass
+#                                   and fail), counter LOG NAME (apply's conflict counter)
 #
 # PostgreSQL refuses to run as root: as root, servers run as user postgres.
 
@@ -104,4 +108,49 @@ pg_stop() {
 	local dir="$PG_HARNESS_DIR/$1"
 	[ -d "$dir/data" ] || return 0
 	pg_harness_as_server_user "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+}
+
+# pg_step_checks NAME defines die, check and say, their messages prefixed with NAME.
+pg_step_checks() {
+	PG_TEST_NAME=$1
+	T0=$SECONDS
+	FAILS=0
+	die() {
+		echo "$PG_TEST_NAME: FAILED: $*" >&2
+		exit 1
+	}
+	# check NAME: records the outcome of the command that just ran (status in $?).
+	check() {
+		local rc=$? name=$1
+		if [ "$rc" -eq 0 ]; then
+			echo "ok: $name"
+		else
+			echo "FAIL: $name" >&2
+			FAILS=$((FAILS + 1))
+		fi
+	}
+	say() { echo "$PG_TEST_NAME: $((SECONDS - T0)) s: $*"; }
+}
+
+# pg_value_checks defines ok, bad, check DESC GOT WANT and counter LOG NAME.
+pg_value_checks() {
+	fail=0
+	pass=0
+	ok() { pass=$((pass + 1)); }
+	bad() {
+		echo "FAIL: $*" >&2
+		fail=$((fail + 1))
+	}
+	check() { if [ "$2" == "$3" ]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
+	# counter LOG NAME: the value of NAME=N in apply's final "conflicts:" line (0 if absent)
+	counter() {
+		local line v
+		line=$(grep 'conflicts:' "$1" | tail -1)
+		[ -n "$line" ] || {
+			echo "missing"
+			return
+		}
+		v=$(sed -n "s/.*conflicts:.*[ :]$2=\([0-9]*\).*/\1/p" <<<"$line")
+		echo "${v:-0}"
+	}
 }

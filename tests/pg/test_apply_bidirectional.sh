@@ -21,11 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 pg_harness_init
 W=$PG_HARNESS_DIR/work
 mkdir -p "$W"
-fail=0
-pass=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*" >&2; fail=$((fail + 1)); }
-check() { if [ "$2" == "$3" ]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
+pg_value_checks
 PIDS=()
 die() {
 	echo "FATAL: $*" >&2

@@ -18,23 +18,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 pg_harness_init
 W=$PG_HARNESS_DIR/work
 mkdir -p "$W"
-fail=0
-pass=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*" >&2; fail=$((fail + 1)); }
-# check DESC GOT WANT
-check() { if [ "$2" == "$3" ]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
+pg_value_checks
 die() { echo "FATAL: $*" >&2; exit 1; }
 q() { local n=$1 d=$2; shift 2; pg_psql "$n" "$d" -c "$*"; }
-# counter LOG NAME: the value of NAME=N in apply's final "conflicts:" line (0 if absent)
-counter() {
-	local line
-	line=$(grep 'conflicts:' "$1" | tail -1)
-	[ -n "$line" ] || { echo "missing"; return; }
-	local v
-	v=$(sed -n "s/.*conflicts:.*[ :]$2=\([0-9]*\).*/\1/p" <<<"$line")
-	echo "${v:-0}"
-}
 # stat LOG WORD: "N WORD" from the final line (inserts, updates, deletes)
 nstat() { grep 'conflicts:' "$1" | tail -1 | sed -n "s/.* \([0-9]*\) $2,.*/\1/p"; }
 

@@ -22,24 +22,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 pg_harness_init
 W=$PG_HARNESS_DIR/work
 mkdir -p "$W"
-T0=$SECONDS
-FAILS=0
 
-die() {
-	echo "oneway: FAILED: $*" >&2
-	exit 1
-}
-# check NAME: records the outcome of the command that just ran (status in $?).
-check() {
-	local rc=$? name=$1
-	if [ "$rc" -eq 0 ]; then
-		echo "ok: $name"
-	else
-		echo "FAIL: $name" >&2
-		FAILS=$((FAILS + 1))
-	fi
-}
-say() { echo "oneway: $((SECONDS - T0)) s: $*"; }
+pg_step_checks oneway
 
 # Sanitized builds are several times slower.
 PGBENCH_TXNS=400

@@ -22,24 +22,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 pg_harness_init
 W=$PG_HARNESS_DIR/work
 mkdir -p "$W"
-T0=$SECONDS
 export PATH=$PGBIN:$PATH
-FAILS=0
 
-die() {
-	echo "pitr: FAILED: $*" >&2
-	exit 1
-}
-check() {
-	local rc=$? name=$1
-	if [ "$rc" -eq 0 ]; then
-		echo "ok: $name"
-	else
-		echo "FAIL: $name" >&2
-		FAILS=$((FAILS + 1))
-	fi
-}
-say() { echo "pitr: $((SECONDS - T0)) s: $*"; }
+pg_step_checks pitr
 
 pg_start src || die "could not start the source"
 pg_start dst || die "could not start the target"

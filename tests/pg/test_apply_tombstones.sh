@@ -24,20 +24,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 pg_harness_init
 W=$PG_HARNESS_DIR/work
 mkdir -p "$W"
-fail=0
-pass=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*" >&2; fail=$((fail + 1)); }
-check() { if [ "$2" == "$3" ]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
+pg_value_checks
 die() { echo "FATAL: $*" >&2; exit 1; }
 q() { local n=$1; shift; pg_psql "$n" postgres -c "$*"; }
-counter() {
-	local line v
-	line=$(grep 'conflicts:' "$1" | tail -1)
-	[ -n "$line" ] || { echo "missing"; return; }
-	v=$(sed -n "s/.*conflicts:.*[ :]$2=\([0-9]*\).*/\1/p" <<<"$line")
-	echo "${v:-0}"
-}
 capture() { # capture NODE [ARGS]
 	local n=$1
 	shift
