@@ -2,7 +2,6 @@
 #include "pgapply.h"
 
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +35,6 @@ typedef enum apply_kind {
 	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
 	APPLY_K_BATCH_PLAIN,    /* many inserts, no conflict handling: fails if a row exists */
 	APPLY_K_COMMIT,         /* COMMIT: its transaction is applied once this succeeds */
-	APPLY_K_SYNC,           /* a sync sent by a parallel lane (not by apply_drain) */
 } apply_kind;
 
 typedef struct apply_pending {
@@ -48,7 +46,6 @@ typedef struct apply_pending {
 	uint64_t txseq;     /* transaction it belongs to (several may be in flight) */
 	int64_t commit_us;
 	uint32_t node;      /* index into apply.nodes */
-	bool ends_hold;     /* APPLY_K_SYNC after a held transaction's statements */
 } apply_pending;
 
 typedef struct apply_rel {
@@ -77,11 +74,7 @@ typedef struct apply_stmt {
 	char name[24];
 } apply_stmt;
 
-struct apply_group;
-
 typedef struct apply {
-	struct apply_group *g;
-	int lane; /* index in g->lanes */
 	const sluice_apply_options *o;
 	sluice_apply_stats *stats;
 	PGconn *conn; /* owned */
@@ -142,58 +135,7 @@ typedef struct apply {
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
 	int64_t last_log_ms;
-
-	/* parallel lanes (apply_group.parallel) */
-	size_t head;           /* next pending entry whose result is unread */
-	size_t nsync_out;      /* APPLY_K_SYNC entries sent, result unread */
-	uint64_t hold_txseq;   /* statements sent, COMMIT waiting for its turn (0: none) */
-	bool hold_ready;       /* ... and every one of them succeeded */
-	bool lane_failed;      /* a result failed; first_error tells which */
-	bool keep_pending;     /* apply_drain failed before reading: keep the queue */
-	size_t committed_rows; /* conflict_rows.len at the last COMMIT result */
-	sluice_apply_stats pend; /* counts of transactions not yet committed */
 } apply;
-
-/*
- * A group of lanes: one connection (and replication origin) each. With one
- * lane, transactions are pipelined with their COMMITs, as always. With
- * several (--parallel), transactions go to free lanes in turn and run side
- * by side, but each COMMIT is sent only after the previous transaction's
- * COMMIT succeeded, so the target commits in txseq order and the highest
- * origin progress is the exactly-once position. A change waits for the
- * commit of an earlier transaction on another lane that wrote the same key
- * (claims), so no lane waits on a row lock of a later transaction.
- */
-#define APPLY_CLAIM_SLOTS 65536 /* power of two */
-#define APPLY_STALL_MS 5000
-
-typedef struct apply_group {
-	apply *lanes; /* owned */
-	int nlanes;
-	bool parallel;
-	sluice_apply_stats *stats;
-	int cur;                    /* lane of the open transaction, -1: none */
-	int next_lane;
-	uint64_t expect_txseq;
-	uint64_t committed_through; /* every transaction up to here is committed */
-	uint64_t dispatched;        /* highest txseq begun */
-	uint64_t *claims;           /* owned: (txseq << 8 | lane) of the last writer per key hash */
-	uint64_t excl_txseq;        /* a transaction that later ones must not overtake */
-	int excl_lane;
-	uint64_t serial_through;    /* after a stall: one transaction at a time up to here */
-	bool stalled;
-	bool done;
-	int64_t progress_ms;
-	int64_t last_log_ms;
-} apply_group;
-
-typedef enum apply_outcome {
-	APPLY_DONE,    /* caught up, bound reached, or stopped */
-	APPLY_RETRY,   /* lost the target: reconnect */
-	APPLY_RESUME,  /* a row to insert existed: apply again from the target's progress */
-	APPLY_FAILED,  /* target refused a change, or a schema mismatch */
-	APPLY_REFUSED, /* the stream failed verification */
-} apply_outcome;
 
 static const char *const apply_conflict_names[SLUICE_CONFLICT_COUNT] = {
 	"insert_exists", "insert_deleted", "update_newer_local", "update_missing",
@@ -215,7 +157,6 @@ sluice_apply_default_options(sluice_apply_options *o)
 	o->conflict_log = true;
 	o->tombstone_horizon_s = 7 * 24 * 3600;
 	o->clock_skew_tolerance_us = 1000000;
-	o->parallel = 1;
 }
 
 static int64_t
@@ -306,16 +247,9 @@ apply_count_txn(apply *a, uint64_t txseq)
  * stay in their entries (keep_probes) for the caller. Returns false when a
  * statement failed (the error is in a->first_error) or the connection broke.
  */
-static bool lanes_quiesce(apply *a);
-
 static bool
 apply_drain(apply *a, bool keep_probes)
 {
-	/* Parallel lanes: others first, so that nothing here waits on them. */
-	if (a->g->parallel && !lanes_quiesce(a)) {
-		a->keep_pending = true;
-		return false;
-	}
 	if (PQpipelineSync(a->conn) != 1) {
 		snprintf(a->first_error, sizeof(a->first_error), "could not sync: %s",
 			 sluice_pg_error_line(a->conn));
@@ -393,18 +327,11 @@ apply_drain(apply *a, bool keep_probes)
 static void
 apply_clear_pending(apply *a)
 {
-	if (a->keep_pending) {
-		/* a drain that never started: the results are still to be read */
-		a->keep_pending = false;
-		return;
-	}
 	for (size_t i = 0; i < a->npending; i++) {
 		free(a->pending[i].key);
 		PQclear(a->pending[i].res);
 	}
 	a->npending = 0;
-	a->head = 0;
-	a->nsync_out = 0;
 }
 
 /* ---- conflicts --------------------------------------------------------- */
@@ -566,453 +493,6 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 	default:
 		break;
 	}
-}
-
-/* ---- parallel lanes ------------------------------------------------------- */
-
-static uint64_t apply_hash(const char *s);
-
-/* lane_error keeps the first failure of a lane. */
-static void
-lane_error(apply *a, const apply_pending *p, PGresult *res, const char *what)
-{
-	if (what) fprintf(stderr, "DEBUG lane %d head %zu npending %zu nsync %zu kind %d what %s pstatus %d\n", a->lane, a->head, a->npending, a->nsync_out, a->head < a->npending ? (int)a->pending[a->head].kind : -1, what, PQpipelineStatus(a->conn));
-	a->lane_failed = true;
-	if (a->first_error[0])
-		return;
-	if (what != NULL) {
-		snprintf(a->first_error, sizeof(a->first_error), "%s: %s", what,
-			 sluice_pg_error_line(a->conn));
-		return;
-	}
-	if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR)
-		return;
-	snprintf(a->first_error, sizeof(a->first_error), "%s", PQresultErrorMessage(res));
-	for (char *c = a->first_error; *c; c++)
-		if (*c == '\n')
-			*c = ' ';
-	a->error_txseq = p->txseq;
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	a->retry_safe = p->kind == APPLY_K_BATCH_PLAIN && state != NULL && strcmp(state, "23505") == 0;
-}
-
-/* lane_committed: the COMMIT of txseq succeeded, so its counts join the run's. */
-static void
-lane_committed(apply *a, uint64_t txseq)
-{
-	apply_group *g = a->g;
-	apply_count_txn(a, txseq);
-	sluice_apply_stats *s = g->stats, *p = &a->pend;
-	s->transactions += p->transactions;
-	if (s->first_txseq == 0)
-		s->first_txseq = p->first_txseq;
-	s->last_txseq = p->last_txseq;
-	s->inserts += p->inserts;
-	s->updates += p->updates;
-	s->deletes += p->deletes;
-	s->truncates += p->truncates;
-	s->skipped += p->skipped;
-	s->clock_skew_warnings += p->clock_skew_warnings;
-	for (int c = 0; c < SLUICE_CONFLICT_COUNT; c++)
-		s->conflicts[c] += p->conflicts[c];
-	memset(p, 0, sizeof(*p));
-	a->committed_rows = a->conflict_rows.len;
-	g->committed_through = txseq;
-}
-
-/* lane_sync sends a sync: the server answers everything before it now. */
-static bool
-lane_sync(apply *a, bool ends_hold)
-{
-	if (PQpipelineSync(a->conn) != 1) {
-		lane_error(a, NULL, NULL, "could not sync");
-		return false;
-	}
-	apply_push(a, APPLY_K_SYNC, 0, NULL);
-	a->pending[a->npending - 1].ends_hold = ends_hold;
-	a->nsync_out++;
-	return true;
-}
-
-/*
- * lane_read reads the results that have arrived (block: all of them, which
- * needs a sync after the last command sent). Returns false when a command
- * failed or the connection broke; the rest is still read.
- */
-static bool
-lane_read(apply *a, bool block, bool *progress)
-{
-	/*
-	 * Only up to the last sync: libpq readies the commands queued after it
-	 * (an open transaction) for reading at the next sync, and a PQgetResult
-	 * before that returns NULL.
-	 */
-	while (a->head < a->npending && a->nsync_out > 0) {
-		if (!block) {
-			if (PQconsumeInput(a->conn) != 1) {
-				lane_error(a, NULL, NULL, "lost the target");
-				return false;
-			}
-			if (PQisBusy(a->conn))
-				break;
-		}
-		apply_pending *p = &a->pending[a->head];
-		PGresult *res = PQgetResult(a->conn);
-		if (res == NULL) {
-			lane_error(a, NULL, NULL, "lost the target");
-			return false;
-		}
-		ExecStatusType st = PQresultStatus(res);
-		if (p->kind == APPLY_K_SYNC) {
-			PQclear(res);
-			if (st != PGRES_PIPELINE_SYNC) {
-				fprintf(stderr, "DEBUG st %d %s %s; entries:", st, PQcmdStatus(res), PQresultErrorMessage(res));
-				for (size_t q = 0; q < a->npending; q++) fprintf(stderr, " %d/%" PRIu64, a->pending[q].kind, a->pending[q].txseq);
-				fprintf(stderr, "\n");
-				lane_error(a, NULL, NULL, "unexpected result from the target");
-				return false;
-			}
-			a->nsync_out--;
-			if (p->ends_hold && !a->lane_failed)
-				a->hold_ready = true;
-		} else {
-			if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED)
-				lane_error(a, p, res, NULL);
-			else if (a->lane_failed)
-				;
-			else if (p->kind != APPLY_K_COMMIT)
-				apply_count_result(a, p, res);
-			else if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
-				lane_committed(a, p->txseq);
-			else {
-				a->error_txseq = p->txseq;
-				lane_error(a, p, NULL, "the target rolled a transaction back at COMMIT");
-			}
-			PQclear(res);
-			PGresult *end = PQgetResult(a->conn);
-			if (end != NULL) {
-				PQclear(end);
-				lane_error(a, NULL, NULL, "unexpected extra result from the target");
-				return false;
-			}
-			free(p->key);
-			p->key = NULL;
-		}
-		a->head++;
-		*progress = true;
-	}
-	if (a->head == a->npending)
-		apply_clear_pending(a);
-	return !a->lane_failed;
-}
-
-/* lanes_send_commits sends each COMMIT whose turn has come (txseq order). */
-static bool
-lanes_send_commits(apply_group *g, bool *progress)
-{
-	for (;;) {
-		apply *l = NULL;
-		for (int i = 0; i < g->nlanes; i++)
-			if (g->lanes[i].hold_txseq == g->committed_through + 1 && g->lanes[i].hold_ready)
-				l = &g->lanes[i];
-		if (l == NULL)
-			return true;
-		l->txseq = l->hold_txseq;
-		l->hold_txseq = 0;
-		l->hold_ready = false;
-		l->txn_open_on_target = false;
-		if (!apply_send_prepared(l, "sl_commit", 0, NULL, APPLY_K_COMMIT, 0, NULL) ||
-		    !lane_sync(l, false)) {
-			lane_error(l, NULL, NULL, "could not send COMMIT");
-			return false;
-		}
-		*progress = true;
-	}
-}
-
-/*
- * lanes_pump reads what the lanes have answered and sends the COMMITs whose
- * turn has come; block: waits (up to a second) when nothing moved.
- *
- * Claims keep lanes from waiting on each other's row locks, but not on
- * everything: a unique index other than the key, or a lock taken by an
- * application on the target, can make an earlier transaction wait for a
- * later one that waits for its COMMIT's turn. When two lanes have work and
- * nothing has moved for APPLY_STALL_MS, their statements are cancelled and
- * the transactions in flight are applied again one at a time.
- */
-static bool
-lanes_pump(apply_group *g, bool block)
-{
-	bool progress = false;
-	for (int i = 0; i < g->nlanes; i++)
-		if (g->lanes[i].head < g->lanes[i].npending &&
-		    !lane_read(&g->lanes[i], false, &progress))
-			return false;
-	if (!lanes_send_commits(g, &progress))
-		return false;
-	int64_t now = apply_now_ms();
-	if (progress) {
-		g->progress_ms = now;
-		g->stalled = false;
-	}
-	if (progress || !block)
-		return true;
-	struct pollfd fds[SLUICE_APPLY_MAX_PARALLEL];
-	nfds_t n = 0;
-	int busy = 0;
-	for (int i = 0; i < g->nlanes; i++) {
-		apply *l = &g->lanes[i];
-		if (l->hold_txseq || l->nsync_out)
-			busy++;
-		if (l->nsync_out) {
-			fds[n].fd = PQsocket(l->conn);
-			fds[n].events = POLLIN;
-			fds[n].revents = 0;
-			n++;
-		}
-	}
-	if (n == 0) {
-		/* The caller waits for a commit that nothing in flight leads to. */
-		sluice_log_error("internal error: parallel apply waits for nothing in flight "
-				 "(txseq %" PRIu64 " committed)",
-				 g->committed_through);
-		return false;
-	}
-	if (busy >= 2 && !g->stalled && now - g->progress_ms > APPLY_STALL_MS) {
-		sluice_log_warn("parallel lanes have waited %d s on each other after txseq %" PRIu64
-				"; cancelling them and applying up to txseq %" PRIu64
-				" one transaction at a time",
-				APPLY_STALL_MS / 1000, g->committed_through, g->dispatched);
-		for (int i = 0; i < g->nlanes; i++) {
-			PGcancel *c = g->lanes[i].nsync_out ? PQgetCancel(g->lanes[i].conn) : NULL;
-			char err[256];
-			if (c != NULL && !PQcancel(c, err, sizeof(err)))
-				sluice_log_warn("could not cancel on the target: %s", err);
-			PQfreeCancel(c);
-		}
-		g->stalled = true;
-	}
-	(void)poll(fds, n, 1000);
-	return true;
-}
-
-/* lanes_settle waits until every lane is idle: everything sent is committed. */
-static bool
-lanes_settle(apply_group *g)
-{
-	g->progress_ms = apply_now_ms();
-	for (;;) {
-		bool idle = true;
-		for (int i = 0; i < g->nlanes; i++)
-			if (g->lanes[i].hold_txseq || g->lanes[i].nsync_out)
-				idle = false;
-		if (idle)
-			return true;
-		if (!lanes_pump(g, true))
-			return false;
-	}
-}
-
-/*
- * lanes_quiesce prepares a blocking read on lane a (a large transaction, a
- * table check, a rollback): everything before its open transaction is
- * committed first, so that nothing it waits for needs the pump.
- */
-static bool
-lanes_quiesce(apply *a)
-{
-	if (!lanes_settle(a->g))
-		return false;
-	if (a->head > 0) {
-		memmove(a->pending, a->pending + a->head, (a->npending - a->head) * sizeof(*a->pending));
-		a->npending -= a->head;
-		a->head = 0;
-	}
-	return true;
-}
-
-/* lanes_wait_committed waits until transaction txseq is committed. */
-static bool
-lanes_wait_committed(apply_group *g, uint64_t txseq)
-{
-	g->progress_ms = apply_now_ms();
-	while (g->committed_through < txseq)
-		if (!lanes_pump(g, true))
-			return false;
-	return true;
-}
-
-/*
- * lanes_claim records that the open transaction on lane a writes a key of
- * relation relid, after waiting for the commit of an earlier transaction on
- * another lane that wrote it (or that must not be overtaken at all).
- */
-static bool
-lanes_claim(apply *a, uint32_t relid, const char *keyjson)
-{
-	apply_group *g = a->g;
-	uint64_t h = apply_hash(keyjson) ^ ((uint64_t)relid * 0x9E3779B97F4A7C15ULL);
-	uint64_t *slot = &g->claims[h & (APPLY_CLAIM_SLOTS - 1)];
-	uint64_t wait = 0;
-	if ((*slot >> 8) > g->committed_through && (int)(*slot & 0xff) != a->lane)
-		wait = *slot >> 8;
-	if (g->excl_txseq > g->committed_through && g->excl_lane != a->lane && g->excl_txseq > wait)
-		wait = g->excl_txseq;
-	if (wait && !lanes_wait_committed(g, wait))
-		return false;
-	*slot = a->txseq << 8 | (uint64_t)a->lane;
-	return true;
-}
-
-/* lanes_exclusive: the open transaction on lane a runs alone (TRUNCATE). */
-static bool
-lanes_exclusive(apply *a)
-{
-	if (!lanes_settle(a->g))
-		return false;
-	a->g->excl_txseq = a->txseq;
-	a->g->excl_lane = a->lane;
-	return true;
-}
-
-static bool apply_flush_results(apply *a);
-
-/* lanes_begin picks the lane for transaction txseq: the next free one in turn. */
-static apply *
-lanes_begin(apply_group *g, uint64_t txseq)
-{
-	for (int i = 0; i < g->nlanes; i++)
-		if (g->lanes[i].conflict_rows.len > (1u << 20) &&
-		    (!lanes_settle(g) || !apply_flush_results(&g->lanes[i])))
-			return NULL;
-	bool serial = txseq <= g->serial_through;
-	if (serial && !lanes_settle(g))
-		return NULL;
-	g->progress_ms = apply_now_ms();
-	for (;;) {
-		for (int k = 0; k < g->nlanes; k++) {
-			int i = (g->next_lane + k) % g->nlanes;
-			if (g->lanes[i].hold_txseq != 0)
-				continue;
-			g->next_lane = (i + 1) % g->nlanes;
-			g->cur = i;
-			g->dispatched = txseq;
-			if (serial) {
-				g->excl_txseq = txseq;
-				g->excl_lane = i;
-			}
-			return &g->lanes[i];
-		}
-		if (!lanes_pump(g, true))
-			return NULL;
-	}
-}
-
-/* lanes_hold ends the statements of lane a's transaction: its COMMIT waits for its turn. */
-static bool
-lanes_hold(apply *a)
-{
-	a->g->cur = -1;
-	if (!lane_sync(a, true))
-		return false;
-	a->hold_txseq = a->txseq;
-	a->hold_ready = false;
-	return lanes_pump(a->g, false);
-}
-
-/*
- * lanes_rollback rolls back what every lane has open or queued, reads
- * everything back (a COMMIT already sent may still succeed; the origins'
- * progress tells) and resets the lanes for a new start.
- */
-static bool
-lanes_rollback(apply_group *g)
-{
-	bool ok = true;
-	for (int i = 0; i < g->nlanes; i++) {
-		apply *l = &g->lanes[i];
-		if (PQstatus(l->conn) != CONNECTION_OK) {
-			ok = false;
-			continue;
-		}
-		if ((l->txn_open_on_target || l->hold_txseq || l->head < l->npending) &&
-		    (!apply_send_sql(l, "ROLLBACK", 0, NULL, APPLY_K_CONTROL) || !lane_sync(l, false)))
-			ok = false;
-	}
-	for (int i = 0; i < g->nlanes; i++) {
-		apply *l = &g->lanes[i];
-		bool progress = false;
-		if (ok && l->head < l->npending)
-			(void)lane_read(l, true, &progress);
-		if (PQstatus(l->conn) != CONNECTION_OK)
-			ok = false;
-		l->keep_pending = false;
-		apply_clear_pending(l);
-		l->hold_txseq = 0;
-		l->hold_ready = false;
-		l->in_txn = false;
-		l->txn_open_on_target = false;
-		l->batch_open = false;
-		l->batch_rows = 0;
-		l->lane_failed = false;
-		l->retry_safe = false;
-		l->first_error[0] = '\0';
-		l->last_origin_node[0] = '\0'; /* its update may have been rolled back */
-		memset(&l->pend, 0, sizeof(l->pend));
-		l->conflict_rows.len = l->committed_rows;
-	}
-	memset(g->claims, 0, APPLY_CLAIM_SLOTS * sizeof(*g->claims));
-	g->excl_txseq = 0;
-	g->cur = -1;
-	g->done = false;
-	return ok;
-}
-
-/*
- * lanes_failed decides what follows a failure on any lane: reconnect (a lost
- * target), apply again from the target's progress (a row to insert existed,
- * or the lanes stalled), or stop.
- */
-static apply_outcome
-lanes_failed(apply_group *g, uint64_t *retry_below)
-{
-	apply *bad = NULL;
-	bool lost = false;
-	for (int i = 0; i < g->nlanes; i++) {
-		apply *l = &g->lanes[i];
-		if (PQstatus(l->conn) != CONNECTION_OK)
-			lost = true;
-		if (l->first_error[0] && (bad == NULL || l->error_txseq < bad->error_txseq))
-			bad = l;
-	}
-	bool retry_safe = bad != NULL && bad->retry_safe;
-	bool stalled = g->stalled;
-	uint64_t failed = bad != NULL ? bad->error_txseq : 0, through = g->dispatched;
-	*retry_below = 0;
-	if (!lost && (retry_safe || stalled)) {
-		if (retry_safe)
-			sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; "
-					"applying it again with conflict handling",
-					failed);
-		if (!lanes_rollback(g))
-			return APPLY_RETRY;
-		if (retry_safe) {
-			for (int i = 0; i < g->nlanes; i++)
-				g->lanes[i].safe_through = failed;
-			*retry_below = failed;
-		}
-		if (stalled)
-			g->serial_through = through;
-		g->stalled = false;
-		return APPLY_RESUME;
-	}
-	if (bad != NULL)
-		sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s", failed,
-				 bad->first_error);
-	if (!lost)
-		(void)lanes_rollback(g);
-	return lost ? APPLY_RETRY : APPLY_FAILED;
 }
 
 /* ---- relations and statements ------------------------------------------ */
@@ -1769,18 +1249,6 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			    ((oldr->v[i] == NULL) != (newr->v[i] == NULL) ||
 			     (oldr->v[i] && newr->v[i] && strcmp(oldr->v[i], newr->v[i]) != 0)))
 				key_changed = true;
-	if (a->g->parallel) {
-		bool claimed = lanes_claim(a, r->id, keyjson);
-		if (claimed && oldr && newr && (key_changed || r->full_identity)) {
-			char *newkey = apply_key_json(r, newr);
-			claimed = lanes_claim(a, r->id, newkey);
-			free(newkey);
-		}
-		if (!claimed) {
-			ok = false;
-			goto out;
-		}
-	}
 
 	if (op == 'I' && newr->complete) {
 		bool taken = false;
@@ -2230,8 +1698,6 @@ apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate
 		a->stats->skipped++;
 		return true;
 	}
-	if (a->g->parallel && !lanes_exclusive(a))
-		return false;
 	sluice_buf sql = {0};
 	int n = 0;
 	for (size_t i = 0; i < t->n_relation_ids; i++) {
@@ -2340,10 +1806,7 @@ apply_rollback(apply *a)
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
-	if (a->g->parallel)
-		a->g->cur = -1;
-	else
-		sluice_buf_reset(&a->conflict_rows);
+	sluice_buf_reset(&a->conflict_rows);
 	if (!a->txn_open_on_target)
 		return;
 	a->txn_open_on_target = false;
@@ -2351,11 +1814,6 @@ apply_rollback(apply *a)
 	apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL);
 	apply_drain(a, false);
 	apply_clear_pending(a);
-	if (a->g->parallel) {
-		/* What the lane committed before was counted at its COMMIT, in the drain. */
-		a->conflict_rows.len = a->committed_rows;
-		memset(&a->pend, 0, sizeof(a->pend));
-	}
 }
 
 /*
@@ -2393,10 +1851,6 @@ static bool
 apply_commit(apply *a)
 {
 	bool ok = apply_batch_flush(a);
-	if (a->g->parallel) {
-		a->in_txn = false;
-		return ok && lanes_hold(a);
-	}
 	if (!a->o->dry_run) {
 		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
 			ok = apply_send_conflict_log(a);
@@ -2416,8 +1870,9 @@ apply_commit(apply *a)
 /* ---- set-up and the main loop ---------------------------------------------- */
 
 static void
-apply_log_counters(const sluice_apply_stats *s, const char *what)
+apply_log_counters(const apply *a, const char *what)
 {
+	const sluice_apply_stats *s = a->stats;
 	char conflicts[512] = "";
 	size_t n = 0;
 	for (int c = 0; c < SLUICE_CONFLICT_COUNT; c++)
@@ -2429,31 +1884,6 @@ apply_log_counters(const sluice_apply_stats *s, const char *what)
 			" truncates, %" PRIu64 " skipped; conflicts: %s",
 			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts, s->updates,
 			s->deletes, s->truncates, s->skipped, n ? conflicts : "none");
-}
-
-/*
- * apply_stream_progress reads the stream's progress on the target: the
- * highest of its origins (ORIGIN, and ORIGIN/1, ORIGIN/2, ... of the lanes
- * of --parallel). Commits happen in txseq order, so every transaction up to
- * it is applied and none after it. flush: only what is durable (after a
- * crash of the target, the rest is gone with the commits it describes).
- */
-static bool
-apply_stream_progress(apply *a, bool flush, uint64_t *out)
-{
-	const char *params[2] = {a->g->lanes[0].origin, flush ? "true" : "false"};
-	PGresult *res = sluice_pg_query(
-		a->conn,
-		"SELECT max(pg_replication_origin_progress(roname, $2::bool)) FROM "
-		"pg_replication_origin WHERE roname = $1 OR (starts_with(roname, $1 || '/') AND "
-		"substr(roname, length($1) + 2) ~ '^[1-9][0-9]*$')",
-		2, params);
-	*out = 0;
-	bool ok = res != NULL;
-	if (ok && !PQgetisnull(res, 0, 0))
-		ok = sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), out);
-	PQclear(res);
-	return ok;
 }
 
 /* apply_setup connects and prepares the session; returns the txseq to resume after. */
@@ -2526,9 +1956,17 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		sluice_log_info("created replication origin \"%s\" for stream \"%s\"", a->origin,
 				o->stream);
 	}
-	if (!apply_stream_progress(a, true, resume)) {
-		*fatal = true;
-		return false;
+	if (exists) {
+		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_progress($1, true)", 1,
+				      params);
+		if (res == NULL) {
+			*fatal = true;
+			return false;
+		}
+		uint64_t lsn = 0;
+		if (!PQgetisnull(res, 0, 0) && sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), &lsn))
+			*resume = lsn;
+		PQclear(res);
 	}
 	if (!o->dry_run) {
 		res = PQexecParams(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1, NULL,
@@ -2647,6 +2085,13 @@ apply_past_bound(const apply *a, uint64_t txseq, int64_t time_us, uint64_t lsn)
 	return false;
 }
 
+typedef enum apply_outcome {
+	APPLY_DONE,    /* caught up, bound reached, or stopped */
+	APPLY_RETRY,   /* lost the target: reconnect */
+	APPLY_RESUME,  /* a row to insert existed: apply again from the target's progress */
+	APPLY_FAILED,  /* target refused a change, or a schema mismatch */
+	APPLY_REFUSED, /* the stream failed verification */
+} apply_outcome;
 
 /* apply_progress reads the origin's progress: the last transaction committed on the target. */
 static bool
@@ -2656,7 +2101,14 @@ apply_progress(apply *a, uint64_t *resume)
 		sluice_log_error("could not leave pipeline mode: %s", sluice_pg_error_line(a->conn));
 		return false;
 	}
-	bool ok = apply_stream_progress(a, false, resume);
+	const char *params[1] = {a->origin};
+	PGresult *res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_progress($1, false)",
+					1, params);
+	bool ok = res != NULL;
+	*resume = 0;
+	if (ok && !PQgetisnull(res, 0, 0))
+		ok = sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), resume);
+	PQclear(res);
 	if (PQenterPipelineMode(a->conn) != 1)
 		ok = false;
 	return ok;
@@ -2714,79 +2166,20 @@ apply_failed(apply *a)
 	return lost ? APPLY_RETRY : APPLY_FAILED;
 }
 
-/* apply_cur is the lane of the open transaction (the only lane without --parallel). */
-static apply *
-apply_cur(apply_group *g)
-{
-	return &g->lanes[g->parallel && g->cur >= 0 ? g->cur : 0];
-}
-
-/* apply_flush_all reads everything back and logs the conflicts found (between transactions). */
-static bool
-apply_flush_all(apply_group *g)
-{
-	if (!g->parallel)
-		return apply_flush_results(&g->lanes[0]);
-	if (!lanes_settle(g))
-		return false;
-	for (int i = 0; i < g->nlanes; i++)
-		if (!apply_flush_results(&g->lanes[i]))
-			return false;
-	return true;
-}
-
 static apply_outcome
-apply_failed_group(apply_group *g, uint64_t *retry_below)
+apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t resume)
 {
-	if (g->parallel)
-		return lanes_failed(g, retry_below);
-	apply_outcome out = apply_failed(&g->lanes[0]);
-	*retry_below = g->lanes[0].safe_through;
-	return out;
-}
-
-/* apply_begin_group starts transaction txseq on its lane. */
-static bool
-apply_begin_group(apply_group *g, uint64_t txseq, int64_t commit_us, const char *node)
-{
-	if (!g->parallel)
-		return apply_begin(&g->lanes[0], txseq, commit_us, node);
-	if (txseq != g->expect_txseq) {
-		sluice_log_error("txseq gap: the target has applied up to txseq %" PRIu64
-				 " but the stream continues at %" PRIu64,
-				 g->expect_txseq - 1, txseq);
-		g->stats->refused = true;
-		return false;
-	}
-	g->expect_txseq = txseq + 1;
-	apply *a = lanes_begin(g, txseq);
-	if (a == NULL)
-		return false;
-	a->expect_txseq = txseq;
-	return apply_begin(a, txseq, commit_us, node);
-}
-
-static apply_outcome
-apply_stream(apply_group *g, sluice_store *store, const sluice_trust *trust, uint64_t resume,
-	     uint64_t *retry_below)
-{
-	const sluice_apply_options *o = g->lanes[0].o;
 	sluice_reader *reader = NULL;
 	apply_outcome out = APPLY_FAILED;
-	*retry_below = 0;
-	if (!sluice_reader_open(store, o->stream, trust, resume + 1, &reader))
+	if (!sluice_reader_open(store, a->o->stream, trust, resume + 1, &reader))
 		return APPLY_FAILED;
-	g->lanes[0].expect_txseq = resume + 1;
-	g->expect_txseq = resume + 1;
-	g->committed_through = resume;
-	g->cur = -1;
-	g->last_log_ms = apply_now_ms();
+	a->expect_txseq = resume + 1;
+	a->last_log_ms = apply_now_ms();
 	for (;;) {
-		apply *a = apply_cur(g);
-		if (*o->stop) {
+		if (*a->o->stop) {
 			if (a->in_txn)
 				apply_rollback(a);
-			apply_flush_all(g);
+			apply_flush_results(a);
 			sluice_log_info("stopping on signal");
 			out = APPLY_DONE;
 			break;
@@ -2798,73 +2191,62 @@ apply_stream(apply_group *g, sluice_store *store, const sluice_trust *trust, uin
 			 * what was sent before it is read back, so the exit reports it. */
 			if (a->in_txn)
 				apply_rollback(a);
-			apply_flush_all(g);
-			g->stats->refused = true;
-			sluice_log_error("refusing stream \"%s\": %s", o->stream,
+			else
+				apply_flush_results(a);
+			a->stats->refused = true;
+			sluice_log_error("refusing stream \"%s\": %s", a->o->stream,
 					 sluice_reader_error(reader));
 			out = APPLY_REFUSED;
 			break;
 		}
 		if (st == SLUICE_READER_REWIND) {
-			if (a->in_txn) {
+			if (a->in_txn)
 				apply_rollback(a);
-				/* the cut transaction comes again, with the same txseq */
-				a->expect_txseq = a->txseq;
-				g->expect_txseq = a->txseq;
-			}
 			continue;
 		}
 		if (st == SLUICE_READER_WAIT) {
-			/* Parallel: held commits go out before waiting for more of the stream. */
-			if (g->parallel && a->in_txn && !lanes_settle(g)) {
-				out = apply_failed_group(g, retry_below);
+			if (!a->in_txn && !apply_flush_results(a)) {
+				out = apply_failed(a);
 				break;
 			}
-			if (!a->in_txn && !apply_flush_all(g)) {
-				out = apply_failed_group(g, retry_below);
-				break;
-			}
-			if (!o->follow) {
+			if (!a->o->follow) {
 				if (a->in_txn)
 					apply_rollback(a); /* an unfinished tail is not applied */
 				out = APPLY_DONE;
 				break;
 			}
 			sluice_reader_wait(reader, 1000);
-			if (apply_now_ms() - g->last_log_ms >= 10000) {
-				apply_log_counters(g->stats, "apply");
-				g->last_log_ms = apply_now_ms();
+			if (apply_now_ms() - a->last_log_ms >= 10000) {
+				apply_log_counters(a, "apply");
+				a->last_log_ms = apply_now_ms();
 			}
 			continue;
 		}
 		bool ok = true;
 		switch (rec->body_case) {
 		case SLUICE__V1__RECORD__BODY_RELATION:
-			for (int l = 0; l < g->nlanes; l++) {
-				apply *la = &g->lanes[l];
-				for (size_t i = 0; i < la->nrels; i++)
-					if (la->rels[i].id == rec->relation->id)
-						apply_relation(la, rec->relation);
-			}
+			for (size_t i = 0; i < a->nrels; i++)
+				if (a->rels[i].id == rec->relation->id)
+					apply_relation(a, rec->relation);
 			break;
 		case SLUICE__V1__RECORD__BODY_BEGIN: {
 			const Sluice__V1__Begin *b = rec->begin;
 			if (apply_past_bound(a, b->txseq, b->commit_time_us,
 					     b->has_source_lsn ? b->source_lsn : 0)) {
-				g->done = true;
+				a->done = true;
 				break;
 			}
-			ok = apply_begin_group(g, b->txseq, b->commit_time_us, b->origin_node);
+			ok = apply_begin(a, b->txseq, b->commit_time_us, b->origin_node);
 			break;
 		}
 		case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN: {
 			const Sluice__V1__SnapshotBegin *b = rec->snapshot_begin;
 			if (apply_past_bound(a, b->txseq, b->time_us,
 					     b->has_consistent_lsn ? b->consistent_lsn : 0)) {
-				g->done = true;
+				a->done = true;
 				break;
 			}
-			ok = apply_begin_group(g, b->txseq, b->time_us, b->origin_node);
+			ok = apply_begin(a, b->txseq, b->time_us, b->origin_node);
 			break;
 		}
 		case SLUICE__V1__RECORD__BODY_INSERT:
@@ -2887,11 +2269,11 @@ apply_stream(apply_group *g, sluice_store *store, const sluice_trust *trust, uin
 			break;
 		}
 		if (!ok) {
-			out = apply_failed_group(g, retry_below);
+			out = apply_failed(a);
 			break;
 		}
-		if (a->done || g->done) {
-			out = apply_flush_all(g) ? APPLY_DONE : apply_failed_group(g, retry_below);
+		if (a->done) {
+			out = apply_flush_results(a) ? APPLY_DONE : apply_failed(a);
 			break;
 		}
 	}
@@ -2899,159 +2281,77 @@ apply_stream(apply_group *g, sluice_store *store, const sluice_trust *trust, uin
 	return out;
 }
 
-/* apply_reset_lane forgets a lost connection's state; it is set up again. */
-static void
-apply_reset_lane(apply *a)
-{
-	PQfinish(a->conn);
-	a->conn = NULL;
-	a->busy = false;
-	a->in_txn = false;
-	a->txn_open_on_target = false;
-	a->last_origin_node[0] = '\0';
-	a->batch_open = false;
-	a->batch_rows = 0;
-	a->keep_pending = false;
-	apply_clear_pending(a);
-	a->hold_txseq = 0;
-	a->hold_ready = false;
-	a->lane_failed = false;
-	a->retry_safe = false;
-	a->first_error[0] = '\0';
-	if (a->g->parallel) {
-		memset(&a->pend, 0, sizeof(a->pend));
-		a->conflict_rows.len = a->committed_rows;
-	}
-	for (size_t i = 0; i < a->nstmts; i++)
-		free(a->stmts[i].key);
-	a->nstmts = 0;
-	for (size_t i = 0; i < a->nrels; i++)
-		a->rels[i].checked = false;
-}
-
-static void
-apply_free_lane(apply *a)
-{
-	apply_clear_pending(a);
-	free(a->pending);
-	for (size_t i = 0; i < a->nstmts; i++)
-		free(a->stmts[i].key);
-	free(a->stmts);
-	for (size_t i = 0; i < a->nrels; i++)
-		apply_free_rel(&a->rels[i]);
-	free(a->rels);
-	sluice_buf_free(&a->conflict_rows);
-	for (int i = 0; i < a->batch_ncols; i++)
-		sluice_buf_free(&a->batch_cols[i]);
-	free(a->batch_cols);
-	free(a->batch_hashes);
-	sluice_buf_free(&a->batch_first);
-	free(a->batch_first_null);
-	free(a->batch_first_key);
-	for (uint32_t i = 0; i < a->nnodes; i++)
-		free(a->nodes[i]);
-	free(a->nodes);
-	PQfinish(a->conn);
-}
-
 bool
 sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
 		 sluice_apply_stats *stats)
 {
+	apply a;
+	memset(&a, 0, sizeof(a));
 	memset(stats, 0, sizeof(*stats));
-	apply_group g;
-	memset(&g, 0, sizeof(g));
-	g.nlanes = o->parallel > 1 && !o->dry_run ? o->parallel : 1;
-	if (g.nlanes > SLUICE_APPLY_MAX_PARALLEL)
-		g.nlanes = SLUICE_APPLY_MAX_PARALLEL;
-	g.parallel = g.nlanes > 1;
-	g.stats = stats;
-	g.cur = -1;
-	g.lanes = calloc((size_t)g.nlanes, sizeof(apply));
-	g.claims = g.parallel ? calloc(APPLY_CLAIM_SLOTS, sizeof(*g.claims)) : NULL;
-	if (g.lanes == NULL || (g.parallel && g.claims == NULL))
-		abort();
-	char base[sizeof(g.lanes[0].origin) - 8];
+	a.o = o;
+	a.stats = stats;
 	if (o->origin != NULL)
-		snprintf(base, sizeof(base), "%s", o->origin);
+		snprintf(a.origin, sizeof(a.origin), "%s", o->origin);
 	else
-		snprintf(base, sizeof(base), "sluice_%s", o->stream);
-	for (int i = 0; i < g.nlanes; i++) {
-		apply *a = &g.lanes[i];
-		a->g = &g;
-		a->lane = i;
-		a->o = o;
-		a->stats = g.parallel ? &a->pend : stats;
-		/* Lane 0 keeps the name of the stream's origin; the others add /1, /2, ... */
-		if (i > 0)
-			snprintf(a->origin, sizeof(a->origin), "%s/%d", base, i % 100);
-		else
-			snprintf(a->origin, sizeof(a->origin), "%s", base);
-	}
-	apply *a0 = &g.lanes[0];
+		snprintf(a.origin, sizeof(a.origin), "sluice_%s", o->stream);
 	bool ok = false;
 	int attempt = 0;
 	for (;;) {
 		uint64_t resume = 0;
-		bool fatal = false, set_up = true, busy = false;
-		for (int i = 0; i < g.nlanes && set_up; i++)
-			set_up = apply_setup(&g.lanes[i], &resume, &fatal);
-		for (int i = 0; i < g.nlanes; i++)
-			busy = busy || g.lanes[i].busy;
-		if (set_up) {
+		bool fatal = false;
+		if (apply_setup(&a, &resume, &fatal)) {
 			if (attempt == 0)
 				stats->resumed_after = resume;
-			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64 " (%s strategy%s%s)",
+			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64 " (%s strategy%s)",
 					o->stream, resume + 1,
 					o->strategy == SLUICE_STRATEGY_TIMESTAMP ? "timestamp"
 					: o->strategy == SLUICE_STRATEGY_APPEND  ? "append"
 										 : "replace",
-					o->dry_run ? ", dry run: nothing is committed" : "",
-					g.parallel ? ", parallel" : "");
-			if (g.parallel)
-				sluice_log_info("%d lanes side by side, commits in txseq order (origins "
-						"\"%s\" to \"%s\")",
-						g.nlanes, a0->origin, g.lanes[g.nlanes - 1].origin);
+					o->dry_run ? ", dry run: nothing is committed" : "");
 			attempt = 0;
-			uint64_t retry_below = 0;
-			apply_outcome out = apply_stream(&g, store, trust, resume, &retry_below);
+			apply_outcome out = apply_stream(&a, store, trust, resume);
 			while (out == APPLY_RESUME) {
-				if (!apply_progress(a0, &resume)) {
-					out = PQstatus(a0->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+				if (!apply_progress(&a, &resume)) {
+					out = PQstatus(a.conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
 					break;
 				}
-				if (retry_below != 0 && resume >= retry_below) {
+				if (resume >= a.safe_through) {
 					/* cannot happen: the failed transaction would be committed */
 					sluice_log_error("txseq %" PRIu64 " failed but the target's progress "
-							 "is %" PRIu64,
-							 retry_below, resume);
+							 "is %" PRIu64, a.safe_through, resume);
 					out = APPLY_FAILED;
 					break;
 				}
-				out = apply_stream(&g, store, trust, resume, &retry_below);
+				out = apply_stream(&a, store, trust, resume);
 			}
 			if (out == APPLY_DONE) {
-				if (a0->dry_open)
-					apply_rollback(a0);
+				if (a.dry_open)
+					apply_rollback(&a);
 				ok = true;
 				break;
 			}
 			if (out != APPLY_RETRY)
 				break;
-		} else if (fatal || (a0->conn == NULL && attempt == 0) || (busy && attempt >= 6)) {
-			if (busy)
+		} else if (fatal || (a.conn == NULL && attempt == 0) || (a.busy && attempt >= 6)) {
+			if (a.busy)
 				sluice_log_error("replication origin \"%s\" stayed in use: is another apply "
 						 "running for stream \"%s\"?",
-						 a0->origin, o->stream);
+						 a.origin, o->stream);
 			break;
 		}
+		a.busy = false;
 		/* Lost the target: start over from its progress. */
-		for (int i = 0; i < g.nlanes; i++)
-			apply_reset_lane(&g.lanes[i]);
-		if (g.parallel)
-			memset(g.claims, 0, APPLY_CLAIM_SLOTS * sizeof(*g.claims));
-		g.excl_txseq = 0;
-		g.cur = -1;
+		PQfinish(a.conn);
+		a.conn = NULL;
+		a.in_txn = false;
+		a.txn_open_on_target = false;
+		a.last_origin_node[0] = '\0';
+		apply_clear_pending(&a);
+		for (size_t i = 0; i < a.nstmts; i++)
+			free(a.stmts[i].key);
+		a.nstmts = 0;
+		for (size_t i = 0; i < a.nrels; i++)
+			a.rels[i].checked = false;
 		attempt++;
 		int delay = 1 << (attempt < 5 ? attempt - 1 : 4);
 		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay, attempt);
@@ -3061,10 +2361,26 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 			break;
 		}
 	}
-	apply_log_counters(stats, o->dry_run ? "dry run (nothing committed)" : "apply");
-	for (int i = 0; i < g.nlanes; i++)
-		apply_free_lane(&g.lanes[i]);
-	free(g.lanes);
-	free(g.claims);
+	apply_log_counters(&a, o->dry_run ? "dry run (nothing committed)" : "apply");
+	apply_clear_pending(&a);
+	free(a.pending);
+	for (size_t i = 0; i < a.nstmts; i++)
+		free(a.stmts[i].key);
+	free(a.stmts);
+	for (size_t i = 0; i < a.nrels; i++)
+		apply_free_rel(&a.rels[i]);
+	free(a.rels);
+	sluice_buf_free(&a.conflict_rows);
+	for (int i = 0; i < a.batch_ncols; i++)
+		sluice_buf_free(&a.batch_cols[i]);
+	free(a.batch_cols);
+	free(a.batch_hashes);
+	sluice_buf_free(&a.batch_first);
+	free(a.batch_first_null);
+	free(a.batch_first_key);
+	for (uint32_t i = 0; i < a.nnodes; i++)
+		free(a.nodes[i]);
+	free(a.nodes);
+	PQfinish(a.conn);
 	return ok;
 }

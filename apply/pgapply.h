@@ -16,8 +16,6 @@ typedef enum sluice_strategy {
 	SLUICE_STRATEGY_TIMESTAMP = 2, /* last writer wins (conflicts.md) */
 } sluice_strategy;
 
-#define SLUICE_APPLY_MAX_PARALLEL 32
-
 typedef struct sluice_apply_options {
 	const char *target; /* libpq conninfo */
 	const char *stream;
@@ -34,7 +32,6 @@ typedef struct sluice_apply_options {
 	bool conflict_log;
 	int64_t tombstone_horizon_s;
 	int64_t clock_skew_tolerance_us;
-	int parallel; /* target connections applying side by side (replace, append) */
 	volatile sig_atomic_t *stop;
 } sluice_apply_options;
 

@@ -24,7 +24,6 @@ apply_help(FILE *f)
 		"                    [--exclude PATTERN ...] [--until-time TIME] [--until-txseq N]\n"
 		"                    [--until-lsn LSN] [--dry-run] [--exit-when-caught-up]\n"
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
-		"                    [--parallel N]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
 		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops apply\n"
@@ -58,11 +57,6 @@ apply_help(FILE *f)
 		"      --follow             keep following the stream (the default)\n"
 		"      --no-conflict-log    do not write conflicts to sluice.conflicts\n"
 		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 days)\n"
-		"      --parallel N         apply on N connections side by side (replace and\n"
-		"                           append; 1 to %d, default 1): commits stay in txseq\n"
-		"                           order, a row written by a transaction still in\n"
-		"                           flight waits for its commit; lanes 1.. record their\n"
-		"                           progress in origins NAME/1, NAME/2, ...\n"
 		"      --origin NAME        replication origin for the progress (default\n"
 		"                           sluice_<stream>; origins are per cluster, so a second\n"
 		"                           database of one cluster needs its own)\n"
@@ -71,8 +65,7 @@ apply_help(FILE *f)
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
 		"Exit status: 0 done, 1 the stream failed verification (nothing of the bad frame\n"
 		"was applied), 2 usage error, 3 failure (target refused a change, schema\n"
-		"mismatch, settings, keys).\n",
-		SLUICE_APPLY_MAX_PARALLEL);
+		"mismatch, settings, keys).\n");
 }
 
 int
@@ -93,7 +86,6 @@ cmd_apply(int argc, char **argv)
 		OPT_NO_LOG,
 		OPT_HORIZON,
 		OPT_ORIGIN,
-		OPT_PARALLEL,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -113,7 +105,6 @@ cmd_apply(int argc, char **argv)
 		{"no-conflict-log", no_argument, NULL, OPT_NO_LOG},
 		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
 		{"origin", required_argument, NULL, OPT_ORIGIN},
-		{"parallel", required_argument, NULL, OPT_PARALLEL},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -212,18 +203,6 @@ cmd_apply(int argc, char **argv)
 		case OPT_ORIGIN:
 			o.origin = optarg;
 			break;
-		case OPT_PARALLEL: {
-			uint64_t v;
-			if (!cli_parse_u64("--parallel", optarg, &v))
-				goto cleanup;
-			if (v < 1 || v > SLUICE_APPLY_MAX_PARALLEL) {
-				rc = cli_usage_error("apply", "--parallel %s: use 1 to %d", optarg,
-						     SLUICE_APPLY_MAX_PARALLEL);
-				goto cleanup;
-			}
-			o.parallel = (int)v;
-			break;
-		}
 		case 'h':
 			apply_help(stdout);
 			rc = SLUICE_EXIT_OK;
@@ -243,16 +222,6 @@ cmd_apply(int argc, char **argv)
 	}
 	if (caught_up && follow) {
 		rc = cli_usage_error("apply", "--follow and --exit-when-caught-up exclude each other");
-		goto cleanup;
-	}
-	if (o.parallel > 1 && o.strategy == SLUICE_STRATEGY_TIMESTAMP) {
-		rc = cli_usage_error("apply", "--parallel works with --strategy replace or append, "
-					      "not timestamp (its reads of the target row must see "
-					      "every earlier transaction)");
-		goto cleanup;
-	}
-	if (o.parallel > 1 && o.dry_run) {
-		rc = cli_usage_error("apply", "--parallel and --dry-run exclude each other");
 		goto cleanup;
 	}
 	o.ts_columns = tscols;
