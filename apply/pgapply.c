@@ -132,6 +132,10 @@ typedef struct apply {
 	 * transaction fails (unique violation), is rolled back with everything
 	 * after it, and is applied again with conflict handling.
 	 */
+	/* counts and conflict rows as of the last COMMIT result: what a rollback returns to */
+	sluice_apply_stats committed_stats;
+	size_t committed_rows;
+
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
 	int64_t last_log_ms;
@@ -232,6 +236,24 @@ apply_send_sql(apply *a, const char *sql, int n, const char *const *values, appl
 
 static void apply_count_result(apply *a, apply_pending *p, PGresult *res);
 
+/*
+ * apply_restore_committed forgets the counts and conflict rows of
+ * transactions that did not commit (rolled back, or lost with the
+ * connection): they are counted when applied again.
+ */
+static void
+apply_restore_committed(apply *a)
+{
+	sluice_apply_stats *s = a->stats;
+	bool refused = s->refused;
+	uint64_t resumed_after = s->resumed_after;
+	*s = a->committed_stats;
+	s->refused = refused;
+	s->resumed_after = resumed_after;
+	if (a->conflict_rows.len > a->committed_rows)
+		a->conflict_rows.len = a->committed_rows;
+}
+
 /* apply_count_txn counts an applied transaction (at its COMMIT's result). */
 static void
 apply_count_txn(apply *a, uint64_t txseq)
@@ -259,10 +281,6 @@ apply_drain(apply *a, bool keep_probes)
 	a->first_error[0] = '\0';
 	a->error_index = -1;
 	a->error_txseq = 0;
-	/* Counts as of the last transaction known committed: restored when a
-	 * failed transaction is applied again. */
-	sluice_apply_stats committed = *a->stats;
-	size_t committed_rows = a->conflict_rows.len;
 	for (size_t i = 0; i < a->npending; i++) {
 		PGresult *res = PQgetResult(a->conn);
 		if (res == NULL) {
@@ -293,8 +311,8 @@ apply_drain(apply *a, bool keep_probes)
 		} else {
 			if (ok && p->kind == APPLY_K_COMMIT) {
 				apply_count_txn(a, p->txseq);
-				committed = *a->stats;
-				committed_rows = a->conflict_rows.len;
+				a->committed_stats = *a->stats;
+				a->committed_rows = a->conflict_rows.len;
 			} else if (ok)
 				apply_count_result(a, p, res);
 			PQclear(res);
@@ -308,10 +326,8 @@ apply_drain(apply *a, bool keep_probes)
 			return false;
 		}
 	}
-	if (!ok && a->retry_safe) {
-		*a->stats = committed;
-		a->conflict_rows.len = committed_rows;
-	}
+	if (!ok && a->retry_safe)
+		apply_restore_committed(a);
 	PGresult *sync = PQgetResult(a->conn);
 	if (sync == NULL || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
 		PQclear(sync);
@@ -396,6 +412,7 @@ apply_send_conflict_log(apply *a)
 		"json_populate_record(NULL::sluice.conflicts, l::json) AS r",
 		1, params, APPLY_K_CONTROL);
 	sluice_buf_reset(&a->conflict_rows);
+	a->committed_rows = 0;
 	return ok;
 }
 
@@ -1806,7 +1823,6 @@ apply_rollback(apply *a)
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
-	sluice_buf_reset(&a->conflict_rows);
 	if (!a->txn_open_on_target)
 		return;
 	a->txn_open_on_target = false;
@@ -1814,6 +1830,9 @@ apply_rollback(apply *a)
 	apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL);
 	apply_drain(a, false);
 	apply_clear_pending(a);
+	/* A dry run counts what it would have done: nothing commits there. */
+	if (!a->o->dry_run)
+		apply_restore_committed(a);
 }
 
 /*
@@ -2200,8 +2219,11 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			break;
 		}
 		if (st == SLUICE_READER_REWIND) {
-			if (a->in_txn)
+			if (a->in_txn) {
 				apply_rollback(a);
+				/* The restarted writer writes the cut transaction again, same txseq. */
+				a->expect_txseq = a->txseq;
+			}
 			continue;
 		}
 		if (st == SLUICE_READER_WAIT) {
@@ -2341,6 +2363,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		}
 		a.busy = false;
 		/* Lost the target: start over from its progress. */
+		apply_restore_committed(&a);
 		PQfinish(a.conn);
 		a.conn = NULL;
 		a.in_txn = false;
