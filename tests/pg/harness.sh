@@ -1,6 +1,8 @@
 # Sourced by the PostgreSQL tests: throwaway PostgreSQL 15 servers on loopback.
 #
 #   pg_harness_init                 work directory, cleanup on exit
+#   pg_test_init SLUICE             a test's start: pg_harness_init, SLUICE (the
+#                                   binary under test), W (the test's work directory)
 #   pg_start NAME [SETTING ...]     start server NAME (extra postgresql.conf lines)
 #   pg_conninfo NAME [DB]           "host=127.0.0.1 port=N user=postgres dbname=DB"
 #   pg_psql NAME [DB] ARGS...       psql -X -At -v ON_ERROR_STOP=1 against it
@@ -46,6 +48,13 @@ pg_harness_init() {
 		id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
 	fi
 	trap pg_harness_cleanup EXIT
+}
+
+pg_test_init() {
+	SLUICE=$1
+	pg_harness_init
+	W=$PG_HARNESS_DIR/work
+	mkdir -p "$W"
 }
 
 # pg_free_port prints a TCP port on 127.0.0.1 that nothing listens on.

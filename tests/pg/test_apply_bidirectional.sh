@@ -15,12 +15,9 @@
 #   - conflicts happened, and every logged resolution agrees with the versions.
 # Usage: test_apply_bidirectional.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 pg_value_checks
 PIDS=()
 die() {

@@ -12,12 +12,9 @@
 # refuses without track_commit_timestamp and on an unprepared node.
 # Usage: test_apply_conflicts.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 pg_value_checks
 die() { echo "FATAL: $*" >&2; exit 1; }
 q() { local n=$1 d=$2; shift 2; pg_psql "$n" "$d" -c "$*"; }

@@ -21,12 +21,9 @@
 # pg_replication_origin_progress('sluice_k9', true) = last txseq of the stream.
 # Usage: test_apply_kill9.sh SLUICE      (SEED=N to repeat a kill schedule)
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 RANDOM=$SEED
 echo "apply kill9: seed $SEED (rerun with SEED=$SEED)"

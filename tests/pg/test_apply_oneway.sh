@@ -16,12 +16,9 @@
 #     equal; origin progress = last txseq.
 # Usage: test_apply_oneway.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 
 pg_step_checks oneway
 

@@ -15,12 +15,9 @@
 # transaction again.
 # Usage: test_apply_optimistic.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 fail() {
 	echo "optimistic: FAILED: $*" >&2
 	exit 1

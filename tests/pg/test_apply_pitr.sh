@@ -16,12 +16,9 @@
 # or be refused with an error naming the origin, never silently skipped.
 # Usage: test_apply_pitr.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 export PATH=$PGBIN:$PATH
 
 pg_step_checks pitr

@@ -28,12 +28,9 @@
 #     the rows inserted, updated and deleted on the source (pg_stat_user_tables).
 # Usage: test_apply_refuse.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 export PATH=$PGBIN:$PATH
 STREAM=rf
 

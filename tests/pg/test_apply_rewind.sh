@@ -12,12 +12,9 @@
 # once (not the part that was rolled back).
 # Usage: test_apply_rewind.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 fail() {
 	echo "rewind: FAILED: $*" >&2
 	[ -f "$W/apply.log" ] && tail -n 20 "$W/apply.log" >&2

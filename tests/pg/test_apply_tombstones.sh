@@ -18,12 +18,9 @@
 #       start and keeps a fresh one; the default horizon keeps them.
 # Usage: test_apply_tombstones.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 pg_value_checks
 die() { echo "FATAL: $*" >&2; exit 1; }
 q() { local n=$1; shift; pg_psql "$n" postgres -c "$*"; }

@@ -10,12 +10,9 @@
 # Under sanitizers (SLUICE_SANITIZED=1) the RSS bound is not checked.
 # Usage: test_capture_bigtxn.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 
 ROWS=${BIGTXN_ROWS:-1500000} # x ~200 bytes of text = ~300 MB of row data
 # The bound: a pending frame (1 MiB of records) plus its compressed copy, the

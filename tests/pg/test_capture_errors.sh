@@ -4,12 +4,9 @@
 # unknown key file, a store written with another key; SIGTERM exits 0.
 # Usage: test_capture_errors.sh SLUICE
 set -uo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 fail=0
 expect() { # expect NAME EXIT PATTERN LOGFILE -- the command ran before
 	local name=$1 want=$2 got=$3 pattern=$4 log=$5

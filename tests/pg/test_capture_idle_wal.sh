@@ -8,12 +8,9 @@
 # After that, a write in "quiet" is still captured, and SIGTERM stops cleanly.
 # Usage: test_capture_idle_wal.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 
 MIN_WAL_MB=100  # WAL the busy database must generate
 NEAR_MB=16      # how far behind pg_current_wal_lsn() the slot may stay (one WAL segment)

@@ -10,12 +10,9 @@
 # per committed workload transaction (each inserts one row into txlog).
 # Usage: test_capture_kill9.sh SLUICE      (SEED=N to repeat a kill schedule)
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 RANDOM=$SEED
 echo "kill9: seed $SEED (rerun with SEED=$SEED)"

@@ -11,12 +11,9 @@
 # complete snapshot followed by the changes (the slot is dropped and recreated).
 # Usage: test_capture_snapshot.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 T0=$SECONDS
 
 fail() {

@@ -4,12 +4,9 @@
 # old keys (DEFAULT identity) and old rows (FULL identity) are captured.
 # Usage: test_capture_types.sh SLUICE
 set -euo pipefail
-SLUICE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/harness.sh"
-pg_harness_init
-W=$PG_HARNESS_DIR/work
-mkdir -p "$W"
+pg_test_init "$1"
 pg_start src
 "$SLUICE" keygen --out "$W/k" >/dev/null 2>&1
 
