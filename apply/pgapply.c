@@ -1,4 +1,4 @@
-/* PostgreSQL apply: verified replay of a stream with exactly-once progress and conflict strategies. */
+/* PostgreSQL apply: verified replay of a stream, exactly-once progress, conflict strategies. */
 #include "pgapply.h"
 
 #include <inttypes.h>
@@ -30,22 +30,22 @@ typedef enum apply_kind {
 	APPLY_K_PROBE_ROW,      /* timestamp: version of the target row */
 	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
 	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
-	APPLY_K_BATCH_INSERT,   /* many inserts in one statement: count written, keys that existed */
+	APPLY_K_BATCH_INSERT, /* many inserts in one statement: count written, keys that existed */
 	APPLY_K_APPEND_PROBE_UPD, /* append: partial update, does the row exist? */
 	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
-	APPLY_K_BATCH_PLAIN,    /* many inserts, no conflict handling: fails if a row exists */
-	APPLY_K_COMMIT,         /* COMMIT: its transaction is applied once this succeeds */
+	APPLY_K_BATCH_PLAIN,      /* many inserts, no conflict handling: fails if a row exists */
+	APPLY_K_COMMIT,           /* COMMIT: its transaction is applied once this succeeds */
 } apply_kind;
 
 typedef struct apply_pending {
 	apply_kind kind;
 	uint32_t rel_index;
-	char *key;   /* owned: JSON array of the key values, for the conflict log */
-	PGresult *res; /* probes keep their result */
-	uint32_t rows; /* rows sent in a batch */
-	uint64_t txseq;     /* transaction it belongs to (several may be in flight) */
+	char *key;      /* owned: JSON array of the key values, for the conflict log */
+	PGresult *res;  /* probes keep their result */
+	uint32_t rows;  /* rows sent in a batch */
+	uint64_t txseq; /* transaction it belongs to (several may be in flight) */
 	int64_t commit_us;
-	uint32_t node;      /* index into apply.nodes */
+	uint32_t node; /* index into apply.nodes */
 } apply_pending;
 
 typedef struct apply_rel {
@@ -54,7 +54,7 @@ typedef struct apply_rel {
 	char *schema, *name; /* owned */
 	char *qname;         /* owned: "schema"."name" */
 	char *label;         /* owned: schema.name, for messages and tombstones */
-	char *tomb_rel;      /* owned: quote_ident(schema).quote_ident(name), as the trigger names it */
+	char *tomb_rel; /* owned: quote_ident(schema).quote_ident(name), as the trigger names it */
 	int ncols;
 	char **cols;  /* owned */
 	char **qcols; /* owned, quoted */
@@ -95,7 +95,7 @@ typedef struct apply {
 	uint64_t error_txseq;
 
 	uint64_t expect_txseq; /* the next transaction must be this one */
-	char **nodes; /* owned: origin node names seen, interned */
+	char **nodes;          /* owned: origin node names seen, interned */
 	uint32_t nnodes;
 	uint32_t cur_node;
 
@@ -116,10 +116,10 @@ typedef struct apply {
 	sluice_buf *batch_cols; /* owned: one text[] literal per column */
 	int batch_ncols;
 	uint64_t *batch_hashes; /* owned: open-addressed set of key hashes */
-	sluice_buf batch_first;  /* owned: the first row's values, NUL-separated */
-	bool *batch_first_null;  /* owned: which of them are NULL */
+	sluice_buf batch_first; /* owned: the first row's values, NUL-separated */
+	bool *batch_first_null; /* owned: which of them are NULL */
 	int batch_first_cap;
-	char *batch_first_key;   /* owned: its key as JSON, for the conflict log */
+	char *batch_first_key; /* owned: its key as JSON, for the conflict log */
 
 	/* conflicts found after a pipelined commit (replace, append) */
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
@@ -142,7 +142,7 @@ typedef struct apply {
 } apply;
 
 static const char *const apply_conflict_names[SLUICE_CONFLICT_COUNT] = {
-	"insert_exists", "insert_deleted", "update_newer_local", "update_missing",
+	"insert_exists",  "insert_deleted",     "update_newer_local", "update_missing",
 	"update_deleted", "delete_newer_local", "delete_missing",
 };
 
@@ -430,36 +430,41 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			a->stats->inserts++;
 		else {
 			a->stats->updates++;
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
-				       "remote");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+					  "remote");
 		}
 		break;
 	case APPLY_K_UPDATE_UPSERT:
 		a->stats->updates++;
 		if (first_true)
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-				       "inserted");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					  "inserted");
 		break;
 	case APPLY_K_UPDATE_PLAIN:
 		if (tuples > 0)
 			a->stats->updates++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-				       "skipped");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					  "skipped");
 		break;
 	case APPLY_K_DELETE:
 		if (tuples > 0)
 			a->stats->deletes++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
-				       "skipped");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
+					  "skipped");
 		break;
 	case APPLY_K_INSERT_NOTHING:
 		if (PQntuples(res) > 0)
 			a->stats->inserts++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
-				       "kept_local");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+					  "kept_local");
 		break;
 	case APPLY_K_BATCH_PLAIN:
 		a->stats->inserts += (uint64_t)tuples;
@@ -475,14 +480,15 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			existed++;
 			a->stats->updates++;
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 0), NULL,
-					  NULL, "remote");
+					  SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 0),
+					  NULL, NULL, "remote");
 		}
 		a->stats->inserts += written - existed;
 		/* DO NOTHING writes no row for a key that exists. */
 		for (uint32_t i = written; i < p->rows; i++)
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL,
-				       "kept_local");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL,
+					  "kept_local");
 		break;
 	}
 	case APPLY_K_APPEND_PROBE_UPD:
@@ -490,20 +496,23 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			a->stats->skipped++;
 		else
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL, "skipped");
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					  "skipped");
 		break;
 	case APPLY_K_APPEND_PROBE_DEL:
 		if (first_true)
 			a->stats->skipped++;
 		else
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
+					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
+					  "skipped");
 		break;
 	case APPLY_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node], SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-				       "inserted");
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					  "inserted");
 		} else
 			a->stats->skipped++;
 		break;
@@ -605,15 +614,16 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 	if (r->cols == NULL || r->qcols == NULL || r->key == NULL || r->types == NULL)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
-		r->types[i] = apply_strdup(src->columns[i]->type_name ? src->columns[i]->type_name : "");
+		r->types[i] =
+			apply_strdup(src->columns[i]->type_name ? src->columns[i]->type_name : "");
 		r->cols[i] = apply_strdup(src->columns[i]->name);
 		r->qcols[i] = PQescapeIdentifier(a->conn, r->cols[i], strlen(r->cols[i]));
 		r->key[i] = src->columns[i]->has_key && src->columns[i]->key;
 		if (r->key[i])
 			r->nkeys++;
 	}
-	r->full_identity = (src->has_replica_identity && src->replica_identity == 'f') ||
-			   r->nkeys == 0;
+	r->full_identity =
+		(src->has_replica_identity && src->replica_identity == 'f') || r->nkeys == 0;
 	if (r->nkeys == 0)
 		for (int i = 0; i < r->ncols; i++) {
 			r->key[i] = true;
@@ -660,12 +670,13 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 			if (strcmp(PQgetvalue(res, t, 0), r->cols[i]) == 0)
 				found = t;
 		if (found < 0) {
-			sluice_buf_printf(&diff, "%s%s (%s): missing on the target", ndiff ? "; " : "",
-					  r->cols[i], want);
+			sluice_buf_printf(&diff, "%s%s (%s): missing on the target",
+					  ndiff ? "; " : "", r->cols[i], want);
 			ndiff++;
 		} else if (want[0] && strcmp(PQgetvalue(res, found, 1), want) != 0) {
 			sluice_buf_printf(&diff, "%s%s: %s in the stream, %s on the target",
-					  ndiff ? "; " : "", r->cols[i], want, PQgetvalue(res, found, 1));
+					  ndiff ? "; " : "", r->cols[i], want,
+					  PQgetvalue(res, found, 1));
 			ndiff++;
 		} else if (PQgetvalue(res, found, 4)[0] == 't') {
 			sluice_buf_printf(&diff, "%s%s: generated on the target", ndiff ? "; " : "",
@@ -678,8 +689,10 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 		for (int i = 0; i < r->ncols; i++)
 			if (strcmp(PQgetvalue(res, t, 0), r->cols[i]) == 0)
 				in_stream = true;
-		if (!in_stream && PQgetvalue(res, t, 2)[0] == 't' && PQgetvalue(res, t, 3)[0] != 't') {
-			sluice_buf_printf(&diff, "%s%s: NOT NULL without a default on the target, "
+		if (!in_stream && PQgetvalue(res, t, 2)[0] == 't' &&
+		    PQgetvalue(res, t, 3)[0] != 't') {
+			sluice_buf_printf(&diff,
+					  "%s%s: NOT NULL without a default on the target, "
 					  "not in the stream",
 					  ndiff ? "; " : "", PQgetvalue(res, t, 0));
 			ndiff++;
@@ -706,7 +719,8 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 	const char *p3[3] = {r->schema, r->name, (const char *)keys.data};
 	res = PQexecParams(
 		a->conn,
-		"SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = (quote_ident($1) || '.' "
+		"SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = (quote_ident($1) || "
+		"'.' "
 		"|| quote_ident($2))::regclass AND i.indisunique AND i.indpred IS NULL AND "
 		"i.indexprs IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM "
 		"pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = "
@@ -778,9 +792,9 @@ apply_stmt_prepare(apply *a, const char *key, sluice_buf *sql, int nparams, bool
 
 /* A row image with the values to send. */
 typedef struct apply_row {
-	const char **v;  /* value per column, NULL for SQL NULL */
-	bool *present;   /* false for an unchanged TOAST value */
-	bool complete;   /* every column known */
+	const char **v; /* value per column, NULL for SQL NULL */
+	bool *present;  /* false for an unchanged TOAST value */
+	bool complete;  /* every column known */
 } apply_row;
 
 static void
@@ -977,10 +991,9 @@ apply_maybe_drain(apply *a)
 	return ok;
 }
 
-
 /* ---- batched inserts ------------------------------------------------------ */
 
-#define APPLY_BATCH_ROWS 1000
+#define APPLY_BATCH_ROWS  1000
 #define APPLY_BATCH_SLOTS 4096 /* hash set size: > 2 * APPLY_BATCH_ROWS */
 
 /* apply_hash is FNV-1a over a key's JSON text. */
@@ -1111,14 +1124,15 @@ apply_batch_flush(apply *a)
 			int k = 0;
 			for (int i = 0; i < r->ncols; i++)
 				if (r->key[i])
-					sluice_buf_printf(&sql, "%s%s", k++ ? ", " : "", r->qcols[i]);
+					sluice_buf_printf(&sql, "%s%s", k++ ? ", " : "",
+							  r->qcols[i]);
 			sluice_buf_append_str(&sql, ")");
 			int set = 0;
 			for (int i = 0; i < r->ncols; i++)
 				if (!r->key[i])
 					sluice_buf_printf(&sql, "%s%s = EXCLUDED.%s",
-							  set++ ? ", " : " DO UPDATE SET ", r->qcols[i],
-							  r->qcols[i]);
+							  set++ ? ", " : " DO UPDATE SET ",
+							  r->qcols[i], r->qcols[i]);
 			if (set == 0)
 				sluice_buf_append_str(&sql, " DO NOTHING");
 		}
@@ -1148,8 +1162,8 @@ apply_batch_flush(apply *a)
 	}
 	if (ok)
 		ok = apply_send_prepared(a, name, r->ncols, vals,
-					 plain ? APPLY_K_BATCH_PLAIN : APPLY_K_BATCH_INSERT, a->batch_rel,
-					 NULL);
+					 plain ? APPLY_K_BATCH_PLAIN : APPLY_K_BATCH_INSERT,
+					 a->batch_rel, NULL);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
 	free(vals);
@@ -1173,8 +1187,7 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 		if (r->types[i][0] == '\0')
 			return apply_batch_flush(a); /* no type to cast to: one at a time */
 	/* Append logs each kept row with its key: one statement per row there. */
-	if (a->o->strategy == SLUICE_STRATEGY_APPEND ||
-	    (!r->has_unique && !r->full_identity))
+	if (a->o->strategy == SLUICE_STRATEGY_APPEND || (!r->has_unique && !r->full_identity))
 		return apply_batch_flush(a);
 	uint64_t h = apply_hash(keyjson);
 	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= APPLY_BATCH_ROWS)) {
@@ -1418,7 +1431,8 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 
 	/* 1. versions of the row (locked) and of its tombstone */
 	apply_params p = {.v = vals};
-	snprintf(key, sizeof(key), "%" PRIu32 ":probe%s", r->generation, r->ts_col >= 0 ? "ts" : "");
+	snprintf(key, sizeof(key), "%" PRIu32 ":probe%s", r->generation,
+		 r->ts_col >= 0 ? "ts" : "");
 	apply_params_add(&p, a->commit_ts);
 	apply_params_add(&p, a->node);
 	int next = 3;
@@ -1436,20 +1450,22 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		 * commits first, the version is computed from the row as re-read.
 		 */
 		if (r->ts_col >= 0)
-			sluice_buf_printf(&sql,
-					  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
-					  "CASE WHEN x.tc IS NULL OR $3::timestamptz IS NULL THEN "
-					  "sluice.remote_wins(x.xm, $1, $2) WHEN $3::timestamptz <> x.tc "
-					  "THEN $3::timestamptz > x.tc ELSE $2 > "
-					  "coalesce((sluice.version(x.xm)).node, '') END FROM (SELECT "
-					  "t.xmin AS xm, t.%s AS tc FROM %s t",
-					  r->qcols[r->ts_col], r->qname);
+			sluice_buf_printf(
+				&sql,
+				"SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+				"CASE WHEN x.tc IS NULL OR $3::timestamptz IS NULL THEN "
+				"sluice.remote_wins(x.xm, $1, $2) WHEN $3::timestamptz <> x.tc "
+				"THEN $3::timestamptz > x.tc ELSE $2 > "
+				"coalesce((sluice.version(x.xm)).node, '') END FROM (SELECT "
+				"t.xmin AS xm, t.%s AS tc FROM %s t",
+				r->qcols[r->ts_col], r->qname);
 		else
-			sluice_buf_printf(&sql,
-					  "SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
-					  "sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm "
-					  "FROM %s t",
-					  r->qname);
+			sluice_buf_printf(
+				&sql,
+				"SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
+				"sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm "
+				"FROM %s t",
+				r->qname);
 		apply_where(&sql, r, "t.", &next);
 		sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
 		probe = apply_stmt_prepare(a, key, &sql, p.n, &ok);
@@ -1462,10 +1478,11 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		const char *tname = apply_stmt_find(a, key);
 		if (tname == NULL) {
 			sluice_buf_reset(&sql);
-			sluice_buf_append_str(&sql,
-					      "SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
-					      "FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
-					      "WHERE tb.rel = $3 AND tb.key = ");
+			sluice_buf_append_str(
+				&sql,
+				"SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
+				"FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
+				"WHERE tb.rel = $3 AND tb.key = ");
 			apply_tomb_key_expr(&sql, r, 4);
 			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
 		}
@@ -1475,7 +1492,8 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		apply_params_add(&tpp, r->tomb_rel);
 		apply_params_key(&tpp, r, keyrow);
 		if (ok)
-			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri, NULL);
+			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri,
+						 NULL);
 	}
 	if (ok && !apply_drain(a, true))
 		ok = false;
@@ -1499,17 +1517,17 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	if (op == 'I') {
 		if (!row.present) {
 			if (tomb_blocks)
-				apply_conflict(a, SLUICE_CONFLICT_INSERT_DELETED, r, keyjson, tomb.at,
-					       tomb.node, "skipped");
+				apply_conflict(a, SLUICE_CONFLICT_INSERT_DELETED, r, keyjson,
+					       tomb.at, tomb.node, "skipped");
 			else
 				w = W_INSERT;
 		} else if (row.remote_wins) {
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at, row.node,
-				       "remote");
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at,
+				       row.node, "remote");
 			w = W_UPDATE_ALL;
 		} else
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at, row.node,
-				       "kept_local");
+			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at,
+				       row.node, "kept_local");
 	} else if (op == 'U') {
 		if (row.present && row.remote_wins)
 			w = W_UPDATE;
@@ -1531,8 +1549,8 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			w = W_DELETE;
 		else {
 			if (row.present)
-				apply_conflict(a, SLUICE_CONFLICT_DELETE_NEWER_LOCAL, r, keyjson, row.at,
-					       row.node, "kept_local");
+				apply_conflict(a, SLUICE_CONFLICT_DELETE_NEWER_LOCAL, r, keyjson,
+					       row.at, row.node, "kept_local");
 			else
 				apply_conflict(a, SLUICE_CONFLICT_DELETE_MISSING, r, keyjson, NULL,
 					       NULL, "tombstone");
@@ -1579,11 +1597,12 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		const char *tname = apply_stmt_find(a, key);
 		if (tname == NULL) {
 			sluice_buf_reset(&sql);
-			sluice_buf_append_str(&sql,
-					      "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
+			sluice_buf_append_str(
+				&sql, "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
 			apply_tomb_key_expr(&sql, r, 4);
-			sluice_buf_append_str(&sql, ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = "
-						    "now() WHERE sluice.remote_wins(t.xmin, $2, $3)");
+			sluice_buf_append_str(&sql,
+					      ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = "
+					      "now() WHERE sluice.remote_wins(t.xmin, $2, $3)");
 			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
 		}
 		apply_params up = {.v = vals + r->ncols + 2};
@@ -1687,12 +1706,16 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 		apply_row_from(r, newrow, &newr, &ntext);
 	if (oldrow)
 		apply_row_from(r, oldrow, &oldr, &text);
-	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
-			  ? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
-			  : apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
+	bool ok =
+		a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
+			? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
+			: apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
 	if (!ok && a->first_error[0] && !a->retry_safe) {
 		sluice_log_error("could not apply txseq %" PRIu64 " (%s of %s) on the target: %s",
-				 a->txseq, op == 'I' ? "insert" : op == 'U' ? "update" : "delete",
+				 a->txseq,
+				 op == 'I'   ? "insert"
+				 : op == 'U' ? "update"
+					     : "delete",
 				 r->label, a->first_error);
 		a->first_error[0] = '\0';
 	}
@@ -1718,7 +1741,8 @@ apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate
 	sluice_buf sql = {0};
 	int n = 0;
 	for (size_t i = 0; i < t->n_relation_ids; i++) {
-		const Sluice__V1__Relation *src = sluice_reader_relation(reader, t->relation_ids[i]);
+		const Sluice__V1__Relation *src =
+			sluice_reader_relation(reader, t->relation_ids[i]);
 		if (src == NULL)
 			continue;
 		if (!sluice_filter_match(&a->o->filter, src->schema, src->name))
@@ -1806,10 +1830,11 @@ apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 	a->txn_open_on_target = true;
 	if (a->schema_installed && strcmp(a->last_origin_node, node) != 0) {
 		const char *op[2] = {a->origin, node};
-		if (!apply_send_sql(a,
-				    "INSERT INTO sluice.origin_node VALUES ($1, $2) ON CONFLICT (roname) "
-				    "DO UPDATE SET node = EXCLUDED.node",
-				    2, op, APPLY_K_CONTROL))
+		if (!apply_send_sql(
+			    a,
+			    "INSERT INTO sluice.origin_node VALUES ($1, $2) ON CONFLICT (roname) "
+			    "DO UPDATE SET node = EXCLUDED.node",
+			    2, op, APPLY_K_CONTROL))
 			return false;
 		snprintf(a->last_origin_node, sizeof(a->last_origin_node), "%s", node);
 	}
@@ -1897,12 +1922,13 @@ apply_log_counters(const apply *a, const char *what)
 	for (int c = 0; c < SLUICE_CONFLICT_COUNT; c++)
 		if (s->conflicts[c] && n < sizeof(conflicts))
 			n += (size_t)snprintf(conflicts + n, sizeof(conflicts) - n, "%s%s=%" PRIu64,
-					      n ? " " : "", apply_conflict_names[c], s->conflicts[c]);
+					      n ? " " : "", apply_conflict_names[c],
+					      s->conflicts[c]);
 	sluice_log_info("%s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64 "), %" PRIu64
 			" inserts, %" PRIu64 " updates, %" PRIu64 " deletes, %" PRIu64
 			" truncates, %" PRIu64 " skipped; conflicts: %s",
-			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts, s->updates,
-			s->deletes, s->truncates, s->skipped, n ? conflicts : "none");
+			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts,
+			s->updates, s->deletes, s->truncates, s->skipped, n ? conflicts : "none");
 }
 
 /* apply_setup connects and prepares the session; returns the txseq to resume after. */
@@ -1943,29 +1969,33 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	}
 	const char *mp[1] = {marker};
 	if (exists) {
-		res = sluice_pg_query(a->conn, "SELECT coalesce(current_setting($1, true), '')", 1, mp);
+		res = sluice_pg_query(a->conn, "SELECT coalesce(current_setting($1, true), '')", 1,
+				      mp);
 		bool mine = res != NULL && strcmp(PQgetvalue(res, 0, 0), "owner") == 0;
 		PQclear(res);
 		if (!mine) {
-			sluice_log_error("replication origin \"%s\" already tracks stream \"%s\" for "
-					 "another database of this cluster (origins are per cluster): "
-					 "give this database its own with --origin NAME",
-					 a->origin, o->stream);
+			sluice_log_error(
+				"replication origin \"%s\" already tracks stream \"%s\" for "
+				"another database of this cluster (origins are per cluster): "
+				"give this database its own with --origin NAME",
+				a->origin, o->stream);
 			*fatal = true;
 			return false;
 		}
 	}
 	if (!exists && !o->dry_run) {
-		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_create($1)", 1, params);
+		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_create($1)", 1,
+				      params);
 		if (res == NULL) {
 			*fatal = true;
 			return false;
 		}
 		PQclear(res);
-		res = sluice_pg_query(a->conn,
-				      "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), "
-				      "$1::text, 'owner')",
-				      1, mp);
+		res = sluice_pg_query(
+			a->conn,
+			"SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), "
+			"$1::text, 'owner')",
+			1, mp);
 		bool marked = res != NULL && sluice_pg_exec(a->conn, PQgetvalue(res, 0, 0));
 		PQclear(res);
 		if (!marked) {
@@ -1988,14 +2018,14 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		PQclear(res);
 	}
 	if (!o->dry_run) {
-		res = PQexecParams(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1, NULL,
-				   params, NULL, NULL, 0);
+		res = PQexecParams(a->conn, "SELECT pg_replication_origin_session_setup($1)", 1,
+				   NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			/* The backend of a killed apply may still hold it for a moment: retry. */
 			bool busy = strstr(PQresultErrorMessage(res), "already active") != NULL;
 			if (busy)
-				sluice_log_warn("replication origin \"%s\" is still in use: %s", a->origin,
-						sluice_pg_error_line(a->conn));
+				sluice_log_warn("replication origin \"%s\" is still in use: %s",
+						a->origin, sluice_pg_error_line(a->conn));
 			else
 				sluice_log_error("could not set up replication origin \"%s\": %s",
 						 a->origin, sluice_pg_error_line(a->conn));
@@ -2016,12 +2046,13 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	if (a->schema_installed)
 		sluice_prepare_node(a->conn, a->local_node, sizeof(a->local_node));
 	if (o->strategy == SLUICE_STRATEGY_TIMESTAMP) {
-		res = sluice_pg_query(a->conn, "SELECT current_setting('track_commit_timestamp')", 0,
-				      NULL);
+		res = sluice_pg_query(a->conn, "SELECT current_setting('track_commit_timestamp')",
+				      0, NULL);
 		if (res == NULL || strcmp(PQgetvalue(res, 0, 0), "on") != 0) {
-			sluice_log_error("--strategy timestamp needs track_commit_timestamp = on on the "
-					 "target (ALTER SYSTEM SET track_commit_timestamp = on; then "
-					 "restart PostgreSQL)");
+			sluice_log_error(
+				"--strategy timestamp needs track_commit_timestamp = on on the "
+				"target (ALTER SYSTEM SET track_commit_timestamp = on; then "
+				"restart PostgreSQL)");
 			PQclear(res);
 			*fatal = true;
 			return false;
@@ -2035,18 +2066,22 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		}
 		res = sluice_pg_query(
 			a->conn,
-			"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+			"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid "
+			"= "
 			"c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
 			"('pg_catalog', 'information_schema', 'sluice') AND n.nspname NOT LIKE "
-			"'pg_toast%' AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid "
+			"'pg_toast%' AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = "
+			"c.oid "
 			"AND t.tgname = 'sluice_record_delete') ORDER BY 1, 2",
 			0, NULL);
 		for (int i = 0; res && i < PQntuples(res); i++)
-			if (sluice_filter_match(&o->filter, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)))
-				sluice_log_warn("table %s.%s has no delete tracking: a local delete "
-						"there cannot win against an older remote update (run "
-						"sluice prepare)",
-						PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+			if (sluice_filter_match(&o->filter, PQgetvalue(res, i, 0),
+						PQgetvalue(res, i, 1)))
+				sluice_log_warn(
+					"table %s.%s has no delete tracking: a local delete "
+					"there cannot win against an older remote update (run "
+					"sluice prepare)",
+					PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
 		PQclear(res);
 	}
 	if (a->schema_installed && !o->dry_run && o->tombstone_horizon_s > 0) {
@@ -2066,18 +2101,20 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	static const char *const control[][2] = {
 		{"sl_begin", "BEGIN"},
 		{"sl_commit", "COMMIT"},
-		{"sl_setup", "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)"},
-		{"sl_setup_v", "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
-			       "set_config('sluice.remote_time', $2::text, true), "
-			       "set_config('sluice.remote_node', $3::text, true)"},
+		{"sl_setup",
+		 "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)"},
+		{"sl_setup_v",
+		 "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
+		 "set_config('sluice.remote_time', $2::text, true), "
+		 "set_config('sluice.remote_node', $3::text, true)"},
 	};
 	for (size_t i = 0; i < sizeof(control) / sizeof(control[0]); i++) {
 		res = PQprepare(a->conn, control[i][0], control[i][1], 0, NULL);
 		bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
 		PQclear(res);
 		if (!prepared) {
-			sluice_log_error("could not prepare \"%s\" on the target: %s", control[i][1],
-					 sluice_pg_error_line(a->conn));
+			sluice_log_error("could not prepare \"%s\" on the target: %s",
+					 control[i][1], sluice_pg_error_line(a->conn));
 			*fatal = true;
 			return false;
 		}
@@ -2117,7 +2154,8 @@ static bool
 apply_progress(apply *a, uint64_t *resume)
 {
 	if (PQexitPipelineMode(a->conn) != 1) {
-		sluice_log_error("could not leave pipeline mode: %s", sluice_pg_error_line(a->conn));
+		sluice_log_error("could not leave pipeline mode: %s",
+				 sluice_pg_error_line(a->conn));
 		return false;
 	}
 	const char *params[1] = {a->origin};
@@ -2147,7 +2185,7 @@ apply_abandon(apply *a)
 			failed);
 	apply_clear_pending(a);
 	a->retry_safe = false;
-	a->done = false; /* a bound reached past the failure is reached again */
+	a->done = false;               /* a bound reached past the failure is reached again */
 	a->last_origin_node[0] = '\0'; /* its update may have been rolled back */
 	a->in_txn = false;
 	a->batch_open = false;
@@ -2221,7 +2259,8 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		if (st == SLUICE_READER_REWIND) {
 			if (a->in_txn) {
 				apply_rollback(a);
-				/* The restarted writer writes the cut transaction again, same txseq. */
+				/* The restarted writer writes the cut transaction again, same
+				 * txseq. */
 				a->expect_txseq = a->txseq;
 			}
 			continue;
@@ -2324,7 +2363,8 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		if (apply_setup(&a, &resume, &fatal)) {
 			if (attempt == 0)
 				stats->resumed_after = resume;
-			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64 " (%s strategy%s)",
+			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64
+					" (%s strategy%s)",
 					o->stream, resume + 1,
 					o->strategy == SLUICE_STRATEGY_TIMESTAMP ? "timestamp"
 					: o->strategy == SLUICE_STRATEGY_APPEND  ? "append"
@@ -2334,13 +2374,17 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 			apply_outcome out = apply_stream(&a, store, trust, resume);
 			while (out == APPLY_RESUME) {
 				if (!apply_progress(&a, &resume)) {
-					out = PQstatus(a.conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+					out = PQstatus(a.conn) != CONNECTION_OK ? APPLY_RETRY
+										: APPLY_FAILED;
 					break;
 				}
 				if (resume >= a.safe_through) {
-					/* cannot happen: the failed transaction would be committed */
-					sluice_log_error("txseq %" PRIu64 " failed but the target's progress "
-							 "is %" PRIu64, a.safe_through, resume);
+					/* cannot happen: the failed transaction would be committed
+					 */
+					sluice_log_error("txseq %" PRIu64
+							 " failed but the target's progress "
+							 "is %" PRIu64,
+							 a.safe_through, resume);
 					out = APPLY_FAILED;
 					break;
 				}
@@ -2356,9 +2400,10 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 				break;
 		} else if (fatal || (a.conn == NULL && attempt == 0) || (a.busy && attempt >= 6)) {
 			if (a.busy)
-				sluice_log_error("replication origin \"%s\" stayed in use: is another apply "
-						 "running for stream \"%s\"?",
-						 a.origin, o->stream);
+				sluice_log_error(
+					"replication origin \"%s\" stayed in use: is another apply "
+					"running for stream \"%s\"?",
+					a.origin, o->stream);
 			break;
 		}
 		a.busy = false;
@@ -2377,7 +2422,8 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 			a.rels[i].checked = false;
 		attempt++;
 		int delay = 1 << (attempt < 5 ? attempt - 1 : 4);
-		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay, attempt);
+		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay,
+				attempt);
 		sluice_sleep_ms(delay * 1000, o->stop);
 		if (*o->stop) {
 			ok = true;

@@ -1,4 +1,4 @@
-/* PostgreSQL apply: verified replay of a stream with exactly-once progress and conflict strategies. */
+/* PostgreSQL apply: verified replay of a stream, exactly-once progress, conflict strategies. */
 #ifndef SLUICE_APPLY_PGAPPLY_H
 #define SLUICE_APPLY_PGAPPLY_H
 

@@ -58,8 +58,8 @@ static const char *const prepare_schema_sql[] = {
 	 * the version is the remote one (apply sets sluice.remote_time/node); a
 	 * delete older than the tombstone in place does not move it back.
 	 */
-	"CREATE OR REPLACE FUNCTION sluice.record_delete() RETURNS trigger LANGUAGE plpgsql "
-	SLUICE_PG_CANONICAL_FUNCTION_SETTINGS " AS $$ "
+	"CREATE OR REPLACE FUNCTION sluice.record_delete() RETURNS trigger LANGUAGE "
+	"plpgsql " SLUICE_PG_CANONICAL_FUNCTION_SETTINGS " AS $$ "
 	"DECLARE k jsonb; rts timestamptz; rnode text; "
 	"BEGIN "
 	"  EXECUTE 'SELECT jsonb_build_array(' || (SELECT string_agg(format("
@@ -110,8 +110,8 @@ sluice_prepare_node(PGconn *conn, char *out, size_t size)
 {
 	if (sluice_prepare_installed(conn) != 1)
 		return false;
-	PGresult *res = sluice_pg_query(conn, "SELECT value FROM sluice.config WHERE name = 'node'", 0,
-					NULL);
+	PGresult *res = sluice_pg_query(conn, "SELECT value FROM sluice.config WHERE name = 'node'",
+					0, NULL);
 	bool ok = res != NULL && PQntuples(res) == 1;
 	if (ok)
 		snprintf(out, size, "%s", PQgetvalue(res, 0, 0));
@@ -177,15 +177,17 @@ sluice_prepare_install(PGconn *conn, const char *node, const sluice_table_filter
 		char *qn = PQescapeIdentifier(conn, nsp, strlen(nsp));
 		char *qr = PQescapeIdentifier(conn, rel, strlen(rel));
 		sluice_buf_reset(&sql);
-		sluice_buf_printf(&sql,
-				  "CREATE TRIGGER sluice_record_delete AFTER DELETE ON %s.%s FOR EACH "
-				  "ROW EXECUTE FUNCTION sluice.record_delete(%s)",
-				  qn, qr, PQgetvalue(res, i, 2));
+		sluice_buf_printf(
+			&sql,
+			"CREATE TRIGGER sluice_record_delete AFTER DELETE ON %s.%s FOR EACH "
+			"ROW EXECUTE FUNCTION sluice.record_delete(%s)",
+			qn, qr, PQgetvalue(res, i, 2));
 		sluice_buf_append_byte(&sql, '\0');
 		bool t_ok = sluice_pg_exec(conn, (const char *)sql.data);
 		sluice_buf_reset(&sql);
 		/* ALWAYS: it fires in apply's session_replication_role = replica too. */
-		sluice_buf_printf(&sql, "ALTER TABLE %s.%s ENABLE ALWAYS TRIGGER sluice_record_delete",
+		sluice_buf_printf(&sql,
+				  "ALTER TABLE %s.%s ENABLE ALWAYS TRIGGER sluice_record_delete",
 				  qn, qr);
 		sluice_buf_append_byte(&sql, '\0');
 		t_ok = t_ok && sluice_pg_exec(conn, (const char *)sql.data);

@@ -54,7 +54,7 @@ typedef struct capture {
 
 	/* the source transaction being received */
 	bool in_txn;
-	bool skip;          /* filtered out: replication origin, or already in the stream */
+	bool skip; /* filtered out: replication origin, or already in the stream */
 	bool skip_is_dup;
 	bool begin_written; /* its Begin record is in the writer */
 	uint64_t final_lsn;
@@ -65,14 +65,15 @@ typedef struct capture {
 	uint32_t changes;
 
 	/* positions */
-	uint64_t resume_lsn;  /* transactions with final_lsn below are already in the stream */
+	uint64_t resume_lsn; /* transactions with final_lsn below are already in the stream */
 	uint64_t received_lsn;
 	uint64_t acked_lsn;   /* flush position last reported to the server */
 	uint64_t ackable_lsn; /* flush position that may be reported */
-	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is durable */
+	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
+				 durable */
 	uint64_t target_lsn;  /* --exit-when-caught-up: stop at transactions committed from here */
 	bool done;
-	bool fatal; /* the stream cannot be written: do not reconnect */
+	bool fatal;         /* the stream cannot be written: do not reconnect */
 	char busy_why[256]; /* who holds the slot when a start found it busy */
 
 	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
@@ -143,10 +144,11 @@ static bool
 capture_send_status(capture *c, bool reply_requested)
 {
 	uint8_t msg[34];
-	sluice_pgo_encode_status(msg, c->received_lsn, c->ackable_lsn, c->ackable_lsn, sluice_pg_now(),
-				 reply_requested);
+	sluice_pgo_encode_status(msg, c->received_lsn, c->ackable_lsn, c->ackable_lsn,
+				 sluice_pg_now(), reply_requested);
 	if (PQputCopyData(c->repl, (const char *)msg, sizeof(msg)) <= 0 || PQflush(c->repl) != 0) {
-		sluice_log_warn("could not send a status update: %s", sluice_pg_error_line(c->repl));
+		sluice_log_warn("could not send a status update: %s",
+				sluice_pg_error_line(c->repl));
 		return false;
 	}
 	c->acked_lsn = c->ackable_lsn;
@@ -306,8 +308,9 @@ capture_change(capture *c, const sluice_pgo_msg *m)
 		return true;
 	if (!capture_write_begin(c))
 		return false;
-	size_t n = m->change.new_tuple.ncols > m->change.old_tuple.ncols ? m->change.new_tuple.ncols
-									 : m->change.old_tuple.ncols;
+	size_t n = m->change.new_tuple.ncols > m->change.old_tuple.ncols
+			   ? m->change.new_tuple.ncols
+			   : m->change.old_tuple.ncols;
 	if (2 * n + 1 > c->row_cap) {
 		c->row_cap = 2 * n + 1;
 		free(c->kinds);
@@ -556,9 +559,10 @@ capture_prepare(capture *c, bool *take_snapshot)
 {
 	const sluice_capture_options *o = c->o;
 	*take_snapshot = false;
-	PGresult *res = sluice_pg_query(c->cat, "SELECT current_setting('wal_level'), "
-						 "current_database(), "
-						 "current_setting('server_version_num')::int",
+	PGresult *res = sluice_pg_query(c->cat,
+					"SELECT current_setting('wal_level'), "
+					"current_database(), "
+					"current_setting('server_version_num')::int",
 					0, NULL);
 	if (res == NULL)
 		return CAPTURE_START_RETRY;
@@ -575,7 +579,8 @@ capture_prepare(capture *c, bool *take_snapshot)
 	long version = strtol(PQgetvalue(res, 0, 2), NULL, 10);
 	PQclear(res);
 	if (o->snapshot && version < 150000) {
-		sluice_log_error("--snapshot needs PostgreSQL 15 or later (the source is %ld)", version);
+		sluice_log_error("--snapshot needs PostgreSQL 15 or later (the source is %ld)",
+				 version);
 		return CAPTURE_START_FATAL;
 	}
 
@@ -587,9 +592,10 @@ capture_prepare(capture *c, bool *take_snapshot)
 	PQclear(res);
 	if (!have_pub) {
 		if (!o->create) {
-			sluice_log_error("publication \"%s\" does not exist in database \"%s\": run "
-					 "with --create, or CREATE PUBLICATION %s FOR ALL TABLES",
-					 o->publication, dbname, o->publication);
+			sluice_log_error(
+				"publication \"%s\" does not exist in database \"%s\": run "
+				"with --create, or CREATE PUBLICATION %s FOR ALL TABLES",
+				o->publication, dbname, o->publication);
 			return CAPTURE_START_FATAL;
 		}
 		char *q = capture_ident(c->cat, o->publication);
@@ -624,8 +630,9 @@ capture_prepare(capture *c, bool *take_snapshot)
 			return CAPTURE_START_FATAL;
 		}
 		if (strcmp(db, dbname) != 0) {
-			sluice_log_error("replication slot \"%s\" belongs to database \"%s\", not \"%s\"",
-					 o->slot, db, dbname);
+			sluice_log_error(
+				"replication slot \"%s\" belongs to database \"%s\", not \"%s\"",
+				o->slot, db, dbname);
 			PQclear(res);
 			return CAPTURE_START_FATAL;
 		}
@@ -651,10 +658,11 @@ capture_prepare(capture *c, bool *take_snapshot)
 	}
 	if (!have_slot) {
 		if (!o->create) {
-			sluice_log_error("replication slot \"%s\" does not exist in database \"%s\": "
-					 "run with --create, or SELECT "
-					 "pg_create_logical_replication_slot('%s', 'pgoutput')",
-					 o->slot, dbname, o->slot);
+			sluice_log_error(
+				"replication slot \"%s\" does not exist in database \"%s\": "
+				"run with --create, or SELECT "
+				"pg_create_logical_replication_slot('%s', 'pgoutput')",
+				o->slot, dbname, o->slot);
 			return CAPTURE_START_FATAL;
 		}
 		*take_snapshot = o->snapshot && stream_empty;
@@ -667,7 +675,8 @@ capture_prepare(capture *c, bool *take_snapshot)
 	return CAPTURE_START_OK;
 }
 
-/* capture_create_slot creates the slot on the replication connection, exporting a snapshot if asked. */
+/* capture_create_slot creates the slot on the replication connection, exporting a snapshot if
+ * asked. */
 static bool
 capture_create_slot(capture *c, bool snapshot, char *snapshot_name, size_t name_size,
 		    uint64_t *consistent)
@@ -688,7 +697,8 @@ capture_create_slot(capture *c, bool snapshot, char *snapshot_name, size_t name_
 	}
 	if (!sluice_pg_lsn_parse(PQgetvalue(res, 0, 1), consistent))
 		*consistent = 0;
-	snprintf(snapshot_name, name_size, "%s", PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
+	snprintf(snapshot_name, name_size, "%s",
+		 PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
 	PQclear(res);
 	char lsn[32];
 	sluice_pg_lsn_format(*consistent, lsn, sizeof(lsn));
@@ -724,8 +734,8 @@ capture_start_streaming(capture *c)
 		if (busy)
 			snprintf(c->busy_why, sizeof(c->busy_why), "%s", err);
 		else
-			sluice_log_error("could not start streaming from slot \"%s\": %s", c->o->slot,
-					 err);
+			sluice_log_error("could not start streaming from slot \"%s\": %s",
+					 c->o->slot, err);
 		PQclear(res);
 		return busy ? CAPTURE_START_BUSY : CAPTURE_START_FATAL;
 	}
@@ -778,9 +788,9 @@ capture_connect(capture *c)
 	if (!sluice_pg_set_canonical(c->repl))
 		return CAPTURE_START_RETRY;
 
-	PGresult *res = sluice_pg_query(c->cat,
-					"SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
-					1, (const char *const[]){c->o->slot});
+	PGresult *res =
+		sluice_pg_query(c->cat, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+				1, (const char *const[]){c->o->slot});
 	bool have_slot = res != NULL && PQntuples(res) == 1;
 	PQclear(res);
 	if (!have_slot) {
@@ -791,8 +801,8 @@ capture_connect(capture *c)
 		if (snapshot) {
 			sluice_pgsnapshot_stats ss;
 			sluice_log_info("copying the published tables inside snapshot %s", name);
-			if (!sluice_pgsnapshot_copy(c->cat, c->w, c->o->publication, name, consistent,
-						    c->o->node, c->o->progress, &ss))
+			if (!sluice_pgsnapshot_copy(c->cat, c->w, c->o->publication, name,
+						    consistent, c->o->node, c->o->progress, &ss))
 				return CAPTURE_START_FATAL;
 			sluice_log_info("snapshot done: %" PRIu64 " tables, %" PRIu64
 					" rows, %.1f MB (txseq %" PRIu64 ")",
@@ -864,7 +874,8 @@ capture_idle(capture *c)
 	if (now - c->last_log_ms >= 10000) {
 		char lsn[32];
 		sluice_pg_lsn_format(c->acked_lsn, lsn, sizeof(lsn));
-		sluice_log_info("%" PRIu64 " transactions, %" PRIu64 " changes captured; last txseq "
+		sluice_log_info("%" PRIu64 " transactions, %" PRIu64
+				" changes captured; last txseq "
 				"%" PRIu64 ", acknowledged %s",
 				c->stats->transactions, c->stats->changes,
 				sluice_writer_durable_txseq(c->w), lsn);
@@ -905,7 +916,8 @@ capture_stream(capture *c)
 					wait = f;
 			}
 			if (c->o->heartbeat_interval_ms > 0) {
-				int64_t h = c->o->heartbeat_interval_ms - (now - c->last_heartbeat_ms);
+				int64_t h =
+					c->o->heartbeat_interval_ms - (now - c->last_heartbeat_ms);
 				if (h < wait)
 					wait = h;
 			}
@@ -938,7 +950,8 @@ capture_stream(capture *c)
 			return false;
 		}
 		sluice_pgo_copydata cd;
-		sluice_pgo_status st = sluice_pgo_decode_copydata((const uint8_t *)buf, (size_t)n, &cd);
+		sluice_pgo_status st =
+			sluice_pgo_decode_copydata((const uint8_t *)buf, (size_t)n, &cd);
 		bool ok = true;
 		if (st != SLUICE_PGO_OK) {
 			sluice_log_error("could not decode a replication message of type '%c': %s",
@@ -1019,13 +1032,15 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 		if (st == CAPTURE_START_FATAL)
 			break;
 		if (st == CAPTURE_START_RETRY && !streamed) {
-			/* Before the first start, a connection problem is a configuration problem. */
+			/* Before the first start, a connection problem is a configuration problem.
+			 */
 			break;
 		}
 		if (st == CAPTURE_START_BUSY && busy_ms >= 30000) {
-			sluice_log_error("replication slot \"%s\" has been in use by another process for "
-					 "%d s: is another capture running for it?",
-					 o->slot, busy_ms / 1000);
+			sluice_log_error(
+				"replication slot \"%s\" has been in use by another process for "
+				"%d s: is another capture running for it?",
+				o->slot, busy_ms / 1000);
 			break;
 		}
 		if (st == CAPTURE_START_OK) {
@@ -1039,7 +1054,8 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 			 * connection shows up in the receive loop, which reconnects. */
 			(void)capture_send_status(&c, true);
 			if (capture_stream(&c)) {
-				/* Clean stop: everything complete is made durable and acknowledged. */
+				/* Clean stop: everything complete is made durable and acknowledged.
+				 */
 				if (capture_flush(&c)) {
 					capture_send_status(&c, false);
 					ok = true;
@@ -1056,12 +1072,14 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 		int delay_ms;
 		if (st == CAPTURE_START_BUSY) {
 			/* A slot held by a capture that just stopped is usually free within
-			 * milliseconds: look again soon, and say so every 5 s, not at every look. */
+			 * milliseconds: look again soon, and say so every 5 s, not at every look.
+			 */
 			delay_ms = 200;
 			if (busy_ms % 5000 == 0)
-				sluice_log_warn("replication slot \"%s\" is in use (%s); looking again "
-						"every 0.2 s",
-						o->slot, c.busy_why);
+				sluice_log_warn(
+					"replication slot \"%s\" is in use (%s); looking again "
+					"every 0.2 s",
+					o->slot, c.busy_why);
 			busy_ms += delay_ms;
 		} else {
 			stats->reconnects++;

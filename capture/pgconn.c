@@ -45,9 +45,10 @@ sluice_pg_connect(const char *conninfo, bool replication, const char *what)
 		if (replication && strstr(err, "replication") != NULL &&
 		    (strstr(err, "must be superuser") || strstr(err, "permission denied") ||
 		     strstr(err, "must have") || strstr(err, "REPLICATION")))
-			sluice_log_error("could not open a replication connection to %s: %s (the role "
-					 "needs the REPLICATION attribute: ALTER ROLE ... REPLICATION)",
-					 what, err);
+			sluice_log_error(
+				"could not open a replication connection to %s: %s (the role "
+				"needs the REPLICATION attribute: ALTER ROLE ... REPLICATION)",
+				what, err);
 		else
 			sluice_log_error("could not connect to %s%s: %s", what,
 					 replication ? " for replication" : "", err);
@@ -85,7 +86,8 @@ sluice_pg_query(PGconn *conn, const char *sql, int nparams, const char *const *p
 	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(res);
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-		sluice_log_error("could not run query \"%.80s\": %s", sql, sluice_pg_error_line(conn));
+		sluice_log_error("could not run query \"%.80s\": %s", sql,
+				 sluice_pg_error_line(conn));
 		PQclear(res);
 		return NULL;
 	}

@@ -25,7 +25,7 @@ PGconn *sluice_pg_connect(const char *conninfo, bool replication, const char *wh
 bool sluice_pg_set_canonical(PGconn *conn);
 
 /* The same settings as SET clauses of a function definition. */
-#define SLUICE_PG_CANONICAL_FUNCTION_SETTINGS                                                     \
+#define SLUICE_PG_CANONICAL_FUNCTION_SETTINGS                                                      \
 	"SET TimeZone = 'UTC' SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' "          \
 	"SET extra_float_digits = 1 SET bytea_output = 'hex'"
 

@@ -5,19 +5,19 @@
 #include <string.h>
 
 /* Message types of the replication protocol and of pgoutput. */
-#define PGO_XLOGDATA 'w'
+#define PGO_XLOGDATA  'w'
 #define PGO_KEEPALIVE 'k'
-#define PGO_STATUS 'r'
-#define PGO_BEGIN 'B'
-#define PGO_COMMIT 'C'
-#define PGO_ORIGIN 'O'
-#define PGO_RELATION 'R'
-#define PGO_TYPE 'Y'
-#define PGO_INSERT 'I'
-#define PGO_UPDATE 'U'
-#define PGO_DELETE 'D'
-#define PGO_TRUNCATE 'T'
-#define PGO_MESSAGE 'M'
+#define PGO_STATUS    'r'
+#define PGO_BEGIN     'B'
+#define PGO_COMMIT    'C'
+#define PGO_ORIGIN    'O'
+#define PGO_RELATION  'R'
+#define PGO_TYPE      'Y'
+#define PGO_INSERT    'I'
+#define PGO_UPDATE    'U'
+#define PGO_DELETE    'D'
+#define PGO_TRUNCATE  'T'
+#define PGO_MESSAGE   'M'
 
 struct sluice_pgo_decoder {
 	sluice_pgo_value *values; /* owned: old tuple values, then new tuple values */
@@ -362,7 +362,7 @@ sluice_pgo_decode(sluice_pgo_decoder *dec, const uint8_t *buf, size_t len, sluic
 			return SLUICE_PGO_E_FIELD;
 		if ((uint64_t)out->truncate.nrels * 4 != r.left)
 			return (uint64_t)out->truncate.nrels * 4 > r.left ? SLUICE_PGO_E_TRUNCATED
-									 : SLUICE_PGO_E_TRAILING;
+									  : SLUICE_PGO_E_TRAILING;
 		out->truncate.relids = r.p;
 		r.p += r.left;
 		r.left = 0;
@@ -378,7 +378,7 @@ sluice_pgo_decode(sluice_pgo_decoder *dec, const uint8_t *buf, size_t len, sluic
 			return SLUICE_PGO_E_FIELD;
 		if (out->message.len != r.left)
 			return out->message.len > r.left ? SLUICE_PGO_E_TRUNCATED
-							  : SLUICE_PGO_E_TRAILING;
+							 : SLUICE_PGO_E_TRAILING;
 		out->message.content = r.p;
 		r.p += r.left;
 		r.left = 0;

@@ -11,22 +11,22 @@
 
 typedef enum sluice_pgo_status {
 	SLUICE_PGO_OK = 0,
-	SLUICE_PGO_E_TRUNCATED = -1,  /* message ends before a field */
-	SLUICE_PGO_E_UNKNOWN = -2,    /* unknown message type */
-	SLUICE_PGO_E_STRING = -3,     /* string without its terminating NUL */
-	SLUICE_PGO_E_TUPLE = -4,      /* unknown column kind in tuple data */
-	SLUICE_PGO_E_TRAILING = -5,   /* bytes after the end of the message */
-	SLUICE_PGO_E_FIELD = -6,      /* field value out of range (flags, counts, markers) */
+	SLUICE_PGO_E_TRUNCATED = -1, /* message ends before a field */
+	SLUICE_PGO_E_UNKNOWN = -2,   /* unknown message type */
+	SLUICE_PGO_E_STRING = -3,    /* string without its terminating NUL */
+	SLUICE_PGO_E_TUPLE = -4,     /* unknown column kind in tuple data */
+	SLUICE_PGO_E_TRAILING = -5,  /* bytes after the end of the message */
+	SLUICE_PGO_E_FIELD = -6,     /* field value out of range (flags, counts, markers) */
 } sluice_pgo_status;
 
 const char *sluice_pgo_strerror(sluice_pgo_status status);
 
 /* Replication protocol CopyData messages from the server. */
 typedef struct sluice_pgo_copydata {
-	char type; /* 'w' XLogData, 'k' primary keepalive */
-	uint64_t wal_start; /* 'w' */
-	uint64_t wal_end;   /* 'w' and 'k' */
-	int64_t send_time;  /* PostgreSQL epoch µs */
+	char type;            /* 'w' XLogData, 'k' primary keepalive */
+	uint64_t wal_start;   /* 'w' */
+	uint64_t wal_end;     /* 'w' and 'k' */
+	int64_t send_time;    /* PostgreSQL epoch µs */
 	bool reply_requested; /* 'k' */
 	const uint8_t *data;  /* 'w': the pgoutput message, borrowed */
 	size_t len;
@@ -39,8 +39,8 @@ sluice_pgo_status sluice_pgo_decode_copydata(const uint8_t *buf, size_t len,
  * sluice_pgo_encode_status writes a standby status update ('r', 34 bytes)
  * with written/flushed/applied positions and the time now (PostgreSQL µs).
  */
-void sluice_pgo_encode_status(uint8_t out[34], uint64_t written, uint64_t flushed,
-			      uint64_t applied, int64_t now_pg_us, bool reply_requested);
+void sluice_pgo_encode_status(uint8_t out[34], uint64_t written, uint64_t flushed, uint64_t applied,
+			      int64_t now_pg_us, bool reply_requested);
 
 /* One column value of TupleData: kind 'n' null, 'u' unchanged TOAST, 't' text, 'b' binary. */
 typedef struct sluice_pgo_value {
@@ -100,7 +100,7 @@ typedef struct sluice_pgo_msg {
 		} change; /* 'I' (new only), 'U', 'D' (old only) */
 		struct {
 			uint32_t nrels;
-			uint8_t options; /* 1 cascade, 2 restart identity */
+			uint8_t options;       /* 1 cascade, 2 restart identity */
 			const uint8_t *relids; /* nrels big-endian uint32, borrowed */
 		} truncate;
 		struct {

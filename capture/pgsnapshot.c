@@ -89,13 +89,15 @@ sluice_pgsnapshot_copy_text_decode(const char *line, size_t len, uint8_t *scratc
 				default:
 					if (c >= '0' && c <= '7') {
 						int v = c - '0', k = 1;
-						while (k < 3 && i < len && line[i] >= '0' && line[i] <= '7') {
+						while (k < 3 && i < len && line[i] >= '0' &&
+						       line[i] <= '7') {
 							v = v * 8 + (line[i++] - '0');
 							k++;
 						}
 						scratch[out++] = (uint8_t)v;
 					} else
-						scratch[out++] = (uint8_t)c; /* \\ and any other: literal */
+						scratch[out++] =
+							(uint8_t)c; /* \\ and any other: literal */
 				}
 			}
 			lens[n] = (uint32_t)(out - starts[n]);
@@ -120,11 +122,12 @@ snapshot_progress(bool show, bool final, const sluice_pgsnapshot_stats *st, uint
 		return;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && (now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000 < 500)
+	if (!final &&
+	    (now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000 < 500)
 		return;
 	last = now;
-	fprintf(stderr, "\rsnapshot: table %" PRIu64 "/%" PRIu64 " %-40.40s %12" PRIu64
-			" rows %10.1f MB%s",
+	fprintf(stderr,
+		"\rsnapshot: table %" PRIu64 "/%" PRIu64 " %-40.40s %12" PRIu64 " rows %10.1f MB%s",
 		st->tables, ntables, table, st->rows, (double)st->bytes / 1e6, final ? "\n" : "");
 	fflush(stderr);
 }
@@ -145,7 +148,8 @@ snapshot_relation(PGconn *conn, sluice_writer *w, const char *relid, const char 
 		"       CASE c.relreplident WHEN 'd' THEN i.indisprimary"
 		"                           WHEN 'i' THEN i.indisreplident ELSE false END"
 		" WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped"
-		"   AND a.attgenerated = '' AND ($2::name[] IS NULL OR a.attname = ANY ($2::name[]))"
+		"   AND a.attgenerated = '' AND ($2::name[] IS NULL OR a.attname = ANY "
+		"($2::name[]))"
 		" ORDER BY a.attnum",
 		2, params);
 	if (res == NULL)
@@ -246,9 +250,10 @@ snapshot_table(PGconn *conn, sluice_writer *w, uint32_t relid, const char *nsp, 
 				   : sluice_pgsnapshot_copy_text_decode(line, (size_t)len, scratch,
 									starts, lens, ncols);
 		if (n != ncols) {
-			sluice_log_error("could not copy table %s: a COPY row has %d fields, expected "
-					 "%d",
-					 label, n, ncols);
+			sluice_log_error(
+				"could not copy table %s: a COPY row has %d fields, expected "
+				"%d",
+				label, n, ncols);
 			PQfreemem(line);
 			goto cleanup;
 		}
@@ -362,13 +367,13 @@ sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 		sluice_buf select_list = {0};
 		int ncols = 0;
 		bool table_ok =
-			snapshot_relation(conn, w, relid, nsp, rel, PQgetvalue(tables, t, 3), attnames,
-					  &ncols, &select_list);
+			snapshot_relation(conn, w, relid, nsp, rel, PQgetvalue(tables, t, 3),
+					  attnames, &ncols, &select_list);
 		if (table_ok) {
 			sluice_buf_append_byte(&select_list, '\0');
-			table_ok = snapshot_table(conn, w, (uint32_t)strtoul(relid, NULL, 10), nsp, rel,
-						  (const char *)select_list.data, rowfilter, ncols,
-						  progress, ntables, stats);
+			table_ok = snapshot_table(conn, w, (uint32_t)strtoul(relid, NULL, 10), nsp,
+						  rel, (const char *)select_list.data, rowfilter,
+						  ncols, progress, ntables, stats);
 		}
 		sluice_buf_free(&select_list);
 		if (!table_ok)

@@ -52,7 +52,8 @@ sluice_arena_alloc(sluice_arena *a, size_t size)
 		size_t bsize = size > ARENA_BLOCK_SIZE ? size : ARENA_BLOCK_SIZE;
 		arena_block *nb = malloc(sizeof(*nb) + bsize);
 		if (nb == NULL) {
-			fprintf(stderr, "sluice: out of memory (arena block of %zu bytes)\n", bsize);
+			fprintf(stderr, "sluice: out of memory (arena block of %zu bytes)\n",
+				bsize);
 			abort();
 		}
 		nb->size = bsize;

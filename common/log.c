@@ -50,8 +50,7 @@ sluice_log_write(sluice_log_level level, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	char when[96];
 	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 ts.tv_nsec / 1000000);
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
 	sluice_log_format format = log_format;
 	if (format == SLUICE_LOG_AUTO)
@@ -59,8 +58,8 @@ sluice_log_write(sluice_log_level level, const char *fmt, ...)
 
 	if (format == SLUICE_LOG_TEXT) {
 		fprintf(stderr, "%s: %s%s\n", log_component,
-			level == SLUICE_LOG_ERROR  ? "error: "
-			: level == SLUICE_LOG_WARN ? "warning: "
+			level == SLUICE_LOG_ERROR   ? "error: "
+			: level == SLUICE_LOG_WARN  ? "warning: "
 			: level == SLUICE_LOG_DEBUG ? "debug: "
 						    : "",
 			msg);

@@ -27,8 +27,8 @@ void sluice_log_write(sluice_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 #define sluice_log_debug(...) sluice_log_write(SLUICE_LOG_DEBUG, __VA_ARGS__)
-#define sluice_log_info(...) sluice_log_write(SLUICE_LOG_INFO, __VA_ARGS__)
-#define sluice_log_warn(...) sluice_log_write(SLUICE_LOG_WARN, __VA_ARGS__)
+#define sluice_log_info(...)  sluice_log_write(SLUICE_LOG_INFO, __VA_ARGS__)
+#define sluice_log_warn(...)  sluice_log_write(SLUICE_LOG_WARN, __VA_ARGS__)
 #define sluice_log_error(...) sluice_log_write(SLUICE_LOG_ERROR, __VA_ARGS__)
 
 #endif

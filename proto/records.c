@@ -32,7 +32,7 @@ sluice_records_strerror(sluice_records_status status)
 
 /* Wire tags: (field number << 3) | wire type (0 varint, 2 length-delimited). */
 #define RECORDS_TAG_VARINT(f) ((uint8_t)(((f) << 3) | 0))
-#define RECORDS_TAG_LEN(f) ((uint8_t)(((f) << 3) | 2))
+#define RECORDS_TAG_LEN(f)    ((uint8_t)(((f) << 3) | 2))
 
 static size_t
 records_varint_size(uint64_t v)
@@ -176,8 +176,9 @@ records_pack_fields(sluice_buf *out, uint8_t rec_field, records_field *f, size_t
 	}
 }
 
-#define RECORDS_ADD_VARINT(n, v) (f[nf++] = (records_field){.number = (n), .kind = 0, .varint = (v)})
-#define RECORDS_ADD_ROW(n, r) (f[nf++] = (records_field){.number = (n), .kind = 1, .row = (r)})
+#define RECORDS_ADD_VARINT(n, v)                                                                   \
+	(f[nf++] = (records_field){.number = (n), .kind = 0, .varint = (v)})
+#define RECORDS_ADD_ROW(n, r)   (f[nf++] = (records_field){.number = (n), .kind = 1, .row = (r)})
 #define RECORDS_ADD_BYTES(n, b) (f[nf++] = (records_field){.number = (n), .kind = 2, .bytes = (b)})
 
 /* records_row_plain tells whether a row has only what the fast path encodes. */
@@ -212,13 +213,15 @@ records_pack_fast(const sluice_record *rec, sluice_buf *out)
 			return false;
 		break;
 	case SLUICE__V1__RECORD__BODY_UPDATE:
-		if (rec->update->base.n_unknown_fields || !records_row_plain(rec->update->old_row) ||
+		if (rec->update->base.n_unknown_fields ||
+		    !records_row_plain(rec->update->old_row) ||
 		    !records_row_plain(rec->update->new_row) ||
 		    (uint32_t)rec->update->old_kind >= 0x80)
 			return false;
 		break;
 	case SLUICE__V1__RECORD__BODY_DELETE:
-		if (rec->delete_->base.n_unknown_fields || !records_row_plain(rec->delete_->old_row) ||
+		if (rec->delete_->base.n_unknown_fields ||
+		    !records_row_plain(rec->delete_->old_row) ||
 		    (uint32_t)rec->delete_->old_kind >= 0x80)
 			return false;
 		break;

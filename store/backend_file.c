@@ -31,10 +31,10 @@ typedef struct file_segment {
 } file_segment;
 
 typedef struct file_watch {
-	int fd;            /* inotify descriptor */
-	int stream_wd;     /* watch on the stream directory, or -1 until it exists */
+	int fd;        /* inotify descriptor */
+	int stream_wd; /* watch on the stream directory, or -1 until it exists */
 	char dir[PATH_MAX];
-	char name[256];    /* stream name, to recognise its creation in the root */
+	char name[256]; /* stream name, to recognise its creation in the root */
 } file_watch;
 
 /* file_fsync_dir makes directory entries under path durable. */
@@ -365,9 +365,10 @@ file_lock(void *state, const char *stream, void **out)
 		holder[n > 0 ? n : 0] = '\0';
 		holder[strcspn(holder, "\n")] = '\0';
 		if (errno == EWOULDBLOCK || errno == EAGAIN || n >= 0)
-			sluice_log_error("stream \"%s\" in store \"%s\" is being written by another "
-					 "process (pid %s, lock \"%s\")",
-					 stream, fs->root, holder[0] ? holder : "unknown", path);
+			sluice_log_error(
+				"stream \"%s\" in store \"%s\" is being written by another "
+				"process (pid %s, lock \"%s\")",
+				stream, fs->root, holder[0] ? holder : "unknown", path);
 		close(fd);
 		return false;
 	}

@@ -86,7 +86,7 @@ sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
 			st = SLUICE_CHAIN_E_TXSEQ_GAP;
 		else if (memcmp(hdr->prev_hash, chain->prev_hash, SLUICE_FRAME_HASH_SIZE) != 0)
 			st = chain->next_frame_seq == 0 ? SLUICE_CHAIN_E_GENESIS
-							   : SLUICE_CHAIN_E_PREV_HASH;
+							: SLUICE_CHAIN_E_PREV_HASH;
 		else if (hdr->frame_seq != chain->next_frame_seq)
 			st = SLUICE_CHAIN_E_FRAME_SEQ;
 		else if (is_cont != chain->open)

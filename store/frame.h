@@ -8,22 +8,22 @@
 
 #include "buf.h"
 
-#define SLUICE_FRAME_MAGIC "SLUF"
-#define SLUICE_FRAME_VERSION 1
+#define SLUICE_FRAME_MAGIC          "SLUF"
+#define SLUICE_FRAME_VERSION        1
 #define SLUICE_FRAME_SCHEMA_VERSION 1 /* proto/sluice.proto package sluice.v1 */
-#define SLUICE_FRAME_CODEC_ZSTD 1
-#define SLUICE_FRAME_SIGNED_SIZE 144 /* header bytes covered by the signature */
-#define SLUICE_FRAME_HEADER_SIZE 208 /* signed part + 64-byte signature */
-#define SLUICE_FRAME_HASH_SIZE 32
-#define SLUICE_FRAME_KEY_ID_SIZE 8
-#define SLUICE_FRAME_MAX_RAW ((uint32_t)1 << 30)     /* decompressed payload limit */
-#define SLUICE_FRAME_MAX_PAYLOAD ((uint32_t)1 << 30) /* compressed payload limit */
+#define SLUICE_FRAME_CODEC_ZSTD     1
+#define SLUICE_FRAME_SIGNED_SIZE    144 /* header bytes covered by the signature */
+#define SLUICE_FRAME_HEADER_SIZE    208 /* signed part + 64-byte signature */
+#define SLUICE_FRAME_HASH_SIZE      32
+#define SLUICE_FRAME_KEY_ID_SIZE    8
+#define SLUICE_FRAME_MAX_RAW        ((uint32_t)1 << 30) /* decompressed payload limit */
+#define SLUICE_FRAME_MAX_PAYLOAD    ((uint32_t)1 << 30) /* compressed payload limit */
 
 /* Frame flags. Readers reject any other bit. */
-#define SLUICE_FRAME_FIRST 0x0001 /* first frame of its segment */
-#define SLUICE_FRAME_CONT 0x0002  /* starts inside transaction txseq_start */
-#define SLUICE_FRAME_OPEN 0x0004  /* ends inside transaction txseq_end */
-#define SLUICE_FRAME_SEAL 0x0008  /* last frame of its segment; carries no records */
+#define SLUICE_FRAME_FIRST       0x0001 /* first frame of its segment */
+#define SLUICE_FRAME_CONT        0x0002 /* starts inside transaction txseq_start */
+#define SLUICE_FRAME_OPEN        0x0004 /* ends inside transaction txseq_end */
+#define SLUICE_FRAME_SEAL        0x0008 /* last frame of its segment; carries no records */
 #define SLUICE_FRAME_KNOWN_FLAGS 0x000F
 
 /* The decoded header of a frame: a plain value. */
@@ -117,7 +117,7 @@ sluice_frame_status sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_
  * (replacing its contents). Refuses sizes other than hdr->raw_len.
  */
 sluice_frame_status sluice_frame_decompress(sluice_frame_codec *codec,
-					    const sluice_frame_header *hdr,
-					    const uint8_t *payload, sluice_buf *out);
+					    const sluice_frame_header *hdr, const uint8_t *payload,
+					    sluice_buf *out);
 
 #endif

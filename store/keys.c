@@ -15,7 +15,7 @@
 
 #define KEYS_SECRET_TAG "sluice-ed25519-secret-v1"
 #define KEYS_PUBLIC_TAG "sluice-ed25519-public-v1"
-#define KEYS_FILE_MAX 4096
+#define KEYS_FILE_MAX   4096
 
 struct sluice_key {
 	uint8_t sk[crypto_sign_ed25519_SECRETKEYBYTES]; /* seed followed by public key */

@@ -28,9 +28,9 @@ struct sluice_reader {
 
 	uint64_t *firsts; /* owned: segment list */
 	size_t nsegs;
-	uint64_t seg_first;   /* first txseq (name) of the open segment */
-	sluice_segment *seg;  /* owned */
-	sluice_scan *scan;    /* owned */
+	uint64_t seg_first;  /* first txseq (name) of the open segment */
+	sluice_segment *seg; /* owned */
+	sluice_scan *scan;   /* owned */
 	sluice_chain chain;
 	bool seg_sealed;
 
@@ -52,16 +52,16 @@ struct sluice_reader {
 	sluice_chain boundary_chain;
 	uint64_t last_frame_offset; /* last frame loaded, and its header bytes */
 	uint8_t last_header[SLUICE_FRAME_HEADER_SIZE];
-	uint64_t consumed_end;      /* end of the last frame loaded */
-	bool reopen_pending;        /* segment vanished during a rewind: reopen by name */
+	uint64_t consumed_end; /* end of the last frame loaded */
+	bool reopen_pending;   /* segment vanished during a rewind: reopen by name */
 
 	reader_relation *rels; /* owned */
 	size_t nrels;
 	char error[512];
 };
 
-static sluice_reader_status
-reader_fail(sluice_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static sluice_reader_status reader_fail(sluice_reader *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static sluice_reader_status
 reader_fail(sluice_reader *r, const char *fmt, ...)
@@ -90,8 +90,7 @@ reader_open_segment(sluice_reader *r)
 	r->scan = NULL;
 	sluice_segment_close(r->seg);
 	r->seg = NULL;
-	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false,
-				       &r->seg))
+	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &r->seg))
 		return false;
 	r->scan = sluice_scan_create(r->seg, r->trust);
 	r->seg_sealed = false;
@@ -113,8 +112,7 @@ reader_rewritten(sluice_reader *r)
 {
 	sluice_segment *fresh = NULL;
 	bool changed = true;
-	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false,
-				       &fresh))
+	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &fresh))
 		return true;
 	uint64_t size = 0;
 	uint8_t hdr[SLUICE_FRAME_HEADER_SIZE];
@@ -161,7 +159,6 @@ reader_rewind(sluice_reader *r)
 	r->pos.txseq = cut;
 	return SLUICE_READER_REWIND;
 }
-
 
 bool
 sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -303,10 +300,13 @@ reader_load_frame(sluice_reader *r)
 		}
 		sluice_store_segment_name(r->seg_first, name);
 		if (r->nsegs > 0 && r->firsts[0] > r->from_txseq && r->chain.next_frame_seq == 0 &&
-		    !r->frame_loaded && sluice_scan_offset(r->scan) == 0 && r->seg_first == r->firsts[0])
-			return reader_fail(r, "txseq gap: transaction %" PRIu64 " was asked for but the "
-					      "stream's first segment is %s (earlier segments are "
-					      "missing)",
+		    !r->frame_loaded && sluice_scan_offset(r->scan) == 0 &&
+		    r->seg_first == r->firsts[0])
+			return reader_fail(r,
+					   "txseq gap: transaction %" PRIu64
+					   " was asked for but the "
+					   "stream's first segment is %s (earlier segments are "
+					   "missing)",
 					   r->from_txseq, name);
 		sluice_scan_frame f;
 		sluice_scan_status st = sluice_scan_next(r->scan, &f);
@@ -316,15 +316,15 @@ reader_load_frame(sluice_reader *r)
 		if (st == SLUICE_SCAN_FRAME) {
 			sluice_chain before = r->chain;
 			sluice_chain_status cs = sluice_chain_frame(&r->chain, &f.hdr, f.hash,
-								    f.offset == 0,
-								    r->seg_first);
+								    f.offset == 0, r->seg_first);
 			if (cs != SLUICE_CHAIN_OK && before.open && reader_rewritten(r)) {
 				r->chain = before;
 				return reader_rewind(r);
 			}
 			if (cs != SLUICE_CHAIN_OK)
-				return reader_fail(r, "could not read frame %" PRIu64 " of segment %s "
-						      "at offset %" PRIu64 ": %s",
+				return reader_fail(r,
+						   "could not read frame %" PRIu64 " of segment %s "
+						   "at offset %" PRIu64 ": %s",
 						   f.hdr.frame_seq, name, f.offset,
 						   sluice_chain_strerror(cs));
 			if (f.hdr.flags & SLUICE_FRAME_SEAL)
@@ -332,8 +332,9 @@ reader_load_frame(sluice_reader *r)
 			sluice_frame_status fs =
 				sluice_frame_decompress(r->codec, &f.hdr, f.payload, &r->raw);
 			if (fs != SLUICE_FRAME_OK)
-				return reader_fail(r, "could not read frame %" PRIu64 " of segment %s "
-						      "at offset %" PRIu64 ": %s",
+				return reader_fail(r,
+						   "could not read frame %" PRIu64 " of segment %s "
+						   "at offset %" PRIu64 ": %s",
 						   f.hdr.frame_seq, name, f.offset,
 						   sluice_frame_strerror(fs));
 			r->raw_pos = 0;
@@ -353,20 +354,22 @@ reader_load_frame(sluice_reader *r)
 		if (st == SLUICE_SCAN_UNTRUSTED) {
 			char id[SLUICE_KEY_ID_HEX_SIZE];
 			sluice_keys_id_hex(f.hdr.key_id, id);
-			return reader_fail(r, "could not verify frame %" PRIu64 " of segment %s at "
-					      "offset %" PRIu64 ": signed by untrusted key %s",
+			return reader_fail(r,
+					   "could not verify frame %" PRIu64 " of segment %s at "
+					   "offset %" PRIu64 ": signed by untrusted key %s",
 					   f.hdr.frame_seq, name, f.offset, id);
 		}
 		if (st == SLUICE_SCAN_BAD)
-			return reader_fail(r, "could not verify frame at offset %" PRIu64
-					      " of segment %s: %s",
-					   f.offset, name, sluice_frame_strerror(f.frame_status));
+			return reader_fail(
+				r, "could not verify frame at offset %" PRIu64 " of segment %s: %s",
+				f.offset, name, sluice_frame_strerror(f.frame_status));
 
 		/* END or TORN: the segment has nothing more complete right now. */
 		if (r->seg_sealed) {
 			if (st == SLUICE_SCAN_TORN)
-				return reader_fail(r, "segment %s: bytes follow the seal at offset "
-						      "%" PRIu64,
+				return reader_fail(r,
+						   "segment %s: bytes follow the seal at offset "
+						   "%" PRIu64,
 						   name, f.offset);
 			uint64_t cur = r->seg_first;
 			if (!reader_list(r))
@@ -384,9 +387,11 @@ reader_load_frame(sluice_reader *r)
 			if (r->firsts[next] != r->chain.txseq_end) {
 				char nname[SLUICE_SEGMENT_NAME_SIZE];
 				sluice_store_segment_name(r->firsts[next], nname);
-				return reader_fail(r, "txseq gap: segment %s ends before txseq %" PRIu64
-						      " but the next segment is %s",
-						   name, r->chain.txseq_end, nname);
+				return reader_fail(
+					r,
+					"txseq gap: segment %s ends before txseq %" PRIu64
+					" but the next segment is %s",
+					name, r->chain.txseq_end, nname);
 			}
 			r->seg_first = r->firsts[next];
 			if (!reader_open_segment(r))
@@ -397,7 +402,8 @@ reader_load_frame(sluice_reader *r)
 		/* Unsealed: the live end, unless a later segment exists. */
 		uint64_t cur = r->seg_first;
 		if (!reader_list(r))
-			return reader_fail(r, "could not list segments of stream \"%s\"", r->stream);
+			return reader_fail(r, "could not list segments of stream \"%s\"",
+					   r->stream);
 		bool later = r->nsegs > 0 && r->firsts[r->nsegs - 1] > cur;
 		if (r->chain.open && reader_rewritten(r))
 			return reader_rewind(r);
@@ -409,8 +415,9 @@ reader_load_frame(sluice_reader *r)
 			sluice_scan_seek(r->scan, f.offset);
 			continue;
 		}
-		return reader_fail(r, "segment %s is not sealed (%s at offset %" PRIu64
-				      ") but a later segment exists",
+		return reader_fail(r,
+				   "segment %s is not sealed (%s at offset %" PRIu64
+				   ") but a later segment exists",
 				   name, st == SLUICE_SCAN_TORN ? "torn frame" : "ends", f.offset);
 	}
 }
@@ -433,8 +440,9 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 			r->frame_loaded = false;
 			sluice_chain_status cs = sluice_chain_frame_end(&r->chain);
 			if (cs != SLUICE_CHAIN_OK)
-				return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64
-						      ": %s",
+				return reader_fail(r,
+						   "frame %" PRIu64
+						   " of segment %s at offset %" PRIu64 ": %s",
 						   r->pos.frame_seq, name, r->pos.frame_offset,
 						   sluice_chain_strerror(cs));
 			if (!r->chain.open) {
@@ -444,14 +452,16 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 			continue;
 		}
 		if (rs != SLUICE_RECORDS_OK)
-			return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
-					   r->pos.frame_seq, name, r->pos.frame_offset,
-					   sluice_records_strerror(rs));
+			return reader_fail(
+				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
+				r->pos.frame_seq, name, r->pos.frame_offset,
+				sluice_records_strerror(rs));
 		sluice_chain_status cs = sluice_chain_record(&r->chain, rec);
 		if (cs != SLUICE_CHAIN_OK)
-			return reader_fail(r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
-					   r->pos.frame_seq, name, r->pos.frame_offset,
-					   sluice_chain_strerror(cs));
+			return reader_fail(
+				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
+				r->pos.frame_seq, name, r->pos.frame_offset,
+				sluice_chain_strerror(cs));
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_RELATION)
 			reader_keep_relation(r, rec->relation);
 		uint64_t txseq = r->chain.cur_txseq;

@@ -20,12 +20,12 @@ typedef struct sluice_reader_position {
 } sluice_reader_position;
 
 typedef enum sluice_reader_status {
-	SLUICE_READER_REWIND = 2,  /* the writer restarted and cut the unfinished transaction
-				      whose records were returned last (position txseq):
-				      discard them; the stream goes on from before it */
-	SLUICE_READER_RECORD = 1,  /* *rec is set */
-	SLUICE_READER_WAIT = 0,    /* everything complete so far was returned */
-	SLUICE_READER_ERROR = -1,  /* damage, untrusted key or I/O error (logged once) */
+	SLUICE_READER_REWIND = 2, /* the writer restarted and cut the unfinished transaction
+				     whose records were returned last (position txseq):
+				     discard them; the stream goes on from before it */
+	SLUICE_READER_RECORD = 1, /* *rec is set */
+	SLUICE_READER_WAIT = 0,   /* everything complete so far was returned */
+	SLUICE_READER_ERROR = -1, /* damage, untrusted key or I/O error (logged once) */
 } sluice_reader_status;
 
 /*

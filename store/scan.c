@@ -5,10 +5,10 @@
 #include <string.h>
 
 struct sluice_scan {
-	sluice_segment *seg;        /* borrowed */
-	const sluice_trust *trust;  /* borrowed */
+	sluice_segment *seg;       /* borrowed */
+	const sluice_trust *trust; /* borrowed */
 	uint64_t offset;
-	sluice_buf payload;         /* owned */
+	sluice_buf payload; /* owned */
 };
 
 sluice_scan *

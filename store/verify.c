@@ -134,12 +134,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 						   size - f.offset);
 				} else if (last) {
 					report->torn = true;
-					verify_say(&v, false, off,
-						   "torn tail: incomplete frame of %" PRIu64
-						   " bytes at the end of the newest segment (a writer "
-						   "was interrupted; it is cut off when the writer "
-						   "restarts)",
-						   size - f.offset);
+					verify_say(
+						&v, false, off,
+						"torn tail: incomplete frame of %" PRIu64
+						" bytes at the end of the newest segment (a writer "
+						"was interrupted; it is cut off when the writer "
+						"restarts)",
+						size - f.offset);
 				} else
 					verify_say(&v, true, off,
 						   "incomplete frame of %" PRIu64
@@ -157,7 +158,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				char id[SLUICE_KEY_ID_HEX_SIZE];
 				sluice_keys_id_hex(f.hdr.key_id, id);
 				verify_say(&v, true, off,
-					   "frame %" PRIu64 ": signed by key %s, which is not trusted",
+					   "frame %" PRIu64
+					   ": signed by key %s, which is not trusted",
 					   f.hdr.frame_seq, id);
 				stopped = true;
 				break;
@@ -167,10 +169,12 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					char id[SLUICE_KEY_ID_HEX_SIZE];
 					sluice_keys_id_hex(f.hdr.key_id, id);
 					verify_say(&v, true, off,
-						   "frame %" PRIu64 ": signature does not match key %s",
+						   "frame %" PRIu64
+						   ": signature does not match key %s",
 						   f.hdr.frame_seq, id);
 				} else if (f.frame_status == SLUICE_FRAME_E_HASH)
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
+						   f.hdr.frame_seq,
 						   sluice_frame_strerror(f.frame_status));
 				else
 					verify_say(&v, true, off, "frame header: %s",
@@ -182,8 +186,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			frames++;
 			report->frames++;
 			sluice_chain before = chain;
-			sluice_chain_status cs =
-				sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0, firsts[i]);
+			sluice_chain_status cs = sluice_chain_frame(&chain, &f.hdr, f.hash,
+								    f.offset == 0, firsts[i]);
 			if (cs != SLUICE_CHAIN_OK)
 				verify_chain_problem(&v, &before, &f.hdr, off, cs, firsts[i]);
 			if (f.hdr.time_max != 0 || f.hdr.time_min != 0) {
@@ -194,7 +198,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				have_time = true;
 			}
 
-			sluice_frame_status fs = sluice_frame_decompress(codec, &f.hdr, f.payload, &raw);
+			sluice_frame_status fs =
+				sluice_frame_decompress(codec, &f.hdr, f.payload, &raw);
 			if (fs != SLUICE_FRAME_OK) {
 				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
 					   sluice_frame_strerror(fs));
@@ -210,15 +215,16 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				if (rs == SLUICE_RECORDS_END)
 					break;
 				if (rs != SLUICE_RECORDS_OK) {
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
-						   sluice_records_strerror(rs));
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
+						   f.hdr.frame_seq, sluice_records_strerror(rs));
 					record_problem = true;
 					break;
 				}
 				report->records++;
 				cs = sluice_chain_record(&chain, rec);
 				if (cs != SLUICE_CHAIN_OK && !record_problem) {
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s (%s record)",
+					verify_say(&v, true, off,
+						   "frame %" PRIu64 ": %s (%s record)",
 						   f.hdr.frame_seq, sluice_chain_strerror(cs),
 						   sluice_records_type_name(rec));
 					record_problem = true;
@@ -238,8 +244,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			if (!record_problem) {
 				cs = sluice_chain_frame_end(&chain);
 				if (cs != SLUICE_CHAIN_OK)
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
-						   sluice_chain_strerror(cs));
+					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
+						   f.hdr.frame_seq, sluice_chain_strerror(cs));
 			}
 		}
 		sluice_scan_free(scan);
@@ -253,7 +259,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		if (frames == 0)
 			verify_say(&v, !last, -1, "segment holds no frames");
 		else if (!last && !chain.sealed)
-			verify_say(&v, true, -1, "segment is not sealed but a later segment exists");
+			verify_say(&v, true, -1,
+				   "segment is not sealed but a later segment exists");
 		else if (last && chain.open)
 			verify_say(&v, false, -1,
 				   "transaction %" PRIu64 " is unfinished at the end of the stream",

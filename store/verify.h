@@ -35,6 +35,7 @@ typedef void (*sluice_verify_finding_fn)(void *ctx, bool is_error, const char *s
  * a warning. Returns false only when the store could not be read at all.
  */
 bool sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust *trust,
-			  sluice_verify_finding_fn finding, void *ctx, sluice_verify_report *report);
+			  sluice_verify_finding_fn finding, void *ctx,
+			  sluice_verify_report *report);
 
 #endif

@@ -144,52 +144,58 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 			char have[SLUICE_KEY_ID_HEX_SIZE], mine[SLUICE_KEY_ID_HEX_SIZE];
 			sluice_keys_id_hex(f.hdr.key_id, have);
 			sluice_keys_id_hex(sluice_key_id(w->key), mine);
-			sluice_log_error("stream \"%s\" in store \"%s\" is signed by key %s, not by "
-					 "this key %s (segment %s, offset %" PRIu64 ")",
-					 w->stream, sluice_store_location(w->store), have, mine, name,
-					 f.offset);
+			sluice_log_error(
+				"stream \"%s\" in store \"%s\" is signed by key %s, not by "
+				"this key %s (segment %s, offset %" PRIu64 ")",
+				w->stream, sluice_store_location(w->store), have, mine, name,
+				f.offset);
 			goto cleanup;
 		}
 		if (st == SLUICE_SCAN_BAD) {
-			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
-					 "%" PRIu64 ": %s (run sluice verify)",
-					 w->stream, name, f.offset, sluice_frame_strerror(f.frame_status));
+			sluice_log_error(
+				"could not recover stream \"%s\": segment %s frame at offset "
+				"%" PRIu64 ": %s (run sluice verify)",
+				w->stream, name, f.offset, sluice_frame_strerror(f.frame_status));
 			goto cleanup;
 		}
 		sluice_chain_status cs =
 			sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0, first);
 		if (cs != SLUICE_CHAIN_OK) {
-			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
-					 "%" PRIu64 ": %s",
-					 w->stream, name, f.offset, sluice_chain_strerror(cs));
+			sluice_log_error(
+				"could not recover stream \"%s\": segment %s frame at offset "
+				"%" PRIu64 ": %s",
+				w->stream, name, f.offset, sluice_chain_strerror(cs));
 			goto cleanup;
 		}
 		sluice_frame_status fs = sluice_frame_decompress(w->codec, &f.hdr, f.payload, &raw);
 		if (fs != SLUICE_FRAME_OK) {
-			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
-					 "%" PRIu64 ": %s",
-					 w->stream, name, f.offset, sluice_frame_strerror(fs));
+			sluice_log_error(
+				"could not recover stream \"%s\": segment %s frame at offset "
+				"%" PRIu64 ": %s",
+				w->stream, name, f.offset, sluice_frame_strerror(fs));
 			goto cleanup;
 		}
 		size_t pos = 0;
 		sluice_arena_reset(arena);
 		for (;;) {
 			sluice_record *rec;
-			sluice_records_status rs = sluice_records_unpack(raw.data, raw.len, &pos, arena,
-									 &rec);
+			sluice_records_status rs =
+				sluice_records_unpack(raw.data, raw.len, &pos, arena, &rec);
 			if (rs == SLUICE_RECORDS_END)
 				break;
 			if (rs != SLUICE_RECORDS_OK) {
-				sluice_log_error("could not recover stream \"%s\": segment %s frame at "
-						 "offset %" PRIu64 ": %s",
-						 w->stream, name, f.offset, sluice_records_strerror(rs));
+				sluice_log_error(
+					"could not recover stream \"%s\": segment %s frame at "
+					"offset %" PRIu64 ": %s",
+					w->stream, name, f.offset, sluice_records_strerror(rs));
 				goto cleanup;
 			}
 			cs = sluice_chain_record(&chain, rec);
 			if (cs != SLUICE_CHAIN_OK) {
-				sluice_log_error("could not recover stream \"%s\": segment %s frame at "
-						 "offset %" PRIu64 ": %s",
-						 w->stream, name, f.offset, sluice_chain_strerror(cs));
+				sluice_log_error(
+					"could not recover stream \"%s\": segment %s frame at "
+					"offset %" PRIu64 ": %s",
+					w->stream, name, f.offset, sluice_chain_strerror(cs));
 				goto cleanup;
 			}
 			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
@@ -209,9 +215,10 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 		}
 		cs = sluice_chain_frame_end(&chain);
 		if (cs != SLUICE_CHAIN_OK) {
-			sluice_log_error("could not recover stream \"%s\": segment %s frame at offset "
-					 "%" PRIu64 ": %s",
-					 w->stream, name, f.offset, sluice_chain_strerror(cs));
+			sluice_log_error(
+				"could not recover stream \"%s\": segment %s frame at offset "
+				"%" PRIu64 ": %s",
+				w->stream, name, f.offset, sluice_chain_strerror(cs));
 			goto cleanup;
 		}
 		frames++;

@@ -13,7 +13,7 @@
 typedef struct sluice_writer sluice_writer;
 
 typedef struct sluice_writer_options {
-	size_t frame_target;   /* cut a frame when its records reach this size */
+	size_t frame_target;     /* cut a frame when its records reach this size */
 	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
 } sluice_writer_options;
@@ -23,10 +23,10 @@ sluice_writer_options sluice_writer_default_options(void);
 
 /* What the writer found at the end of the stream when it opened it. */
 typedef struct sluice_writer_recovery {
-	uint64_t torn_bytes;      /* bytes of an incomplete frame cut off */
-	uint64_t partial_bytes;   /* bytes of an unfinished transaction cut off */
-	uint64_t partial_txseq;   /* that transaction's txseq, 0 if none */
-	bool removed_segment;     /* an empty or wholly partial segment was deleted */
+	uint64_t torn_bytes;    /* bytes of an incomplete frame cut off */
+	uint64_t partial_bytes; /* bytes of an unfinished transaction cut off */
+	uint64_t partial_txseq; /* that transaction's txseq, 0 if none */
+	bool removed_segment;   /* an empty or wholly partial segment was deleted */
 } sluice_writer_recovery;
 
 /*

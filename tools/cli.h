@@ -10,10 +10,10 @@
 #include "keys.h"
 
 /* Exit codes of every sluice command (README "Exit codes"). */
-#define SLUICE_EXIT_OK 0       /* success; verify: the stream is whole */
-#define SLUICE_EXIT_PROBLEM 1  /* verify/inspect found damage, an untrusted key or a gap */
-#define SLUICE_EXIT_USAGE 2    /* bad command line */
-#define SLUICE_EXIT_FAILURE 3  /* could not do the work: I/O, missing files, bad keys */
+#define SLUICE_EXIT_OK      0 /* success; verify: the stream is whole */
+#define SLUICE_EXIT_PROBLEM 1 /* verify/inspect found damage, an untrusted key or a gap */
+#define SLUICE_EXIT_USAGE   2 /* bad command line */
+#define SLUICE_EXIT_FAILURE 3 /* could not do the work: I/O, missing files, bad keys */
 
 /* cli_parse_u64 parses a decimal number for option name; logs and returns false if bad. */
 bool cli_parse_u64(const char *name, const char *text, uint64_t *out);
@@ -35,7 +35,8 @@ void cli_format_lsn(uint64_t lsn, char *out, size_t size);
 void cli_format_bytes(uint64_t n, char *out, size_t size);
 
 /* cli_usage_error logs a usage problem with a hint to --help; returns SLUICE_EXIT_USAGE. */
-int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *command, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /*
  * cli_stop_on_signals makes SIGINT and SIGTERM set the returned flag (a

@@ -20,13 +20,16 @@ apply_help(FILE *f)
 	fprintf(f,
 		"Usage: sluice apply --store S --stream NAME --trust PUB [--trust PUB2 ...]\n"
 		"                    --target CONNINFO [--strategy replace|append|timestamp]\n"
-		"                    [--timestamp-column TABLE=COLUMN ...] [--include PATTERN ...]\n"
-		"                    [--exclude PATTERN ...] [--until-time TIME] [--until-txseq N]\n"
+		"                    [--timestamp-column TABLE=COLUMN ...] [--include PATTERN "
+		"...]\n"
+		"                    [--exclude PATTERN ...] [--until-time TIME] [--until-txseq "
+		"N]\n"
 		"                    [--until-lsn LSN] [--dry-run] [--exit-when-caught-up]\n"
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
-		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops apply\n"
+		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops "
+		"apply\n"
 		"before anything of the bad frame is applied. Each source transaction becomes one\n"
 		"target transaction, in txseq order, and records its txseq as the progress of the\n"
 		"replication origin sluice_<stream>: after a crash apply resumes exactly there.\n"
@@ -43,20 +46,24 @@ apply_help(FILE *f)
 		"  -t, --trust PUB          trusted public key file (repeatable)\n"
 		"      --target CONNINFO    target database (libpq URI or key=value)\n"
 		"      --strategy S         replace, append or timestamp\n"
-		"      --timestamp-column T=C  compare column C of table T (schema.table or table)\n"
+		"      --timestamp-column T=C  compare column C of table T (schema.table or "
+		"table)\n"
 		"                           instead of the commit time (timestamp strategy)\n"
 		"      --include GLOB       only tables matching schema.table GLOB (repeatable)\n"
 		"      --exclude GLOB       skip tables matching GLOB (repeatable)\n"
-		"      --until-time TIME    stop after the last transaction committed at or before\n"
+		"      --until-time TIME    stop after the last transaction committed at or "
+		"before\n"
 		"                           TIME (ISO 8601)\n"
 		"      --until-txseq N      stop after txseq N\n"
-		"      --until-lsn LSN      stop after the last transaction whose source LSN is at\n"
+		"      --until-lsn LSN      stop after the last transaction whose source LSN is "
+		"at\n"
 		"                           or before LSN\n"
 		"      --dry-run            commit nothing; report what would have been done\n"
 		"      --exit-when-caught-up  stop at the end of the stream (default: follow it)\n"
 		"      --follow             keep following the stream (the default)\n"
 		"      --no-conflict-log    do not write conflicts to sluice.conflicts\n"
-		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 days)\n"
+		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 "
+		"days)\n"
 		"      --origin NAME        replication origin for the progress (default\n"
 		"                           sluice_<stream>; origins are per cluster, so a second\n"
 		"                           database of one cluster needs its own)\n"
@@ -146,16 +153,18 @@ cmd_apply(int argc, char **argv)
 			else if (strcmp(optarg, "timestamp") == 0)
 				o.strategy = SLUICE_STRATEGY_TIMESTAMP;
 			else {
-				rc = cli_usage_error("apply", "unknown strategy \"%s\": use replace, "
-							      "append or timestamp",
+				rc = cli_usage_error("apply",
+						     "unknown strategy \"%s\": use replace, "
+						     "append or timestamp",
 						     optarg);
 				goto cleanup;
 			}
 			break;
 		case OPT_TSCOL:
 			if (strchr(optarg, '=') == NULL) {
-				rc = cli_usage_error("apply", "--timestamp-column wants TABLE=COLUMN, "
-							      "not \"%s\"",
+				rc = cli_usage_error("apply",
+						     "--timestamp-column wants TABLE=COLUMN, "
+						     "not \"%s\"",
 						     optarg);
 				goto cleanup;
 			}
@@ -217,19 +226,21 @@ cmd_apply(int argc, char **argv)
 		goto cleanup;
 	}
 	if (store_spec == NULL || o.stream == NULL || ntrust == 0 || o.target == NULL) {
-		rc = cli_usage_error("apply", "--store, --stream, --trust and --target are required");
+		rc = cli_usage_error("apply",
+				     "--store, --stream, --trust and --target are required");
 		goto cleanup;
 	}
 	if (caught_up && follow) {
-		rc = cli_usage_error("apply", "--follow and --exit-when-caught-up exclude each other");
+		rc = cli_usage_error("apply",
+				     "--follow and --exit-when-caught-up exclude each other");
 		goto cleanup;
 	}
 	o.ts_columns = tscols;
 	o.filter.include = inc;
 	o.filter.exclude = exc;
 	/* A bounded or dry run ends at the end of the stream; otherwise follow it. */
-	o.follow = follow || (!caught_up && !o.dry_run && !o.until_time_us && !o.until_txseq &&
-			      !o.until_lsn);
+	o.follow = follow ||
+		   (!caught_up && !o.dry_run && !o.until_time_us && !o.until_txseq && !o.until_lsn);
 	rc = SLUICE_EXIT_FAILURE;
 	trust = cli_load_trust(trust_paths, ntrust);
 	if (trust == NULL || !sluice_store_open(store_spec, &store))
@@ -241,11 +252,13 @@ cmd_apply(int argc, char **argv)
 	bool ok = sluice_apply_run(store, trust, &o, &st);
 	if (o.dry_run) {
 		printf("dry run: %" PRIu64 " transactions, %" PRIu64 " inserts, %" PRIu64
-		       " updates, %" PRIu64 " deletes, %" PRIu64 " truncates, %" PRIu64 " skipped\n",
-		       st.transactions, st.inserts, st.updates, st.deletes, st.truncates, st.skipped);
+		       " updates, %" PRIu64 " deletes, %" PRIu64 " truncates, %" PRIu64
+		       " skipped\n",
+		       st.transactions, st.inserts, st.updates, st.deletes, st.truncates,
+		       st.skipped);
 		for (int k = 0; k < SLUICE_CONFLICT_COUNT; k++)
-			printf("conflict %s: %" PRIu64 "\n", sluice_conflict_name((sluice_conflict)k),
-			       st.conflicts[k]);
+			printf("conflict %s: %" PRIu64 "\n",
+			       sluice_conflict_name((sluice_conflict)k), st.conflicts[k]);
 	}
 	rc = ok ? SLUICE_EXIT_OK : st.refused ? SLUICE_EXIT_PROBLEM : SLUICE_EXIT_FAILURE;
 
@@ -356,7 +369,8 @@ cmd_prepare(int argc, char **argv)
 	conn = sluice_pg_connect(target, false, "the target");
 	if (conn == NULL)
 		goto cleanup;
-	bool ok = undo ? sluice_prepare_undo(conn, &f, all) : sluice_prepare_install(conn, node, &f);
+	bool ok =
+		undo ? sluice_prepare_undo(conn, &f, all) : sluice_prepare_install(conn, node, &f);
 	rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
 
 cleanup:

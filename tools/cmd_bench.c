@@ -42,7 +42,8 @@ bench_help(FILE *f)
 		"      --zstd-level L    zstd level (default 1)\n"
 		"      --frame-size B    frame target size in bytes (default 1048576)\n"
 		"      --segment-size B  seal segments past this size (default 67108864)\n"
-		"      --dir DIR         keep the stream (DIR/store, stream \"bench\") and its key\n"
+		"      --dir DIR         keep the stream (DIR/store, stream \"bench\") and its "
+		"key\n"
 		"                        (DIR/bench.key, DIR/bench.pub) in DIR; default: a new\n"
 		"                        directory under $TMPDIR or /tmp, removed afterwards\n"
 		"      --json            print the result as one JSON object\n"
@@ -70,8 +71,8 @@ bench_rand(uint64_t *s)
 }
 
 static const char *const bench_words[] = {
-	"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-	"india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+	"alpha", "bravo",  "charlie", "delta", "echo", "foxtrot",  "golf",  "hotel",
+	"india", "juliet", "kilo",    "lima",  "mike", "november", "oscar", "papa",
 };
 
 /* Text storage for one row's values; rebuilt per row. */
@@ -93,13 +94,14 @@ bench_fill_row(bench_row *r, uint64_t id, uint64_t *seed)
 		 bench_words[(x >> 12) % 16], (x >> 16) % 1000);
 	snprintf(r->text[4], 128, "%" PRIu64 ".%02" PRIu64, (x >> 20) % 1000000, (x >> 40) % 100);
 	snprintf(r->text[5], 128, "%s", (x >> 50) & 1 ? "t" : "f");
-	snprintf(r->text[6], 128, "2026-11-%02" PRIu64 " %02" PRIu64 ":%02" PRIu64 ":%02" PRIu64
-				 ".%06" PRIu64 "+00",
+	snprintf(r->text[6], 128,
+		 "2026-11-%02" PRIu64 " %02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%06" PRIu64 "+00",
 		 1 + (x >> 8) % 28, (x >> 13) % 24, (x >> 18) % 60, (x >> 24) % 60,
 		 (x >> 30) % 1000000);
 	snprintf(r->text[7], 128, "%s %s %s %s %s %s", bench_words[(x >> 3) % 16],
-		 bench_words[(x >> 7) % 16], bench_words[(x >> 11) % 16], bench_words[(x >> 15) % 16],
-		 bench_words[(x >> 19) % 16], bench_words[(x >> 23) % 16]);
+		 bench_words[(x >> 7) % 16], bench_words[(x >> 11) % 16],
+		 bench_words[(x >> 15) % 16], bench_words[(x >> 19) % 16],
+		 bench_words[(x >> 23) % 16]);
 	sluice__v1__row__init(&r->row);
 	for (int i = 0; i < BENCH_COLUMNS; i++) {
 		r->kinds[i] = SLUICE__V1__VALUE_KIND__VALUE_TEXT;
@@ -120,12 +122,16 @@ bench_fill_row(bench_row *r, uint64_t id, uint64_t *seed)
 static bool
 bench_relation(sluice_writer *w)
 {
-	static const char *const names[BENCH_COLUMNS] = {"id",      "account_id", "name",
-							 "email",   "balance",    "active",
-							 "created", "note"};
-	static const char *const types[BENCH_COLUMNS] = {"bigint",  "integer",     "text",
-							 "text",    "numeric",     "boolean",
-							 "timestamp with time zone", "text"};
+	static const char *const names[BENCH_COLUMNS] = {
+		"id", "account_id", "name", "email", "balance", "active", "created", "note"};
+	static const char *const types[BENCH_COLUMNS] = {"bigint",
+							 "integer",
+							 "text",
+							 "text",
+							 "numeric",
+							 "boolean",
+							 "timestamp with time zone",
+							 "text"};
 	static const uint32_t oids[BENCH_COLUMNS] = {20, 23, 25, 25, 1700, 16, 1184, 25};
 	Sluice__V1__Column cols[BENCH_COLUMNS];
 	Sluice__V1__Column *colp[BENCH_COLUMNS];
@@ -367,26 +373,30 @@ cmd_bench_codec(int argc, char **argv)
 			break;
 		case 't':
 			if (!cli_parse_u64("--txn-rows", optarg, &txn_rows) || txn_rows == 0)
-				return cli_usage_error("bench-codec", "--txn-rows must be at least 1");
+				return cli_usage_error("bench-codec",
+						       "--txn-rows must be at least 1");
 			break;
 		case 'z': {
 			char *end = NULL;
 			long v = strtol(optarg, &end, 10);
 			if (end == optarg || *end != '\0' || v < -7 || v > 19)
-				return cli_usage_error("bench-codec", "--zstd-level must be -7..19");
+				return cli_usage_error("bench-codec",
+						       "--zstd-level must be -7..19");
 			level = (int)v;
 			break;
 		}
 		case 'f':
 			if (!cli_parse_u64("--frame-size", optarg, &frame) || frame == 0)
-				return cli_usage_error("bench-codec", "--frame-size must be positive");
+				return cli_usage_error("bench-codec",
+						       "--frame-size must be positive");
 			break;
 		case 'd':
 			dir = optarg;
 			break;
 		case 'S':
 			if (!cli_parse_u64("--segment-size", optarg, &segsize) || segsize == 0)
-				return cli_usage_error("bench-codec", "--segment-size must be positive");
+				return cli_usage_error("bench-codec",
+						       "--segment-size must be positive");
 			break;
 		case 'j':
 			json = true;
@@ -439,8 +449,8 @@ cmd_bench_codec(int argc, char **argv)
 	wo.segment_target = segsize;
 	bench_result res;
 	memset(&res, 0, sizeof(res));
-	if (!bench_write(store, key, &wo, rows, txn_rows, &res) || !bench_read(store, trust, &res) ||
-	    !bench_measure_bytes(store, trust, &res))
+	if (!bench_write(store, key, &wo, rows, txn_rows, &res) ||
+	    !bench_read(store, trust, &res) || !bench_measure_bytes(store, trust, &res))
 		goto cleanup;
 
 	double mb = (double)res.raw_bytes / 1e6;
@@ -448,8 +458,10 @@ cmd_bench_codec(int argc, char **argv)
 		printf("{\"rows\":%" PRIu64 ",\"transactions\":%" PRIu64 ",\"records\":%" PRIu64
 		       ",\"raw_bytes\":%" PRIu64 ",\"disk_bytes\":%" PRIu64
 		       ",\"compression_ratio\":%.2f,\"zstd_level\":%d"
-		       ",\"write_seconds\":%.3f,\"write_mb_per_s\":%.1f,\"write_records_per_s\":%.0f"
-		       ",\"read_seconds\":%.3f,\"read_mb_per_s\":%.1f,\"read_records_per_s\":%.0f}\n",
+		       ",\"write_seconds\":%.3f,\"write_mb_per_s\":%.1f,\"write_records_per_s\":%."
+		       "0f"
+		       ",\"read_seconds\":%.3f,\"read_mb_per_s\":%.1f,\"read_records_per_s\":%.0f}"
+		       "\n",
 		       res.rows, res.txns, res.records, res.raw_bytes, res.disk_bytes,
 		       (double)res.raw_bytes / (double)res.disk_bytes, level, res.write_s,
 		       mb / res.write_s, (double)res.records / res.write_s, res.read_s,

@@ -21,7 +21,8 @@ capture_help(FILE *f)
 {
 	fprintf(f,
 		"Usage: sluice capture --source CONNINFO --store S --stream NAME --key PREFIX.key\n"
-		"                      [--node NAME] [--slot NAME] [--publication NAME] [--create]\n"
+		"                      [--node NAME] [--slot NAME] [--publication NAME] "
+		"[--create]\n"
 		"                      [--snapshot] [--until-lsn LSN] [--exit-when-caught-up]\n"
 		"                      [--forward-origins] [--messages]\n"
 		"\n"
@@ -151,8 +152,9 @@ cmd_capture(int argc, char **argv)
 			break;
 		case OPT_UNTIL:
 			if (!sluice_pg_lsn_parse(optarg, &o.until_lsn))
-				return cli_usage_error("capture", "invalid --until-lsn \"%s\": expected "
-								  "an LSN like 0/16B3748",
+				return cli_usage_error("capture",
+						       "invalid --until-lsn \"%s\": expected "
+						       "an LSN like 0/16B3748",
 						       optarg);
 			break;
 		case OPT_CAUGHT_UP:
@@ -181,8 +183,9 @@ cmd_capture(int argc, char **argv)
 		case OPT_STATUS_INTERVAL: {
 			uint64_t v;
 			if (!cli_parse_u64("--status-interval", optarg, &v) || v == 0 || v > 3600)
-				return cli_usage_error("capture", "--status-interval must be 1..3600 "
-								  "seconds");
+				return cli_usage_error("capture",
+						       "--status-interval must be 1..3600 "
+						       "seconds");
 			o.status_interval_ms = (int)v * 1000;
 			break;
 		}
@@ -196,12 +199,14 @@ cmd_capture(int argc, char **argv)
 	if (optind < argc)
 		return cli_usage_error("capture", "unexpected argument \"%s\"", argv[optind]);
 	if (o.source == NULL || store_spec == NULL || o.stream == NULL || key_path == NULL)
-		return cli_usage_error("capture", "--source, --store, --stream and --key are required");
+		return cli_usage_error("capture",
+				       "--source, --store, --stream and --key are required");
 	if (!sluice_store_valid_stream_name(o.stream))
 		return cli_usage_error("capture", "invalid stream name \"%s\"", o.stream);
 	if (o.snapshot && !o.create)
-		return cli_usage_error("capture", "--snapshot needs --create: the snapshot is taken "
-						  "when the slot is created");
+		return cli_usage_error("capture",
+				       "--snapshot needs --create: the snapshot is taken "
+				       "when the slot is created");
 	if (o.node == NULL)
 		o.node = o.stream;
 	if (o.slot == NULL) {

@@ -19,31 +19,30 @@
 static void
 inspect_help(FILE *f)
 {
-	fprintf(f,
-		"Usage: sluice inspect --store S --stream NAME [--trust PUB ...] [--json]\n"
-		"                      [--from TXSEQ] [--limit N] [--records]\n"
-		"\n"
-		"Without --records: list segments and their frames (txseq and commit time\n"
-		"ranges, record counts, sizes, compression ratio). With --trust every frame\n"
-		"is authenticated first; without it the headers are shown as unverified.\n"
-		"\n"
-		"With --records (needs --trust): print every transaction and change, as\n"
-		"readable text or, with --json, one JSON object per record with at least\n"
-		"\"type\" and \"txseq\" (row changes also \"relation\" and their values).\n"
-		"Records are only decoded after their frame is authenticated.\n"
-		"\n"
-		"Options:\n"
-		"  -s, --store S       store: a directory PATH or file://PATH\n"
-		"  -n, --stream NAME   stream name\n"
-		"  -t, --trust PUB     trusted public key file (repeatable)\n"
-		"      --json          JSON lines instead of text\n"
-		"      --from TXSEQ    start at this transaction\n"
-		"      --limit N       at most N frames (listing) or transactions (--records)\n"
-		"  -r, --records       print records\n"
-		"  -h, --help          show this help\n"
-		"\n"
-		"Exit status: 0 done, 1 a frame failed authentication or the stream is\n"
-		"damaged, 2 usage error, 3 the store or a key could not be read.\n");
+	fprintf(f, "Usage: sluice inspect --store S --stream NAME [--trust PUB ...] [--json]\n"
+		   "                      [--from TXSEQ] [--limit N] [--records]\n"
+		   "\n"
+		   "Without --records: list segments and their frames (txseq and commit time\n"
+		   "ranges, record counts, sizes, compression ratio). With --trust every frame\n"
+		   "is authenticated first; without it the headers are shown as unverified.\n"
+		   "\n"
+		   "With --records (needs --trust): print every transaction and change, as\n"
+		   "readable text or, with --json, one JSON object per record with at least\n"
+		   "\"type\" and \"txseq\" (row changes also \"relation\" and their values).\n"
+		   "Records are only decoded after their frame is authenticated.\n"
+		   "\n"
+		   "Options:\n"
+		   "  -s, --store S       store: a directory PATH or file://PATH\n"
+		   "  -n, --stream NAME   stream name\n"
+		   "  -t, --trust PUB     trusted public key file (repeatable)\n"
+		   "      --json          JSON lines instead of text\n"
+		   "      --from TXSEQ    start at this transaction\n"
+		   "      --limit N       at most N frames (listing) or transactions (--records)\n"
+		   "  -r, --records       print records\n"
+		   "  -h, --help          show this help\n"
+		   "\n"
+		   "Exit status: 0 done, 1 a frame failed authentication or the stream is\n"
+		   "damaged, 2 usage error, 3 the store or a key could not be read.\n");
 }
 
 typedef struct inspect_opts {
@@ -116,16 +115,18 @@ inspect_print_frame(const inspect_opts *o, const char *name, const sluice_scan_f
 	double ratio = h->payload_len ? (double)h->raw_len / h->payload_len : 0;
 	if (o->json) {
 		printf("{\"type\":\"frame\",\"segment\":\"%s\",\"offset\":%" PRIu64
-		       ",\"frame_seq\":%" PRIu64 ",\"txseq_start\":%" PRIu64 ",\"txseq_end\":%" PRIu64
-		       ",\"records\":%" PRIu32 ",\"raw_bytes\":%" PRIu32 ",\"payload_bytes\":%" PRIu32
-		       ",\"compression_ratio\":%.2f,\"time_min_us\":%" PRId64 ",\"time_max_us\":%" PRId64
+		       ",\"frame_seq\":%" PRIu64 ",\"txseq_start\":%" PRIu64
+		       ",\"txseq_end\":%" PRIu64 ",\"records\":%" PRIu32 ",\"raw_bytes\":%" PRIu32
+		       ",\"payload_bytes\":%" PRIu32
+		       ",\"compression_ratio\":%.2f,\"time_min_us\":%" PRId64
+		       ",\"time_max_us\":%" PRId64
 		       ",\"key_id\":\"%s\",\"flags\":\"%s\",\"verified\":%s}\n",
 		       name, f->offset, h->frame_seq, h->txseq_start, h->txseq_end, h->record_count,
 		       h->raw_len, h->payload_len, ratio, h->time_min, h->time_max, key, fl,
 		       verified ? "true" : "false");
 	} else {
-		printf("  frame %" PRIu64 " @%" PRIu64 ": txseq %" PRIu64 "..%" PRIu64
-		       ", %" PRIu32 " records, %" PRIu32 " -> %" PRIu32 " bytes (%.2fx), key %s%s%s%s\n",
+		printf("  frame %" PRIu64 " @%" PRIu64 ": txseq %" PRIu64 "..%" PRIu64 ", %" PRIu32
+		       " records, %" PRIu32 " -> %" PRIu32 " bytes (%.2fx), key %s%s%s%s\n",
 		       h->frame_seq, f->offset, h->txseq_start, h->txseq_end, h->record_count,
 		       h->raw_len, h->payload_len, ratio, key, fl[0] ? ", " : "", fl,
 		       verified ? "" : " [unverified]");
@@ -133,8 +134,8 @@ inspect_print_frame(const inspect_opts *o, const char *name, const sluice_scan_f
 }
 
 static void
-inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size,
-		      const inspect_seg *s, bool verified)
+inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size, const inspect_seg *s,
+		      bool verified)
 {
 	char tmin[64] = "-", tmax[64] = "-", sz[32], raw[32];
 	if (s->have_time) {
@@ -145,10 +146,14 @@ inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size,
 	cli_format_bytes(s->raw, raw, sizeof(raw));
 	double ratio = s->payload ? (double)s->raw / s->payload : 0;
 	uint64_t last = s->txseq_next > 0 ? s->txseq_next - 1 : 0;
-	const char *state = s->bad ? "damaged" : s->torn ? "torn tail" : s->sealed ? "sealed" : "open";
+	const char *state = s->bad      ? "damaged"
+			    : s->torn   ? "torn tail"
+			    : s->sealed ? "sealed"
+					: "open";
 	if (o->json) {
-		printf("{\"type\":\"segment\",\"name\":\"%s\",\"size\":%" PRIu64 ",\"frames\":%" PRIu64
-		       ",\"records\":%" PRIu64 ",\"txseq_first\":%" PRIu64 ",\"txseq_last\":%" PRIu64
+		printf("{\"type\":\"segment\",\"name\":\"%s\",\"size\":%" PRIu64
+		       ",\"frames\":%" PRIu64 ",\"records\":%" PRIu64 ",\"txseq_first\":%" PRIu64
+		       ",\"txseq_last\":%" PRIu64
 		       ",\"time_min\":\"%s\",\"time_max\":\"%s\",\"raw_bytes\":%" PRIu64
 		       ",\"compression_ratio\":%.2f,\"state\":\"%s\",\"verified\":%s}\n",
 		       name, size, s->frames, s->records, s->txseq_first, last, tmin, tmax, s->raw,
@@ -156,8 +161,8 @@ inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size,
 	} else {
 		printf("segment %s: %s, %" PRIu64 " frames, %" PRIu64 " records, txseq %" PRIu64
 		       "..%" PRIu64 ", time %s .. %s, %s raw (%.2fx), %s%s\n",
-		       name, sz, s->frames, s->records, s->txseq_first, last, tmin, tmax, raw, ratio,
-		       state, verified ? "" : ", unverified");
+		       name, sz, s->frames, s->records, s->txseq_first, last, tmin, tmax, raw,
+		       ratio, state, verified ? "" : ", unverified");
 	}
 }
 
@@ -207,8 +212,8 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 			if (st != SLUICE_SCAN_FRAME) {
 				char key[SLUICE_KEY_ID_HEX_SIZE];
 				sluice_keys_id_hex(f.hdr.key_id, key);
-				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s", name,
-						 f.offset,
+				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s",
+						 name, f.offset,
 						 st == SLUICE_SCAN_UNTRUSTED
 							 ? "signed by a key that is not trusted"
 							 : sluice_frame_strerror(f.frame_status));

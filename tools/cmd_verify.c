@@ -53,7 +53,8 @@ verify_print_finding(void *ctx, bool is_error, const char *segment, int64_t fram
 	bool as_error = is_error || o->strict;
 	if (o->json) {
 		sluice_buf b = {0};
-		sluice_buf_printf(&b, "{\"type\":\"%s\",\"segment\":", as_error ? "error" : "warning");
+		sluice_buf_printf(&b,
+				  "{\"type\":\"%s\",\"segment\":", as_error ? "error" : "warning");
 		if (segment)
 			sluice_json_append_string(&b, segment, strlen(segment));
 		else
@@ -154,7 +155,8 @@ cmd_verify(int argc, char **argv)
 		printf("{\"type\":\"summary\",\"stream\":\"%s\",\"segments\":%" PRIu64
 		       ",\"frames\":%" PRIu64 ",\"transactions\":%" PRIu64 ",\"records\":%" PRIu64
 		       ",\"bytes\":%" PRIu64 ",\"first_txseq\":%" PRIu64 ",\"last_txseq\":%" PRIu64
-		       ",\"problems\":%" PRIu64 ",\"warnings\":%" PRIu64 ",\"torn\":%s,\"ok\":%s}\n",
+		       ",\"problems\":%" PRIu64 ",\"warnings\":%" PRIu64
+		       ",\"torn\":%s,\"ok\":%s}\n",
 		       stream, rep.segments, rep.frames, rep.transactions, rep.records, rep.bytes,
 		       rep.first_txseq, rep.last_txseq, rep.problems, rep.warnings,
 		       rep.torn ? "true" : "false", problems == 0 ? "true" : "false");

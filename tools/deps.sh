@@ -2,7 +2,7 @@
 # As root, missing packages are installed with apt-get; otherwise it names them.
 
 SLUICE_DEB_PACKAGES=(
-	build-essential cmake pkg-config clang libclang-rt-14-dev
+	build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 	libprotobuf-c-dev protobuf-c-compiler libzstd-dev libsodium-dev libcmocka-dev
 	libpq-dev postgresql-15 postgresql-client-15
 )

@@ -60,7 +60,8 @@ print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			sluice_buf_append_byte(out, '}');
 			break;
 		default:
-			sluice_json_append_string(out, v ? (const char *)v->data : "", v ? v->len : 0);
+			sluice_json_append_string(out, v ? (const char *)v->data : "",
+						  v ? v->len : 0);
 		}
 	}
 	sluice_buf_append_byte(out, '}');
@@ -90,7 +91,8 @@ print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			break;
 		default:
 			/* JSON escaping keeps control bytes and invalid UTF-8 visible. */
-			sluice_json_append_string(out, v ? (const char *)v->data : "", v ? v->len : 0);
+			sluice_json_append_string(out, v ? (const char *)v->data : "",
+						  v ? v->len : 0);
 		}
 	}
 	sluice_buf_append_byte(out, ')');
@@ -337,7 +339,8 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_str(out, json, "prefix", m->prefix);
 		if (json) {
 			sluice_buf_append_str(out, ",\"content\":");
-			sluice_json_append_string(out, (const char *)m->content.data, m->content.len);
+			sluice_json_append_string(out, (const char *)m->content.data,
+						  m->content.len);
 		} else
 			sluice_buf_printf(out, " content=<%zu bytes>", m->content.len);
 		break;

@@ -83,13 +83,15 @@ main(int argc, char **argv)
 			else if (strcmp(v, "auto") == 0)
 				format = SLUICE_LOG_AUTO;
 			else {
-				fprintf(stderr, "sluice: invalid --log-format \"%s\": use auto, text "
-						"or json\n",
+				fprintf(stderr,
+					"sluice: invalid --log-format \"%s\": use auto, text "
+					"or json\n",
 					v);
 				return SLUICE_EXIT_USAGE;
 			}
 		} else {
-			fprintf(stderr, "sluice: unknown option \"%s\" (see \"sluice --help\")\n", a);
+			fprintf(stderr, "sluice: unknown option \"%s\" (see \"sluice --help\")\n",
+				a);
 			return SLUICE_EXIT_USAGE;
 		}
 	}

@@ -90,8 +90,7 @@ static struct {
 	} while (0)
 
 /* fuzz_fail reports a broken property and aborts so that the fuzzer saves the input. */
-static void __attribute__((noreturn, format(printf, 1, 2)))
-fuzz_fail(const char *fmt, ...)
+static void __attribute__((noreturn, format(printf, 1, 2))) fuzz_fail(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -464,8 +463,8 @@ scan_segment(const uint8_t *data, size_t len, bool anchored, size_t expect_frame
 			if (sluice_scan_offset(scan) != before || f.offset != before)
 				fuzz_fail("scan: offset moved without a frame");
 			const char *why = sluice_frame_strerror(f.frame_status);
-			VERBOSE("  scan at %llu: status %d (%s)\n", (unsigned long long)before, (int)st,
-				why);
+			VERBOSE("  scan at %llu: status %d (%s)\n", (unsigned long long)before,
+				(int)st, why);
 			break;
 		}
 		uint64_t after = sluice_scan_offset(scan);
@@ -490,13 +489,15 @@ scan_segment(const uint8_t *data, size_t len, bool anchored, size_t expect_frame
 			(unsigned long long)f.hdr.frame_seq, (unsigned long long)f.offset,
 			f.hdr.flags, (unsigned long long)f.hdr.txseq_start,
 			(unsigned long long)f.hdr.txseq_end, f.hdr.record_count, why);
-		sluice_frame_status fs = sluice_frame_decompress(g.codec, &f.hdr, f.payload, &g.raw);
+		sluice_frame_status fs =
+			sluice_frame_decompress(g.codec, &f.hdr, f.payload, &g.raw);
 		if (fs != SLUICE_FRAME_OK) {
 			VERBOSE("    decompress: %s\n", sluice_frame_strerror(fs));
 			continue;
 		}
 		if (g.raw.len != f.hdr.raw_len)
-			fuzz_fail("decompress: %zu bytes, header says %u", g.raw.len, f.hdr.raw_len);
+			fuzz_fail("decompress: %zu bytes, header says %u", g.raw.len,
+				  f.hdr.raw_len);
 		records_info info;
 		decode_records(g.raw.data, g.raw.len, &chain, &info);
 		VERBOSE("    %u records%s, record chain %s\n", info.count,

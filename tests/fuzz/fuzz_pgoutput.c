@@ -1,4 +1,4 @@
-/* Fuzz target for the network decoders of capture: CopyData framing, pgoutput messages, COPY text. */
+/* Fuzz target for capture's network decoders: CopyData framing, pgoutput, COPY text. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +76,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (mode == 0) {
 		/* A whole CopyData message from the walsender. */
 		sluice_pgo_copydata cd;
-		if (sluice_pgo_decode_copydata(data, size, &cd) == SLUICE_PGO_OK && cd.type == 'w') {
+		if (sluice_pgo_decode_copydata(data, size, &cd) == SLUICE_PGO_OK &&
+		    cd.type == 'w') {
 			fuzz_within(data, size, cd.data, cd.len);
 			fuzz_message(dec, cd.data, cd.len);
 		}
@@ -90,8 +91,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t *scratch = malloc(size + 1);
 		if (scratch == NULL)
 			abort();
-		int n = sluice_pgsnapshot_copy_text_decode((const char *)data, size, scratch, starts,
-							   lens, MAX);
+		int n = sluice_pgsnapshot_copy_text_decode((const char *)data, size, scratch,
+							   starts, lens, MAX);
 		for (int i = 0; i < n; i++)
 			if (lens[i] != UINT32_MAX && starts[i] + lens[i] > size)
 				abort();

@@ -34,8 +34,7 @@
 static const char *gen_outdir;
 static size_t gen_files, gen_bytes;
 
-static void __attribute__((noreturn))
-gen_die(const char *what)
+static void __attribute__((noreturn)) gen_die(const char *what)
 {
 	fprintf(stderr, "fuzz_gen_corpus: %s\n", what);
 	exit(1);
@@ -491,8 +490,9 @@ gen_segment_seeds(sluice_store *store, uint64_t first, size_t idx, const sluice_
 	/* Damaged copies of the first segment: a torn tail and a zero-filled tail. */
 	if (idx == 0) {
 		size_t cut = SLUICE_FRAME_HEADER_SIZE + (bytes->len - SLUICE_FRAME_HEADER_SIZE) / 2;
-		gen_write_seed("segment-0-torn", FUZZ_SELECTOR(FUZZ_MODE_SEGMENT, FUZZ_OPT_ANCHORED),
-			       bytes->data, cut);
+		gen_write_seed("segment-0-torn",
+			       FUZZ_SELECTOR(FUZZ_MODE_SEGMENT, FUZZ_OPT_ANCHORED), bytes->data,
+			       cut);
 		sluice_buf_reset(&one);
 		sluice_buf_append(&one, bytes->data, bytes->len);
 		uint8_t zeros[300] = {0};

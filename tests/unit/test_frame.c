@@ -87,8 +87,8 @@ encode_sample(frame_fixture *f, const uint8_t *raw, size_t raw_len, uint16_t fla
 	h.record_count = record_count;
 	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
 	sluice_buf_reset(out);
-	assert_int_equal(sluice_frame_encode(f->codec, &h, raw, raw_len, sluice_key_secret(f->a.key),
-					     out, hash),
+	assert_int_equal(sluice_frame_encode(f->codec, &h, raw, raw_len,
+					     sluice_key_secret(f->a.key), out, hash),
 			 SLUICE_FRAME_OK);
 	assert_int_equal(out->len, SLUICE_FRAME_HEADER_SIZE + h.payload_len);
 	uint8_t again[SLUICE_FRAME_HASH_SIZE];
@@ -110,8 +110,8 @@ test_frame_round_trip(void **state)
 	tu_rand_bytes(&seed, raw + 10000, raw_len - 10000);
 
 	sluice_buf out = {0};
-	sluice_frame_header h = encode_sample(f, raw, raw_len, SLUICE_FRAME_FIRST | SLUICE_FRAME_OPEN,
-					      7, &out);
+	sluice_frame_header h =
+		encode_sample(f, raw, raw_len, SLUICE_FRAME_FIRST | SLUICE_FRAME_OPEN, 7, &out);
 	assert_memory_equal(out.data, SLUICE_FRAME_MAGIC, 4);
 
 	sluice_frame_header p;
@@ -155,7 +155,8 @@ test_frame_round_trip(void **state)
 
 	/* Short input is E_SHORT at every length below the header size. */
 	for (size_t len = 0; len < SLUICE_FRAME_HEADER_SIZE; len += 13)
-		assert_int_equal(sluice_frame_parse_header(out.data, len, &p), SLUICE_FRAME_E_SHORT);
+		assert_int_equal(sluice_frame_parse_header(out.data, len, &p),
+				 SLUICE_FRAME_E_SHORT);
 	assert_int_equal(sluice_frame_parse_header(out.data, SLUICE_FRAME_HEADER_SIZE - 1, &p),
 			 SLUICE_FRAME_E_SHORT);
 
@@ -295,15 +296,17 @@ test_frame_signature_and_hash(void **state)
 	size_t offs[] = {0, 1, p.payload_len / 2, p.payload_len - 1};
 	for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
 		payload[offs[i]] ^= 0x01;
-		assert_int_equal(sluice_frame_verify(out.data, &p, pka, payload), SLUICE_FRAME_E_HASH);
+		assert_int_equal(sluice_frame_verify(out.data, &p, pka, payload),
+				 SLUICE_FRAME_E_HASH);
 		payload[offs[i]] ^= 0x01;
 		assert_int_equal(sluice_frame_verify(out.data, &p, pka, payload), SLUICE_FRAME_OK);
 	}
 
 	/* A flipped bit in any signed header byte or in the signature: signature fails. */
-	size_t hoffs[] = {OFF_FLAGS, OFF_FRAME_SEQ, OFF_TXSEQ_START, OFF_TXSEQ_END,
-			  OFF_PAYLOAD_LEN, OFF_RECORD_COUNT, OFF_KEY_ID, OFF_PAYLOAD_HASH + 5,
-			  OFF_PREV_HASH, OFF_PREV_HASH + 31, OFF_SIGNATURE, OFF_SIGNATURE + 63};
+	size_t hoffs[] = {OFF_FLAGS,          OFF_FRAME_SEQ,        OFF_TXSEQ_START,
+			  OFF_TXSEQ_END,      OFF_PAYLOAD_LEN,      OFF_RECORD_COUNT,
+			  OFF_KEY_ID,         OFF_PAYLOAD_HASH + 5, OFF_PREV_HASH,
+			  OFF_PREV_HASH + 31, OFF_SIGNATURE,        OFF_SIGNATURE + 63};
 	for (size_t i = 0; i < sizeof(hoffs) / sizeof(hoffs[0]); i++) {
 		out.data[hoffs[i]] ^= 0x01;
 		assert_int_equal(sluice_frame_verify_signature(out.data, pka),

@@ -24,7 +24,8 @@ wait_for_change(sluice_reader *r)
 	assert_true(sluice_reader_wait(r, 1000));
 	int64_t took = now_ms() - t0;
 	if (took >= 900)
-		fail_msg("sluice_reader_wait did not notice the append (took %" PRId64 " ms)", took);
+		fail_msg("sluice_reader_wait did not notice the append (took %" PRId64 " ms)",
+			 took);
 }
 
 /*
@@ -218,7 +219,7 @@ restart_variant(int variant)
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_INSERT)
 			old_rows++;
 	assert_int_equal(s, SLUICE_READER_WAIT);
-	assert_true(old_rows > 0); /* the reader saw provisional rows of txn 2 */
+	assert_true(old_rows > 0);           /* the reader saw provisional rows of txn 2 */
 	assert_true(sluice_writer_close(w)); /* txn 2 never commits */
 
 	sluice_writer_recovery rec_info;
@@ -240,7 +241,8 @@ restart_variant(int variant)
 			break;
 		}
 		if (s == SLUICE_READER_ERROR)
-			fail_msg("reader after the segment was removed: %s", sluice_reader_error(r));
+			fail_msg("reader after the segment was removed: %s",
+				 sluice_reader_error(r));
 		assert_int_equal(s, SLUICE_READER_WAIT);
 	}
 
@@ -283,12 +285,13 @@ restart_variant(int variant)
 				assert_true(new2);
 				assert_true(pos->txseq == 2 || pos->txseq == 3);
 			}
-			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT && rec->commit->txseq == 3)
+			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT &&
+			    rec->commit->txseq == 3)
 				done3 = true;
 		}
 		if (s == SLUICE_READER_ERROR)
-			fail_msg("after the writer restart (variant %d) the reader failed: %s", variant,
-				 sluice_reader_error(r));
+			fail_msg("after the writer restart (variant %d) the reader failed: %s",
+				 variant, sluice_reader_error(r));
 	}
 	if (!done3)
 		fail_msg("after the writer restart (variant %d) the reader never delivered txn 3",

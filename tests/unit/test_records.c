@@ -62,7 +62,7 @@ test_records_fast_encoder_edge_cases(void **state)
 	sluice_arena *a = sluice_arena_create();
 	uint64_t rng = 5;
 	/* Value lengths around every varint boundary and the short-copy cut-off. */
-	static const size_t lens[] = {0,   1,   15,    16,    17,     126,    127,
+	static const size_t lens[] = {0,   1,   15,    16,    17,    126,     127,
 				      128, 129, 16383, 16384, 16385, 2097151, 2097152};
 	const size_t nl = sizeof(lens) / sizeof(lens[0]);
 	static const uint32_t relids[] = {0, 1, 127, 128, 16383, 16384, UINT32_MAX};
@@ -174,7 +174,8 @@ test_records_fast_encoder_random(void **state)
 		sluice_arena_reset(a);
 		size_t nk = (size_t)(tu_rand(&rng) % 40);
 		size_t nv = (tu_rand(&rng) % 8 == 0) ? (size_t)(tu_rand(&rng) % 40) : nk;
-		sluice_record *rec = tu_insert(a, (uint32_t)tu_rand(&rng), row_of(a, &rng, nk, nv, NULL));
+		sluice_record *rec =
+			tu_insert(a, (uint32_t)tu_rand(&rng), row_of(a, &rng, nk, nv, NULL));
 		switch (i % 4) {
 		case 0:
 			break;
@@ -225,7 +226,10 @@ test_records_other_types_round_trip(void **state)
 {
 	(void)state;
 	sluice_arena *a = sluice_arena_create();
-	both_equal(tu_begin(a, -1, 0xFFFFFFFFFFFFFFFFull, "n\xc3\xb8" "de"), "begin");
+	both_equal(tu_begin(a, -1, 0xFFFFFFFFFFFFFFFFull,
+			    "n\xc3\xb8"
+			    "de"),
+		   "begin");
 	both_equal(tu_commit(a, 1, 0), "commit");
 	both_equal(tu_heartbeat(a, 0, 0), "heartbeat");
 	both_equal(tu_std_relation(a), "relation");

@@ -1,4 +1,4 @@
-/* Writer -> reader round trips: records come back identical, txseq dense, segments self-contained. */
+/* Writer -> reader round trips: records come back identical, txseq dense, segments whole. */
 #include "testutil.h"
 
 #include <dirent.h>
@@ -135,10 +135,10 @@ orders_relation(gen *g)
 	static const char *const v1[] = {"order_id:20", "customer:25", "note:25", "payload:17"};
 	static const char *const v2[] = {"order_id:20", "customer:25", "note:25", "payload:17",
 					 "shipped_at:1184"};
-	sluice_record *r = g->orders_version == 1 ? tu_relation(g->a, REL_ORDERS, "sales",
-							       "orders \xe2\x9c\x93", 4, v1)
-						 : tu_relation(g->a, REL_ORDERS, "sales",
-							       "orders \xe2\x9c\x93", 5, v2);
+	sluice_record *r =
+		g->orders_version == 1
+			? tu_relation(g->a, REL_ORDERS, "sales", "orders \xe2\x9c\x93", 4, v1)
+			: tu_relation(g->a, REL_ORDERS, "sales", "orders \xe2\x9c\x93", 5, v2);
 	r->relation->columns[2]->type_name = tu_strdup(g->a, "character varying(40)");
 	r->relation->columns[2]->type_modifier = 44;
 	return r;
@@ -161,7 +161,8 @@ odd_row(gen *g, uint64_t id, bool toast)
 	};
 	ProtobufCBinaryData vals[5];
 	vals[0] = tu_text(g->a, idtext);
-	vals[1] = tu_text(g->a, "J\xc3\xbcrgen \xe5\xbc\xa0\xe4\xbc\x9f \xf0\x9f\x9a\x80 \"q\" \\ \n");
+	vals[1] = tu_text(g->a,
+			  "J\xc3\xbcrgen \xe5\xbc\xa0\xe4\xbc\x9f \xf0\x9f\x9a\x80 \"q\" \\ \n");
 	vals[2] = tu_bin(g->a, "", 0);
 	vals[3] = toast ? tu_bin(g->a, "", 0) : tu_bin(g->a, zeros, sizeof(zeros));
 	vals[4] = tu_text(g->a, "2024-02-29 23:59:59.999999+00");
@@ -442,7 +443,7 @@ check_stream(tu_env *env, const expect *e, check_result *res)
 		if (packed.len != e->v[idx].packed.len ||
 		    memcmp(packed.data, e->v[idx].packed.data, packed.len) != 0) {
 			sluice_record *want = sluice__v1__record__unpack(NULL, e->v[idx].packed.len,
-									e->v[idx].packed.data);
+									 e->v[idx].packed.data);
 			char wname[32];
 			snprintf(wname, sizeof(wname), "%s",
 				 want ? sluice_records_type_name(want) : "?");
@@ -602,7 +603,8 @@ check_segments_alone(tu_env *env, size_t *checked_out)
 		for (int shift = 0; shift < 2; shift++) {
 			uint64_t from = firsts[i] + (uint64_t)shift;
 			sluice_reader *r = NULL;
-			assert_true(sluice_reader_open(env->store, TU_STREAM, env->trust, from, &r));
+			assert_true(
+				sluice_reader_open(env->store, TU_STREAM, env->trust, from, &r));
 			bool first_begin = true;
 			for (;;) {
 				const sluice_record *rec = NULL;
@@ -618,9 +620,10 @@ check_segments_alone(tu_env *env, size_t *checked_out)
 				assert_true(pos->segment_first >= firsts[i]);
 				if (rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN ||
 				    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
-					uint64_t t = rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN
-							     ? rec->begin->txseq
-							     : rec->snapshot_begin->txseq;
+					uint64_t t =
+						rec->body_case == SLUICE__V1__RECORD__BODY_BEGIN
+							? rec->begin->txseq
+							: rec->snapshot_begin->txseq;
 					if (first_begin)
 						assert_int_equal(t, from);
 					first_begin = false;
@@ -631,7 +634,8 @@ check_segments_alone(tu_env *env, size_t *checked_out)
 					assert_true(pos->txseq >= from);
 					if (shift == 0)
 						assert_int_equal(pos->segment_first, firsts[i]);
-					const Sluice__V1__Relation *rel = sluice_reader_relation(r, relid);
+					const Sluice__V1__Relation *rel =
+						sluice_reader_relation(r, relid);
 					assert_non_null(rel);
 					assert_int_equal(rel->id, relid);
 					assert_true(rel->n_columns >= 4);
@@ -729,16 +733,21 @@ test_stream_empty_and_tiny(void **state)
 	assert_int_equal(sluice_writer_last_txseq(w), 0);
 
 	expect e = {0};
-	gen g = {.w = w, .a = sluice_arena_create(), .e = &e, .time = 1700000000000000ll,
-		 .lsn = 0x1000000, .rng = 1, .orders_version = 1};
+	gen g = {.w = w,
+		 .a = sluice_arena_create(),
+		 .e = &e,
+		 .time = 1700000000000000ll,
+		 .lsn = 0x1000000,
+		 .rng = 1,
+		 .orders_version = 1};
 	put(&g, tu_std_relation(g.a));
-	txn_empty(&g);                 /* 1: Begin + Commit only */
+	txn_empty(&g); /* 1: Begin + Commit only */
 	heartbeat(&g);
-	txn_tiny(&g);                  /* 2 */
-	txn_empty(&g);                 /* 3 */
-	txn_mixed(&g);                 /* 4 */
+	txn_tiny(&g);  /* 2 */
+	txn_empty(&g); /* 3 */
+	txn_mixed(&g); /* 4 */
 	message_outside(&g);
-	txn_tiny(&g);                  /* 5 */
+	txn_tiny(&g); /* 5 */
 	assert_int_equal(sluice_writer_last_txseq(w), 5);
 	assert_true(sluice_writer_last_end_lsn(w) == g.lsn);
 	assert_true(sluice_writer_last_commit_time(w) == g.begin_time);
@@ -820,8 +829,13 @@ test_stream_many_segments(void **state)
 	sluice_writer *w = NULL;
 	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, NULL));
 	expect e = {0};
-	gen g = {.w = w, .a = sluice_arena_create(), .e = &e, .time = 1600000000000000ll,
-		 .lsn = 0x5000000, .rng = 42, .orders_version = 1};
+	gen g = {.w = w,
+		 .a = sluice_arena_create(),
+		 .e = &e,
+		 .time = 1600000000000000ll,
+		 .lsn = 0x5000000,
+		 .rng = 42,
+		 .orders_version = 1};
 	put(&g, tu_std_relation(g.a));
 
 	for (int i = 0; i < 320; i++) {
@@ -830,8 +844,8 @@ test_stream_many_segments(void **state)
 		if (i == 150) {
 			assert_true(sluice_writer_close(w));
 			sluice_writer_recovery rec;
-			assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w,
-						       &rec));
+			assert_true(
+				sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, &rec));
 			assert_int_equal(rec.torn_bytes + rec.partial_bytes, 0);
 			assert_int_equal(sluice_writer_last_txseq(w), g.ntx);
 			g.w = w;
@@ -877,7 +891,8 @@ test_stream_many_segments(void **state)
 		if (i % 37 == 0) {
 			assert_true(sluice_writer_flush(w));
 			assert_int_equal(sluice_writer_durable_txseq(w), g.ntx);
-			assert_true(sluice_writer_durable_end_lsn(w) == sluice_writer_last_end_lsn(w));
+			assert_true(sluice_writer_durable_end_lsn(w) ==
+				    sluice_writer_last_end_lsn(w));
 		}
 	}
 	uint64_t ntx = g.ntx;
@@ -920,8 +935,8 @@ test_stream_many_segments(void **state)
 
 /* ---- the large transaction ---- */
 
-#define LARGE_SEED 0x5EED5EEDull
-#define LARGE_BLOB 49152u
+#define LARGE_SEED      0x5EED5EEDull
+#define LARGE_BLOB      49152u
 #define LARGE_MIN_BYTES (66ull * 1024 * 1024) /* > 64 MiB with margin */
 
 static void
@@ -1079,8 +1094,13 @@ test_stream_reader_from_start_returns_everything(void **state)
 	sluice_writer *w = NULL;
 	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
 	expect e = {0};
-	gen g = {.w = w, .a = sluice_arena_create(), .e = &e, .time = 1000, .lsn = 0x10,
-		 .rng = 3, .orders_version = 1};
+	gen g = {.w = w,
+		 .a = sluice_arena_create(),
+		 .e = &e,
+		 .time = 1000,
+		 .lsn = 0x10,
+		 .rng = 3,
+		 .orders_version = 1};
 	heartbeat(&g);       /* before any transaction */
 	message_outside(&g); /* e.g. a non-transactional logical message */
 	put(&g, tu_std_relation(g.a));
@@ -1111,8 +1131,13 @@ test_stream_seal_segment_without_transaction(void **state)
 	sluice_writer *w = NULL;
 	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
 	expect e = {0};
-	gen g = {.w = w, .a = sluice_arena_create(), .e = &e, .time = 1000, .lsn = 0x10,
-		 .rng = 4, .orders_version = 1};
+	gen g = {.w = w,
+		 .a = sluice_arena_create(),
+		 .e = &e,
+		 .time = 1000,
+		 .lsn = 0x10,
+		 .rng = 4,
+		 .orders_version = 1};
 	put(&g, tu_std_relation(g.a));
 	txn_tiny(&g); /* 1 */
 	assert_true(sluice_writer_seal(w));
@@ -1122,8 +1147,9 @@ test_stream_seal_segment_without_transaction(void **state)
 	sluice_record *b = begin_rec(&g);
 	bool began = sluice_writer_append(w, b);
 	if (!began)
-		fprintf(stderr, "  BUG: after sealing a segment holding only a heartbeat (seal %s), "
-				"the next Begin fails\n",
+		fprintf(stderr,
+			"  BUG: after sealing a segment holding only a heartbeat (seal %s), "
+			"the next Begin fails\n",
 			sealed ? "accepted" : "refused");
 	assert_true(began);
 	g.ntx++;

@@ -1,4 +1,5 @@
-/* Tampering with sealed segments: every damaged byte, missing, duplicated or swapped segment is found. */
+/* Tampering with sealed segments: every damaged byte, missing, duplicated or swapped segment is
+ * found. */
 #include "testutil.h"
 
 #include <inttypes.h>
@@ -156,7 +157,8 @@ expect_error_at(sluice_store *store, const sluice_trust *trust, uint64_t seg, in
 	tu_verify(store, TU_STREAM, trust, &fd, &rep);
 	bool ok = rep.problems > 0 && tu_findings_has_error(&fd, name, off);
 	for (size_t i = 0; i < fd.n; i++)
-		if (fd.v[i].is_error && (strcmp(fd.v[i].segment, name) != 0 || fd.v[i].offset != off))
+		if (fd.v[i].is_error &&
+		    (strcmp(fd.v[i].segment, name) != 0 || fd.v[i].offset != off))
 			ok = false; /* blamed the wrong place */
 	if (!ok) {
 		fprintf(stderr, "  %s: expected errors only at %s offset %" PRId64 "\n", what, name,
@@ -187,17 +189,17 @@ typedef struct field_byte {
 } field_byte;
 
 static const field_byte field_bytes[] = {
-	{"magic[0]", 0},          {"magic[3]", 3},          {"version", 4},
-	{"flags", 6},             {"flags(high)", 7},       {"stream_id", 8},
-	{"frame_seq", 16},        {"txseq_start", 24},      {"txseq_start(high)", 31},
-	{"txseq_end", 32},        {"txseq_end(high)", 39},  {"time_min", 40},
-	{"time_max", 48},         {"payload_len", 56},      {"payload_len(high)", 59},
-	{"raw_len", 60},          {"record_count", 64},     {"codec", 68},
-	{"schema_version", 69},   {"reserved", 70},         {"key_id[0]", 72},
-	{"key_id[7]", 79},        {"payload_hash[0]", 80},  {"payload_hash[31]", 111},
-	{"prev_hash[0]", 112},    {"prev_hash[15]", 127},   {"prev_hash[31]", 143},
-	{"signature[0]", 144},    {"signature[31]", 175},   {"signature[63]", 207},
-	{"payload[first]", -1},   {"payload[middle]", -2},  {"payload[last]", -3},
+	{"magic[0]", 0},        {"magic[3]", 3},         {"version", 4},
+	{"flags", 6},           {"flags(high)", 7},      {"stream_id", 8},
+	{"frame_seq", 16},      {"txseq_start", 24},     {"txseq_start(high)", 31},
+	{"txseq_end", 32},      {"txseq_end(high)", 39}, {"time_min", 40},
+	{"time_max", 48},       {"payload_len", 56},     {"payload_len(high)", 59},
+	{"raw_len", 60},        {"record_count", 64},    {"codec", 68},
+	{"schema_version", 69}, {"reserved", 70},        {"key_id[0]", 72},
+	{"key_id[7]", 79},      {"payload_hash[0]", 80}, {"payload_hash[31]", 111},
+	{"prev_hash[0]", 112},  {"prev_hash[15]", 127},  {"prev_hash[31]", 143},
+	{"signature[0]", 144},  {"signature[31]", 175},  {"signature[63]", 207},
+	{"payload[first]", -1}, {"payload[middle]", -2}, {"payload[last]", -3},
 };
 
 static void
@@ -231,11 +233,12 @@ test_tamper_every_field(void **state)
 				else
 					at = fi->offset + fi->size - 1;
 				char what[160];
-				snprintf(what, sizeof(what), "flip of %s in frame %zu/%zu of segment %zu",
+				snprintf(what, sizeof(what),
+					 "flip of %s in frame %zu/%zu of segment %zu",
 					 field_bytes[b].name, which[k], nf, targets[t]);
 				tu_flip_byte(path, at, 0x01);
-				expect_error_at(f->env.store, f->env.trust, seg, (int64_t)fi->offset,
-						what);
+				expect_error_at(f->env.store, f->env.trust, seg,
+						(int64_t)fi->offset, what);
 				expect_reader_stops(f, f->env.store, f->env.trust, seg, fi->offset);
 				tu_flip_byte(path, at, 0x01);
 				flips++;

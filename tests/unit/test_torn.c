@@ -134,8 +134,8 @@ test_torn_every_offset_of_last_frame(void **state)
 		tu_verify(s, TU_STREAM, env.trust, &fd, &rep);
 		bool torn_expected = L > F; /* at L == F the last frame is simply absent */
 		if (rep.problems != 0 || rep.torn != torn_expected) {
-			fprintf(stderr, "  cut at %" PRIu64 " (frame %" PRIu64 "+%" PRIu64 "):\n", L,
-				F, L - F);
+			fprintf(stderr, "  cut at %" PRIu64 " (frame %" PRIu64 "+%" PRIu64 "):\n",
+				L, F, L - F);
 			tu_findings_print(&fd);
 		}
 		assert_int_equal(rep.problems, 0);
@@ -428,9 +428,10 @@ committed_txn_in_open_frame(bool after_flushed_txns)
 	if (kept < durable || sluice_writer_last_end_lsn(w) < durable_lsn)
 		fprintf(stderr,
 			"  BUG: writer reported txseq %" PRIu64 " (end LSN %" PRIu64
-			") durable, but recovery kept only up to txseq %" PRIu64 " (end LSN %" PRIu64
-			"), cutting %" PRIu64 " bytes\n",
-			durable, durable_lsn, kept, sluice_writer_last_end_lsn(w), rec.partial_bytes);
+			") durable, but recovery kept only up to txseq %" PRIu64
+			" (end LSN %" PRIu64 "), cutting %" PRIu64 " bytes\n",
+			durable, durable_lsn, kept, sluice_writer_last_end_lsn(w),
+			rec.partial_bytes);
 	assert_true(kept >= durable);
 	assert_true(sluice_writer_last_end_lsn(w) >= durable_lsn);
 	assert_int_equal(tu_append_txn(w, a, 700, 8, 1, 16), kept + 1);

@@ -359,8 +359,8 @@ tu_finding_cb(void *ctx, bool is_error, const char *segment, int64_t frame_offse
 }
 
 void
-tu_verify(sluice_store *store, const char *stream, const sluice_trust *trust,
-	  tu_findings *findings, sluice_verify_report *report)
+tu_verify(sluice_store *store, const char *stream, const sluice_trust *trust, tu_findings *findings,
+	  sluice_verify_report *report)
 {
 	findings->v = NULL;
 	findings->n = 0;
@@ -582,11 +582,11 @@ tu_std_insert(sluice_arena *a, uint64_t seed, uint64_t id, size_t blob_len)
 	snprintf(name, sizeof(name), "item-%" PRIu64 "-%016" PRIx64, id, tu_rand(&st));
 	uint8_t *blob = sluice_arena_alloc(a, blob_len ? blob_len : 1);
 	tu_rand_bytes(&st, blob, blob_len);
-	Sluice__V1__ValueKind kinds[4] = {
-		SLUICE__V1__VALUE_KIND__VALUE_TEXT, SLUICE__V1__VALUE_KIND__VALUE_TEXT,
-		(id % 3 == 0) ? SLUICE__V1__VALUE_KIND__VALUE_NULL
-			      : SLUICE__V1__VALUE_KIND__VALUE_TEXT,
-		SLUICE__V1__VALUE_KIND__VALUE_BINARY};
+	Sluice__V1__ValueKind kinds[4] = {SLUICE__V1__VALUE_KIND__VALUE_TEXT,
+					  SLUICE__V1__VALUE_KIND__VALUE_TEXT,
+					  (id % 3 == 0) ? SLUICE__V1__VALUE_KIND__VALUE_NULL
+							: SLUICE__V1__VALUE_KIND__VALUE_TEXT,
+					  SLUICE__V1__VALUE_KIND__VALUE_BINARY};
 	ProtobufCBinaryData vals[4];
 	vals[0] = tu_text(a, idtext);
 	vals[1] = tu_text(a, name);
@@ -670,8 +670,8 @@ tu_rand_bytes(uint64_t *state, uint8_t *p, size_t n)
 /* ---- reading ---- */
 
 void
-tu_read_all(sluice_store *store, const char *stream, const sluice_trust *trust,
-	    uint64_t from_txseq, tu_read_stats *st)
+tu_read_all(sluice_store *store, const char *stream, const sluice_trust *trust, uint64_t from_txseq,
+	    tu_read_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->dense = true;

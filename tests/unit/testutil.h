@@ -25,7 +25,7 @@
 #include "writer.h"
 
 #define TU_PATH_MAX 1024
-#define TU_STREAM "unit.stream-1"
+#define TU_STREAM   "unit.stream-1"
 
 /* tu_setup_process: sodium_init (asserting success) and quiet logging. Call first in main. */
 void tu_setup_process(void);
@@ -71,12 +71,12 @@ sluice_trust *tu_trust_of(const char *pubpath, ...);
 /* ---- a test store: temp dir + key + trust ---- */
 
 typedef struct tu_env {
-	char *dir;             /* owned: temp root, holds keys/ and store/ */
+	char *dir; /* owned: temp root, holds keys/ and store/ */
 	char store_dir[TU_PATH_MAX];
 	char stream_dir[TU_PATH_MAX];
 	tu_keypair kp;
-	sluice_trust *trust;   /* owned: trusts kp */
-	sluice_store *store;   /* owned */
+	sluice_trust *trust; /* owned: trusts kp */
+	sluice_store *store; /* owned */
 } tu_env;
 
 void tu_env_init(tu_env *env, const char *tag);
@@ -127,8 +127,7 @@ bool tu_findings_has_error(const tu_findings *f, const char *segment, int64_t of
 /* ---- records built in an arena ---- */
 
 sluice_record *tu_rec(sluice_arena *a);
-sluice_record *tu_begin(sluice_arena *a, int64_t time_us, uint64_t source_lsn,
-			const char *origin);
+sluice_record *tu_begin(sluice_arena *a, int64_t time_us, uint64_t source_lsn, const char *origin);
 sluice_record *tu_commit(sluice_arena *a, uint64_t end_lsn, uint32_t change_count);
 sluice_record *tu_heartbeat(sluice_arena *a, int64_t time_us, uint64_t lsn);
 /* tu_relation: columns given as "name:oid" strings; the first is the key. */
