@@ -1075,8 +1075,7 @@ apply_batch_flush(apply *a)
 		if (name == NULL) {
 			sluice_buf sql = {0};
 			apply_insert_sql(&sql, r, present, "upsert");
-			sluice_buf_append_byte(&sql, '\0');
-			name = apply_stmt_get(a, skey, (const char *)sql.data, r->ncols, &ok);
+			name = apply_stmt_prepare(a, skey, &sql, r->ncols, &ok);
 			sluice_buf_free(&sql);
 		}
 		if (ok)
@@ -1101,8 +1100,7 @@ apply_batch_flush(apply *a)
 	if (name == NULL && plain) {
 		sluice_buf sql = {0};
 		apply_batch_insert_sql(&sql, r);
-		sluice_buf_append_byte(&sql, '\0');
-		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
+		name = apply_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	} else if (name == NULL) {
 		sluice_buf sql = {0};
@@ -1148,8 +1146,7 @@ apply_batch_flush(apply *a)
 		for (int k = 0; k < nk; k++)
 			sluice_buf_printf(&sql, "%sformat('%%s', k%d)", k ? ", " : "", k);
 		sluice_buf_append_str(&sql, ")::text, NULL FROM ins WHERE upd");
-		sluice_buf_append_byte(&sql, '\0');
-		name = apply_stmt_get(a, key, (const char *)sql.data, r->ncols, &ok);
+		name = apply_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	}
 	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
@@ -1841,23 +1838,33 @@ apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 	return true;
 }
 
-/* apply_rollback abandons the target transaction (rewind, stop, refused stream). */
-static void
+/*
+ * apply_rollback abandons the open target transaction (rewind, stop, refused
+ * stream, a retry after a row that existed). It was not applied: it is the
+ * transaction expected next (a restarted writer writes a cut one again with
+ * the same txseq), its record of the stream's node may be gone with it, and
+ * the counters return to the last COMMIT result. Returns false when the
+ * target did not take the ROLLBACK.
+ */
+static bool
 apply_rollback(apply *a)
 {
+	if (a->in_txn)
+		a->expect_txseq = a->txseq;
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
 	if (!a->txn_open_on_target)
-		return;
+		return true;
 	a->txn_open_on_target = false;
 	a->dry_open = false;
-	apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL);
-	apply_drain(a, false);
+	a->last_origin_node[0] = '\0';
+	bool ok = apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
 	apply_clear_pending(a);
 	/* A dry run counts what it would have done: nothing commits there. */
 	if (!a->o->dry_run)
 		apply_restore_committed(a);
+	return ok;
 }
 
 /*
@@ -2183,20 +2190,12 @@ apply_abandon(apply *a)
 	sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; applying it "
 			"again with conflict handling",
 			failed);
-	apply_clear_pending(a);
+	apply_clear_pending(a); /* the failed drain read everything */
 	a->retry_safe = false;
-	a->done = false;               /* a bound reached past the failure is reached again */
-	a->last_origin_node[0] = '\0'; /* its update may have been rolled back */
-	a->in_txn = false;
-	a->batch_open = false;
-	a->batch_rows = 0;
-	a->txn_open_on_target = false;
+	a->done = false; /* a bound reached past the failure is reached again */
 	/* The failed transaction block is still open on the target. */
-	if (!apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL))
-		return APPLY_RETRY;
-	bool ok = apply_drain(a, false);
-	apply_clear_pending(a);
-	if (!ok) {
+	a->txn_open_on_target = true;
+	if (!apply_rollback(a)) {
 		sluice_log_error("could not roll back on the target: %s", a->first_error);
 		return PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
 	}
@@ -2257,12 +2256,8 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			break;
 		}
 		if (st == SLUICE_READER_REWIND) {
-			if (a->in_txn) {
+			if (a->in_txn)
 				apply_rollback(a);
-				/* The restarted writer writes the cut transaction again, same
-				 * txseq. */
-				a->expect_txseq = a->txseq;
-			}
 			continue;
 		}
 		if (st == SLUICE_READER_WAIT) {

@@ -7,6 +7,8 @@
 #   pg_conninfo NAME [DB]           "host=127.0.0.1 port=N user=postgres dbname=DB"
 #   pg_psql NAME [DB] ARGS...       psql -X -At -v ON_ERROR_STOP=1 against it
 #   pg_stop NAME                    stop it
+#   pg_wait_streaming PID LOG       wait (30 s) until capture PID logs that it streams;
+#                                   1: it exited first, 2: it did not in time (log shown)
 #   pg_step_checks NAME             die MSG, check NAME (status of the last command,
 #                                   failures counted in FAILS), say MSG (progress)
 #   pg_value_checks                 ok, bad MSG, check DESC GOT WANT (counted in pass
@@ -55,6 +57,20 @@ pg_test_init() {
 	pg_harness_init
 	W=$PG_HARNESS_DIR/work
 	mkdir -p "$W"
+}
+
+pg_wait_streaming() {
+	local i
+	for i in $(seq 1 300); do
+		grep -q '"msg":"streaming from slot' "$2" 2>/dev/null && return 0
+		kill -0 "$1" 2>/dev/null || {
+			cat "$2" >&2
+			return 1
+		}
+		sleep 0.1
+	done
+	cat "$2" >&2
+	return 2
 }
 
 # pg_free_port prints a TCP port on 127.0.0.1 that nothing listens on.

@@ -242,14 +242,9 @@ python3 "$HERE/compare_dbs.py" compare "$SRC" "$DST" || fail "catch-up: the targ
 # ---- 2. live ----------------------------------------------------------------------
 "${CAPTURE[@]}" 2>"$W/cap-live.log" &
 CAP_PID=$!
-for _ in $(seq 1 300); do
-	grep -q '"msg":"streaming from slot' "$W/cap-live.log" 2>/dev/null && break
-	kill -0 "$CAP_PID" 2>/dev/null || {
-		cat "$W/cap-live.log" >&2
-		fail "live capture exited before streaming"
-	}
-	sleep 0.1
-done
+rc=0
+pg_wait_streaming "$CAP_PID" "$W/cap-live.log" || rc=$?
+[ "$rc" != 1 ] || fail "live capture exited before streaming"
 pgbench -n -c 4 -j 2 -T "$LIVE_SECONDS" -R "$LIVE_RATE" -f "$W/a.sql@3" -f "$W/b.sql@1" -f "$W/rollback.sql@1" \
 	"$SRC" >"$W/pgbench2.log" 2>&1 &
 BENCH_PID=$!

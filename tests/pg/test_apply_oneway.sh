@@ -219,14 +219,9 @@ pg_psql dst live -f "$W/schema-live.sql" >/dev/null || die "live target schema"
 "$SLUICE" capture --source "$(pg_conninfo src live)" --store "$W/store" --stream live --key "$W/k.key" \
 	--no-progress --create --snapshot 2>"$W/cap-live.log" &
 CAP_PID=$!
-for _ in $(seq 1 300); do
-	grep -q '"msg":"streaming from slot' "$W/cap-live.log" 2>/dev/null && break
-	kill -0 "$CAP_PID" 2>/dev/null || {
-		cat "$W/cap-live.log" >&2
-		die "live capture exited before streaming"
-	}
-	sleep 0.1
-done
+rc=0
+pg_wait_streaming "$CAP_PID" "$W/cap-live.log" || rc=$?
+[ "$rc" != 1 ] || die "live capture exited before streaming"
 "$SLUICE" apply --store "$W/store" --stream live --trust "$W/k.pub" --target "$(pg_conninfo dst live)" \
 	2>"$W/apply-live.log" &
 APPLY_PID=$!

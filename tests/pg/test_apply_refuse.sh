@@ -229,15 +229,20 @@ refused() {
 		tail -n 5 "$W/$log.log" >&2
 	fi
 }
+# refused_case NAME PATTERN WHAT UNTIL: the damaged copy $W/NAME, applied into
+# a fresh database, is refused naming PATTERN with exactly txseq 1..UNTIL applied.
+refused_case() {
+	fresh "t_$1"
+	apply_into "$W/$1" "t_$1" "$1" --exit-when-caught-up
+	refused $? "$1" "$2" "$3"
+	applied_exactly "t_$1" "$4" "$3"
+}
 
 # ---- cases, by increasing expected progress (the reference only moves forward) -----
 # A byte of a signature in the first segment.
 copy_store sig
 flip "$W/sig" "$S_SEG" $((S_OFF + 150))
-fresh t_sig
-apply_into "$W/sig" t_sig sig --exit-when-caught-up
-refused $? sig "segment $S_SEG.*offset $S_OFF.*signature|offset $S_OFF.*segment $S_SEG.*signature" "flipped signature byte"
-applied_exactly t_sig $((S_TX - 1)) "flipped signature byte"
+refused_case sig "segment $S_SEG.*offset $S_OFF.*signature|offset $S_OFF.*segment $S_SEG.*signature" "flipped signature byte" $((S_TX - 1))
 say "signature case done"
 
 # Another key.
@@ -264,19 +269,13 @@ say "first-segment case done"
 # The middle segment deleted.
 copy_store gap
 rm -f "$W/gap/$STREAM/$SEG2"
-fresh t_gap
-apply_into "$W/gap" t_gap gap --exit-when-caught-up
-refused $? gap "txseq gap.*$SEG1.*$SEG3" "middle segment deleted"
-applied_exactly t_gap $((GAP_TX - 1)) "middle segment deleted"
+refused_case gap "txseq gap.*$SEG1.*$SEG3" "middle segment deleted" $((GAP_TX - 1))
 say "gap case done"
 
 # A payload byte of a small frame in the middle segment.
 copy_store payload
 flip "$W/payload" "$P_SEG" $((P_OFF + 208 + P_LEN / 2))
-fresh t_payload
-apply_into "$W/payload" t_payload payload --exit-when-caught-up
-refused $? payload "offset $P_OFF of segment $P_SEG: .*(hash|payload)" "flipped payload byte (middle segment)"
-applied_exactly t_payload $((P_TX - 1)) "flipped payload byte (middle segment)"
+refused_case payload "offset $P_OFF of segment $P_SEG: .*(hash|payload)" "flipped payload byte (middle segment)" $((P_TX - 1))
 # A follower stops at the damage too, and applies nothing more.
 timeout 60 "$SLUICE" apply --store "$W/payload" --stream "$STREAM" --trust "$W/k.pub" \
 	--target "$(pg_conninfo dst t_payload)" 2>"$W/payload-follow.log"
@@ -289,20 +288,14 @@ say "payload case done"
 # that is not the newest is damage, not a tail to wait for.
 copy_store cut
 truncate -s $((P_OFF + 208 + P_LEN / 2)) "$W/cut/$STREAM/$P_SEG"
-fresh t_cut
-apply_into "$W/cut" t_cut cut --exit-when-caught-up
-refused $? cut "segment $P_SEG is not sealed.*offset $P_OFF" "middle segment cut inside a frame"
-applied_exactly t_cut $((P_TX - 1)) "middle segment cut inside a frame"
+refused_case cut "segment $P_SEG is not sealed.*offset $P_OFF" "middle segment cut inside a frame" $((P_TX - 1))
 say "cut case done"
 
 # A payload byte of a small frame in the newest segment, with frames after it:
 # damage, not a torn tail.
 copy_store newest
 flip "$W/newest" "$N_SEG" $((N_OFF + 208 + N_LEN / 2))
-fresh t_newest
-apply_into "$W/newest" t_newest newest --exit-when-caught-up
-refused $? newest "offset $N_OFF of segment $N_SEG: .*(hash|payload)" "flipped payload byte (newest segment)"
-applied_exactly t_newest $((N_TX - 1)) "flipped payload byte (newest segment)"
+refused_case newest "offset $N_OFF of segment $N_SEG: .*(hash|payload)" "flipped payload byte (newest segment)" $((N_TX - 1))
 say "newest-segment case done"
 
 # Torn tail: the newest segment ends inside its last frame.

@@ -65,17 +65,10 @@ start_capture() {
 
 # wait_streaming waits until the running capture has started streaming.
 wait_streaming() {
-	local i
-	for i in $(seq 1 300); do
-		grep -q '"msg":"streaming from slot' "$CAP_LOG" && return 0
-		kill -0 "$CAP_PID" 2>/dev/null || {
-			cat "$CAP_LOG" >&2
-			fail "capture run $RUN exited before streaming"
-		}
-		sleep 0.1
-	done
-	cat "$CAP_LOG" >&2
-	fail "capture run $RUN did not start streaming within 30 s"
+	local rc=0
+	pg_wait_streaming "$CAP_PID" "$CAP_LOG" || rc=$?
+	[ "$rc" != 1 ] || fail "capture run $RUN exited before streaming"
+	[ "$rc" != 2 ] || fail "capture run $RUN did not start streaming within 30 s"
 }
 
 # check_alive fails when the capture exited by itself (it only stops when told to).
