@@ -10,15 +10,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "buf.h"
 #include "log.h"
 #include "pgconn.h"
 #include "pgoutput.h"
 #include "pgsnapshot.h"
 #include "records.h"
-
-/* Schema of sluice's own node-local tables (tombstones, conflict log): never captured. */
-#define CAPTURE_LOCAL_SCHEMA "sluice"
 
 typedef struct capture_type {
 	uint32_t oid;
@@ -44,7 +42,7 @@ typedef struct capture {
 	sluice_pgo_decoder *dec;
 	capture_type *types; /* owned cache of format_type() results */
 	size_t ntypes;
-	uint32_t *local_rels; /* owned: relation ids in CAPTURE_LOCAL_SCHEMA */
+	uint32_t *local_rels; /* owned: relation ids in SLUICE_PG_LOCAL_SCHEMA */
 	size_t nlocal_rels;
 	/* owned: row images of one change, reused from change to change */
 	Sluice__V1__ValueKind *kinds;
@@ -253,7 +251,7 @@ capture_is_local_rel(const capture *c, uint32_t relid)
 static bool
 capture_relation(capture *c, const sluice_pgo_msg *m)
 {
-	if (strcmp(m->relation.nspname, CAPTURE_LOCAL_SCHEMA) == 0) {
+	if (strcmp(m->relation.nspname, SLUICE_PG_LOCAL_SCHEMA) == 0) {
 		if (!capture_is_local_rel(c, m->relation.relid)) {
 			uint32_t *p = realloc(c->local_rels, (c->nlocal_rels + 1) * sizeof(*p));
 			if (p == NULL)
@@ -553,6 +551,63 @@ capture_ident(PGconn *conn, const char *s)
 	return q;
 }
 
+/*
+ * capture_check_identities refuses to create a FOR ALL TABLES publication
+ * while tables without a replica identity exist: from that moment
+ * PostgreSQL refuses every UPDATE and DELETE on them, which breaks the
+ * source's application. It names them and the ways out; with
+ * --allow-no-identity it only warns.
+ */
+static bool
+capture_check_identities(capture *c)
+{
+	PGresult *res = sluice_pg_query(
+		c->cat,
+		"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+		"  JOIN pg_namespace n ON n.oid = c.relnamespace"
+		" WHERE c.relkind = 'r' AND c.relpersistence = 'p'"
+		"   AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+		"   AND n.nspname NOT LIKE 'pg\\_%'"
+		"   AND (c.relreplident = 'n'"
+		"     OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i"
+		"           WHERE i.indrelid = c.oid AND i.indisprimary))"
+		"     OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i"
+		"           WHERE i.indrelid = c.oid AND i.indisreplident)))"
+		" ORDER BY 1",
+		0, NULL);
+	if (res == NULL)
+		return false;
+	int n = PQntuples(res);
+	if (n == 0) {
+		PQclear(res);
+		return true;
+	}
+	sluice_buf list = {0};
+	for (int i = 0; i < n && i < 20; i++)
+		sluice_buf_printf(&list, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
+	if (n > 20)
+		sluice_buf_printf(&list, " and %d more", n - 20);
+	sluice_buf_append_byte(&list, '\0');
+	if (c->o->allow_no_identity)
+		sluice_log_warn("creating publication \"%s\" for all tables although %d tables "
+				"have no replica identity (--allow-no-identity): UPDATE and DELETE "
+				"on them now fail on the source: %s",
+				c->o->publication, n, (const char *)list.data);
+	else
+		sluice_log_error(
+			"refusing to create publication \"%s\" for all tables: %d tables have no "
+			"replica identity (no primary key, no REPLICA IDENTITY), and PostgreSQL "
+			"refuses every UPDATE and DELETE on a published table without one, which "
+			"would break the application: %s. Give each an identity (ALTER TABLE ... "
+			"REPLICA IDENTITY FULL, or a primary key), or create the publication "
+			"yourself for the tables that have one (CREATE PUBLICATION %s FOR TABLE "
+			"...) and run without --create for it, or pass --allow-no-identity",
+			c->o->publication, n, (const char *)list.data, c->o->publication);
+	sluice_buf_free(&list);
+	PQclear(res);
+	return c->o->allow_no_identity;
+}
+
 /* capture_check_source verifies wal_level, slot and publication; creates them with --create. */
 static capture_start
 capture_prepare(capture *c, bool *take_snapshot)
@@ -598,6 +653,8 @@ capture_prepare(capture *c, bool *take_snapshot)
 				o->publication, dbname, o->publication);
 			return CAPTURE_START_FATAL;
 		}
+		if (!capture_check_identities(c))
+			return CAPTURE_START_FATAL;
 		char *q = capture_ident(c->cat, o->publication);
 		sluice_buf sql = {0};
 		sluice_buf_printf(&sql, "CREATE PUBLICATION %s FOR ALL TABLES", q);
@@ -1083,11 +1140,9 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 			busy_ms += delay_ms;
 		} else {
 			stats->reconnects++;
-			delay_ms = 1000 * (1 << (attempt < 6 ? attempt - 1 : 5));
-			if (delay_ms > o->reconnect_max_s * 1000)
-				delay_ms = o->reconnect_max_s * 1000;
-			sluice_log_warn("reconnecting to the source in %d s (attempt %d)",
-					delay_ms / 1000, attempt);
+			delay_ms = sluice_backoff_ms(attempt, 1000, o->reconnect_max_s * 1000);
+			sluice_log_warn("reconnecting to the source in %d ms (attempt %d)",
+					delay_ms, attempt);
 		}
 		sluice_sleep_ms(delay_ms, o->stop);
 	}

@@ -17,6 +17,7 @@ typedef struct sluice_capture_options {
 	const char *slot;        /* logical replication slot */
 	const char *publication; /* publication the slot streams */
 	bool create;             /* create publication and slot when missing */
+	bool allow_no_identity;  /* with create: publish tables without a replica identity */
 	bool snapshot;           /* with create: copy every table first */
 	bool forward_origins;    /* also capture transactions that carry a replication origin */
 	bool messages;           /* capture logical decoding messages */

@@ -25,6 +25,26 @@ sluice_pg_error_line(PGconn *conn)
 	return line;
 }
 
+/*
+ * pg_notice logs a server's NOTICE or WARNING (a trigger's RAISE, a
+ * deprecation) through sluice's logger instead of libpq's default printing
+ * onto stderr, naming the server it came from (arg: a string literal).
+ */
+static void
+pg_notice(void *arg, const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (msg == NULL)
+		msg = "";
+	if (sev != NULL && strcmp(sev, "WARNING") == 0)
+		sluice_log_warn("%s says: WARNING: %s (SQLSTATE %s)", (const char *)arg, msg,
+				state ? state : "?");
+	else
+		sluice_log_info("%s says: %s: %s", (const char *)arg, sev ? sev : "NOTICE", msg);
+}
+
 PGconn *
 sluice_pg_connect(const char *conninfo, bool replication, const char *what)
 {
@@ -55,6 +75,7 @@ sluice_pg_connect(const char *conninfo, bool replication, const char *what)
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeReceiver(conn, pg_notice, (void *)what);
 	return conn;
 }
 

@@ -9,9 +9,18 @@
 #include <stdint.h>
 
 /*
+ * sluice's own node-local schema on a prepared database (node name,
+ * tombstones, conflict log): never captured, never copied by a snapshot,
+ * never written by apply from a stream.
+ */
+#define SLUICE_PG_LOCAL_SCHEMA "sluice"
+
+/*
  * sluice_pg_connect opens a connection described by conninfo (URI or
  * key=value; PG* environment variables apply as in psql). With replication,
- * it is a logical replication connection (replication=database).
+ * it is a logical replication connection (replication=database). The
+ * server's NOTICE and WARNING messages go to sluice's log, naming what
+ * (which must outlive the connection: a string literal).
  * @return the connection, or NULL after logging why.
  */
 PGconn *sluice_pg_connect(const char *conninfo, bool replication, const char *what);

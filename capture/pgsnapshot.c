@@ -200,8 +200,8 @@ snapshot_relation(PGconn *conn, sluice_writer *w, const char *relid, const char 
 /* snapshot_table copies the rows of one table. */
 static bool
 snapshot_table(PGconn *conn, sluice_writer *w, uint32_t relid, const char *nsp, const char *rel,
-	       const char *select_list, const char *rowfilter, int ncols, bool progress,
-	       uint64_t ntables, sluice_pgsnapshot_stats *st)
+	       bool partitioned, const char *select_list, const char *rowfilter, int ncols,
+	       bool progress, uint64_t ntables, sluice_pgsnapshot_stats *st)
 {
 	bool ok = false;
 	sluice_buf sql = {0};
@@ -218,8 +218,15 @@ snapshot_table(PGconn *conn, sluice_writer *w, uint32_t relid, const char *nsp, 
 	if (qn == NULL || qr == NULL || starts == NULL || lens == NULL || kinds == NULL ||
 	    values == NULL)
 		abort();
-	sluice_buf_printf(&sql, "COPY (SELECT %s FROM %s.%s%s%s) TO STDOUT", select_list, qn, qr,
-			  rowfilter ? " WHERE " : "", rowfilter ? rowfilter : "");
+	/*
+	 * ONLY: an inheritance parent's rows without its children's, which are
+	 * published (and copied) as tables of their own. A partitioned table is
+	 * listed only when the publication publishes via the root, and then its
+	 * rows are those of its partitions.
+	 */
+	sluice_buf_printf(&sql, "COPY (SELECT %s FROM %s%s.%s%s%s) TO STDOUT", select_list,
+			  partitioned ? "" : "ONLY ", qn, qr, rowfilter ? " WHERE " : "",
+			  rowfilter ? rowfilter : "");
 	sluice_buf_append_byte(&sql, '\0');
 	PGresult *res = PQexec(conn, (const char *)sql.data);
 	if (PQresultStatus(res) != PGRES_COPY_OUT) {
@@ -334,11 +341,12 @@ sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 	tables = sluice_pg_query(
 		conn,
 		"SELECT c.oid, n.nspname, c.relname, c.relreplident, pt.attnames::text,"
-		"       pt.rowfilter"
+		"       pt.rowfilter, c.relkind"
 		"  FROM pg_publication_tables pt"
 		"  JOIN pg_namespace n ON n.nspname = pt.schemaname"
 		"  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename"
-		" WHERE pt.pubname = $1 ORDER BY n.nspname, c.relname",
+		" WHERE pt.pubname = $1 AND n.nspname <> '" SLUICE_PG_LOCAL_SCHEMA "'"
+		" ORDER BY n.nspname, c.relname",
 		1, params);
 	if (tables == NULL)
 		goto cleanup;
@@ -372,8 +380,9 @@ sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 		if (table_ok) {
 			sluice_buf_append_byte(&select_list, '\0');
 			table_ok = snapshot_table(conn, w, (uint32_t)strtoul(relid, NULL, 10), nsp,
-						  rel, (const char *)select_list.data, rowfilter,
-						  ncols, progress, ntables, stats);
+						  rel, PQgetvalue(tables, t, 6)[0] == 'p',
+						  (const char *)select_list.data, rowfilter, ncols,
+						  progress, ntables, stats);
 		}
 		sluice_buf_free(&select_list);
 		if (!table_ok)

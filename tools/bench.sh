@@ -352,7 +352,7 @@ lat_wait() {
 lat_start() {
 	if [ "$1" = sluice ]; then
 		"$SLUICE" --log-format json capture --source "$LSRC" --store "$W/lat-store" --stream lat \
-			--key "$W/k.key" --slot sl_lat_sluice --publication latpub --create --no-progress 2>>"$W/lat-capture.log" &
+			--key "$W/k.key" --slot sl_lat_sluice --publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
 		LAT_CAPTURE=$!
 		"$SLUICE" --log-format json apply --store "$W/lat-store" --stream lat --trust "$W/k.pub" \
 			--target "$(pg_conninfo dst lat_sluice)" 2>>"$W/lat-apply.log" &

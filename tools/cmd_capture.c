@@ -23,6 +23,7 @@ capture_help(FILE *f)
 		"Usage: sluice capture --source CONNINFO --store S --stream NAME --key PREFIX.key\n"
 		"                      [--node NAME] [--slot NAME] [--publication NAME] "
 		"[--create]\n"
+		"                      [--allow-no-identity]\n"
 		"                      [--snapshot] [--until-lsn LSN] [--exit-when-caught-up]\n"
 		"                      [--forward-origins] [--messages]\n"
 		"\n"
@@ -41,7 +42,12 @@ capture_help(FILE *f)
 		"      --slot NAME         replication slot (default: sluice_<stream>)\n"
 		"      --publication NAME  publication (default: sluice_<stream>)\n"
 		"      --create            create the publication (all tables) and the slot if\n"
-		"                          missing\n"
+		"                          missing. Refused while tables without a replica\n"
+		"                          identity exist: PostgreSQL rejects UPDATE and DELETE\n"
+		"                          on a published table without one, which would break\n"
+		"                          the application (give them REPLICA IDENTITY FULL or a\n"
+		"                          key, or create the publication yourself)\n"
+		"      --allow-no-identity with --create: create it anyway\n"
 		"      --snapshot          with --create: copy every published table into the\n"
 		"                          stream first, consistent with the slot\n"
 		"      --until-lsn LSN     stop once everything up to LSN is durable\n"
@@ -84,6 +90,7 @@ cmd_capture(int argc, char **argv)
 		OPT_SLOT,
 		OPT_PUB,
 		OPT_CREATE,
+		OPT_ALLOW_NO_IDENTITY,
 		OPT_SNAPSHOT,
 		OPT_UNTIL,
 		OPT_CAUGHT_UP,
@@ -103,6 +110,7 @@ cmd_capture(int argc, char **argv)
 		{"slot", required_argument, NULL, OPT_SLOT},
 		{"publication", required_argument, NULL, OPT_PUB},
 		{"create", no_argument, NULL, OPT_CREATE},
+		{"allow-no-identity", no_argument, NULL, OPT_ALLOW_NO_IDENTITY},
 		{"snapshot", no_argument, NULL, OPT_SNAPSHOT},
 		{"until-lsn", required_argument, NULL, OPT_UNTIL},
 		{"exit-when-caught-up", no_argument, NULL, OPT_CAUGHT_UP},
@@ -143,6 +151,9 @@ cmd_capture(int argc, char **argv)
 			break;
 		case OPT_PUB:
 			o.publication = optarg;
+			break;
+		case OPT_ALLOW_NO_IDENTITY:
+			o.allow_no_identity = true;
 			break;
 		case OPT_CREATE:
 			o.create = true;

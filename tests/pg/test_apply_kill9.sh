@@ -18,7 +18,7 @@
 #     each time; then a marker transaction, SIGTERM (status 0) for both.
 # After each kill and at the end: c.n = progress - 1 on the target; at the
 # end every table equals the source, c.n equals the source's, and
-# pg_replication_origin_progress('sluice_k9', true) = last txseq of the stream.
+# pg_replication_origin_progress('sluice_k9@postgres', true) = last txseq of the stream.
 # Usage: test_apply_kill9.sh SLUICE      (SEED=N to repeat a kill schedule)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -76,7 +76,8 @@ INSERT INTO w SELECT nextval('wid'), g % 4, 0, 'seed' FROM generate_series(1, 40
 SQL
 pg_psql dst postgres -c "CREATE TABLE bulk (id int PRIMARY KEY, v int NOT NULL, pad text)" || fail "target schema"
 CAPTURE=("$SLUICE" capture --source "$SRC" --store "$W/store" --stream k9 --key "$W/k.key" --no-progress)
-"${CAPTURE[@]}" --create --snapshot --exit-when-caught-up 2>"$W/cap0.log" || {
+# hist has no key and is only inserted into: --allow-no-identity publishes it anyway
+"${CAPTURE[@]}" --create --allow-no-identity --snapshot --exit-when-caught-up 2>"$W/cap0.log" || {
 	cat "$W/cap0.log" >&2
 	fail "capture --create --snapshot"
 }
@@ -169,7 +170,7 @@ PREV=0
 # check_state WHEN: c.n = progress - 1 on the quiet target, and progress never goes back.
 check_state() {
 	local row prog n
-	row=$(pg_psql dst postgres -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_k9'), '0/0'), (SELECT n FROM c)")
+	row=$(pg_psql dst postgres -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_k9@postgres'), '0/0'), (SELECT n FROM c)")
 	prog=$(python3 -c 'import sys; h, l = sys.argv[1].split("/"); print((int(h, 16) << 32) | int(l, 16))' "${row%%|*}")
 	n=${row#*|}
 	if [ "$prog" -ge 1 ]; then

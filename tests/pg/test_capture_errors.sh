@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Capture refuses bad set-ups with errors that name the thing and the cause:
 # wal_level, REPLICATION privilege, missing slot/publication, slot in use,
+# tables without a replica identity on --create (and --allow-no-identity),
 # unknown key file, a store written with another key; SIGTERM exits 0.
 # Usage: test_capture_errors.sh SLUICE
 set -uo pipefail
@@ -70,5 +71,46 @@ expect "store written with another key" 3 $? 'is signed by key' "$W/e8.log"
 
 "$SLUICE" inspect --store "$W/store" --stream e --trust "$W/k.pub" --records --json >"$W/r.json"
 grep -q '"type":"insert"' "$W/r.json" || { echo "FAIL: insert before SIGTERM not captured" >&2; fail=$((fail + 1)); }
+# --create on a database with tables that have no replica identity: a FOR ALL
+# TABLES publication would make PostgreSQL refuse every UPDATE and DELETE on
+# them, so capture refuses, names them and the ways out, and creates nothing.
+pg_psql src postgres -c "CREATE DATABASE app" >/dev/null
+APP=$(pg_conninfo src app)
+psql -X -q -v ON_ERROR_STOP=1 "$APP" >/dev/null <<'SQL'
+CREATE TABLE nokey (a int, b text);
+CREATE TABLE nothing (a int PRIMARY KEY);
+ALTER TABLE nothing REPLICA IDENTITY NOTHING;
+CREATE TABLE keyed (a int PRIMARY KEY);
+CREATE TABLE fullid (a int);
+ALTER TABLE fullid REPLICA IDENTITY FULL;
+INSERT INTO nokey VALUES (1, 'x');
+SQL
+noid() { "$SLUICE" --log-format text capture --source "$APP" --store "$W/s9" --stream noid \
+	--key "$W/k.key" --create --exit-when-caught-up --no-progress "$@"; }
+noid 2>"$W/e9.log"
+expect "--create refuses tables without replica identity" 3 $? \
+	'refusing to create publication "sluice_noid".*2 tables have no replica identity.*public.nokey, public.nothing.*REPLICA IDENTITY FULL.*--allow-no-identity' \
+	"$W/e9.log"
+if grep -q 'keyed\|fullid' "$W/e9.log"; then
+	echo "FAIL: the refusal names tables that have an identity" >&2
+	fail=$((fail + 1))
+fi
+if [ "$(psql -X -At "$APP" -c "SELECT count(*) FROM pg_publication")" != 0 ] ||
+	! psql -X -q "$APP" -c "UPDATE nokey SET b = 'y'" >/dev/null 2>&1; then
+	echo "FAIL: after the refusal a publication exists or UPDATE of nokey fails" >&2
+	fail=$((fail + 1))
+else
+	echo "ok: nothing created; the application can still update nokey"
+fi
+noid --allow-no-identity 2>"$W/e10.log"
+expect "--allow-no-identity creates it anyway, with a warning" 0 $? \
+	'for all tables although 2 tables have no replica identity' "$W/e10.log"
+if psql -X -q "$APP" -c "UPDATE nokey SET b = 'z'" >/dev/null 2>&1; then
+	echo "FAIL: UPDATE of nokey still works under a FOR ALL TABLES publication?" >&2
+	fail=$((fail + 1))
+else
+	echo "ok: as warned, PostgreSQL now refuses UPDATE of nokey"
+fi
+
 [ "$fail" -eq 0 ] && echo "test_capture_errors: passed"
 exit "$fail"
