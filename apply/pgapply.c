@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "buf.h"
 #include "json.h"
 #include "log.h"
@@ -46,6 +47,7 @@ typedef struct apply_pending {
 	uint64_t txseq; /* transaction it belongs to (several may be in flight) */
 	int64_t commit_us;
 	uint32_t node; /* index into apply.nodes */
+	char op;       /* 'I', 'U', 'D' of the change it belongs to, 0 for none */
 } apply_pending;
 
 typedef struct apply_rel {
@@ -55,14 +57,21 @@ typedef struct apply_rel {
 	char *qname;         /* owned: "schema"."name" */
 	char *label;         /* owned: schema.name, for messages and tombstones */
 	char *tomb_rel; /* owned: quote_ident(schema).quote_ident(name), as the trigger names it */
+	char *qtarget;  /* owned: what UPDATE, DELETE and SELECT name: ONLY qname, or qname
+			   for a partitioned table (whose rows are its partitions') */
 	int ncols;
-	char **cols;  /* owned */
-	char **qcols; /* owned, quoted */
-	char **types; /* owned: type names from the stream, "" when unknown */
-	bool *key;    /* owned */
+	char **cols;        /* owned */
+	char **qcols;       /* owned, quoted */
+	char **types;       /* owned: type names from the stream, "" when unknown */
+	bool *key;          /* owned */
+	bool *ident_always; /* owned: GENERATED ALWAYS AS IDENTITY on the target */
+	bool *text_eq;      /* owned: matched by text form: the type has no equality */
+	bool overriding;    /* inserts need OVERRIDING SYSTEM VALUE */
 	int nkeys;
 	bool full_identity; /* no key: every column identifies the row */
 	bool included;
+	bool local;      /* in sluice's own schema: node-local, never written from a stream */
+	bool warned;     /* the skip of a local relation was logged */
 	bool checked;    /* compared with the target table */
 	bool has_unique; /* the target has a unique index on exactly the key columns */
 	bool tracked;    /* the target table has sluice's delete tracking */
@@ -93,6 +102,14 @@ typedef struct apply {
 	char first_error[1024];
 	int error_index;
 	uint64_t error_txseq;
+	char error_op;        /* the change the failed command belonged to (0: none) */
+	uint32_t error_rel;   /* its relation */
+	char error_state[6];  /* SQLSTATE of the first error, "" when none */
+	bool error_transient; /* worth applying the same transaction again */
+
+	/* the change being queued: failures name its table and operation */
+	char cur_op;
+	uint32_t cur_rel;
 
 	uint64_t expect_txseq; /* the next transaction must be this one */
 	char **nodes;          /* owned: origin node names seen, interned */
@@ -138,6 +155,12 @@ typedef struct apply {
 
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
+	bool resume_unique;    /* resuming after such a row: the failed one cannot have committed */
+
+	/* the transaction failing transiently, for backoff and the loud report */
+	uint64_t retry_txseq;
+	int retry_attempts;
+	int64_t retry_since_ms, retry_report_ms;
 	int64_t last_log_ms;
 } apply;
 
@@ -152,6 +175,36 @@ sluice_conflict_name(sluice_conflict c)
 	return c < SLUICE_CONFLICT_COUNT ? apply_conflict_names[c] : "unknown";
 }
 
+static const char *const apply_retry_names[SLUICE_RETRY_COUNT] = {
+	"deadlock", "serialization", "lock_timeout", "canceled", "shutdown", "connection",
+};
+
+const char *
+sluice_retry_cause_name(sluice_retry_cause c)
+{
+	return c < SLUICE_RETRY_COUNT ? apply_retry_names[c] : "unknown";
+}
+
+int
+sluice_apply_classify(const char *sqlstate)
+{
+	if (sqlstate == NULL || strlen(sqlstate) != 5)
+		return -1;
+	if (strcmp(sqlstate, "40P01") == 0)
+		return SLUICE_RETRY_DEADLOCK;
+	if (strcmp(sqlstate, "40001") == 0)
+		return SLUICE_RETRY_SERIALIZATION;
+	if (strcmp(sqlstate, "55P03") == 0)
+		return SLUICE_RETRY_LOCK_TIMEOUT;
+	if (strcmp(sqlstate, "57014") == 0)
+		return SLUICE_RETRY_CANCELED; /* apply never cancels its own statements */
+	if (strncmp(sqlstate, "57P0", 4) == 0 && sqlstate[4] >= '1' && sqlstate[4] <= '3')
+		return SLUICE_RETRY_SHUTDOWN;
+	if (strncmp(sqlstate, "08", 2) == 0)
+		return SLUICE_RETRY_CONNECTION;
+	return -1;
+}
+
 void
 sluice_apply_default_options(sluice_apply_options *o)
 {
@@ -161,6 +214,7 @@ sluice_apply_default_options(sluice_apply_options *o)
 	o->conflict_log = true;
 	o->tombstone_horizon_s = 7 * 24 * 3600;
 	o->clock_skew_tolerance_us = 1000000;
+	o->retry_report_s = 300;
 }
 
 static int64_t
@@ -192,6 +246,8 @@ apply_format_ts(int64_t us, char *out, size_t size)
 static void
 apply_push(apply *a, apply_kind kind, uint32_t rel_index, char *key)
 {
+	if (a->cur_op != 0)
+		rel_index = a->cur_rel; /* prepares and tombstones of a change too */
 	if (a->npending == a->cap_pending) {
 		a->cap_pending = a->cap_pending ? 2 * a->cap_pending : 256;
 		apply_pending *p = realloc(a->pending, a->cap_pending * sizeof(*p));
@@ -204,7 +260,8 @@ apply_push(apply *a, apply_kind kind, uint32_t rel_index, char *key)
 						    .key = key,
 						    .txseq = a->txseq,
 						    .commit_us = a->commit_us,
-						    .node = a->cur_node};
+						    .node = a->cur_node,
+						    .op = a->cur_op};
 }
 
 /* apply_send_params queues a prepared statement. */
@@ -247,9 +304,12 @@ apply_restore_committed(apply *a)
 	sluice_apply_stats *s = a->stats;
 	bool refused = s->refused;
 	uint64_t resumed_after = s->resumed_after;
+	uint64_t retries[SLUICE_RETRY_COUNT];
+	memcpy(retries, s->retries, sizeof(retries));
 	*s = a->committed_stats;
 	s->refused = refused;
 	s->resumed_after = resumed_after;
+	memcpy(s->retries, retries, sizeof(retries)); /* retries happened, committed or not */
 	if (a->conflict_rows.len > a->committed_rows)
 		a->conflict_rows.len = a->committed_rows;
 }
@@ -262,6 +322,8 @@ apply_count_txn(apply *a, uint64_t txseq)
 	if (a->stats->first_txseq == 0)
 		a->stats->first_txseq = txseq;
 	a->stats->last_txseq = txseq;
+	if (txseq >= a->retry_txseq)
+		a->retry_attempts = 0; /* the transaction that kept failing went through */
 }
 
 /*
@@ -281,6 +343,9 @@ apply_drain(apply *a, bool keep_probes)
 	a->first_error[0] = '\0';
 	a->error_index = -1;
 	a->error_txseq = 0;
+	a->error_op = 0;
+	a->error_state[0] = '\0';
+	a->error_transient = false;
 	for (size_t i = 0; i < a->npending; i++) {
 		PGresult *res = PQgetResult(a->conn);
 		if (res == NULL) {
@@ -299,7 +364,12 @@ apply_drain(apply *a, bool keep_probes)
 						*c = ' ';
 				a->error_index = (int)i;
 				a->error_txseq = p->txseq;
+				a->error_op = p->op;
+				a->error_rel = p->rel_index;
 				const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+				snprintf(a->error_state, sizeof(a->error_state), "%s",
+					 state ? state : "");
+				a->error_transient = sluice_apply_classify(state) >= 0;
 				a->retry_safe = p->kind == APPLY_K_BATCH_PLAIN && state != NULL &&
 						strcmp(state, "23505") == 0;
 			}
@@ -535,6 +605,9 @@ apply_free_rel(apply_rel *r)
 	free(r->cols);
 	free(r->qcols);
 	free(r->key);
+	free(r->ident_always);
+	free(r->text_eq);
+	free(r->qtarget);
 	free(r->schema);
 	free(r->name);
 	free(r->qname);
@@ -611,7 +684,10 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 	r->qcols = calloc((size_t)r->ncols + 1, sizeof(char *));
 	r->key = calloc((size_t)r->ncols + 1, sizeof(bool));
 	r->types = calloc((size_t)r->ncols + 1, sizeof(char *));
-	if (r->cols == NULL || r->qcols == NULL || r->key == NULL || r->types == NULL)
+	r->ident_always = calloc((size_t)r->ncols + 1, sizeof(bool));
+	r->text_eq = calloc((size_t)r->ncols + 1, sizeof(bool));
+	if (r->cols == NULL || r->qcols == NULL || r->key == NULL || r->types == NULL ||
+	    r->ident_always == NULL || r->text_eq == NULL)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
 		r->types[i] =
@@ -629,12 +705,64 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 			r->key[i] = true;
 			r->nkeys++;
 		}
-	r->included = sluice_filter_match(&a->o->filter, r->schema, r->name);
+	r->local = strcmp(r->schema, SLUICE_PG_LOCAL_SCHEMA) == 0;
+	r->included = !r->local && sluice_filter_match(&a->o->filter, r->schema, r->name);
 	r->ts_col = -1;
 	const char *tsc = apply_ts_column(a, r->schema, r->name);
 	for (int i = 0; tsc && i < r->ncols; i++)
 		if (strcmp(r->cols[i], tsc) == 0)
 			r->ts_col = i;
+}
+
+/*
+ * apply_check_equality finds the columns of a table identified by all its
+ * columns whose type has no equality (json, point, xml, box, ... and arrays,
+ * domains and composites of them): those are matched by their text form,
+ * which is what the stream's old row image holds. A type has equality when
+ * it, or what it is binary-coercible to, has a default btree or hash
+ * operator class; arrays, domains and composites have it when every type
+ * inside them does.
+ */
+static bool
+apply_check_equality(apply *a, apply_rel *r)
+{
+	const char *params[2] = {r->schema, r->name};
+	PGresult *res = PQexecParams(
+		a->conn,
+		"WITH RECURSIVE t(root, typ) AS ("
+		"  SELECT a.attname::text, a.atttypid FROM pg_attribute a"
+		"   WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass"
+		"     AND a.attnum > 0 AND NOT a.attisdropped"
+		"  UNION"
+		"  SELECT t.root, x.typ FROM t JOIN pg_type ty ON ty.oid = t.typ,"
+		"   LATERAL unnest(CASE WHEN ty.typtype = 'd' THEN ARRAY[ty.typbasetype]"
+		"     WHEN ty.typcategory = 'A' AND ty.typelem <> 0 THEN ARRAY[ty.typelem]"
+		"     WHEN ty.typtype = 'c' THEN ARRAY(SELECT ca.atttypid FROM pg_attribute ca"
+		"       WHERE ca.attrelid = ty.typrelid AND ca.attnum > 0 AND NOT ca.attisdropped)"
+		"     ELSE '{}'::oid[] END) AS x(typ))"
+		"SELECT DISTINCT t.root FROM t JOIN pg_type ty ON ty.oid = t.typ"
+		" WHERE ty.typtype = 'b' AND NOT (ty.typcategory = 'A' AND ty.typelem <> 0)"
+		"   AND NOT EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = "
+		"oc.opcmethod"
+		"     WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault AND (oc.opcintype = "
+		"ty.oid"
+		"       OR EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = ty.oid"
+		"         AND c.casttarget = oc.opcintype AND c.castmethod = 'b')))",
+		2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		sluice_log_error("could not read the column types of %s on the target: %s",
+				 r->label, sluice_pg_error_line(a->conn));
+		PQclear(res);
+		return false;
+	}
+	for (int i = 0; i < r->ncols; i++) {
+		r->text_eq[i] = false;
+		for (int t = 0; t < PQntuples(res); t++)
+			if (strcmp(PQgetvalue(res, t, 0), r->cols[i]) == 0)
+				r->text_eq[i] = true;
+	}
+	PQclear(res);
+	return true;
 }
 
 /*
@@ -650,10 +778,12 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 		a->conn,
 		"SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
 		"       a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', "
-		"       a.attgenerated <> '', quote_ident($1) || '.' || quote_ident($2) "
-		"  FROM pg_attribute a "
-		" WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass "
-		"   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+		"       a.attgenerated <> '', quote_ident($1) || '.' || quote_ident($2), "
+		"       a.attidentity, c.relkind "
+		"  FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid "
+		"   AND a.attnum > 0 AND NOT a.attisdropped "
+		" WHERE c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass "
+		" ORDER BY a.attnum",
 		2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		sluice_log_error("table %s does not exist on the target (or cannot be read): %s",
@@ -682,8 +812,12 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 			sluice_buf_printf(&diff, "%s%s: generated on the target", ndiff ? "; " : "",
 					  r->cols[i]);
 			ndiff++;
-		}
+		} else
+			r->ident_always[i] = PQgetvalue(res, found, 6)[0] == 'a';
 	}
+	r->overriding = false;
+	for (int i = 0; i < r->ncols; i++)
+		r->overriding = r->overriding || r->ident_always[i];
 	for (int t = 0; t < PQntuples(res); t++) {
 		bool in_stream = false;
 		for (int i = 0; i < r->ncols; i++)
@@ -698,8 +832,18 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 			ndiff++;
 		}
 	}
-	if (PQntuples(res) > 0)
+	free(r->tomb_rel);
+	r->tomb_rel = NULL;
+	free(r->qtarget);
+	r->qtarget = NULL;
+	if (PQntuples(res) > 0) {
 		r->tomb_rel = apply_strdup(PQgetvalue(res, 0, 5));
+		bool partitioned = PQgetvalue(res, 0, 7)[0] == 'p';
+		sluice_buf q = {0};
+		sluice_buf_printf(&q, "%s%s", partitioned ? "" : "ONLY ", r->qname);
+		sluice_buf_append_byte(&q, '\0');
+		r->qtarget = (char *)q.data;
+	}
 	PQclear(res);
 	if (ndiff > 0) {
 		sluice_buf_append_byte(&diff, '\0');
@@ -738,6 +882,8 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 	r->has_unique = !r->full_identity && PQgetvalue(res, 0, 0)[0] == 't';
 	r->tracked = PQgetvalue(res, 0, 1)[0] == 't';
 	PQclear(res);
+	if (r->full_identity && !apply_check_equality(a, r))
+		return false;
 	r->checked = true;
 	return true;
 }
@@ -858,6 +1004,27 @@ apply_key_json(const apply_rel *r, const apply_row *row)
 }
 
 /*
+ * apply_param appends parameter $n for column i with the column's type, so
+ * that the server reads the value with that type's input function (an
+ * untyped composite or domain-over-composite parameter cannot be read).
+ */
+static void
+apply_param(sluice_buf *sql, const apply_rel *r, int i, int n)
+{
+	if (r->types[i][0])
+		sluice_buf_printf(sql, "$%d::%s", n, r->types[i]);
+	else
+		sluice_buf_printf(sql, "$%d", n);
+}
+
+/* apply_settable tells whether an UPDATE may write column i (present, not ALWAYS identity). */
+static bool
+apply_settable(const apply_rel *r, const bool *present, int i)
+{
+	return present[i] && !r->ident_always[i];
+}
+
+/*
  * apply_where appends the key condition with parameters from *next on. A
  * table identified by all its columns and without a unique key can hold equal
  * rows: the condition then picks one of them by ctid, so that deleting or
@@ -867,20 +1034,30 @@ static void
 apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 {
 	bool one = r->full_identity && !r->has_unique;
+	/* tableoid too: ctids repeat across the partitions of a partitioned table */
 	if (one)
-		sluice_buf_printf(sql, " WHERE %sctid = (SELECT ctid FROM %s WHERE ", alias,
-				  r->qname);
+		sluice_buf_printf(
+			sql, " WHERE (%stableoid, %sctid) = (SELECT tableoid, ctid FROM %s WHERE ",
+			alias, alias, r->qtarget);
 	else
 		sluice_buf_append_str(sql, " WHERE ");
 	bool first = true;
 	for (int i = 0; i < r->ncols; i++) {
 		if (!r->key[i])
 			continue;
-		sluice_buf_printf(sql, "%s%s%s %s $%d", first ? "" : " AND ", one ? "" : alias,
-				  r->qcols[i], r->full_identity ? "IS NOT DISTINCT FROM" : "=",
-				  (*next)++);
+		sluice_buf_printf(sql, "%s%s%s", first ? "" : " AND ", one ? "" : alias,
+				  r->qcols[i]);
+		if (r->text_eq[i])
+			sluice_buf_printf(sql, "::text IS NOT DISTINCT FROM $%d::text", (*next)++);
+		else {
+			sluice_buf_append_str(sql,
+					      r->full_identity ? " IS NOT DISTINCT FROM " : " = ");
+			apply_param(sql, r, i, (*next)++);
+		}
 		first = false;
 	}
+	if (first)
+		sluice_buf_append_str(sql, "true"); /* a table without columns */
 	if (one)
 		sluice_buf_append_str(sql, " LIMIT 1)");
 }
@@ -889,15 +1066,24 @@ apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 static void
 apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const char *mode)
 {
-	sluice_buf_printf(sql, "INSERT INTO %s (", r->qname);
+	sluice_buf_printf(sql, "INSERT INTO %s", r->qname);
 	int n = 0;
 	for (int i = 0; i < r->ncols; i++)
 		if (present[i])
-			sluice_buf_printf(sql, "%s%s", n++ ? ", " : "", r->qcols[i]);
-	sluice_buf_append_str(sql, ") VALUES (");
-	for (int i = 1; i <= n; i++)
-		sluice_buf_printf(sql, "%s$%d", i > 1 ? ", " : "", i);
-	sluice_buf_append_str(sql, ")");
+			sluice_buf_printf(sql, "%s%s", n++ ? ", " : " (", r->qcols[i]);
+	if (n == 0)
+		sluice_buf_append_str(sql, " DEFAULT VALUES");
+	else {
+		/* the stream's values of ALWAYS identity columns, as the subscriber writes them */
+		sluice_buf_printf(sql, ")%s VALUES (",
+				  r->overriding ? " OVERRIDING SYSTEM VALUE" : "");
+		for (int i = 0, k = 1; i < r->ncols; i++)
+			if (present[i]) {
+				sluice_buf_append_str(sql, k > 1 ? ", " : "");
+				apply_param(sql, r, i, k++);
+			}
+		sluice_buf_append_str(sql, ")");
+	}
 	if (strcmp(mode, "upsert") == 0 && r->has_unique) {
 		sluice_buf_append_str(sql, " ON CONFLICT (");
 		int k = 0;
@@ -907,7 +1093,7 @@ apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const
 		sluice_buf_append_str(sql, ")");
 		int set = 0;
 		for (int i = 0; i < r->ncols; i++)
-			if (present[i] && !r->key[i])
+			if (apply_settable(r, present, i) && !r->key[i])
 				sluice_buf_printf(sql, "%s%s = EXCLUDED.%s",
 						  set++ ? ", " : " DO UPDATE SET ", r->qcols[i],
 						  r->qcols[i]);
@@ -958,6 +1144,15 @@ apply_params_present(apply_params *p, const apply_rel *r, const apply_row *row)
 	return n;
 }
 
+/* apply_params_set adds the values of the columns an UPDATE of row writes. */
+static void
+apply_params_set(apply_params *p, const apply_rel *r, const apply_row *row)
+{
+	for (int i = 0; i < r->ncols; i++)
+		if (apply_settable(r, row->present, i))
+			apply_params_add(p, row->v[i]);
+}
+
 /* apply_params_key adds the values of row's key columns. */
 static void
 apply_params_key(apply_params *p, const apply_rel *r, const apply_row *row)
@@ -967,17 +1162,32 @@ apply_params_key(apply_params *p, const apply_rel *r, const apply_row *row)
 			apply_params_add(p, row->v[i]);
 }
 
-/* apply_set_list appends "c = $n, ..." for the present columns from *next on. */
+/*
+ * apply_update_sql appends an UPDATE of the columns apply_params_set sends
+ * (parameters from *next on), then the key condition. With nothing to write
+ * (every column is the key, or an ALWAYS identity column) it is a locking
+ * SELECT of the row, whose row count tells whether it exists.
+ */
 static void
-apply_set_list(sluice_buf *sql, const apply_rel *r, const bool *present, int *next)
+apply_update_sql(sluice_buf *sql, const apply_rel *r, const bool *present, int *next)
 {
 	int first = *next;
 	for (int i = 0; i < r->ncols; i++)
-		if (present[i]) {
-			sluice_buf_printf(sql, "%s%s = $%d", *next > first ? ", " : "", r->qcols[i],
-					  *next);
-			(*next)++;
+		if (apply_settable(r, present, i)) {
+			if (*next == first)
+				sluice_buf_printf(sql, "UPDATE %s SET ", r->qtarget);
+			else
+				sluice_buf_append_str(sql, ", ");
+			sluice_buf_printf(sql, "%s = ", r->qcols[i]);
+			apply_param(sql, r, i, (*next)++);
 		}
+	if (*next == first) {
+		sluice_buf_printf(sql, "SELECT 1 FROM %s", r->qtarget);
+		apply_where(sql, r, "", next);
+		sluice_buf_append_str(sql, " FOR UPDATE");
+		return;
+	}
+	apply_where(sql, r, "", next);
 }
 
 /* apply_maybe_drain reads results back when many are queued (large transactions). */
@@ -1033,7 +1243,7 @@ apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
 	sluice_buf_printf(sql, "INSERT INTO %s (", r->qname);
 	for (int i = 0; i < r->ncols; i++)
 		sluice_buf_printf(sql, "%s%s", i ? ", " : "", r->qcols[i]);
-	sluice_buf_append_str(sql, ") SELECT ");
+	sluice_buf_printf(sql, ")%s SELECT ", r->overriding ? " OVERRIDING SYSTEM VALUE" : "");
 	for (int i = 0; i < r->ncols; i++)
 		sluice_buf_printf(sql, "%su.x%d::%s", i ? ", " : "", i, r->types[i]);
 	sluice_buf_append_str(sql, " FROM unnest(");
@@ -1127,7 +1337,7 @@ apply_batch_flush(apply *a)
 			sluice_buf_append_str(&sql, ")");
 			int set = 0;
 			for (int i = 0; i < r->ncols; i++)
-				if (!r->key[i])
+				if (!r->key[i] && !r->ident_always[i])
 					sluice_buf_printf(&sql, "%s%s = EXCLUDED.%s",
 							  set++ ? ", " : " DO UPDATE SET ",
 							  r->qcols[i], r->qcols[i]);
@@ -1180,6 +1390,8 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 {
 	apply_rel *r = &a->rels[ri];
 	*taken = false;
+	if (r->ncols == 0)
+		return apply_batch_flush(a); /* nothing to unnest: INSERT ... DEFAULT VALUES */
 	for (int i = 0; i < r->ncols; i++)
 		if (r->types[i][0] == '\0')
 			return apply_batch_flush(a); /* no type to cast to: one at a time */
@@ -1308,7 +1520,7 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
 		apply_params_key(&p, r, keyrow);
 		if ((name = apply_stmt_find(a, key)) == NULL) {
-			sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qname);
+			sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qtarget);
 			int next = 1;
 			apply_where(&sql, r, "", &next);
 			sluice_buf_append_str(&sql, ")");
@@ -1321,7 +1533,7 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		int next = apply_params_present(&p, r, newr) + 1;
 		apply_params_key(&p, r, keyrow);
 		if ((name = apply_stmt_find(a, key)) == NULL) {
-			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qname);
+			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qtarget);
 			apply_where(&sql, r, "", &next);
 			/* RETURNING 1 so the INSERT can tell whether a row moved */
 			sluice_buf_append_str(&sql, " RETURNING 1) ");
@@ -1340,13 +1552,11 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		/* Unchanged TOAST values stay as they are on the target. */
 		kind = APPLY_K_UPDATE_PLAIN;
 		apply_colset_key(key, sizeof(key), r, "up", newr->present);
-		apply_params_present(&p, r, newr);
+		apply_params_set(&p, r, newr);
 		apply_params_key(&p, r, keyrow);
 		if ((name = apply_stmt_find(a, key)) == NULL) {
-			sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
 			int next = 1;
-			apply_set_list(&sql, r, newr->present, &next);
-			apply_where(&sql, r, "", &next);
+			apply_update_sql(&sql, r, newr->present, &next);
 			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
 	} else {
@@ -1354,7 +1564,7 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
 		apply_params_key(&p, r, keyrow);
 		if ((name = apply_stmt_find(a, key)) == NULL) {
-			sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+			sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
 			int next = 1;
 			apply_where(&sql, r, "", &next);
 			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
@@ -1455,14 +1665,14 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 				"THEN $3::timestamptz > x.tc ELSE $2 > "
 				"coalesce((sluice.version(x.xm)).node, '') END FROM (SELECT "
 				"t.xmin AS xm, t.%s AS tc FROM %s t",
-				r->qcols[r->ts_col], r->qname);
+				r->qcols[r->ts_col], r->qtarget);
 		else
 			sluice_buf_printf(
 				&sql,
 				"SELECT (sluice.version(x.xm)).at, (sluice.version(x.xm)).node, "
 				"sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm "
 				"FROM %s t",
-				r->qname);
+				r->qtarget);
 		apply_where(&sql, r, "t.", &next);
 		sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
 		probe = apply_stmt_prepare(a, key, &sql, p.n, &ok);
@@ -1566,19 +1776,16 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		a->stats->inserts++;
 	} else if (w == W_UPDATE || w == W_UPDATE_ALL) {
 		apply_colset_key(key, sizeof(key), r, "tup", newr->present);
-		apply_params_present(&p, r, newr);
+		apply_params_set(&p, r, newr);
 		apply_params_key(&p, r, keyrow);
-		if (apply_stmt_find(a, key) == NULL) {
-			sluice_buf_printf(&sql, "UPDATE %s SET ", r->qname);
-			apply_set_list(&sql, r, newr->present, &next);
-			apply_where(&sql, r, "", &next);
-		}
+		if (apply_stmt_find(a, key) == NULL)
+			apply_update_sql(&sql, r, newr->present, &next);
 		a->stats->updates++;
 	} else if (w == W_DELETE) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
 		apply_params_key(&p, r, keyrow);
 		if (apply_stmt_find(a, key) == NULL) {
-			sluice_buf_printf(&sql, "DELETE FROM %s", r->qname);
+			sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
 			apply_where(&sql, r, "", &next);
 		}
 		a->stats->deletes++;
@@ -1619,6 +1826,65 @@ out:
 	return ok;
 }
 
+/*
+ * apply_rel_ready finds the relation relid of the stream (*ri) and tells
+ * whether its changes are applied (*wanted: included by the filters, not in
+ * sluice's own schema); a wanted relation is compared with the target table
+ * the first time. Returns false on failure (logged).
+ */
+static bool
+apply_rel_ready(apply *a, const sluice_reader *reader, uint32_t relid, uint32_t *ri, bool *wanted)
+{
+	*ri = UINT32_MAX;
+	*wanted = false;
+	for (size_t i = 0; i < a->nrels; i++)
+		if (a->rels[i].id == relid)
+			*ri = (uint32_t)i;
+	if (*ri == UINT32_MAX) {
+		const Sluice__V1__Relation *src = sluice_reader_relation(reader, relid);
+		if (src == NULL) {
+			sluice_log_error("txseq %" PRIu64 ": change of relation %" PRIu32
+					 " that the stream never described",
+					 a->txseq, relid);
+			return false;
+		}
+		apply_relation(a, src);
+		*ri = (uint32_t)(a->nrels - 1);
+	}
+	apply_rel *r = &a->rels[*ri];
+	if (r->local && !r->warned) {
+		sluice_log_warn("stream \"%s\" holds changes of %s, in sluice's own node-local "
+				"schema: not applied (txseq %" PRIu64 ")",
+				a->o->stream, r->label, a->txseq);
+		r->warned = true;
+	}
+	if (!r->included)
+		return true;
+	if (!r->checked) {
+		/* Results of earlier statements first: the check uses plain queries. */
+		if (!apply_batch_flush(a))
+			return false;
+		if (a->npending > 0) {
+			bool ok = apply_drain(a, false);
+			apply_clear_pending(a);
+			if (!ok)
+				return false;
+		}
+		if (PQexitPipelineMode(a->conn) != 1) {
+			sluice_log_error("could not leave pipeline mode: %s",
+					 sluice_pg_error_line(a->conn));
+			return false;
+		}
+		bool ok = apply_check_rel(a, r, sluice_reader_relation(reader, relid));
+		if (PQenterPipelineMode(a->conn) != 1)
+			ok = false;
+		if (!ok)
+			return false;
+	}
+	*wanted = true;
+	return true;
+}
+
 /* apply_change routes one row change of the stream. */
 static bool
 apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
@@ -1648,47 +1914,17 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 		oldrow = rec->delete_->old_row;
 		op = 'D';
 	}
-	uint32_t ri = UINT32_MAX;
-	for (size_t i = 0; i < a->nrels; i++)
-		if (a->rels[i].id == relid)
-			ri = (uint32_t)i;
-	if (ri == UINT32_MAX) {
-		const Sluice__V1__Relation *src = sluice_reader_relation(reader, relid);
-		if (src == NULL) {
-			sluice_log_error("txseq %" PRIu64 ": change of relation %" PRIu32
-					 " that the stream never described",
-					 a->txseq, relid);
-			return false;
-		}
-		apply_relation(a, src);
-		ri = (uint32_t)(a->nrels - 1);
-	}
-	apply_rel *r = &a->rels[ri];
-	if (!r->included) {
+	uint32_t ri;
+	bool wanted;
+	if (!apply_rel_ready(a, reader, relid, &ri, &wanted))
+		return false;
+	if (!wanted) {
 		a->stats->skipped++;
 		return true;
 	}
-	if (!r->checked) {
-		/* Results of earlier statements first: the check uses plain queries. */
-		if (!apply_batch_flush(a))
-			return false;
-		if (a->npending > 0) {
-			bool ok = apply_drain(a, false);
-			apply_clear_pending(a);
-			if (!ok)
-				return false;
-		}
-		if (PQexitPipelineMode(a->conn) != 1) {
-			sluice_log_error("could not leave pipeline mode: %s",
-					 sluice_pg_error_line(a->conn));
-			return false;
-		}
-		bool ok = apply_check_rel(a, r, sluice_reader_relation(reader, relid));
-		if (PQenterPipelineMode(a->conn) != 1)
-			ok = false;
-		if (!ok)
-			return false;
-	}
+	apply_rel *r = &a->rels[ri];
+	a->cur_op = op;
+	a->cur_rel = ri;
 	sluice_buf text = {0};
 	const char **nv = calloc((size_t)r->ncols + 1, sizeof(char *));
 	const char **ov = calloc((size_t)r->ncols + 1, sizeof(char *));
@@ -1707,15 +1943,7 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 		a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
 			? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
 			: apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
-	if (!ok && a->first_error[0] && !a->retry_safe) {
-		sluice_log_error("could not apply txseq %" PRIu64 " (%s of %s) on the target: %s",
-				 a->txseq,
-				 op == 'I'   ? "insert"
-				 : op == 'U' ? "update"
-					     : "delete",
-				 r->label, a->first_error);
-		a->first_error[0] = '\0';
-	}
+	a->cur_op = 0; /* a failure is reported by apply_failed, naming the change */
 	free(opr);
 	free(np);
 	free(ov);
@@ -1737,21 +1965,19 @@ apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate
 	}
 	sluice_buf sql = {0};
 	int n = 0;
-	for (size_t i = 0; i < t->n_relation_ids; i++) {
-		const Sluice__V1__Relation *src =
-			sluice_reader_relation(reader, t->relation_ids[i]);
-		if (src == NULL)
-			continue;
-		if (!sluice_filter_match(&a->o->filter, src->schema, src->name))
-			continue;
-		char *qs = PQescapeIdentifier(a->conn, src->schema, strlen(src->schema));
-		char *qn = PQescapeIdentifier(a->conn, src->name, strlen(src->name));
-		sluice_buf_printf(&sql, "%s%s.%s", n++ ? ", " : "TRUNCATE ", qs, qn);
-		PQfreemem(qn);
-		PQfreemem(qs);
-	}
 	bool ok = true;
-	if (n > 0) {
+	for (size_t i = 0; ok && i < t->n_relation_ids; i++) {
+		if (sluice_reader_relation(reader, t->relation_ids[i]) == NULL)
+			continue;
+		uint32_t ri;
+		bool wanted;
+		ok = apply_rel_ready(a, reader, t->relation_ids[i], &ri, &wanted);
+		/* ONLY each table: the source names every table it truncated */
+		if (ok && wanted)
+			sluice_buf_printf(&sql, "%s%s", n++ ? ", " : "TRUNCATE ",
+					  a->rels[ri].qtarget);
+	}
+	if (ok && n > 0) {
 		if (t->has_restart_identity && t->restart_identity)
 			sluice_buf_append_str(&sql, " RESTART IDENTITY");
 		if (t->has_cascade && t->cascade)
@@ -1885,10 +2111,6 @@ apply_flush_results(apply *a)
 		     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
 		apply_clear_pending(a);
 	}
-	if (!ok && !a->retry_safe) {
-		sluice_log_error("could not apply on the target: %s", a->first_error);
-		a->first_error[0] = '\0';
-	}
 	return ok;
 }
 
@@ -1931,11 +2153,66 @@ apply_log_counters(const apply *a, const char *what)
 			n += (size_t)snprintf(conflicts + n, sizeof(conflicts) - n, "%s%s=%" PRIu64,
 					      n ? " " : "", apply_conflict_names[c],
 					      s->conflicts[c]);
+	char retries[256] = "";
+	size_t nr = 0;
+	for (int c = 0; c < SLUICE_RETRY_COUNT; c++)
+		if (s->retries[c] && nr < sizeof(retries))
+			nr += (size_t)snprintf(retries + nr, sizeof(retries) - nr, "%s%s=%" PRIu64,
+					       nr ? " " : "", apply_retry_names[c], s->retries[c]);
 	sluice_log_info("%s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64 "), %" PRIu64
 			" inserts, %" PRIu64 " updates, %" PRIu64 " deletes, %" PRIu64
-			" truncates, %" PRIu64 " skipped; conflicts: %s",
+			" truncates, %" PRIu64 " skipped; retries: %s; conflicts: %s",
 			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts,
-			s->updates, s->deletes, s->truncates, s->skipped, n ? conflicts : "none");
+			s->updates, s->deletes, s->truncates, s->skipped, nr ? retries : "none",
+			n ? conflicts : "none");
+}
+
+/*
+ * apply_origin_marker names the database-level setting that marks the
+ * database owning a replication origin (origins belong to the cluster).
+ */
+static void
+apply_origin_marker(const char *origin, char *marker, size_t size)
+{
+	snprintf(marker, size, "sluice.origin_");
+	for (const char *c = origin; *c && strlen(marker) + 1 < size; c++) {
+		size_t n = strlen(marker);
+		marker[n] = (char)((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ? *c : '_');
+		marker[n + 1] = '\0';
+	}
+}
+
+/*
+ * apply_default_origin names the origin when --origin is not given:
+ * sluice_<stream>@<database>, so that a second database of the same cluster
+ * (a point-in-time replay next to a live copy) gets its own progress. An
+ * origin sluice_<stream> (the name before this default) that this database
+ * owns keeps being used, so no progress is lost on upgrade.
+ */
+static bool
+apply_default_origin(apply *a)
+{
+	char legacy[600], marker[128];
+	snprintf(legacy, sizeof(legacy), "sluice_%s", a->o->stream);
+	apply_origin_marker(legacy, marker, sizeof(marker));
+	const char *params[2] = {legacy, marker};
+	PGresult *res = sluice_pg_query(
+		a->conn,
+		"SELECT current_database(), pg_replication_origin_oid($1) IS NOT NULL AND "
+		"coalesce(current_setting($2, true), '') = 'owner'",
+		2, params);
+	if (res == NULL)
+		return false;
+	if (PQgetvalue(res, 0, 1)[0] == 't') {
+		snprintf(a->origin, sizeof(a->origin), "%s", legacy);
+		sluice_log_info("using replication origin \"%s\", which this database already "
+				"owns (named before the default included the database)",
+				legacy);
+	} else
+		snprintf(a->origin, sizeof(a->origin), "sluice_%s@%s", a->o->stream,
+			 PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return true;
 }
 
 /* apply_setup connects and prepares the session; returns the txseq to resume after. */
@@ -1950,6 +2227,10 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	if (!sluice_pg_exec(a->conn, "SET synchronous_commit = off") ||
 	    !sluice_pg_exec(a->conn, "SET session_replication_role = replica") ||
 	    !sluice_pg_set_canonical(a->conn)) {
+		*fatal = true;
+		return false;
+	}
+	if (a->origin[0] == '\0' && !apply_default_origin(a)) {
 		*fatal = true;
 		return false;
 	}
@@ -1968,12 +2249,7 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	 * another database may not take over its progress silently.
 	 */
 	char marker[128];
-	snprintf(marker, sizeof(marker), "sluice.origin_");
-	for (const char *c = a->origin; *c && strlen(marker) + 1 < sizeof(marker); c++) {
-		size_t n = strlen(marker);
-		marker[n] = (char)((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ? *c : '_');
-		marker[n + 1] = '\0';
-	}
+	apply_origin_marker(a->origin, marker, sizeof(marker));
 	const char *mp[1] = {marker};
 	if (exists) {
 		res = sluice_pg_query(a->conn, "SELECT coalesce(current_setting($1, true), '')", 1,
@@ -2104,16 +2380,23 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 					PQcmdTuples(res));
 		PQclear(res);
 	}
-	/* Per-transaction statements, prepared once per connection. */
+	/*
+	 * Per-transaction statements, prepared once per connection. The origin
+	 * progress is written by the commit record, which only a transaction
+	 * with an xid has: pg_current_xact_id() gives one to a transaction that
+	 * writes nothing (every change filtered out, or kept local), so that
+	 * its progress is recorded too and it is not read again on every run.
+	 */
 	static const char *const control[][2] = {
 		{"sl_begin", "BEGIN"},
 		{"sl_commit", "COMMIT"},
 		{"sl_setup",
-		 "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)"},
+		 "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
+		 "pg_current_xact_id()"},
 		{"sl_setup_v",
 		 "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), "
 		 "set_config('sluice.remote_time', $2::text, true), "
-		 "set_config('sluice.remote_node', $3::text, true)"},
+		 "set_config('sluice.remote_node', $3::text, true), pg_current_xact_id()"},
 	};
 	for (size_t i = 0; i < sizeof(control) / sizeof(control[0]); i++) {
 		res = PQprepare(a->conn, control[i][0], control[i][1], 0, NULL);
@@ -2186,20 +2469,77 @@ apply_progress(apply *a, uint64_t *resume)
 static apply_outcome
 apply_abandon(apply *a)
 {
-	uint64_t failed = a->error_txseq;
-	sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; applying it "
-			"again with conflict handling",
-			failed);
 	apply_clear_pending(a); /* the failed drain read everything */
 	a->retry_safe = false;
+	a->error_transient = false;
+	a->first_error[0] = '\0';
 	a->done = false; /* a bound reached past the failure is reached again */
-	/* The failed transaction block is still open on the target. */
-	a->txn_open_on_target = true;
+	/* The failed transaction block is still open on the target (unless COMMIT failed). */
+	a->txn_open_on_target = PQtransactionStatus(a->conn) != PQTRANS_IDLE;
 	if (!apply_rollback(a)) {
 		sluice_log_error("could not roll back on the target: %s", a->first_error);
 		return PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
 	}
-	a->safe_through = failed;
+	return APPLY_RESUME;
+}
+
+/* apply_describe_failure names the change a failed command belonged to. */
+static void
+apply_describe_failure(const apply *a, char *out, size_t size)
+{
+	uint64_t txseq = a->error_txseq ? a->error_txseq : a->txseq;
+	const char *what = a->error_op == 'I'   ? "insert"
+			   : a->error_op == 'U' ? "update"
+			   : a->error_op == 'D' ? "delete"
+						: NULL;
+	if (what != NULL && a->error_rel < a->nrels)
+		snprintf(out, size, "txseq %" PRIu64 " (%s of %s)", txseq, what,
+			 a->rels[a->error_rel].label);
+	else
+		snprintf(out, size, "txseq %" PRIu64, txseq);
+}
+
+/*
+ * apply_retry rolls back after a transient failure (deadlock, serialization
+ * failure, lock timeout, cancelled statement, server shutting down) and
+ * applies the same transaction again from the target's progress after a
+ * capped, jittered backoff. A transaction is never skipped: one that keeps
+ * failing is reported loudly every --retry-report seconds and still retried.
+ */
+static apply_outcome
+apply_retry(apply *a)
+{
+	int cause = sluice_apply_classify(a->error_state);
+	uint64_t failed = a->error_txseq ? a->error_txseq : a->txseq;
+	char what[700];
+	apply_describe_failure(a, what, sizeof(what));
+	int64_t now = apply_now_ms();
+	if (failed != a->retry_txseq || a->retry_attempts == 0) {
+		a->retry_txseq = failed;
+		a->retry_attempts = 0;
+		a->retry_since_ms = now;
+		a->retry_report_ms = now + a->o->retry_report_s * 1000;
+	}
+	a->retry_attempts++;
+	int delay = sluice_backoff_ms(a->retry_attempts, 20, 5000);
+	sluice_log_warn("%s failed on the target with SQLSTATE %s (%s), transient: rolled back, "
+			"applying it again in %d ms (attempt %d): %s",
+			what, a->error_state, sluice_retry_cause_name((sluice_retry_cause)cause),
+			delay, a->retry_attempts, a->first_error);
+	if (now >= a->retry_report_ms) {
+		sluice_log_error("txseq %" PRIu64 " has failed transiently for %" PRId64
+				 " s (%d attempts, last SQLSTATE %s): still retrying; look for "
+				 "what holds its rows on the target",
+				 failed, (now - a->retry_since_ms) / 1000, a->retry_attempts,
+				 a->error_state);
+		a->retry_report_ms = now + a->o->retry_report_s * 1000;
+	}
+	apply_outcome out = apply_abandon(a);
+	if (out != APPLY_RESUME)
+		return out;
+	a->stats->retries[cause]++;
+	a->resume_unique = false;
+	sluice_sleep_ms(delay, a->o->stop);
 	return APPLY_RESUME;
 }
 
@@ -2212,11 +2552,30 @@ static apply_outcome
 apply_failed(apply *a)
 {
 	bool lost = PQstatus(a->conn) != CONNECTION_OK;
-	if (a->retry_safe && !lost)
-		return apply_abandon(a);
-	if (a->first_error[0])
-		sluice_log_error("could not apply txseq %" PRIu64 " on the target: %s",
-				 a->error_txseq ? a->error_txseq : a->txseq, a->first_error);
+	if (a->retry_safe && !lost) {
+		uint64_t failed = a->error_txseq;
+		sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; "
+				"applying it again with conflict handling",
+				failed);
+		apply_outcome out = apply_abandon(a);
+		if (out == APPLY_RESUME) {
+			a->safe_through = failed;
+			a->resume_unique = true;
+		}
+		return out;
+	}
+	if (a->error_transient && !lost)
+		return apply_retry(a);
+	char what[700];
+	apply_describe_failure(a, what, sizeof(what));
+	if (lost)
+		sluice_log_warn("lost the target while applying %s: %s", what,
+				a->first_error[0] ? a->first_error : sluice_pg_error_line(a->conn));
+	else if (a->first_error[0])
+		sluice_log_error("could not apply %s on the target: %s%s%s%s", what, a->first_error,
+				 a->error_state[0] ? " (SQLSTATE " : "", a->error_state,
+				 a->error_state[0] ? ")" : "");
+	a->first_error[0] = '\0';
 	if (a->in_txn)
 		apply_rollback(a);
 	return lost ? APPLY_RETRY : APPLY_FAILED;
@@ -2235,7 +2594,8 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 		if (*a->o->stop) {
 			if (a->in_txn)
 				apply_rollback(a);
-			apply_flush_results(a);
+			if (!apply_flush_results(a))
+				apply_failed(a);
 			sluice_log_info("stopping on signal");
 			out = APPLY_DONE;
 			break;
@@ -2247,8 +2607,8 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 			 * what was sent before it is read back, so the exit reports it. */
 			if (a->in_txn)
 				apply_rollback(a);
-			else
-				apply_flush_results(a);
+			else if (!apply_flush_results(a))
+				apply_failed(a);
 			a->stats->refused = true;
 			sluice_log_error("refusing stream \"%s\": %s", a->o->stream,
 					 sluice_reader_error(reader));
@@ -2347,9 +2707,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 	a.o = o;
 	a.stats = stats;
 	if (o->origin != NULL)
-		snprintf(a.origin, sizeof(a.origin), "%s", o->origin);
-	else
-		snprintf(a.origin, sizeof(a.origin), "sluice_%s", o->stream);
+		snprintf(a.origin, sizeof(a.origin), "%s", o->origin); /* else named at set-up */
 	bool ok = false;
 	int attempt = 0;
 	for (;;) {
@@ -2373,7 +2731,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 										: APPLY_FAILED;
 					break;
 				}
-				if (resume >= a.safe_through) {
+				if (a.resume_unique && resume >= a.safe_through) {
 					/* cannot happen: the failed transaction would be committed
 					 */
 					sluice_log_error("txseq %" PRIu64
@@ -2416,10 +2774,13 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		for (size_t i = 0; i < a.nrels; i++)
 			a.rels[i].checked = false;
 		attempt++;
-		int delay = 1 << (attempt < 5 ? attempt - 1 : 4);
-		sluice_log_warn("lost the target; reconnecting in %d s (attempt %d)", delay,
+		int cause = sluice_apply_classify(a.error_state);
+		stats->retries[cause >= 0 ? cause : SLUICE_RETRY_CONNECTION]++;
+		a.error_state[0] = '\0';
+		int delay = sluice_backoff_ms(attempt, 500, 16000);
+		sluice_log_warn("lost the target; reconnecting in %d ms (attempt %d)", delay,
 				attempt);
-		sluice_sleep_ms(delay * 1000, o->stop);
+		sluice_sleep_ms(delay, o->stop);
 		if (*o->stop) {
 			ok = true;
 			break;

@@ -19,7 +19,8 @@ typedef enum sluice_strategy {
 typedef struct sluice_apply_options {
 	const char *target; /* libpq conninfo */
 	const char *stream;
-	const char *origin; /* replication origin; NULL: sluice_<stream> */
+	const char *origin; /* replication origin; NULL: sluice_<stream>@<database> (or
+			       an existing sluice_<stream> this database owns) */
 	sluice_strategy strategy;
 	sluice_table_filter filter;
 	const char **ts_columns; /* "schema.table=column" or "table=column", borrowed */
@@ -32,6 +33,7 @@ typedef struct sluice_apply_options {
 	bool conflict_log;
 	int64_t tombstone_horizon_s;
 	int64_t clock_skew_tolerance_us;
+	int64_t retry_report_s; /* a transaction failing transiently this long is reported loudly */
 	volatile sig_atomic_t *stop;
 } sluice_apply_options;
 
@@ -51,14 +53,39 @@ typedef enum sluice_conflict {
 
 const char *sluice_conflict_name(sluice_conflict c);
 
+/*
+ * Transient target failures: the transaction is rolled back and applied
+ * again after a capped, jittered backoff (or after a reconnect), never
+ * skipped. Counted per cause.
+ */
+typedef enum sluice_retry_cause {
+	SLUICE_RETRY_DEADLOCK = 0,  /* 40P01 */
+	SLUICE_RETRY_SERIALIZATION, /* 40001 */
+	SLUICE_RETRY_LOCK_TIMEOUT,  /* 55P03 lock_not_available */
+	SLUICE_RETRY_CANCELED,      /* 57014: statement_timeout, pg_cancel_backend */
+	SLUICE_RETRY_SHUTDOWN,      /* 57P01..57P03: the server stops, restarts or starts */
+	SLUICE_RETRY_CONNECTION,    /* 08xxx, a lost or refused connection */
+	SLUICE_RETRY_COUNT,
+} sluice_retry_cause;
+
+const char *sluice_retry_cause_name(sluice_retry_cause c);
+
+/*
+ * sluice_apply_classify tells whether a SQLSTATE is transient: which cause,
+ * or -1 for a permanent error (schema mismatch, constraint, type error, ...)
+ * that stops apply.
+ */
+int sluice_apply_classify(const char *sqlstate);
+
 typedef struct sluice_apply_stats {
 	uint64_t transactions;
 	uint64_t inserts, updates, deletes, truncates, skipped;
 	uint64_t conflicts[SLUICE_CONFLICT_COUNT];
 	uint64_t clock_skew_warnings;
-	uint64_t first_txseq, last_txseq; /* applied this run */
-	uint64_t resumed_after;           /* origin progress at start */
-	bool refused;                     /* the stream failed verification */
+	uint64_t retries[SLUICE_RETRY_COUNT]; /* transient failures, by cause */
+	uint64_t first_txseq, last_txseq;     /* applied this run */
+	uint64_t resumed_after;               /* origin progress at start */
+	bool refused;                         /* the stream failed verification */
 } sluice_apply_stats;
 
 /*

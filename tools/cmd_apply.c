@@ -26,13 +26,23 @@ apply_help(FILE *f)
 		"N]\n"
 		"                    [--until-lsn LSN] [--dry-run] [--exit-when-caught-up]\n"
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
+		"                    [--origin NAME] [--retry-report SECONDS]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
 		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops "
 		"apply\n"
 		"before anything of the bad frame is applied. Each source transaction becomes one\n"
 		"target transaction, in txseq order, and records its txseq as the progress of the\n"
-		"replication origin sluice_<stream>: after a crash apply resumes exactly there.\n"
+		"replication origin sluice_<stream>@<database>: after a crash apply resumes\n"
+		"exactly there.\n"
+		"\n"
+		"Transient target errors (deadlock 40P01, serialization failure 40001, lock\n"
+		"timeout 55P03, cancelled statement 57014, server shutting down 57P01-57P03,\n"
+		"connection errors 08xxx, a lost connection) roll the transaction back; it is\n"
+		"applied again after a capped, jittered backoff (reconnecting when needed),\n"
+		"never skipped. Retries are counted per cause in the exit summary. Any other\n"
+		"error (schema mismatch, a constraint the strategy cannot resolve, a type\n"
+		"error) stops apply with the table, operation and SQLSTATE.\n"
 		"\n"
 		"Strategies (docs/conflicts.md):\n"
 		"  replace    the stream is the source of truth (default)\n"
@@ -65,8 +75,11 @@ apply_help(FILE *f)
 		"      --tombstone-horizon S  drop tombstones older than S seconds (default 7 "
 		"days)\n"
 		"      --origin NAME        replication origin for the progress (default\n"
-		"                           sluice_<stream>; origins are per cluster, so a second\n"
-		"                           database of one cluster needs its own)\n"
+		"                           sluice_<stream>@<database>, or an existing\n"
+		"                           sluice_<stream> that this database already owns)\n"
+		"      --retry-report S     report a transaction that keeps failing transiently\n"
+		"                           as an error every S seconds (default 300); it is\n"
+		"                           still retried\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -93,6 +106,7 @@ cmd_apply(int argc, char **argv)
 		OPT_NO_LOG,
 		OPT_HORIZON,
 		OPT_ORIGIN,
+		OPT_RETRY_REPORT,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -112,6 +126,7 @@ cmd_apply(int argc, char **argv)
 		{"no-conflict-log", no_argument, NULL, OPT_NO_LOG},
 		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
 		{"origin", required_argument, NULL, OPT_ORIGIN},
+		{"retry-report", required_argument, NULL, OPT_RETRY_REPORT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -212,6 +227,20 @@ cmd_apply(int argc, char **argv)
 		case OPT_ORIGIN:
 			o.origin = optarg;
 			break;
+		case OPT_RETRY_REPORT: {
+			uint64_t v;
+			if (!cli_parse_u64("--retry-report", optarg, &v))
+				goto cleanup;
+			if (v == 0 || v > 365 * 24 * 3600) {
+				rc = cli_usage_error("apply",
+						     "--retry-report wants seconds between 1 and "
+						     "one year, not \"%s\"",
+						     optarg);
+				goto cleanup;
+			}
+			o.retry_report_s = (int64_t)v;
+			break;
+		}
 		case 'h':
 			apply_help(stdout);
 			rc = SLUICE_EXIT_OK;

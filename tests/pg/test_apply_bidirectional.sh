@@ -115,7 +115,7 @@ for n in a b; do
 	t=$(other $n)
 	want=$(last_txseq $n)
 	until got=$(q $t "SELECT coalesce((SELECT (remote_lsn - '0/0'::pg_lsn)::bigint
-	  FROM pg_replication_origin_status WHERE external_id = 'sluice_$n'), -1)") && [ "$got" == "$want" ]; do
+	  FROM pg_replication_origin_status WHERE external_id = 'sluice_$n@postgres'), -1)") && [ "$got" == "$want" ]; do
 		[ $SECONDS -lt $deadline ] || break
 		sleep 0.5
 		want=$(last_txseq $n)

@@ -243,7 +243,7 @@ snapshot() {
 	  (SELECT string_agg(key::text || xmin, ',' ORDER BY key) FROM sluice.tombstones),
 	  (SELECT count(*) FROM sluice.conflicts),
 	  (SELECT coalesce(max(remote_lsn::text), 'none') FROM pg_replication_origin_status
-	    WHERE external_id = 'sluice_s_$2')"
+	    WHERE external_id = 'sluice_s_$2@$1')"
 }
 
 run_apply() { # run_apply DB STRATEGY LOG [ARGS]

@@ -39,7 +39,7 @@ export PATH=$PGBIN:$PATH
 
 # origin_progress SERVER DB STREAM: txseq recorded by apply (0 when none).
 origin_progress() {
-	pg_psql "$1" "$2" -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_$3'), '0/0')" |
+	pg_psql "$1" "$2" -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_$3@$2'), '0/0')" |
 		python3 -c 'import sys; h, l = sys.stdin.read().strip().split("/"); print((int(h, 16) << 32) | int(l, 16))'
 }
 # last_txseq STREAM: last txseq of a stream, from sluice verify's summary.

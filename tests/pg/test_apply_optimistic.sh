@@ -75,8 +75,8 @@ total=$(pg_psql tgt postgres -c "SELECT count(*) FROM sluice.conflicts")
 [ "$total" = 7 ] || fail "conflict log: $total rows, want 7"
 txseqs=$(pg_psql tgt postgres -c "SELECT string_agg(x::text, ',' ORDER BY x) FROM (SELECT DISTINCT txseq AS x FROM sluice.conflicts) d")
 [ "$txseqs" = "1,37,38,150,299" ] || fail "conflict log txseqs: $txseqs"
-progress=$(pg_psql tgt postgres -c "SELECT remote_lsn FROM pg_replication_origin_status s JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'sluice_o'")
+progress=$(pg_psql tgt postgres -c "SELECT remote_lsn FROM pg_replication_origin_status s JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'sluice_o@postgres'")
 [ "$progress" = "0/12C" ] || fail "origin progress $progress, want 0/12C (txseq 300)"
-node=$(pg_psql tgt postgres -c "SELECT node FROM sluice.origin_node WHERE roname = 'sluice_o'")
+node=$(pg_psql tgt postgres -c "SELECT node FROM sluice.origin_node WHERE roname = 'sluice_o@postgres'")
 [ "$node" = o ] || fail "sluice.origin_node for sluice_o: '$node', want 'o'"
 echo "test_apply_optimistic: passed"

@@ -184,12 +184,12 @@ PY
 # is dropped too (origins belong to the whole server, not to one database).
 fresh() {
 	pg_psql dst postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" \
-		-c "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = 'sluice_$STREAM'" \
+		-c "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = 'sluice_$STREAM@$1'" \
 		>/dev/null || die "fresh database $1"
 	pg_psql dst "$1" -c "$SCHEMA" || die "schema of $1"
 }
 progress() { # progress SERVER DB
-	pg_psql "$1" "$2" -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_$STREAM'), '0/0')" |
+	pg_psql "$1" "$2" -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, true) FROM pg_replication_origin WHERE roname = 'sluice_$STREAM@$2'), '0/0')" |
 		python3 -c 'import sys; h, l = sys.stdin.read().strip().split("/"); print((int(h, 16) << 32) | int(l, 16))'
 }
 # apply_into STORE DB LOG [ARGS...]: apply the stream of STORE into DB on dst.
@@ -340,7 +340,7 @@ rc=$?
 check "dry run exits 0 (status $rc)"
 [ "$(pg_psql dst t_dry -c 'SELECT (SELECT count(*) FROM cnt) + (SELECT count(*) FROM r) + (SELECT count(*) FROM blob) + (SELECT count(*) FROM tr)')" = 0 ]
 check "dry run: the target tables are still empty"
-[ "$(pg_psql dst t_dry -c "SELECT count(*) FROM pg_replication_origin_status s JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'sluice_$STREAM' AND s.remote_lsn <> '0/0'")" = 0 ] &&
+[ "$(pg_psql dst t_dry -c "SELECT count(*) FROM pg_replication_origin_status s JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'sluice_$STREAM@t_dry' AND s.remote_lsn <> '0/0'")" = 0 ] &&
 	[ "$(progress dst t_dry)" = 0 ]
 check "dry run: no origin progress"
 # What the stream holds, by the source's own statistics (every table is

@@ -86,7 +86,7 @@ for l in sys.stdin:
 want=$(printf '0/%X' "$LAST")
 for _ in $(seq 1 600); do
 	kill -0 "$APPLY" 2>/dev/null || break
-	got=$(pg_psql tgt postgres -c "SELECT coalesce((SELECT pg_replication_origin_progress('sluice_rw', true)), '0/0')")
+	got=$(pg_psql tgt postgres -c "SELECT coalesce((SELECT pg_replication_origin_progress('sluice_rw@postgres', true)), '0/0')")
 	[ "$got" = "$want" ] && break
 	sleep 0.2
 done
