@@ -36,6 +36,9 @@ typedef enum apply_kind {
 	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
 	APPLY_K_BATCH_PLAIN,      /* many inserts, no conflict handling: fails if a row exists */
 	APPLY_K_COMMIT,           /* COMMIT: its transaction is applied once this succeeds */
+	APPLY_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
+				     changed */
+	APPLY_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
 } apply_kind;
 
 typedef struct apply_pending {
@@ -79,8 +82,8 @@ typedef struct apply_rel {
 } apply_rel;
 
 typedef struct apply_stmt {
-	char *key; /* owned */
-	char name[24];
+	char *key;  /* owned */
+	char *name; /* owned: returned to callers, so it stays put when stmts grows */
 } apply_stmt;
 
 typedef struct apply {
@@ -155,6 +158,7 @@ typedef struct apply {
 
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
+	bool moved;            /* the last APPLY_K_IDENT_MOVE deleted the row it re-inserts */
 	bool resume_unique;    /* resuming after such a row: the failed one cannot have committed */
 
 	/* the transaction failing transiently, for backoff and the loud report */
@@ -346,6 +350,7 @@ apply_drain(apply *a, bool keep_probes)
 	a->error_op = 0;
 	a->error_state[0] = '\0';
 	a->error_transient = false;
+	a->moved = false;
 	for (size_t i = 0; i < a->npending; i++) {
 		PGresult *res = PQgetResult(a->conn);
 		if (res == NULL) {
@@ -439,7 +444,7 @@ apply_conflict_at(apply *a, uint64_t txseq, int64_t commit_us, const char *node,
 	sluice_json_append_string(b, rel->label, strlen(rel->label));
 	sluice_buf_printf(b, ",\"key\":%s,\"kind\":\"%s\",\"local_time\":", key ? key : "null",
 			  apply_conflict_names[c]);
-	if (local_time)
+	if (local_time && local_time[0])
 		sluice_json_append_string(b, local_time, strlen(local_time));
 	else
 		sluice_buf_append_str(b, "null");
@@ -505,12 +510,24 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 					  "remote");
 		}
 		break;
-	case APPLY_K_UPDATE_UPSERT:
+	case APPLY_K_IDENT_MOVE:
+		a->moved = tuples > 0;
+		break;
+	case APPLY_K_MOVED_UPSERT:
 		a->stats->updates++;
-		if (first_true)
+		if (!a->moved)
 			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
 					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
 					  "inserted");
+		a->moved = false;
+		break;
+	case APPLY_K_UPDATE_UPSERT:
+		a->stats->updates++;
+		if (first_true && !a->moved)
+			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
+					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					  "inserted");
+		a->moved = false;
 		break;
 	case APPLY_K_UPDATE_PLAIN:
 		if (tuples > 0)
@@ -720,8 +737,9 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
  * domains and composites of them): those are matched by their text form,
  * which is what the stream's old row image holds. A type has equality when
  * it, or what it is binary-coercible to, has a default btree or hash
- * operator class; arrays, domains and composites have it when every type
- * inside them does.
+ * operator class (binary-coercible only implicitly: xml is explicitly
+ * binary-coercible to text, but xml = xml does not exist); arrays, domains
+ * and composites have it when every type inside them does.
  */
 static bool
 apply_check_equality(apply *a, apply_rel *r)
@@ -747,7 +765,8 @@ apply_check_equality(apply *a, apply_rel *r)
 		"     WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault AND (oc.opcintype = "
 		"ty.oid"
 		"       OR EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = ty.oid"
-		"         AND c.casttarget = oc.opcintype AND c.castmethod = 'b')))",
+		"         AND c.casttarget = oc.opcintype AND c.castmethod = 'b'"
+		"         AND c.castcontext = 'i')))",
 		2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		sluice_log_error("could not read the column types of %s on the target: %s",
@@ -914,12 +933,15 @@ apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok
 		abort();
 	a->stmts = p;
 	apply_stmt *s = &a->stmts[a->nstmts];
+	char name[24];
+	snprintf(name, sizeof(name), "sl%zu", a->nstmts);
 	s->key = apply_strdup(key);
-	snprintf(s->name, sizeof(s->name), "sl%zu", a->nstmts);
+	s->name = apply_strdup(name);
 	if (!PQsendPrepare(a->conn, s->name, sql, nparams, NULL)) {
 		sluice_log_error("could not prepare a statement on the target: %s",
 				 sluice_pg_error_line(a->conn));
 		free(s->key);
+		free(s->name);
 		*ok = false;
 		return NULL;
 	}
@@ -1048,12 +1070,22 @@ apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 		sluice_buf_printf(sql, "%s%s%s", first ? "" : " AND ", one ? "" : alias,
 				  r->qcols[i]);
 		if (r->text_eq[i])
-			sluice_buf_printf(sql, "::text IS NOT DISTINCT FROM $%d::text", (*next)++);
+			sluice_buf_printf(sql, "::text IS NOT DISTINCT FROM $%d::text", *next);
 		else {
 			sluice_buf_append_str(sql,
 					      r->full_identity ? " IS NOT DISTINCT FROM " : " = ");
-			apply_param(sql, r, i, (*next)++);
+			apply_param(sql, r, i, *next);
+			/*
+			 * Rows that are equal but not identical (1.0 and 1.00, 0 and -0,
+			 * '1 day' and '24 hours'): the one the source changed is the one
+			 * whose text is the old image's.
+			 */
+			if (one)
+				sluice_buf_printf(sql,
+						  " AND %s::text IS NOT DISTINCT FROM $%d::text",
+						  r->qcols[i], *next);
 		}
+		(*next)++;
 		first = false;
 	}
 	if (first)
@@ -1062,11 +1094,37 @@ apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 		sluice_buf_append_str(sql, " LIMIT 1)");
 }
 
+/*
+ * apply_existed_sql appends whether the row an upsert wrote existed before
+ * (it was updated, not inserted). xmax tells it for a table, but a system
+ * column cannot be returned from a partitioned table: there, look the key
+ * up in the statement's snapshot, which does not see the statement's own
+ * writes.
+ */
+static void
+apply_existed_sql(sluice_buf *sql, const apply_rel *r)
+{
+	if (!r->has_unique) {
+		sluice_buf_append_str(sql, "false"); /* no ON CONFLICT: every row is new */
+		return;
+	}
+	if (strncmp(r->qtarget, "ONLY ", 5) == 0) {
+		sluice_buf_append_str(sql, "(sluice_new.xmax <> 0)");
+		return;
+	}
+	sluice_buf_printf(sql, "EXISTS (SELECT 1 FROM %s sluice_old WHERE ", r->qname);
+	for (int i = 0, k = 0; i < r->ncols; i++)
+		if (r->key[i])
+			sluice_buf_printf(sql, "%ssluice_old.%s = sluice_new.%s",
+					  k++ ? " AND " : "", r->qcols[i], r->qcols[i]);
+	sluice_buf_append_str(sql, ")");
+}
+
 /* apply_insert_sql builds INSERT of the present columns; tail is the conflict clause. */
 static void
 apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const char *mode)
 {
-	sluice_buf_printf(sql, "INSERT INTO %s", r->qname);
+	sluice_buf_printf(sql, "INSERT INTO %s AS sluice_new", r->qname);
 	int n = 0;
 	for (int i = 0; i < r->ncols; i++)
 		if (present[i])
@@ -1099,7 +1157,8 @@ apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const
 						  r->qcols[i]);
 		if (set == 0)
 			sluice_buf_append_str(sql, " DO NOTHING");
-		sluice_buf_append_str(sql, " RETURNING (xmax = 0)");
+		sluice_buf_append_str(sql, " RETURNING NOT ");
+		apply_existed_sql(sql, r);
 	} else if (strcmp(mode, "nothing") == 0) {
 		sluice_buf_append_str(sql, " ON CONFLICT DO NOTHING RETURNING true");
 	} else {
@@ -1240,7 +1299,7 @@ apply_array_elem(sluice_buf *b, const char *v)
 static void
 apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
 {
-	sluice_buf_printf(sql, "INSERT INTO %s (", r->qname);
+	sluice_buf_printf(sql, "INSERT INTO %s AS sluice_new (", r->qname);
 	for (int i = 0; i < r->ncols; i++)
 		sluice_buf_printf(sql, "%s%s", i ? ", " : "", r->qcols[i]);
 	sluice_buf_printf(sql, ")%s SELECT ", r->overriding ? " OVERRIDING SYSTEM VALUE" : "");
@@ -1344,7 +1403,8 @@ apply_batch_flush(apply *a)
 			if (set == 0)
 				sluice_buf_append_str(&sql, " DO NOTHING");
 		}
-		sluice_buf_append_str(&sql, " RETURNING xmax <> 0");
+		sluice_buf_append_str(&sql, " RETURNING ");
+		apply_existed_sql(&sql, r);
 		int nk = 0;
 		for (int i = 0; i < r->ncols; i++)
 			if (r->key[i]) {
@@ -1352,10 +1412,10 @@ apply_batch_flush(apply *a)
 				nk++;
 			}
 		sluice_buf_append_str(&sql, ") SELECT NULL::text, count(*) FROM ins UNION ALL "
-					    "SELECT jsonb_build_array(");
+					    "SELECT to_jsonb(ARRAY[");
 		for (int k = 0; k < nk; k++)
 			sluice_buf_printf(&sql, "%sformat('%%s', k%d)", k ? ", " : "", k);
-		sluice_buf_append_str(&sql, ")::text, NULL FROM ins WHERE upd");
+		sluice_buf_append_str(&sql, "]::text[])::text, NULL FROM ins WHERE upd");
 		name = apply_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	}
@@ -1392,9 +1452,13 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 	*taken = false;
 	if (r->ncols == 0)
 		return apply_batch_flush(a); /* nothing to unnest: INSERT ... DEFAULT VALUES */
+	/*
+	 * One at a time when a column has no type to cast to, or is a regclass:
+	 * text::regclass is not its input function (it refuses "-", the zero oid).
+	 */
 	for (int i = 0; i < r->ncols; i++)
-		if (r->types[i][0] == '\0')
-			return apply_batch_flush(a); /* no type to cast to: one at a time */
+		if (r->types[i][0] == '\0' || strncmp(r->types[i], "regclass", 8) == 0)
+			return apply_batch_flush(a);
 	/* Append logs each kept row with its key: one statement per row there. */
 	if (a->o->strategy == SLUICE_STRATEGY_APPEND || (!r->has_unique && !r->full_identity))
 		return apply_batch_flush(a);
@@ -1466,6 +1530,52 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 	return true;
 }
 
+/*
+ * apply_ident_move prepares the update of a complete row into a table with
+ * GENERATED ALWAYS identity columns, which no UPDATE (nor ON CONFLICT DO
+ * UPDATE) may set: when the row's identity value or key changes, the old
+ * row is deleted here and the upsert that follows inserts the new one
+ * (OVERRIDING SYSTEM VALUE). Otherwise this deletes nothing and the upsert
+ * updates the row in place.
+ */
+static bool
+apply_ident_move(apply *a, uint32_t ri, const apply_row *newr, const apply_row *keyrow,
+		 apply_kind kind)
+{
+	apply_rel *r = &a->rels[ri];
+	char key[64];
+	bool ok = true;
+	const char **vals = calloc((size_t)r->ncols * 2 + 2, sizeof(char *));
+	if (vals == NULL)
+		abort();
+	apply_params p = {.v = vals};
+	apply_params_key(&p, r, keyrow);
+	for (int i = 0; i < r->ncols; i++)
+		if (r->ident_always[i] || r->key[i])
+			apply_params_add(&p, newr->v[i]);
+	snprintf(key, sizeof(key), "%" PRIu32 ":move", r->generation);
+	const char *name = apply_stmt_find(a, key);
+	if (name == NULL) {
+		sluice_buf sql = {0};
+		sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
+		int next = 1;
+		apply_where(&sql, r, "", &next);
+		sluice_buf_append_str(&sql, " AND (false");
+		for (int i = 0; i < r->ncols; i++)
+			if (r->ident_always[i] || r->key[i]) {
+				sluice_buf_printf(&sql, " OR %s IS DISTINCT FROM ", r->qcols[i]);
+				apply_param(&sql, r, i, next++);
+			}
+		sluice_buf_append_str(&sql, ")");
+		name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		sluice_buf_free(&sql);
+	}
+	if (ok)
+		ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, NULL);
+	free(vals);
+	return ok;
+}
+
 /* apply_pipelined queues the pipelined write of replace/append for one change. */
 static bool
 apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
@@ -1501,7 +1611,7 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	}
 	bool keyed = r->has_unique || !r->full_identity;
 	apply_kind kind;
-	const char *name;
+	const char *name = NULL;
 	if (op == 'I' || (op == 'U' && newr->complete && !key_changed && keyed)) {
 		/* insert, or an update that carries the whole row: upsert */
 		kind = op == 'I' ? (append ? APPLY_K_INSERT_NOTHING : APPLY_K_INSERT_UPSERT)
@@ -1509,8 +1619,11 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		apply_colset_key(key, sizeof(key), r,
 				 op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
 				 newr->present);
+		/* first: preparing it may move the statement names that name points into */
+		if (op == 'U' && !append && r->overriding && r->has_unique)
+			ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_IDENT_MOVE);
 		int n = apply_params_present(&p, r, newr);
-		if ((name = apply_stmt_find(a, key)) == NULL) {
+		if (ok && (name = apply_stmt_find(a, key)) == NULL) {
 			apply_insert_sql(&sql, r, newr->present, append ? "nothing" : "upsert");
 			name = apply_stmt_prepare(a, key, &sql, n, &ok);
 		}
@@ -1527,26 +1640,20 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
 	} else if (op == 'U' && key_changed && newr->complete && keyed) {
-		/* The row moves to a new key: delete the old, upsert the new. */
-		kind = APPLY_K_UPDATE_UPSERT;
-		apply_colset_key(key, sizeof(key), r, "uk", newr->present);
-		int next = apply_params_present(&p, r, newr) + 1;
-		apply_params_key(&p, r, keyrow);
-		if ((name = apply_stmt_find(a, key)) == NULL) {
-			sluice_buf_printf(&sql, "WITH gone AS (DELETE FROM %s", r->qtarget);
-			apply_where(&sql, r, "", &next);
-			/* RETURNING 1 so the INSERT can tell whether a row moved */
-			sluice_buf_append_str(&sql, " RETURNING 1) ");
+		/*
+		 * The row moves to a new key: delete the old, then upsert the new,
+		 * as two statements (in one, the INSERT would not see the CTE's
+		 * delete and fail on any other unique column of the row). Missing
+		 * only if there was no old row to move.
+		 */
+		kind = APPLY_K_MOVED_UPSERT;
+		/* first: preparing it may move the statement names that name points into */
+		ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_IDENT_MOVE);
+		apply_colset_key(key, sizeof(key), r, "iu", newr->present);
+		int n = apply_params_present(&p, r, newr);
+		if (ok && (name = apply_stmt_find(a, key)) == NULL) {
 			apply_insert_sql(&sql, r, newr->present, "upsert");
-			/* Missing only if there was no old row to move. */
-			sluice_buf_append_byte(&sql, '\0');
-			char *ret = NULL;
-			for (char *f = strstr((char *)sql.data, " RETURNING "); f != NULL;
-			     f = strstr(f + 1, " RETURNING "))
-				ret = f; /* the INSERT's, after the CTE's */
-			sql.len = (size_t)(ret - (char *)sql.data);
-			sluice_buf_append_str(&sql, " RETURNING NOT EXISTS (SELECT 1 FROM gone)");
-			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+			name = apply_stmt_prepare(a, key, &sql, n, &ok);
 		}
 	} else if (op == 'U') {
 		/* Unchanged TOAST values stay as they are on the target. */
@@ -1590,7 +1697,7 @@ out:
 static void
 apply_tomb_key_expr(sluice_buf *sql, const apply_rel *r, int first)
 {
-	sluice_buf_append_str(sql, "jsonb_build_array(");
+	sluice_buf_append_str(sql, "to_jsonb(ARRAY[");
 	int k = 0;
 	for (int i = 0; i < r->ncols; i++) {
 		if (!r->key[i])
@@ -1599,7 +1706,7 @@ apply_tomb_key_expr(sluice_buf *sql, const apply_rel *r, int first)
 				  r->types[i][0] ? r->types[i] : "text");
 		k++;
 	}
-	sluice_buf_append_str(sql, ")");
+	sluice_buf_append_str(sql, "]::text[])");
 }
 
 /* Result of a timestamp probe. */
@@ -1617,6 +1724,7 @@ apply_read_probe(PGresult *res, apply_probe *p)
 	if (res == NULL || PQntuples(res) == 0)
 		return;
 	p->present = true;
+	/* "" when the writer has no commit time (frozen, or this transaction's own row) */
 	snprintf(p->at, sizeof(p->at), "%s", PQgetvalue(res, 0, 0));
 	snprintf(p->node, sizeof(p->node), "%s", PQgetvalue(res, 0, 1));
 	p->remote_wins = PQgetvalue(res, 0, 2)[0] == 't';
@@ -1677,10 +1785,19 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
 		probe = apply_stmt_prepare(a, key, &sql, p.n, &ok);
 	}
-	if (ok)
+	/*
+	 * A table without a unique key may hold equal rows, each a row of its
+	 * own: an insert there is never a conflict, and is not probed.
+	 */
+	bool probing = !(op == 'I' && r->full_identity && !r->has_unique);
+	if (ok && probing)
 		ok = apply_send_prepared(a, probe, p.n, p.v, APPLY_K_PROBE_ROW, ri, NULL);
-	/* Tombstone keys are built on the server, through the column types. */
-	if (ok) {
+	/*
+	 * Tombstone keys are built on the server, through the column types. A
+	 * table identified by all its columns has no key to keep a tombstone
+	 * under (sluice prepare tracks no deletes there either).
+	 */
+	if (ok && probing && !r->full_identity) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tprobe", r->generation);
 		const char *tname = apply_stmt_find(a, key);
 		if (tname == NULL) {
@@ -1702,7 +1819,7 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri,
 						 NULL);
 	}
-	if (ok && !apply_drain(a, true))
+	if (ok && probing && !apply_drain(a, true))
 		ok = false;
 	apply_probe row, tomb;
 	memset(&row, 0, sizeof(row));
@@ -1713,7 +1830,8 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		else if (a->pending[i].kind == APPLY_K_PROBE_TOMB)
 			apply_read_probe(a->pending[i].res, &tomb);
 	}
-	apply_clear_pending(a);
+	if (probing || !ok)
+		apply_clear_pending(a); /* read back (or failed); else still in flight */
 	if (!ok)
 		goto out;
 	/* A tombstone blocks only when the delete is newer than this change. */
@@ -1774,6 +1892,15 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		if (apply_stmt_find(a, key) == NULL)
 			apply_insert_sql(&sql, r, newr->present, "nothing");
 		a->stats->inserts++;
+	} else if ((w == W_UPDATE || w == W_UPDATE_ALL) && r->overriding && newr->complete &&
+		   r->has_unique) {
+		/* ALWAYS identity: move the row when its identity or key changes, then upsert */
+		ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_TS_WRITE);
+		apply_colset_key(key, sizeof(key), r, "tmv", newr->present);
+		apply_params_present(&p, r, newr);
+		if (apply_stmt_find(a, key) == NULL)
+			apply_insert_sql(&sql, r, newr->present, "upsert");
+		a->stats->updates++;
 	} else if (w == W_UPDATE || w == W_UPDATE_ALL) {
 		apply_colset_key(key, sizeof(key), r, "tup", newr->present);
 		apply_params_set(&p, r, newr);
@@ -1796,7 +1923,7 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_TS_WRITE, ri, NULL);
 	}
 	/* Deletes leave a tombstone at the remote version (the trigger does it when tracked). */
-	if (ok && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
+	if (ok && !r->full_identity && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tomb", r->generation);
 		const char *tname = apply_stmt_find(a, key);
 		if (tname == NULL) {
@@ -2768,8 +2895,10 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		a.txn_open_on_target = false;
 		a.last_origin_node[0] = '\0';
 		apply_clear_pending(&a);
-		for (size_t i = 0; i < a.nstmts; i++)
+		for (size_t i = 0; i < a.nstmts; i++) {
 			free(a.stmts[i].key);
+			free(a.stmts[i].name);
+		}
 		a.nstmts = 0;
 		for (size_t i = 0; i < a.nrels; i++)
 			a.rels[i].checked = false;
@@ -2789,8 +2918,10 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 	apply_log_counters(&a, o->dry_run ? "dry run (nothing committed)" : "apply");
 	apply_clear_pending(&a);
 	free(a.pending);
-	for (size_t i = 0; i < a.nstmts; i++)
+	for (size_t i = 0; i < a.nstmts; i++) {
 		free(a.stmts[i].key);
+		free(a.stmts[i].name);
+	}
 	free(a.stmts);
 	for (size_t i = 0; i < a.nrels; i++)
 		apply_free_rel(&a.rels[i]);

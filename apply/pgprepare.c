@@ -174,6 +174,25 @@ sluice_prepare_install(PGconn *conn, const char *node, const sluice_table_filter
 			tracked++;
 			continue;
 		}
+		/*
+		 * The trigger of a partitioned table is cloned onto its partitions,
+		 * which come later in the list: look again.
+		 */
+		const char *tp[2] = {nsp, rel};
+		PGresult *t = sluice_pg_query(conn,
+					      "SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE "
+					      "t.tgrelid = (quote_ident($1) "
+					      "|| '.' || quote_ident($2))::regclass AND t.tgname = "
+					      "'sluice_record_delete')",
+					      2, tp);
+		if (t == NULL)
+			goto cleanup;
+		bool cloned = PQgetvalue(t, 0, 0)[0] == 't';
+		PQclear(t);
+		if (cloned) {
+			tracked++;
+			continue;
+		}
 		char *qn = PQescapeIdentifier(conn, nsp, strlen(nsp));
 		char *qr = PQescapeIdentifier(conn, rel, strlen(rel));
 		sluice_buf_reset(&sql);

@@ -102,7 +102,7 @@ pg_psql dst postgres -f "$W/schema.sql" >/dev/null || die "target schema"
 say "schemas ready"
 
 CAP=("$SLUICE" capture --source "$(pg_conninfo src)" --store "$W/store" --stream one --key "$W/k.key" --no-progress)
-"${CAP[@]}" --create --snapshot --exit-when-caught-up 2>"$W/cap0.log" || {
+"${CAP[@]}" --create --allow-no-identity --snapshot --exit-when-caught-up 2>"$W/cap0.log" || {
 	cat "$W/cap0.log" >&2
 	die "capture --create --snapshot"
 }
@@ -217,7 +217,7 @@ pg_dump -s -d "$(pg_conninfo src live)" >"$W/schema-live.sql" || die "pg_dump -s
 pg_psql dst live -f "$W/schema-live.sql" >/dev/null || die "live target schema"
 
 "$SLUICE" capture --source "$(pg_conninfo src live)" --store "$W/store" --stream live --key "$W/k.key" \
-	--no-progress --create --snapshot 2>"$W/cap-live.log" &
+	--no-progress --create --allow-no-identity --snapshot 2>"$W/cap-live.log" &
 CAP_PID=$!
 rc=0
 pg_wait_streaming "$CAP_PID" "$W/cap-live.log" || rc=$?
