@@ -92,7 +92,7 @@ reader_open_segment(sluice_reader *r)
 	r->seg = NULL;
 	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &r->seg))
 		return false;
-	r->scan = sluice_scan_create(r->seg, r->trust);
+	r->scan = sluice_scan_create(r->seg, r->seg_first, r->trust);
 	r->seg_sealed = false;
 	sluice_chain_segment_start(&r->chain);
 	r->boundary_offset = 0;
@@ -309,7 +309,7 @@ reader_load_frame(sluice_reader *r)
 					   "missing)",
 					   r->from_txseq, name);
 		sluice_scan_frame f;
-		sluice_scan_status st = sluice_scan_next(r->scan, &f);
+		sluice_scan_status st = sluice_scan_next(r->scan, &r->chain, &f);
 		if (st != SLUICE_SCAN_FRAME && st != SLUICE_SCAN_END && r->chain.open &&
 		    !r->seg_sealed && reader_rewritten(r))
 			return reader_rewind(r);
@@ -362,7 +362,7 @@ reader_load_frame(sluice_reader *r)
 		if (st == SLUICE_SCAN_BAD)
 			return reader_fail(
 				r, "could not verify frame at offset %" PRIu64 " of segment %s: %s",
-				f.offset, name, sluice_frame_strerror(f.frame_status));
+				f.offset, name, sluice_scan_cause(&f));
 
 		/* END or TORN: the segment has nothing more complete right now. */
 		if (r->seg_sealed) {
@@ -410,7 +410,7 @@ reader_load_frame(sluice_reader *r)
 		if (!later)
 			return SLUICE_READER_WAIT;
 		/* A seal may have landed between our read and the listing: look once more. */
-		st = sluice_scan_next(r->scan, &f);
+		st = sluice_scan_next(r->scan, &r->chain, &f);
 		if (st == SLUICE_SCAN_FRAME) {
 			sluice_scan_seek(r->scan, f.offset);
 			continue;

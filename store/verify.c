@@ -116,13 +116,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			report->bytes += size;
 		report->segments++;
 		sluice_chain_segment_start(&chain);
-		sluice_scan *scan = sluice_scan_create(seg, trust);
+		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		uint64_t frames = 0;
 		bool stopped = false;
 
 		for (;;) {
 			sluice_scan_frame f;
-			sluice_scan_status st = sluice_scan_next(scan, &f);
+			sluice_scan_status st = sluice_scan_next(scan, &chain, &f);
 			int64_t off = (int64_t)f.offset;
 			if (st == SLUICE_SCAN_END)
 				break;
@@ -176,9 +176,14 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
 						   f.hdr.frame_seq,
 						   sluice_frame_strerror(f.frame_status));
+				else if (f.chain_status != SLUICE_CHAIN_OK)
+					verify_say(&v, true, off,
+						   "frame %" PRIu64 ": incomplete, and its header "
+						   "does not link: %s",
+						   f.hdr.frame_seq, sluice_scan_cause(&f));
 				else
 					verify_say(&v, true, off, "frame header: %s",
-						   sluice_frame_strerror(f.frame_status));
+						   sluice_scan_cause(&f));
 				stopped = true;
 				break;
 			}
@@ -188,8 +193,11 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			sluice_chain before = chain;
 			sluice_chain_status cs = sluice_chain_frame(&chain, &f.hdr, f.hash,
 								    f.offset == 0, firsts[i]);
-			if (cs != SLUICE_CHAIN_OK)
+			if (cs != SLUICE_CHAIN_OK) {
+				/* Not part of this stream's chain: its payload is not decoded. */
 				verify_chain_problem(&v, &before, &f.hdr, off, cs, firsts[i]);
+				continue;
+			}
 			if (f.hdr.time_max != 0 || f.hdr.time_min != 0) {
 				if (!have_time || f.hdr.time_min < report->time_min)
 					report->time_min = f.hdr.time_min;

@@ -119,7 +119,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 		goto cleanup;
 	if (!sluice_segment_size(seg, &res->size))
 		goto cleanup;
-	scan = sluice_scan_create(seg, trust);
+	scan = sluice_scan_create(seg, first, trust);
 
 	sluice_chain chain;
 	sluice_chain_init_unanchored(&chain, w->stream);
@@ -131,7 +131,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 
 	for (;;) {
 		sluice_scan_frame f;
-		sluice_scan_status st = sluice_scan_next(scan, &f);
+		sluice_scan_status st = sluice_scan_next(scan, &chain, &f);
 		if (st == SLUICE_SCAN_END)
 			break;
 		if (st == SLUICE_SCAN_TORN) {
@@ -155,7 +155,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 			sluice_log_error(
 				"could not recover stream \"%s\": segment %s frame at offset "
 				"%" PRIu64 ": %s (run sluice verify)",
-				w->stream, name, f.offset, sluice_frame_strerror(f.frame_status));
+				w->stream, name, f.offset, sluice_scan_cause(&f));
 			goto cleanup;
 		}
 		sluice_chain_status cs =

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "buf.h"
+#include "chain.h"
 #include "cli.h"
 #include "json.h"
 #include "log.h"
@@ -183,12 +184,19 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		free(firsts);
 		return SLUICE_EXIT_FAILURE;
 	}
-	for (size_t i = 0; i < n; i++) {
+	/* With --trust a frame is verified only when it also links to the chain before it. */
+	sluice_chain chain;
+	sluice_chain_init_unanchored(&chain, stream);
+	bool stop = false;
+	for (size_t i = 0; i < n && !stop; i++) {
 		/* Skip segments wholly before --from. */
 		if (o->from && i + 1 < n && firsts[i + 1] <= o->from)
 			continue;
 		char name[SLUICE_SEGMENT_NAME_SIZE];
 		sluice_store_segment_name(firsts[i], name);
+		if (i == 0 && firsts[0] == 1)
+			sluice_chain_init(&chain, stream);
+		sluice_chain_segment_start(&chain);
 		sluice_segment *seg = NULL;
 		if (!sluice_store_segment_open(store, stream, firsts[i], false, false, &seg)) {
 			rc = SLUICE_EXIT_FAILURE;
@@ -196,29 +204,40 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		}
 		uint64_t size = 0;
 		(void)sluice_segment_size(seg, &size);
-		sluice_scan *scan = sluice_scan_create(seg, trust);
+		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		inspect_seg s;
 		memset(&s, 0, sizeof(s));
 		for (;;) {
 			sluice_scan_frame f;
-			sluice_scan_status st = trust ? sluice_scan_next(scan, &f)
+			sluice_scan_status st = trust ? sluice_scan_next(scan, &chain, &f)
 						      : sluice_scan_next_header(scan, &f);
 			if (st == SLUICE_SCAN_END)
 				break;
-			if (st == SLUICE_SCAN_TORN) {
+			if (st == SLUICE_SCAN_TORN && (!trust || i + 1 == n)) {
 				s.torn = true;
 				break;
 			}
-			if (st != SLUICE_SCAN_FRAME) {
+			sluice_chain_status cs = SLUICE_CHAIN_OK;
+			if (st == SLUICE_SCAN_FRAME && trust)
+				cs = sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0,
+							firsts[i]);
+			if (st != SLUICE_SCAN_FRAME || cs != SLUICE_CHAIN_OK) {
 				char key[SLUICE_KEY_ID_HEX_SIZE];
 				sluice_keys_id_hex(f.hdr.key_id, key);
-				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s",
-						 name, f.offset,
-						 st == SLUICE_SCAN_UNTRUSTED
-							 ? "signed by a key that is not trusted"
-							 : sluice_frame_strerror(f.frame_status));
+				const char *why = cs != SLUICE_CHAIN_OK ? sluice_chain_strerror(cs)
+						  : st == SLUICE_SCAN_UNTRUSTED
+							  ? "signed by a key that is not trusted"
+						  : st == SLUICE_SCAN_TORN
+							  ? "incomplete frame in a segment that is "
+							    "not the newest"
+							  : sluice_scan_cause(&f);
+				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s%s%s",
+						 name, f.offset, why,
+						 st == SLUICE_SCAN_UNTRUSTED ? " " : "",
+						 st == SLUICE_SCAN_UNTRUSTED ? key : "");
 				s.bad = true;
 				rc = SLUICE_EXIT_PROBLEM;
+				stop = true; /* nothing after it can be shown as verified */
 				break;
 			}
 			const sluice_frame_header *h = &f.hdr;
