@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "chain.h"
+#include "cursor.h"
 #include "frame.h"
 #include "log.h"
 #include "scan.h"
@@ -34,10 +35,7 @@ struct sluice_reader {
 	sluice_chain chain;
 	bool seg_sealed;
 
-	sluice_frame_codec *codec; /* owned */
-	sluice_arena *arena;       /* owned: records of the current frame */
-	sluice_buf raw;            /* owned: decompressed payload */
-	size_t raw_pos;
+	sluice_cursor *cursor; /* owned: records of the current frame */
 	bool frame_loaded;
 
 	sluice_reader_position pos;
@@ -173,9 +171,8 @@ sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *
 	if (r->stream == NULL)
 		abort();
 	r->from_txseq = from_txseq ? from_txseq : 1;
-	r->codec = sluice_frame_codec_create(1);
-	r->arena = sluice_arena_create();
-	if (r->codec == NULL || !reader_list(r)) {
+	r->cursor = sluice_cursor_create();
+	if (!reader_list(r)) {
 		sluice_reader_close(r);
 		return false;
 	}
@@ -211,9 +208,7 @@ sluice_reader_close(sluice_reader *r)
 	sluice_scan_free(r->scan);
 	sluice_segment_close(r->seg);
 	free(r->firsts);
-	sluice_frame_codec_free(r->codec);
-	sluice_arena_free(r->arena);
-	sluice_buf_free(&r->raw);
+	sluice_cursor_free(r->cursor);
 	free(r->stream);
 	free(r);
 }
@@ -299,6 +294,11 @@ reader_load_frame(sluice_reader *r)
 						   r->stream);
 		}
 		sluice_store_segment_name(r->seg_first, name);
+		if (r->nsegs > 0 && r->firsts[0] == 0)
+			return reader_fail(r,
+					   "stream \"%s\" holds 0000000000000000.seg, which is not "
+					   "a segment name: txseqs start at 1",
+					   r->stream);
 		if (r->nsegs > 0 && r->firsts[0] > r->from_txseq && r->chain.next_frame_seq == 0 &&
 		    !r->frame_loaded && sluice_scan_offset(r->scan) == 0 &&
 		    r->seg_first == r->firsts[0])
@@ -329,15 +329,12 @@ reader_load_frame(sluice_reader *r)
 						   sluice_chain_strerror(cs));
 			if (f.hdr.flags & SLUICE_FRAME_SEAL)
 				r->seg_sealed = true;
-			sluice_frame_status fs =
-				sluice_frame_decompress(r->codec, &f.hdr, f.payload, &r->raw);
-			if (fs != SLUICE_FRAME_OK)
+			if (sluice_cursor_load(r->cursor, &f) != SLUICE_CURSOR_END)
 				return reader_fail(r,
 						   "could not read frame %" PRIu64 " of segment %s "
 						   "at offset %" PRIu64 ": %s",
 						   f.hdr.frame_seq, name, f.offset,
-						   sluice_frame_strerror(fs));
-			r->raw_pos = 0;
+						   sluice_cursor_cause(r->cursor));
 			r->frame_loaded = true;
 			r->last_frame_offset = f.offset;
 			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
@@ -345,7 +342,6 @@ reader_load_frame(sluice_reader *r)
 			r->pos.segment_first = r->seg_first;
 			r->pos.frame_offset = f.offset;
 			r->pos.frame_seq = f.hdr.frame_seq;
-			sluice_arena_reset(r->arena);
 			return SLUICE_READER_RECORD;
 		}
 		if (st == SLUICE_SCAN_IO)
@@ -431,37 +427,23 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 			if (st != SLUICE_READER_RECORD)
 				return st;
 		}
-		sluice_record *rec = NULL;
-		sluice_records_status rs =
-			sluice_records_unpack(r->raw.data, r->raw.len, &r->raw_pos, r->arena, &rec);
+		const sluice_record *rec = NULL;
+		sluice_cursor_status cs = sluice_cursor_next(r->cursor, &r->chain, &rec);
 		char name[SLUICE_SEGMENT_NAME_SIZE];
 		sluice_store_segment_name(r->pos.segment_first, name);
-		if (rs == SLUICE_RECORDS_END) {
+		if (cs == SLUICE_CURSOR_END) {
 			r->frame_loaded = false;
-			sluice_chain_status cs = sluice_chain_frame_end(&r->chain);
-			if (cs != SLUICE_CHAIN_OK)
-				return reader_fail(r,
-						   "frame %" PRIu64
-						   " of segment %s at offset %" PRIu64 ": %s",
-						   r->pos.frame_seq, name, r->pos.frame_offset,
-						   sluice_chain_strerror(cs));
 			if (!r->chain.open) {
 				r->boundary_offset = r->consumed_end;
 				r->boundary_chain = r->chain;
 			}
 			continue;
 		}
-		if (rs != SLUICE_RECORDS_OK)
+		if (cs != SLUICE_CURSOR_RECORD)
 			return reader_fail(
 				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
 				r->pos.frame_seq, name, r->pos.frame_offset,
-				sluice_records_strerror(rs));
-		sluice_chain_status cs = sluice_chain_record(&r->chain, rec);
-		if (cs != SLUICE_CHAIN_OK)
-			return reader_fail(
-				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
-				r->pos.frame_seq, name, r->pos.frame_offset,
-				sluice_chain_strerror(cs));
+				sluice_cursor_cause(r->cursor));
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_RELATION)
 			reader_keep_relation(r, rec->relation);
 		uint64_t txseq = r->chain.cur_txseq;

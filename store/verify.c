@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "chain.h"
+#include "cursor.h"
 #include "frame.h"
 #include "records.h"
 #include "scan.h"
@@ -69,6 +70,23 @@ verify_chain_problem(verify_ctx *v, const sluice_chain *before, const sluice_fra
 	}
 }
 
+/* verify_note_record counts the transactions a record completes. */
+static void
+verify_note_record(sluice_verify_report *report, const sluice_record *rec)
+{
+	uint64_t done = 0;
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
+		done = rec->commit->txseq;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
+		done = rec->snapshot_end->txseq;
+	if (done != 0) {
+		report->transactions++;
+		if (report->first_txseq == 0)
+			report->first_txseq = done;
+		report->last_txseq = done;
+	}
+}
+
 bool
 sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust *trust,
 		     sluice_verify_finding_fn finding, void *ctx, sluice_verify_report *report)
@@ -76,13 +94,9 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	bool ok = false;
 	uint64_t *firsts = NULL;
 	size_t n = 0, strays = 0;
-	sluice_frame_codec *codec = sluice_frame_codec_create(1);
-	sluice_arena *arena = sluice_arena_create();
-	sluice_buf raw = {0};
+	sluice_cursor *cursor = sluice_cursor_create();
 	memset(report, 0, sizeof(*report));
 	verify_ctx v = {.finding = finding, .ctx = ctx, .report = report, .segment = NULL};
-	if (codec == NULL)
-		goto cleanup;
 	if (!sluice_store_list(store, stream, &firsts, &n, &strays))
 		goto cleanup;
 	if (strays > 0)
@@ -96,6 +110,11 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		goto cleanup;
 	}
 
+	if (firsts[0] == 0) {
+		v.segment = "0000000000000000.seg";
+		verify_say(&v, true, -1, "%s", "not a segment name: txseqs start at 1");
+		v.segment = NULL;
+	}
 	sluice_chain chain;
 	sluice_chain_init(&chain, stream);
 	bool have_time = false;
@@ -115,6 +134,7 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		if (sluice_segment_size(seg, &size))
 			report->bytes += size;
 		report->segments++;
+		bool after_seal = chain.sealed;
 		sluice_chain_segment_start(&chain);
 		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		uint64_t frames = 0;
@@ -206,55 +226,21 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				have_time = true;
 			}
 
-			sluice_frame_status fs =
-				sluice_frame_decompress(codec, &f.hdr, f.payload, &raw);
-			if (fs != SLUICE_FRAME_OK) {
+			if (sluice_cursor_load(cursor, &f) != SLUICE_CURSOR_END) {
 				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
-					   sluice_frame_strerror(fs));
+					   sluice_cursor_cause(cursor));
 				continue;
 			}
-			sluice_arena_reset(arena);
-			size_t pos = 0;
-			bool record_problem = false;
-			for (;;) {
-				sluice_record *rec;
-				sluice_records_status rs =
-					sluice_records_unpack(raw.data, raw.len, &pos, arena, &rec);
-				if (rs == SLUICE_RECORDS_END)
-					break;
-				if (rs != SLUICE_RECORDS_OK) {
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
-						   f.hdr.frame_seq, sluice_records_strerror(rs));
-					record_problem = true;
-					break;
-				}
+			const sluice_record *rec;
+			sluice_cursor_status rs;
+			while ((rs = sluice_cursor_next(cursor, &chain, &rec)) ==
+			       SLUICE_CURSOR_RECORD) {
 				report->records++;
-				cs = sluice_chain_record(&chain, rec);
-				if (cs != SLUICE_CHAIN_OK && !record_problem) {
-					verify_say(&v, true, off,
-						   "frame %" PRIu64 ": %s (%s record)",
-						   f.hdr.frame_seq, sluice_chain_strerror(cs),
-						   sluice_records_type_name(rec));
-					record_problem = true;
-				}
-				uint64_t done = 0;
-				if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
-					done = rec->commit->txseq;
-				else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
-					done = rec->snapshot_end->txseq;
-				if (done != 0) {
-					report->transactions++;
-					if (report->first_txseq == 0)
-						report->first_txseq = done;
-					report->last_txseq = done;
-				}
+				verify_note_record(report, rec);
 			}
-			if (!record_problem) {
-				cs = sluice_chain_frame_end(&chain);
-				if (cs != SLUICE_CHAIN_OK)
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
-						   f.hdr.frame_seq, sluice_chain_strerror(cs));
-			}
+			if (rs != SLUICE_CURSOR_END)
+				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+					   sluice_cursor_cause(cursor));
 		}
 		sluice_scan_free(scan);
 		sluice_segment_close(seg);
@@ -264,7 +250,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			chain.anchored = false;
 			continue;
 		}
-		if (frames == 0)
+		if (frames == 0 && last && chain.anchored && after_seal &&
+		    firsts[i] != chain.txseq_end)
+			verify_say(&v, true, -1,
+				   "segment holds no frames and its name is not the txseq the "
+				   "stream goes on at (%" PRIu64 ")",
+				   chain.txseq_end);
+		else if (frames == 0)
 			verify_say(&v, !last, -1, "segment holds no frames");
 		else if (!last && !chain.sealed)
 			verify_say(&v, true, -1,
@@ -277,9 +269,7 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	ok = true;
 
 cleanup:
-	sluice_buf_free(&raw);
-	sluice_arena_free(arena);
-	sluice_frame_codec_free(codec);
+	sluice_cursor_free(cursor);
 	free(firsts);
 	return ok;
 }

@@ -115,6 +115,21 @@ rm "$T/gap/bench/$(ls "$S/bench" | sed -n 2p)"
 check "verify with a deleted segment" 1 $?
 assert "gap reported" grep -q "txseq gap" "$T/v.txt"
 
+# inspect --trust marks a frame verified only if it links: not behind a gap, not another stream's
+"$SLUICE" inspect --store "$T/gap" --stream bench --trust "$P" --json >"$T/list.json" 2>"$T/err.txt"
+check "inspect --trust behind a gap" 1 $?
+assert "inspect names the broken link" grep -q "txseq gap" "$T/err.txt"
+python3 - "$T/list.json" "$(ls "$S/bench" | sed -n 3p)" <<'PY' || fail=$((fail + 1))
+import json, sys
+lst = [json.loads(l) for l in open(sys.argv[1])]
+assert not [x for x in lst if x["type"] == "frame" and x["segment"] >= sys.argv[2]], lst[-3:]
+PY
+mkdir "$T/renamed"
+cp -a "$S/bench" "$T/renamed/other"
+"$SLUICE" inspect --store "$T/renamed" --stream other --trust "$P" >/dev/null 2>"$T/err.txt"
+check "inspect --trust of another stream's frames" 1 $?
+assert "inspect names the other stream" grep -q "another stream" "$T/err.txt"
+
 # Torn tail on the newest segment: warning, exit 0; --strict: exit 1
 cp -a "$S" "$T/torn"
 chmod -R u+w "$T/torn"

@@ -377,6 +377,71 @@ test_hostile_sparse_zero_tail(void **state)
 	hostile_expect(f, &c, "sparse 1 TiB zero tail", name, (int64_t)size, V_DAMAGED, 20, 0);
 }
 
+/* make_empty creates an empty file. */
+static void
+make_empty(const char *path)
+{
+	FILE *fp = fopen(path, "wx");
+	assert_non_null(fp);
+	fclose(fp);
+}
+
+/* seal_copy seals the newest segment of a copy, so that the next one is expected. */
+static void
+seal_copy(const hostile_fixture *f, const hostile_case *c)
+{
+	sluice_store *s = NULL;
+	assert_true(sluice_store_open(c->store_dir, &s));
+	sluice_writer *w = NULL;
+	assert_true(sluice_writer_open(s, TU_STREAM, f->env.kp.key, NULL, &w, NULL));
+	assert_true(sluice_writer_seal(w));
+	assert_true(sluice_writer_close(w));
+	sluice_store_close(s);
+}
+
+/*
+ * Finding 5: every tool reaches the same verdict on the same segment list:
+ * an extra 0000000000000000.seg, and an empty newest segment with a name
+ * that is not where the stream goes on.
+ */
+static void
+test_hostile_one_verdict_on_segment_names(void **state)
+{
+	hostile_fixture *f = *state;
+	hostile_case c;
+	char path[TU_PATH_MAX], src[TU_PATH_MAX];
+	const char *zero = "0000000000000000.seg";
+
+	hostile_copy(f, "segment-zero-copy", &c);
+	tu_path(src, "%s/0000000000000001.seg", c.stream_dir);
+	tu_path(path, "%s/%s", c.stream_dir, zero);
+	tu_copy_file(src, path);
+	/* The writer looks only at the tail, which is whole: it may open. */
+	hostile_expect(f, &c, "copy as segment 0", zero, -2, V_DAMAGED | V_WRITER, 30, 0);
+
+	hostile_copy(f, "segment-zero-empty", &c);
+	tu_path(path, "%s/%s", c.stream_dir, zero);
+	make_empty(path);
+	hostile_expect(f, &c, "empty segment 0", zero, -2, V_DAMAGED | V_WRITER, 30, 0);
+
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	hostile_copy(f, "empty-misnamed-newest", &c);
+	seal_copy(f, &c);
+	sluice_store_segment_name(f->ntx + 3, name);
+	tu_path(path, "%s/%s", c.stream_dir, name);
+	make_empty(path);
+	hostile_expect(f, &c, "empty misnamed newest", name, -1, V_DAMAGED, 30, 0);
+	assert_int_equal(access(path, F_OK), 0); /* the writer did not remove it */
+
+	/* Correctly named, the same empty segment is where the writer goes on. */
+	hostile_copy(f, "empty-named-newest", &c);
+	seal_copy(f, &c);
+	sluice_store_segment_name(f->ntx + 1, name);
+	tu_path(path, "%s/%s", c.stream_dir, name);
+	make_empty(path);
+	hostile_expect(f, &c, "empty newest", name, -2, V_WRITER, 30, 0);
+}
+
 int
 main(void)
 {
@@ -389,6 +454,7 @@ main(void)
 		cmocka_unit_test(test_hostile_forged_length_no_allocation),
 		cmocka_unit_test(test_hostile_not_regular_files),
 		cmocka_unit_test(test_hostile_sparse_zero_tail),
+		cmocka_unit_test(test_hostile_one_verdict_on_segment_names),
 	};
 	return cmocka_run_group_tests(tests, hostile_setup, hostile_teardown);
 }
