@@ -12,6 +12,7 @@
 #include "chain.h"
 #include "cursor.h"
 #include "frame.h"
+#include "reader.h"
 #include "records.h"
 #include "scan.h"
 
@@ -70,10 +71,23 @@ verify_chain_problem(verify_ctx *v, const sluice_chain *before, const sluice_fra
 	}
 }
 
+/* verify_note_times keeps the newest commit and heartbeat times a record shows. */
+static void
+verify_note_times(const sluice_record *rec, int64_t *commit_us, int64_t *heartbeat_us)
+{
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT &&
+	    rec->commit->commit_time_us > *commit_us)
+		*commit_us = rec->commit->commit_time_us;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT &&
+		 rec->heartbeat->time_us > *heartbeat_us)
+		*heartbeat_us = rec->heartbeat->time_us;
+}
+
 /* verify_note_record counts the transactions a record completes. */
 static void
 verify_note_record(sluice_verify_report *report, const sluice_record *rec)
 {
+	verify_note_times(rec, &report->newest_commit_us, &report->newest_heartbeat_us);
 	uint64_t done = 0;
 	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
 		done = rec->commit->txseq;
@@ -270,6 +284,39 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 
 cleanup:
 	sluice_cursor_free(cursor);
+	free(firsts);
+	return ok;
+}
+
+bool
+sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_trust *trust,
+			int64_t *commit_us, int64_t *heartbeat_us)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	bool ok = false;
+	*commit_us = *heartbeat_us = 0;
+	if (!sluice_store_list(store, stream, &firsts, &n, NULL))
+		return false;
+	ok = true;
+	for (size_t back = 0; back < 2 && back < n && *heartbeat_us == 0; back++) {
+		sluice_reader *r = NULL;
+		if (!sluice_reader_open(store, stream, trust, firsts[n - 1 - back], &r)) {
+			ok = false;
+			break;
+		}
+		const sluice_record *rec;
+		sluice_reader_status st;
+		while ((st = sluice_reader_next(r, &rec)) == SLUICE_READER_RECORD ||
+		       st == SLUICE_READER_REWIND)
+			if (st == SLUICE_READER_RECORD)
+				verify_note_times(rec, commit_us, heartbeat_us);
+		sluice_reader_close(r);
+		if (st == SLUICE_READER_ERROR) {
+			ok = false;
+			break;
+		}
+	}
 	free(firsts);
 	return ok;
 }

@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "buf.h"
 #include "chain.h"
+#include "cursor.h"
 #include "cli.h"
 #include "json.h"
 #include "log.h"
@@ -25,7 +26,10 @@ inspect_help(FILE *f)
 		   "\n"
 		   "Without --records: list segments and their frames (txseq and commit time\n"
 		   "ranges, record counts, sizes, compression ratio). With --trust every frame\n"
-		   "is authenticated first; without it the headers are shown as unverified.\n"
+		   "is authenticated first and must link to the chain before it; the listing\n"
+		   "stops at the first that does not. Without --trust the headers are shown\n"
+		   "as unverified. With --trust, a last line gives the newest commit time and\n"
+		   "the newest signed heartbeat time and age (as verify does).\n"
 		   "\n"
 		   "With --records (needs --trust): print every transaction and change, as\n"
 		   "readable text or, with --json, one JSON object per record with at least\n"
@@ -52,6 +56,38 @@ typedef struct inspect_opts {
 	uint64_t limit; /* 0 = no limit */
 } inspect_opts;
 
+/* Newest commit and heartbeat times seen in authenticated records. */
+typedef struct inspect_fresh {
+	int64_t commit_us, heartbeat_us;
+} inspect_fresh;
+
+static void
+inspect_note_times(inspect_fresh *fr, const sluice_record *rec)
+{
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT &&
+	    rec->commit->commit_time_us > fr->commit_us)
+		fr->commit_us = rec->commit->commit_time_us;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT &&
+		 rec->heartbeat->time_us > fr->heartbeat_us)
+		fr->heartbeat_us = rec->heartbeat->time_us;
+}
+
+/* inspect_print_fresh prints the stream's freshness line (verify prints the same). */
+static void
+inspect_print_fresh(const inspect_opts *o, const char *stream, const inspect_fresh *fr)
+{
+	sluice_buf b = {0};
+	if (o->json) {
+		sluice_buf_append_str(&b, "{\"type\":\"stream\",\"stream\":");
+		sluice_json_append_string(&b, stream, strlen(stream));
+	} else
+		sluice_buf_printf(&b, "stream %s: ", stream);
+	cli_append_freshness(&b, o->json, fr->commit_us, fr->heartbeat_us, cli_now_us());
+	sluice_buf_append_str(&b, o->json ? "}\n" : "\n");
+	fwrite(b.data, 1, b.len, stdout);
+	sluice_buf_free(&b);
+}
+
 /* inspect_records prints records through an authenticating reader. */
 static int
 inspect_records(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -61,6 +97,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 	sluice_buf line = {0};
 	int rc = SLUICE_EXIT_FAILURE;
 	uint64_t done = 0;
+	inspect_fresh fr = {0, 0};
 	if (!sluice_reader_open(store, stream, trust, o->from, &r))
 		goto cleanup;
 	for (;;) {
@@ -74,6 +111,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 			rc = SLUICE_EXIT_PROBLEM;
 			goto cleanup;
 		}
+		inspect_note_times(&fr, rec);
 		sluice_buf_reset(&line);
 		print_record(&line, o->json, rec, sluice_reader_position_get(r)->txseq, r);
 		fwrite(line.data, 1, line.len, stdout);
@@ -84,6 +122,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 				break;
 		}
 	}
+	inspect_print_fresh(o, stream, &fr);
 	rc = SLUICE_EXIT_OK;
 
 cleanup:
@@ -167,6 +206,24 @@ inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size, co
 	}
 }
 
+/*
+ * inspect_frame_times decodes the records of an authenticated, linked frame
+ * for the newest commit and heartbeat times.
+ * @return NULL, or why the records are not whole.
+ */
+static const char *
+inspect_frame_times(sluice_cursor *cursor, sluice_chain *chain, const sluice_scan_frame *f,
+		    inspect_fresh *fr)
+{
+	if (sluice_cursor_load(cursor, f) != SLUICE_CURSOR_END)
+		return sluice_cursor_cause(cursor);
+	const sluice_record *rec;
+	sluice_cursor_status st;
+	while ((st = sluice_cursor_next(cursor, chain, &rec)) == SLUICE_CURSOR_RECORD)
+		inspect_note_times(fr, rec);
+	return st == SLUICE_CURSOR_END ? NULL : sluice_cursor_cause(cursor);
+}
+
 /* inspect_list lists segments and frames; authenticates when trust is given. */
 static int
 inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -188,6 +245,8 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 	sluice_chain chain;
 	sluice_chain_init_unanchored(&chain, stream);
 	bool stop = false;
+	inspect_fresh fr = {0, 0};
+	sluice_cursor *cursor = trust ? sluice_cursor_create() : NULL;
 	for (size_t i = 0; i < n && !stop; i++) {
 		/* Skip segments wholly before --from. */
 		if (o->from && i + 1 < n && firsts[i + 1] <= o->from)
@@ -218,13 +277,19 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 				break;
 			}
 			sluice_chain_status cs = SLUICE_CHAIN_OK;
+			const char *record_problem = NULL;
 			if (st == SLUICE_SCAN_FRAME && trust)
 				cs = sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0,
 							firsts[i]);
-			if (st != SLUICE_SCAN_FRAME || cs != SLUICE_CHAIN_OK) {
+			if (st == SLUICE_SCAN_FRAME && trust && cs == SLUICE_CHAIN_OK)
+				record_problem = inspect_frame_times(cursor, &chain, &f, &fr);
+			if (st != SLUICE_SCAN_FRAME || cs != SLUICE_CHAIN_OK ||
+			    record_problem != NULL) {
 				char key[SLUICE_KEY_ID_HEX_SIZE];
 				sluice_keys_id_hex(f.hdr.key_id, key);
-				const char *why = cs != SLUICE_CHAIN_OK ? sluice_chain_strerror(cs)
+				const char *why = record_problem != NULL ? record_problem
+						  : cs != SLUICE_CHAIN_OK
+							  ? sluice_chain_strerror(cs)
 						  : st == SLUICE_SCAN_UNTRUSTED
 							  ? "signed by a key that is not trusted"
 						  : st == SLUICE_SCAN_TORN
@@ -269,6 +334,9 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		sluice_scan_free(scan);
 		sluice_segment_close(seg);
 	}
+	if (trust != NULL && rc == SLUICE_EXIT_OK)
+		inspect_print_fresh(o, stream, &fr);
+	sluice_cursor_free(cursor);
 	free(firsts);
 	return rc;
 }

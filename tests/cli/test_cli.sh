@@ -142,6 +142,20 @@ assert "torn tail reported" grep -q "torn tail" "$T/v.txt"
 "$SLUICE" verify --store "$T/torn" --stream bench --trust "$P" --strict >/dev/null
 check "verify torn tail --strict" 1 $?
 
+# Freshness: the summary names the newest commit and heartbeat; --max-age fails a stream without one
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --json >"$T/v.json"
+check "verify --json" 0 $?
+assert "verify JSON has freshness" grep -q '"newest_heartbeat_us":0,"heartbeat_age_s":null' "$T/v.json"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" >"$T/v.txt"
+assert "verify text has freshness" grep -q "newest commit 20.*newest heartbeat none" "$T/v.txt"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --max-age 1h >"$T/v.txt"
+check "verify --max-age without a heartbeat" 1 $?
+assert "max-age problem named" grep -q "no signed heartbeat" "$T/v.txt"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --max-age soon >/dev/null 2>&1
+check "verify --max-age bad duration" 2 $?
+"$SLUICE" inspect --store "$S" --stream bench --trust "$P" >"$T/i.txt"
+assert "inspect has freshness" grep -q "^stream bench: newest commit" "$T/i.txt"
+
 # Missing stream, unreadable key
 "$SLUICE" verify --store "$S" --stream nosuch --trust "$P" >/dev/null
 check "verify missing stream" 1 $?

@@ -442,6 +442,56 @@ test_hostile_one_verdict_on_segment_names(void **state)
 	hostile_expect(f, &c, "empty newest", name, -2, V_WRITER, 30, 0);
 }
 
+/*
+ * Finding 7: a stream cut back to an older state is whole, but its newest
+ * signed heartbeat (and commit) time shows it: verify reports both, and
+ * sluice_verify_freshness finds them from the newest segments alone.
+ */
+static void
+test_hostile_rollback_shows_in_freshness(void **state)
+{
+	(void)state;
+	tu_env env;
+	tu_env_init(&env, "fresh");
+	sluice_arena *a = sluice_arena_create();
+	sluice_writer *w = NULL;
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	tu_append(w, tu_std_relation(a));
+	const int64_t t1 = 1700000000000000, t2 = t1 + 3600000000;
+	assert_int_equal(tu_append_txn(w, a, t1 - 5, 1, 1, 10), 1);
+	tu_append(w, tu_heartbeat(a, t1, 1));
+	assert_true(sluice_writer_flush(w));
+	char path[TU_PATH_MAX];
+	tu_segment_path(&env, 1, path);
+	uint64_t old_size = tu_file_size(path);
+	assert_int_equal(tu_append_txn(w, a, t2 - 5, 1, 1, 10), 2);
+	tu_append(w, tu_heartbeat(a, t2, 2));
+	assert_true(sluice_writer_close(w));
+
+	tu_findings fd;
+	sluice_verify_report rep;
+	tu_verify(env.store, TU_STREAM, env.trust, &fd, &rep);
+	assert_int_equal(rep.problems, 0);
+	assert_true(rep.newest_heartbeat_us == t2);
+	assert_true(rep.newest_commit_us == t2 - 5);
+	tu_findings_free(&fd);
+	int64_t c = 0, h = 0;
+	assert_true(sluice_verify_freshness(env.store, TU_STREAM, env.trust, &c, &h));
+	assert_true(h == t2 && c == t2 - 5);
+
+	/* Rolled back to the first flush: still whole, but an hour older. */
+	tu_truncate_file(path, old_size);
+	tu_verify(env.store, TU_STREAM, env.trust, &fd, &rep);
+	assert_int_equal(rep.problems, 0);
+	assert_int_equal(rep.warnings, 0);
+	assert_true(rep.newest_heartbeat_us == t1);
+	tu_findings_free(&fd);
+	assert_true(sluice_verify_freshness(env.store, TU_STREAM, env.trust, &c, &h));
+	assert_true(h == t1 && c == t1 - 5);
+	sluice_arena_free(a);
+	tu_env_free(&env);
+}
+
 int
 main(void)
 {
@@ -455,6 +505,7 @@ main(void)
 		cmocka_unit_test(test_hostile_not_regular_files),
 		cmocka_unit_test(test_hostile_sparse_zero_tail),
 		cmocka_unit_test(test_hostile_one_verdict_on_segment_names),
+		cmocka_unit_test(test_hostile_rollback_shows_in_freshness),
 	};
 	return cmocka_run_group_tests(tests, hostile_setup, hostile_teardown);
 }
