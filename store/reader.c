@@ -80,6 +80,21 @@ reader_list(sluice_reader *r)
 	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
 }
 
+/* reader_next_listed finds the first listed segment after the open one (nsegs: none). */
+static size_t
+reader_next_listed(const sluice_reader *r)
+{
+	size_t lo = 0, hi = r->nsegs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (r->firsts[mid] <= r->seg_first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* reader_open_segment opens segment seg_first for scanning from its start. */
 static bool
 reader_open_segment(sluice_reader *r)
@@ -367,16 +382,18 @@ reader_load_frame(sluice_reader *r)
 						   "segment %s: bytes follow the seal at offset "
 						   "%" PRIu64,
 						   name, f.offset);
-			uint64_t cur = r->seg_first;
-			if (!reader_list(r))
-				return reader_fail(r, "could not list segments of stream \"%s\"",
-						   r->stream);
-			size_t next = r->nsegs;
-			for (size_t i = 0; i < r->nsegs; i++) {
-				if (r->firsts[i] > cur) {
-					next = i;
-					break;
-				}
+			/*
+			 * The listing taken earlier usually names the next segment already;
+			 * the directory is listed again only at the live end, so reading
+			 * many segments does not list the directory once per segment.
+			 */
+			size_t next = reader_next_listed(r);
+			if (next >= r->nsegs) {
+				if (!reader_list(r))
+					return reader_fail(
+						r, "could not list segments of stream \"%s\"",
+						r->stream);
+				next = reader_next_listed(r);
 			}
 			if (next >= r->nsegs)
 				return SLUICE_READER_WAIT;

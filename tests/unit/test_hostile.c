@@ -492,6 +492,34 @@ test_hostile_rollback_shows_in_freshness(void **state)
 	tu_env_free(&env);
 }
 
+/*
+ * Finding 8: a reader lists the stream directory once and follows the
+ * segments it names, instead of listing it again at every segment switch.
+ */
+static void
+test_hostile_listing_once(void **state)
+{
+	hostile_fixture *f = *state;
+	hostile_case c;
+	hostile_copy(f, "many-junk-files", &c);
+	char path[TU_PATH_MAX];
+	for (int i = 0; i < 2000; i++) {
+		tu_path(path, "%s/junk-%04d.tmp", c.stream_dir, i);
+		make_empty(path);
+	}
+	sluice_store *s = NULL;
+	assert_true(sluice_store_open(c.store_dir, &s));
+	tu_read_stats st;
+	tu_read_all(s, TU_STREAM, f->env.trust, 1, &st);
+	assert_int_equal(st.end, SLUICE_READER_WAIT);
+	assert_int_equal(st.last_txseq, f->ntx);
+	/* Once at the start and once at the live end, whatever the number of segments. */
+	if (sluice_store_list_calls(s) > 2)
+		fail_msg("the reader listed the stream %" PRIu64 " times for %zu segments",
+			 sluice_store_list_calls(s), f->nsegs);
+	sluice_store_close(s);
+}
+
 int
 main(void)
 {
@@ -506,6 +534,7 @@ main(void)
 		cmocka_unit_test(test_hostile_sparse_zero_tail),
 		cmocka_unit_test(test_hostile_one_verdict_on_segment_names),
 		cmocka_unit_test(test_hostile_rollback_shows_in_freshness),
+		cmocka_unit_test(test_hostile_listing_once),
 	};
 	return cmocka_run_group_tests(tests, hostile_setup, hostile_teardown);
 }
