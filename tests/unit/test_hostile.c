@@ -520,6 +520,47 @@ test_hostile_listing_once(void **state)
 	sluice_store_close(s);
 }
 
+/*
+ * Finding 4: a frame validly signed by the trusted key whose few KB of
+ * payload decompress to millions of empty records is refused as soon as it
+ * holds more records than its header counts, without decoding the rest.
+ */
+static void
+test_hostile_decode_bomb(void **state)
+{
+	hostile_fixture *f = *state;
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	newest_name(f, name);
+	hostile_case c;
+	hostile_copy(f, "decode-bomb", &c);
+	sluice_buf seg = {0};
+	tu_read_file(c.newest, &seg);
+	const tu_frame_info *last = &f->frames[f->nframes - 1];
+	sluice_frame_header h;
+	memset(&h, 0, sizeof(h));
+	h.stream_id = last->hdr.stream_id;
+	h.frame_seq = last->hdr.frame_seq + 1;
+	h.txseq_start = h.txseq_end = last->hdr.txseq_end;
+	h.record_count = 10;
+	memcpy(h.key_id, sluice_key_id(f->env.kp.key), SLUICE_FRAME_KEY_ID_SIZE);
+	sluice_frame_hash(seg.data + last->offset, h.prev_hash);
+	size_t raw_len = (size_t)64 << 20; /* 64 Mi empty records */
+	uint8_t *raw = calloc(1, raw_len);
+	assert_non_null(raw);
+	sluice_frame_codec *codec = sluice_frame_codec_create(3);
+	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
+	uint64_t at = seg.len;
+	assert_int_equal(sluice_frame_encode(codec, &h, raw, raw_len,
+					     sluice_key_secret(f->env.kp.key), &seg, hash),
+			 SLUICE_FRAME_OK);
+	assert_true(seg.len - at < 64 * 1024); /* a few KB on disk */
+	free(raw);
+	sluice_frame_codec_free(codec);
+	tu_write_file(c.newest, seg.data, seg.len);
+	sluice_buf_free(&seg);
+	hostile_expect(f, &c, "decode bomb", name, (int64_t)at, V_DAMAGED, 60, 400);
+}
+
 int
 main(void)
 {
@@ -535,6 +576,7 @@ main(void)
 		cmocka_unit_test(test_hostile_one_verdict_on_segment_names),
 		cmocka_unit_test(test_hostile_rollback_shows_in_freshness),
 		cmocka_unit_test(test_hostile_listing_once),
+		cmocka_unit_test(test_hostile_decode_bomb),
 	};
 	return cmocka_run_group_tests(tests, hostile_setup, hostile_teardown);
 }
