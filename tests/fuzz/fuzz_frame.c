@@ -753,7 +753,7 @@ mode_zstd(const uint8_t *d, size_t n, unsigned opts)
 
 /* FUZZ_MODE_SIGNED: a compressed payload under a header signed with the test key. */
 static void
-mode_signed(const uint8_t *d, size_t n)
+mode_signed(const uint8_t *d, size_t n, unsigned opts)
 {
 	if (n < 7)
 		return;
@@ -799,7 +799,22 @@ mode_signed(const uint8_t *d, size_t n)
 	fs = sluice_frame_verify(g.seg.data, &parsed, g.pk, g.seg.data + SLUICE_FRAME_HEADER_SIZE);
 	if (fs != SLUICE_FRAME_OK)
 		fuzz_fail("signed: own frame does not verify: %s", sluice_frame_strerror(fs));
-	scan_segment(g.seg.data, g.seg.len, true, 1, SLUICE_SCAN_END);
+	if (!(opts & FUZZ_OPT_CUT) || plen < 2) {
+		scan_segment(g.seg.data, g.seg.len, true, 1, SLUICE_SCAN_END);
+		return;
+	}
+	/*
+	 * The header-first path: the payload cut short by a byte or more. Only
+	 * the authentic header is read; torn if it is the stream's next link
+	 * (here its first frame), damage otherwise. Nothing of the payload counts.
+	 */
+	sluice_chain chain;
+	sluice_chain_init(&chain, FUZZ_STREAM);
+	sluice_chain_segment_start(&chain);
+	bool links = sluice_chain_check(&chain, &parsed, true, 1) == SLUICE_CHAIN_OK;
+	size_t cut = 1 + (size_t)d[n - 1] % (plen - 1);
+	scan_segment(g.seg.data, g.seg.len - cut, true, 0,
+		     links ? SLUICE_SCAN_TORN : SLUICE_SCAN_BAD);
 }
 
 int
@@ -825,7 +840,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mode_zstd(d, n, opts);
 		break;
 	case FUZZ_MODE_SIGNED:
-		mode_signed(d, n);
+		mode_signed(d, n, opts);
 		break;
 	}
 	return 0;

@@ -476,6 +476,9 @@ gen_segment_seeds(sluice_store *store, uint64_t first, size_t idx, const sluice_
 			sluice_buf_append(&one, f.payload, f.hdr.payload_len);
 			snprintf(name, sizeof(name), "signed-%zu-%zu", idx, k);
 			gen_write_seed(name, FUZZ_SELECTOR(FUZZ_MODE_SIGNED, 0), one.data, one.len);
+			snprintf(name, sizeof(name), "signed-%zu-%zu-cut", idx, k);
+			gen_write_seed(name, FUZZ_SELECTOR(FUZZ_MODE_SIGNED, FUZZ_OPT_CUT),
+				       one.data, one.len);
 		}
 		k++;
 	}
