@@ -16,7 +16,32 @@ typedef struct arena_block {
 
 struct sluice_arena {
 	arena_block *head; /* owned list; head is the block being filled */
+	size_t limit;      /* 0: none */
+	size_t used;       /* bytes handed out since the last reset */
+	bool refused;
 };
+
+void
+sluice_arena_set_limit(sluice_arena *a, size_t limit)
+{
+	a->limit = limit;
+}
+
+void *
+sluice_arena_try_alloc(sluice_arena *a, size_t size)
+{
+	if (a->limit != 0 && (size > a->limit || a->used > a->limit - size)) {
+		a->refused = true;
+		return NULL;
+	}
+	return sluice_arena_alloc(a, size);
+}
+
+bool
+sluice_arena_over_limit(const sluice_arena *a)
+{
+	return a->refused;
+}
 
 sluice_arena *
 sluice_arena_create(void)
@@ -64,12 +89,15 @@ sluice_arena_alloc(sluice_arena *a, size_t size)
 	}
 	void *p = b->data + b->used;
 	b->used += size;
+	a->used += size;
 	return p;
 }
 
 void
 sluice_arena_reset(sluice_arena *a)
 {
+	a->used = 0;
+	a->refused = false;
 	if (a->head == NULL)
 		return;
 	/* Keep the largest-so-far head block; drop the rest. */

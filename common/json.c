@@ -37,6 +37,15 @@ json_utf8_len(const uint8_t *p, size_t avail)
 	return n;
 }
 
+/* json_append_u00 writes \u00XX for one byte without going through printf. */
+static void
+json_append_u00(sluice_buf *b, uint8_t c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+	sluice_buf_append(b, e, sizeof(e));
+}
+
 void
 sluice_json_append_string(sluice_buf *b, const char *s, size_t len)
 {
@@ -60,12 +69,12 @@ sluice_json_append_string(sluice_buf *b, const char *s, size_t len)
 			sluice_buf_append_str(b, "\\r");
 			i++;
 		} else if (c < 0x20 || c == 0x7F) {
-			sluice_buf_printf(b, "\\u%04x", c);
+			json_append_u00(b, c);
 			i++;
 		} else {
 			size_t n = json_utf8_len(p + i, len - i);
 			if (n == 0) {
-				sluice_buf_printf(b, "\\u%04x", c);
+				json_append_u00(b, c);
 				i++;
 			} else {
 				sluice_buf_append(b, p + i, n);

@@ -18,6 +18,8 @@ sluice_records_strerror(sluice_records_status status)
 		return "record length above the limit";
 	case SLUICE_RECORDS_INVALID:
 		return "record is not a valid protobuf Record";
+	case SLUICE_RECORDS_MEMORY:
+		return "decoded records of the frame exceed the memory limit";
 	}
 	return "unknown record status";
 }
@@ -310,7 +312,7 @@ sluice_records_pack(const sluice_record *rec, sluice_buf *out)
 static void *
 records_arena_alloc(void *data, size_t size)
 {
-	return sluice_arena_alloc(data, size);
+	return sluice_arena_try_alloc(data, size);
 }
 
 static void
@@ -353,7 +355,8 @@ sluice_records_unpack(const uint8_t *data, size_t len, size_t *offset, sluice_ar
 	};
 	sluice_record *rec = sluice__v1__record__unpack(&allocator, (size_t)size, data + pos);
 	if (rec == NULL)
-		return SLUICE_RECORDS_INVALID;
+		return sluice_arena_over_limit(arena) ? SLUICE_RECORDS_MEMORY
+						      : SLUICE_RECORDS_INVALID;
 	*offset = pos + (size_t)size;
 	*out = rec;
 	return SLUICE_RECORDS_OK;

@@ -21,6 +21,7 @@ typedef enum sluice_records_status {
 	SLUICE_RECORDS_TRUNCATED = -1, /* length prefix or body runs past the payload */
 	SLUICE_RECORDS_TOO_LARGE = -2, /* length prefix above SLUICE_RECORD_MAX_SIZE */
 	SLUICE_RECORDS_INVALID = -3,   /* protobuf decoding failed */
+	SLUICE_RECORDS_MEMORY = -4,    /* decoding would pass the arena's limit */
 } sluice_records_status;
 
 const char *sluice_records_strerror(sluice_records_status status);

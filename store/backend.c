@@ -14,6 +14,7 @@ struct sluice_store {
 	const sluice_store_ops *ops; /* borrowed, static */
 	void *state;                 /* owned by ops */
 	char *location;              /* owned */
+	uint64_t list_calls;
 };
 
 struct sluice_segment {
@@ -107,7 +108,14 @@ sluice_store_list(sluice_store *store, const char *stream, uint64_t **firsts, si
 		  size_t *strays)
 {
 	size_t ignored = 0;
+	store->list_calls++;
 	return store->ops->list(store->state, stream, firsts, n, strays ? strays : &ignored);
+}
+
+uint64_t
+sluice_store_list_calls(const sluice_store *store)
+{
+	return store->list_calls;
 }
 
 bool

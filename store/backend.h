@@ -38,6 +38,9 @@ void sluice_store_segment_name(uint64_t first_txseq, char out[SLUICE_SEGMENT_NAM
 bool sluice_store_list(sluice_store *store, const char *stream, uint64_t **firsts, size_t *n,
 		       size_t *strays);
 
+/* sluice_store_list_calls counts the listings of this store handle (diagnostics, tests). */
+uint64_t sluice_store_list_calls(const sluice_store *store);
+
 /*
  * sluice_store_segment_open opens a segment for reading or, with writable,
  * for appending; create makes a new empty segment (failing if it exists) and

@@ -194,10 +194,34 @@ file_segment_open(void *state, const char *stream, const char *name, bool writab
 		if (!file_fsync_dir(dir))
 			goto fail;
 	} else {
+		/*
+		 * Only regular files are segments. O_NONBLOCK keeps open() from
+		 * waiting on a FIFO and O_NOFOLLOW refuses a symbolic link, so the
+		 * type is known before anything blocks; fstat then checks it.
+		 */
 		int flags = writable ? (O_RDWR | O_APPEND) : O_RDONLY;
-		seg->fd = open(seg->path, flags | O_CLOEXEC);
+		seg->fd = open(seg->path, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
 		if (seg->fd < 0) {
-			sluice_log_error("could not open segment \"%s\": %m", seg->path);
+			if (errno == ELOOP)
+				sluice_log_error("could not open segment \"%s\": it is a symbolic "
+						 "link (segments must be regular files)",
+						 seg->path);
+			else
+				sluice_log_error("could not open segment \"%s\": %m", seg->path);
+			goto fail;
+		}
+		struct stat st;
+		if (fstat(seg->fd, &st) != 0) {
+			sluice_log_error("could not stat segment \"%s\": %m", seg->path);
+			goto fail;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			sluice_log_error("could not open segment \"%s\": not a regular file",
+					 seg->path);
+			goto fail;
+		}
+		if (fcntl(seg->fd, F_SETFL, flags) != 0) {
+			sluice_log_error("could not set flags of segment \"%s\": %m", seg->path);
 			goto fail;
 		}
 	}

@@ -65,33 +65,41 @@ sluice_chain_segment_start(sluice_chain *chain)
 }
 
 sluice_chain_status
-sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
-		   const uint8_t hash[SLUICE_FRAME_HASH_SIZE], bool first_in_segment,
+sluice_chain_check(const sluice_chain *chain, const sluice_frame_header *hdr, bool first_in_segment,
 		   uint64_t segment_first)
 {
-	sluice_chain_status st = SLUICE_CHAIN_OK;
 	bool is_first = (hdr->flags & SLUICE_FRAME_FIRST) != 0;
 	bool is_cont = (hdr->flags & SLUICE_FRAME_CONT) != 0;
 
 	if (hdr->stream_id != chain->stream_id)
-		st = SLUICE_CHAIN_E_STREAM;
-	else if (chain->sealed)
-		st = SLUICE_CHAIN_E_AFTER_SEAL;
-	else if (is_first != first_in_segment || (first_in_segment && is_cont))
-		st = SLUICE_CHAIN_E_FIRST;
-	else if (first_in_segment && hdr->txseq_start != segment_first)
-		st = SLUICE_CHAIN_E_NAME;
-	else if (chain->anchored) {
-		if (hdr->txseq_start != chain->txseq_end)
-			st = SLUICE_CHAIN_E_TXSEQ_GAP;
-		else if (memcmp(hdr->prev_hash, chain->prev_hash, SLUICE_FRAME_HASH_SIZE) != 0)
-			st = chain->next_frame_seq == 0 ? SLUICE_CHAIN_E_GENESIS
-							: SLUICE_CHAIN_E_PREV_HASH;
-		else if (hdr->frame_seq != chain->next_frame_seq)
-			st = SLUICE_CHAIN_E_FRAME_SEQ;
-		else if (is_cont != chain->open)
-			st = SLUICE_CHAIN_E_CONT;
-	}
+		return SLUICE_CHAIN_E_STREAM;
+	if (chain->sealed)
+		return SLUICE_CHAIN_E_AFTER_SEAL;
+	if (is_first != first_in_segment || (first_in_segment && is_cont))
+		return SLUICE_CHAIN_E_FIRST;
+	if (first_in_segment && hdr->txseq_start != segment_first)
+		return SLUICE_CHAIN_E_NAME;
+	if (!chain->anchored)
+		return SLUICE_CHAIN_OK;
+	if (hdr->txseq_start != chain->txseq_end)
+		return SLUICE_CHAIN_E_TXSEQ_GAP;
+	if (memcmp(hdr->prev_hash, chain->prev_hash, SLUICE_FRAME_HASH_SIZE) != 0)
+		return chain->next_frame_seq == 0 ? SLUICE_CHAIN_E_GENESIS
+						  : SLUICE_CHAIN_E_PREV_HASH;
+	if (hdr->frame_seq != chain->next_frame_seq)
+		return SLUICE_CHAIN_E_FRAME_SEQ;
+	if (is_cont != chain->open)
+		return SLUICE_CHAIN_E_CONT;
+	return SLUICE_CHAIN_OK;
+}
+
+sluice_chain_status
+sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
+		   const uint8_t hash[SLUICE_FRAME_HASH_SIZE], bool first_in_segment,
+		   uint64_t segment_first)
+{
+	bool is_cont = (hdr->flags & SLUICE_FRAME_CONT) != 0;
+	sluice_chain_status st = sluice_chain_check(chain, hdr, first_in_segment, segment_first);
 
 	/*
 	 * Advance even on error so that one damaged link is reported once and the

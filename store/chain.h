@@ -53,6 +53,13 @@ void sluice_chain_init(sluice_chain *chain, const char *stream);
 void sluice_chain_init_unanchored(sluice_chain *chain, const char *stream);
 
 /*
+ * sluice_chain_check tells whether a frame header would link to the chain
+ * (every check of sluice_chain_frame on the header) without advancing it.
+ */
+sluice_chain_status sluice_chain_check(const sluice_chain *chain, const sluice_frame_header *hdr,
+				       bool first_in_segment, uint64_t segment_first);
+
+/*
  * sluice_chain_frame checks an authenticated frame header against the chain
  * and advances it. first_in_segment tells whether it is at offset 0 of the
  * segment named by segment_first.

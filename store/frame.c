@@ -178,7 +178,8 @@ sluice_frame_parse_header(const uint8_t *data, size_t len, sluice_frame_header *
 		return SLUICE_FRAME_E_CODEC;
 	if (h.payload_len > SLUICE_FRAME_MAX_PAYLOAD || h.raw_len > SLUICE_FRAME_MAX_RAW ||
 	    h.payload_len == 0 || h.txseq_end < h.txseq_start || h.txseq_start == 0 ||
-	    (uint64_t)h.record_count > (uint64_t)h.raw_len || h.time_min > h.time_max)
+	    (uint64_t)h.record_count > (uint64_t)h.raw_len ||
+	    h.record_count > SLUICE_FRAME_MAX_RECORDS || h.time_min > h.time_max)
 		return SLUICE_FRAME_E_LENGTH;
 	*out = h;
 	return SLUICE_FRAME_OK;

@@ -18,6 +18,9 @@
 #define SLUICE_FRAME_KEY_ID_SIZE    8
 #define SLUICE_FRAME_MAX_RAW        ((uint32_t)1 << 30) /* decompressed payload limit */
 #define SLUICE_FRAME_MAX_PAYLOAD    ((uint32_t)1 << 30) /* compressed payload limit */
+#define SLUICE_FRAME_MAX_RECORDS    ((uint32_t)1 << 20) /* records in one frame */
+/* Memory the decoded records of one frame may take (docs/format.md §11). */
+#define SLUICE_FRAME_MAX_DECODED ((size_t)3 << 29)
 
 /* Frame flags. Readers reject any other bit. */
 #define SLUICE_FRAME_FIRST       0x0001 /* first frame of its segment */

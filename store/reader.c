@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "chain.h"
+#include "cursor.h"
 #include "frame.h"
 #include "log.h"
 #include "scan.h"
@@ -34,10 +35,7 @@ struct sluice_reader {
 	sluice_chain chain;
 	bool seg_sealed;
 
-	sluice_frame_codec *codec; /* owned */
-	sluice_arena *arena;       /* owned: records of the current frame */
-	sluice_buf raw;            /* owned: decompressed payload */
-	size_t raw_pos;
+	sluice_cursor *cursor; /* owned: records of the current frame */
 	bool frame_loaded;
 
 	sluice_reader_position pos;
@@ -82,6 +80,21 @@ reader_list(sluice_reader *r)
 	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
 }
 
+/* reader_next_listed finds the first listed segment after the open one (nsegs: none). */
+static size_t
+reader_next_listed(const sluice_reader *r)
+{
+	size_t lo = 0, hi = r->nsegs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (r->firsts[mid] <= r->seg_first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* reader_open_segment opens segment seg_first for scanning from its start. */
 static bool
 reader_open_segment(sluice_reader *r)
@@ -92,7 +105,7 @@ reader_open_segment(sluice_reader *r)
 	r->seg = NULL;
 	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &r->seg))
 		return false;
-	r->scan = sluice_scan_create(r->seg, r->trust);
+	r->scan = sluice_scan_create(r->seg, r->seg_first, r->trust);
 	r->seg_sealed = false;
 	sluice_chain_segment_start(&r->chain);
 	r->boundary_offset = 0;
@@ -173,9 +186,8 @@ sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *
 	if (r->stream == NULL)
 		abort();
 	r->from_txseq = from_txseq ? from_txseq : 1;
-	r->codec = sluice_frame_codec_create(1);
-	r->arena = sluice_arena_create();
-	if (r->codec == NULL || !reader_list(r)) {
+	r->cursor = sluice_cursor_create();
+	if (!reader_list(r)) {
 		sluice_reader_close(r);
 		return false;
 	}
@@ -211,9 +223,7 @@ sluice_reader_close(sluice_reader *r)
 	sluice_scan_free(r->scan);
 	sluice_segment_close(r->seg);
 	free(r->firsts);
-	sluice_frame_codec_free(r->codec);
-	sluice_arena_free(r->arena);
-	sluice_buf_free(&r->raw);
+	sluice_cursor_free(r->cursor);
 	free(r->stream);
 	free(r);
 }
@@ -299,6 +309,11 @@ reader_load_frame(sluice_reader *r)
 						   r->stream);
 		}
 		sluice_store_segment_name(r->seg_first, name);
+		if (r->nsegs > 0 && r->firsts[0] == 0)
+			return reader_fail(r,
+					   "stream \"%s\" holds 0000000000000000.seg, which is not "
+					   "a segment name: txseqs start at 1",
+					   r->stream);
 		if (r->nsegs > 0 && r->firsts[0] > r->from_txseq && r->chain.next_frame_seq == 0 &&
 		    !r->frame_loaded && sluice_scan_offset(r->scan) == 0 &&
 		    r->seg_first == r->firsts[0])
@@ -309,7 +324,7 @@ reader_load_frame(sluice_reader *r)
 					   "missing)",
 					   r->from_txseq, name);
 		sluice_scan_frame f;
-		sluice_scan_status st = sluice_scan_next(r->scan, &f);
+		sluice_scan_status st = sluice_scan_next(r->scan, &r->chain, &f);
 		if (st != SLUICE_SCAN_FRAME && st != SLUICE_SCAN_END && r->chain.open &&
 		    !r->seg_sealed && reader_rewritten(r))
 			return reader_rewind(r);
@@ -329,15 +344,12 @@ reader_load_frame(sluice_reader *r)
 						   sluice_chain_strerror(cs));
 			if (f.hdr.flags & SLUICE_FRAME_SEAL)
 				r->seg_sealed = true;
-			sluice_frame_status fs =
-				sluice_frame_decompress(r->codec, &f.hdr, f.payload, &r->raw);
-			if (fs != SLUICE_FRAME_OK)
+			if (sluice_cursor_load(r->cursor, &f) != SLUICE_CURSOR_END)
 				return reader_fail(r,
 						   "could not read frame %" PRIu64 " of segment %s "
 						   "at offset %" PRIu64 ": %s",
 						   f.hdr.frame_seq, name, f.offset,
-						   sluice_frame_strerror(fs));
-			r->raw_pos = 0;
+						   sluice_cursor_cause(r->cursor));
 			r->frame_loaded = true;
 			r->last_frame_offset = f.offset;
 			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
@@ -345,7 +357,6 @@ reader_load_frame(sluice_reader *r)
 			r->pos.segment_first = r->seg_first;
 			r->pos.frame_offset = f.offset;
 			r->pos.frame_seq = f.hdr.frame_seq;
-			sluice_arena_reset(r->arena);
 			return SLUICE_READER_RECORD;
 		}
 		if (st == SLUICE_SCAN_IO)
@@ -362,7 +373,7 @@ reader_load_frame(sluice_reader *r)
 		if (st == SLUICE_SCAN_BAD)
 			return reader_fail(
 				r, "could not verify frame at offset %" PRIu64 " of segment %s: %s",
-				f.offset, name, sluice_frame_strerror(f.frame_status));
+				f.offset, name, sluice_scan_cause(&f));
 
 		/* END or TORN: the segment has nothing more complete right now. */
 		if (r->seg_sealed) {
@@ -371,16 +382,18 @@ reader_load_frame(sluice_reader *r)
 						   "segment %s: bytes follow the seal at offset "
 						   "%" PRIu64,
 						   name, f.offset);
-			uint64_t cur = r->seg_first;
-			if (!reader_list(r))
-				return reader_fail(r, "could not list segments of stream \"%s\"",
-						   r->stream);
-			size_t next = r->nsegs;
-			for (size_t i = 0; i < r->nsegs; i++) {
-				if (r->firsts[i] > cur) {
-					next = i;
-					break;
-				}
+			/*
+			 * The listing taken earlier usually names the next segment already;
+			 * the directory is listed again only at the live end, so reading
+			 * many segments does not list the directory once per segment.
+			 */
+			size_t next = reader_next_listed(r);
+			if (next >= r->nsegs) {
+				if (!reader_list(r))
+					return reader_fail(
+						r, "could not list segments of stream \"%s\"",
+						r->stream);
+				next = reader_next_listed(r);
 			}
 			if (next >= r->nsegs)
 				return SLUICE_READER_WAIT;
@@ -410,7 +423,7 @@ reader_load_frame(sluice_reader *r)
 		if (!later)
 			return SLUICE_READER_WAIT;
 		/* A seal may have landed between our read and the listing: look once more. */
-		st = sluice_scan_next(r->scan, &f);
+		st = sluice_scan_next(r->scan, &r->chain, &f);
 		if (st == SLUICE_SCAN_FRAME) {
 			sluice_scan_seek(r->scan, f.offset);
 			continue;
@@ -431,37 +444,23 @@ sluice_reader_next(sluice_reader *r, const sluice_record **out)
 			if (st != SLUICE_READER_RECORD)
 				return st;
 		}
-		sluice_record *rec = NULL;
-		sluice_records_status rs =
-			sluice_records_unpack(r->raw.data, r->raw.len, &r->raw_pos, r->arena, &rec);
+		const sluice_record *rec = NULL;
+		sluice_cursor_status cs = sluice_cursor_next(r->cursor, &r->chain, &rec);
 		char name[SLUICE_SEGMENT_NAME_SIZE];
 		sluice_store_segment_name(r->pos.segment_first, name);
-		if (rs == SLUICE_RECORDS_END) {
+		if (cs == SLUICE_CURSOR_END) {
 			r->frame_loaded = false;
-			sluice_chain_status cs = sluice_chain_frame_end(&r->chain);
-			if (cs != SLUICE_CHAIN_OK)
-				return reader_fail(r,
-						   "frame %" PRIu64
-						   " of segment %s at offset %" PRIu64 ": %s",
-						   r->pos.frame_seq, name, r->pos.frame_offset,
-						   sluice_chain_strerror(cs));
 			if (!r->chain.open) {
 				r->boundary_offset = r->consumed_end;
 				r->boundary_chain = r->chain;
 			}
 			continue;
 		}
-		if (rs != SLUICE_RECORDS_OK)
+		if (cs != SLUICE_CURSOR_RECORD)
 			return reader_fail(
 				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
 				r->pos.frame_seq, name, r->pos.frame_offset,
-				sluice_records_strerror(rs));
-		sluice_chain_status cs = sluice_chain_record(&r->chain, rec);
-		if (cs != SLUICE_CHAIN_OK)
-			return reader_fail(
-				r, "frame %" PRIu64 " of segment %s at offset %" PRIu64 ": %s",
-				r->pos.frame_seq, name, r->pos.frame_offset,
-				sluice_chain_strerror(cs));
+				sluice_cursor_cause(r->cursor));
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_RELATION)
 			reader_keep_relation(r, rec->relation);
 		uint64_t txseq = r->chain.cur_txseq;

@@ -10,7 +10,9 @@
 #include "arena.h"
 #include "buf.h"
 #include "chain.h"
+#include "cursor.h"
 #include "frame.h"
+#include "reader.h"
 #include "records.h"
 #include "scan.h"
 
@@ -69,6 +71,36 @@ verify_chain_problem(verify_ctx *v, const sluice_chain *before, const sluice_fra
 	}
 }
 
+/* verify_note_times keeps the newest commit and heartbeat times a record shows. */
+static void
+verify_note_times(const sluice_record *rec, int64_t *commit_us, int64_t *heartbeat_us)
+{
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT &&
+	    rec->commit->commit_time_us > *commit_us)
+		*commit_us = rec->commit->commit_time_us;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT &&
+		 rec->heartbeat->time_us > *heartbeat_us)
+		*heartbeat_us = rec->heartbeat->time_us;
+}
+
+/* verify_note_record counts the transactions a record completes. */
+static void
+verify_note_record(sluice_verify_report *report, const sluice_record *rec)
+{
+	verify_note_times(rec, &report->newest_commit_us, &report->newest_heartbeat_us);
+	uint64_t done = 0;
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
+		done = rec->commit->txseq;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
+		done = rec->snapshot_end->txseq;
+	if (done != 0) {
+		report->transactions++;
+		if (report->first_txseq == 0)
+			report->first_txseq = done;
+		report->last_txseq = done;
+	}
+}
+
 bool
 sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust *trust,
 		     sluice_verify_finding_fn finding, void *ctx, sluice_verify_report *report)
@@ -76,13 +108,9 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	bool ok = false;
 	uint64_t *firsts = NULL;
 	size_t n = 0, strays = 0;
-	sluice_frame_codec *codec = sluice_frame_codec_create(1);
-	sluice_arena *arena = sluice_arena_create();
-	sluice_buf raw = {0};
+	sluice_cursor *cursor = sluice_cursor_create();
 	memset(report, 0, sizeof(*report));
 	verify_ctx v = {.finding = finding, .ctx = ctx, .report = report, .segment = NULL};
-	if (codec == NULL)
-		goto cleanup;
 	if (!sluice_store_list(store, stream, &firsts, &n, &strays))
 		goto cleanup;
 	if (strays > 0)
@@ -96,6 +124,11 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		goto cleanup;
 	}
 
+	if (firsts[0] == 0) {
+		v.segment = "0000000000000000.seg";
+		verify_say(&v, true, -1, "%s", "not a segment name: txseqs start at 1");
+		v.segment = NULL;
+	}
 	sluice_chain chain;
 	sluice_chain_init(&chain, stream);
 	bool have_time = false;
@@ -115,14 +148,15 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		if (sluice_segment_size(seg, &size))
 			report->bytes += size;
 		report->segments++;
+		bool after_seal = chain.sealed;
 		sluice_chain_segment_start(&chain);
-		sluice_scan *scan = sluice_scan_create(seg, trust);
+		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		uint64_t frames = 0;
 		bool stopped = false;
 
 		for (;;) {
 			sluice_scan_frame f;
-			sluice_scan_status st = sluice_scan_next(scan, &f);
+			sluice_scan_status st = sluice_scan_next(scan, &chain, &f);
 			int64_t off = (int64_t)f.offset;
 			if (st == SLUICE_SCAN_END)
 				break;
@@ -176,9 +210,14 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
 						   f.hdr.frame_seq,
 						   sluice_frame_strerror(f.frame_status));
+				else if (f.chain_status != SLUICE_CHAIN_OK)
+					verify_say(&v, true, off,
+						   "frame %" PRIu64 ": incomplete, and its header "
+						   "does not link: %s",
+						   f.hdr.frame_seq, sluice_scan_cause(&f));
 				else
 					verify_say(&v, true, off, "frame header: %s",
-						   sluice_frame_strerror(f.frame_status));
+						   sluice_scan_cause(&f));
 				stopped = true;
 				break;
 			}
@@ -188,8 +227,11 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			sluice_chain before = chain;
 			sluice_chain_status cs = sluice_chain_frame(&chain, &f.hdr, f.hash,
 								    f.offset == 0, firsts[i]);
-			if (cs != SLUICE_CHAIN_OK)
+			if (cs != SLUICE_CHAIN_OK) {
+				/* Not part of this stream's chain: its payload is not decoded. */
 				verify_chain_problem(&v, &before, &f.hdr, off, cs, firsts[i]);
+				continue;
+			}
 			if (f.hdr.time_max != 0 || f.hdr.time_min != 0) {
 				if (!have_time || f.hdr.time_min < report->time_min)
 					report->time_min = f.hdr.time_min;
@@ -198,55 +240,21 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				have_time = true;
 			}
 
-			sluice_frame_status fs =
-				sluice_frame_decompress(codec, &f.hdr, f.payload, &raw);
-			if (fs != SLUICE_FRAME_OK) {
+			if (sluice_cursor_load(cursor, &f) != SLUICE_CURSOR_END) {
 				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
-					   sluice_frame_strerror(fs));
+					   sluice_cursor_cause(cursor));
 				continue;
 			}
-			sluice_arena_reset(arena);
-			size_t pos = 0;
-			bool record_problem = false;
-			for (;;) {
-				sluice_record *rec;
-				sluice_records_status rs =
-					sluice_records_unpack(raw.data, raw.len, &pos, arena, &rec);
-				if (rs == SLUICE_RECORDS_END)
-					break;
-				if (rs != SLUICE_RECORDS_OK) {
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
-						   f.hdr.frame_seq, sluice_records_strerror(rs));
-					record_problem = true;
-					break;
-				}
+			const sluice_record *rec;
+			sluice_cursor_status rs;
+			while ((rs = sluice_cursor_next(cursor, &chain, &rec)) ==
+			       SLUICE_CURSOR_RECORD) {
 				report->records++;
-				cs = sluice_chain_record(&chain, rec);
-				if (cs != SLUICE_CHAIN_OK && !record_problem) {
-					verify_say(&v, true, off,
-						   "frame %" PRIu64 ": %s (%s record)",
-						   f.hdr.frame_seq, sluice_chain_strerror(cs),
-						   sluice_records_type_name(rec));
-					record_problem = true;
-				}
-				uint64_t done = 0;
-				if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT)
-					done = rec->commit->txseq;
-				else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END)
-					done = rec->snapshot_end->txseq;
-				if (done != 0) {
-					report->transactions++;
-					if (report->first_txseq == 0)
-						report->first_txseq = done;
-					report->last_txseq = done;
-				}
+				verify_note_record(report, rec);
 			}
-			if (!record_problem) {
-				cs = sluice_chain_frame_end(&chain);
-				if (cs != SLUICE_CHAIN_OK)
-					verify_say(&v, true, off, "frame %" PRIu64 ": %s",
-						   f.hdr.frame_seq, sluice_chain_strerror(cs));
-			}
+			if (rs != SLUICE_CURSOR_END)
+				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+					   sluice_cursor_cause(cursor));
 		}
 		sluice_scan_free(scan);
 		sluice_segment_close(seg);
@@ -256,7 +264,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 			chain.anchored = false;
 			continue;
 		}
-		if (frames == 0)
+		if (frames == 0 && last && chain.anchored && after_seal &&
+		    firsts[i] != chain.txseq_end)
+			verify_say(&v, true, -1,
+				   "segment holds no frames and its name is not the txseq the "
+				   "stream goes on at (%" PRIu64 ")",
+				   chain.txseq_end);
+		else if (frames == 0)
 			verify_say(&v, !last, -1, "segment holds no frames");
 		else if (!last && !chain.sealed)
 			verify_say(&v, true, -1,
@@ -269,9 +283,40 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	ok = true;
 
 cleanup:
-	sluice_buf_free(&raw);
-	sluice_arena_free(arena);
-	sluice_frame_codec_free(codec);
+	sluice_cursor_free(cursor);
+	free(firsts);
+	return ok;
+}
+
+bool
+sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_trust *trust,
+			int64_t *commit_us, int64_t *heartbeat_us)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	bool ok = false;
+	*commit_us = *heartbeat_us = 0;
+	if (!sluice_store_list(store, stream, &firsts, &n, NULL))
+		return false;
+	ok = true;
+	for (size_t back = 0; back < 2 && back < n && *heartbeat_us == 0; back++) {
+		sluice_reader *r = NULL;
+		if (!sluice_reader_open(store, stream, trust, firsts[n - 1 - back], &r)) {
+			ok = false;
+			break;
+		}
+		const sluice_record *rec;
+		sluice_reader_status st;
+		while ((st = sluice_reader_next(r, &rec)) == SLUICE_READER_RECORD ||
+		       st == SLUICE_READER_REWIND)
+			if (st == SLUICE_READER_RECORD)
+				verify_note_times(rec, commit_us, heartbeat_us);
+		sluice_reader_close(r);
+		if (st == SLUICE_READER_ERROR) {
+			ok = false;
+			break;
+		}
+	}
 	free(firsts);
 	return ok;
 }

@@ -17,8 +17,10 @@ typedef struct sluice_verify_report {
 	uint64_t first_txseq; /* 0 when the stream holds no transaction */
 	uint64_t last_txseq;
 	int64_t time_min, time_max;
-	uint64_t problems; /* errors: the stream is not whole */
-	uint64_t warnings; /* torn tail, unfinished last transaction, stray files */
+	int64_t newest_commit_us;    /* largest commit time in a Commit record, 0 if none */
+	int64_t newest_heartbeat_us; /* largest time of a signed Heartbeat record, 0 if none */
+	uint64_t problems;           /* errors: the stream is not whole */
+	uint64_t warnings;           /* torn tail, unfinished last transaction, stray files */
 	bool torn;
 } sluice_verify_report;
 
@@ -37,5 +39,14 @@ typedef void (*sluice_verify_finding_fn)(void *ctx, bool is_error, const char *s
 bool sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust *trust,
 			  sluice_verify_finding_fn finding, void *ctx,
 			  sluice_verify_report *report);
+
+/*
+ * sluice_verify_freshness reads the newest segment (and the one before it,
+ * when the newest holds no heartbeat) through an authenticating reader and
+ * returns the newest commit and heartbeat times in it (0: none). Logs and
+ * returns false when the stream cannot be read there.
+ */
+bool sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_trust *trust,
+			     int64_t *commit_us, int64_t *heartbeat_us);
 
 #endif

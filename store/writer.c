@@ -8,6 +8,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "chain.h"
+#include "cursor.h"
 #include "frame.h"
 #include "log.h"
 #include "scan.h"
@@ -108,8 +109,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	sluice_segment *seg = NULL;
 	sluice_scan *scan = NULL;
 	sluice_trust *trust = sluice_trust_create();
-	sluice_arena *arena = sluice_arena_create();
-	sluice_buf raw = {0};
+	sluice_cursor *cursor = sluice_cursor_create();
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 	sluice_store_segment_name(first, name);
 	sluice_trust_add(trust, sluice_key_public(w->key));
@@ -119,7 +119,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 		goto cleanup;
 	if (!sluice_segment_size(seg, &res->size))
 		goto cleanup;
-	scan = sluice_scan_create(seg, trust);
+	scan = sluice_scan_create(seg, first, trust);
 
 	sluice_chain chain;
 	sluice_chain_init_unanchored(&chain, w->stream);
@@ -131,7 +131,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 
 	for (;;) {
 		sluice_scan_frame f;
-		sluice_scan_status st = sluice_scan_next(scan, &f);
+		sluice_scan_status st = sluice_scan_next(scan, &chain, &f);
 		if (st == SLUICE_SCAN_END)
 			break;
 		if (st == SLUICE_SCAN_TORN) {
@@ -155,7 +155,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 			sluice_log_error(
 				"could not recover stream \"%s\": segment %s frame at offset "
 				"%" PRIu64 ": %s (run sluice verify)",
-				w->stream, name, f.offset, sluice_frame_strerror(f.frame_status));
+				w->stream, name, f.offset, sluice_scan_cause(&f));
 			goto cleanup;
 		}
 		sluice_chain_status cs =
@@ -167,37 +167,16 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 				w->stream, name, f.offset, sluice_chain_strerror(cs));
 			goto cleanup;
 		}
-		sluice_frame_status fs = sluice_frame_decompress(w->codec, &f.hdr, f.payload, &raw);
-		if (fs != SLUICE_FRAME_OK) {
+		if (sluice_cursor_load(cursor, &f) != SLUICE_CURSOR_END) {
 			sluice_log_error(
 				"could not recover stream \"%s\": segment %s frame at offset "
 				"%" PRIu64 ": %s",
-				w->stream, name, f.offset, sluice_frame_strerror(fs));
+				w->stream, name, f.offset, sluice_cursor_cause(cursor));
 			goto cleanup;
 		}
-		size_t pos = 0;
-		sluice_arena_reset(arena);
-		for (;;) {
-			sluice_record *rec;
-			sluice_records_status rs =
-				sluice_records_unpack(raw.data, raw.len, &pos, arena, &rec);
-			if (rs == SLUICE_RECORDS_END)
-				break;
-			if (rs != SLUICE_RECORDS_OK) {
-				sluice_log_error(
-					"could not recover stream \"%s\": segment %s frame at "
-					"offset %" PRIu64 ": %s",
-					w->stream, name, f.offset, sluice_records_strerror(rs));
-				goto cleanup;
-			}
-			cs = sluice_chain_record(&chain, rec);
-			if (cs != SLUICE_CHAIN_OK) {
-				sluice_log_error(
-					"could not recover stream \"%s\": segment %s frame at "
-					"offset %" PRIu64 ": %s",
-					w->stream, name, f.offset, sluice_chain_strerror(cs));
-				goto cleanup;
-			}
+		const sluice_record *rec;
+		sluice_cursor_status rs;
+		while ((rs = sluice_cursor_next(cursor, &chain, &rec)) == SLUICE_CURSOR_RECORD) {
 			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
 				have_commit = true;
 				commit_txseq = rec->commit->txseq;
@@ -213,12 +192,11 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 				commit_lsn = snapshot_lsn > commit_lsn ? snapshot_lsn : commit_lsn;
 			}
 		}
-		cs = sluice_chain_frame_end(&chain);
-		if (cs != SLUICE_CHAIN_OK) {
+		if (rs != SLUICE_CURSOR_END) {
 			sluice_log_error(
 				"could not recover stream \"%s\": segment %s frame at offset "
 				"%" PRIu64 ": %s",
-				w->stream, name, f.offset, sluice_chain_strerror(cs));
+				w->stream, name, f.offset, sluice_cursor_cause(cursor));
 			goto cleanup;
 		}
 		frames++;
@@ -241,8 +219,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	ok = true;
 
 cleanup:
-	sluice_buf_free(&raw);
-	sluice_arena_free(arena);
+	sluice_cursor_free(cursor);
 	sluice_scan_free(scan);
 	sluice_segment_close(seg);
 	sluice_trust_free(trust);
@@ -266,7 +243,9 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 
 	size_t idx = n;
 	const size_t listed = n;
+	bool drop = false;
 	writer_scan_result res;
+	memset(&res, 0, sizeof(res));
 	while (idx > 0) {
 		idx--;
 		if (!writer_scan_segment(w, firsts[idx], &res))
@@ -285,10 +264,26 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		rec->torn_bytes += res.torn_bytes;
 		rec->partial_bytes += res.size - res.torn_bytes;
 		rec->partial_txseq = res.partial_txseq;
-		rec->removed_segment = true;
-		if (!sluice_store_segment_remove(w->store, w->stream, firsts[idx]))
-			goto cleanup;
+		drop = true;
 		n--;
+	}
+	if (drop) {
+		/* Only the segment the writer would create next may be dropped. */
+		uint64_t expect = n == 0 ? 1 : res.boundary_sealed ? res.boundary_txseq_end : 0;
+		if (firsts[listed - 1] != expect) {
+			char name[SLUICE_SEGMENT_NAME_SIZE];
+			sluice_store_segment_name(firsts[listed - 1], name);
+			sluice_log_error("could not recover stream \"%s\": segment %s holds no "
+					 "complete frame and is not the segment the stream goes on "
+					 "in (%s; run sluice verify)",
+					 w->stream, name,
+					 expect == 0 ? "the segment before it is not sealed"
+						     : "its name is not the next txseq");
+			goto cleanup;
+		}
+		rec->removed_segment = true;
+		if (!sluice_store_segment_remove(w->store, w->stream, firsts[listed - 1]))
+			goto cleanup;
 	}
 	if (n == 0) {
 		ok = true;
@@ -592,11 +587,15 @@ writer_need_relation(sluice_writer *w, uint32_t id)
 	r->emitted = true;
 }
 
-/* writer_maybe_cut writes the pending frame once it reaches the target size. */
+/*
+ * writer_maybe_cut writes the pending frame once it reaches the target size,
+ * or half the records readers accept in a frame (the relations written before
+ * a change are added without a check, so the margin keeps every frame legal).
+ */
 static bool
 writer_maybe_cut(sluice_writer *w)
 {
-	if (w->raw.len < w->options.frame_target)
+	if (w->raw.len < w->options.frame_target && w->raw_records < SLUICE_FRAME_MAX_RECORDS / 2)
 		return true;
 	return writer_write_frame(w, 0, false);
 }

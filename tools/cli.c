@@ -64,6 +64,75 @@ cli_load_trust(char **paths, size_t n)
 	return t;
 }
 
+bool
+cli_parse_duration(const char *name, const char *text, int64_t *us)
+{
+	char *end = NULL;
+	errno = 0;
+	long long v = strtoll(text, &end, 10);
+	int64_t unit = 1000000;
+	if (end != NULL && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 's':
+			break;
+		case 'm':
+			unit *= 60;
+			break;
+		case 'h':
+			unit *= 3600;
+			break;
+		case 'd':
+			unit *= 86400;
+			break;
+		default:
+			unit = 0;
+		}
+		end++;
+	}
+	if (errno != 0 || end == text || *end != '\0' || unit == 0 || v <= 0 ||
+	    v > INT64_MAX / unit) {
+		sluice_log_error("invalid %s \"%s\": give a positive number of seconds, or "
+				 "a number with s, m, h or d",
+				 name, text);
+		return false;
+	}
+	*us = (int64_t)v * unit;
+	return true;
+}
+
+int64_t
+cli_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void
+cli_append_freshness(sluice_buf *b, bool json, int64_t commit_us, int64_t heartbeat_us,
+		     int64_t now_us)
+{
+	char commit[64] = "none", heartbeat[64] = "none";
+	if (commit_us != 0)
+		cli_format_time(commit_us, commit, sizeof(commit));
+	if (heartbeat_us != 0)
+		cli_format_time(heartbeat_us, heartbeat, sizeof(heartbeat));
+	double age = heartbeat_us != 0 ? (double)(now_us - heartbeat_us) / 1e6 : -1;
+	if (json) {
+		sluice_buf_printf(
+			b, ",\"newest_commit_us\":%" PRId64 ",\"newest_heartbeat_us\":%" PRId64,
+			commit_us, heartbeat_us);
+		if (heartbeat_us != 0)
+			sluice_buf_printf(b, ",\"heartbeat_age_s\":%.3f", age);
+		else
+			sluice_buf_append_str(b, ",\"heartbeat_age_s\":null");
+		return;
+	}
+	sluice_buf_printf(b, "newest commit %s, newest heartbeat %s", commit, heartbeat);
+	if (heartbeat_us != 0)
+		sluice_buf_printf(b, " (%.0f s ago)", age);
+}
+
 void
 cli_format_time(int64_t us, char *out, size_t size)
 {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "buf.h"
 #include "keys.h"
 
 /* Exit codes of every sluice command (README "Exit codes"). */
@@ -26,6 +27,23 @@ sluice_trust *cli_load_trust(char **paths, size_t n);
  * "2026-11-21 05:30:00.25+01:00"; no zone means UTC) as µs since the epoch.
  */
 bool cli_parse_time(const char *name, const char *text, int64_t *us);
+
+/*
+ * cli_parse_duration reads a duration: a number with an optional unit s, m,
+ * h or d (seconds without one), e.g. "90s", "15m", "2h"; as µs.
+ */
+bool cli_parse_duration(const char *name, const char *text, int64_t *us);
+
+/* cli_now_us returns the wall-clock time in µs since the epoch. */
+int64_t cli_now_us(void);
+
+/*
+ * cli_append_freshness appends the newest commit time, the newest signed
+ * heartbeat time and its age at now_us (0 times: none seen): a text phrase,
+ * or JSON members starting with a comma. Verify and inspect both print it.
+ */
+void cli_append_freshness(sluice_buf *b, bool json, int64_t commit_us, int64_t heartbeat_us,
+			  int64_t now_us);
 
 /* cli_format_time writes µs since the epoch as 2026-01-02T03:04:05.123456Z. */
 void cli_format_time(int64_t us, char *out, size_t size);

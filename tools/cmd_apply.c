@@ -13,6 +13,31 @@
 #include "pgapply.h"
 #include "pgconn.h"
 #include "pgprepare.h"
+#include "verify.h"
+
+/*
+ * apply_check_age logs when the stream's newest signed heartbeat is older
+ * than max_age_us: apply goes on with what the stream holds (issue 10, §14).
+ */
+static void
+apply_check_age(sluice_store *store, const sluice_trust *trust, const char *stream,
+		int64_t max_age_us)
+{
+	int64_t commit_us = 0, heartbeat_us = 0;
+	if (!sluice_verify_freshness(store, stream, trust, &commit_us, &heartbeat_us))
+		return; /* the reader logged why; apply reports the damage itself */
+	int64_t age = cli_now_us() - heartbeat_us;
+	if (heartbeat_us == 0)
+		sluice_log_warn("stream \"%s\" holds no signed heartbeat (--max-age %" PRId64
+				" s): it may have been cut or rolled back; applying what it holds",
+				stream, max_age_us / 1000000);
+	else if (age > max_age_us)
+		sluice_log_warn("stream \"%s\": newest signed heartbeat is %" PRId64
+				" s old, older than --max-age %" PRId64
+				" s: the source stopped writing, or the stream was cut or rolled "
+				"back; applying what it holds",
+				stream, age / 1000000, max_age_us / 1000000);
+}
 
 static void
 apply_help(FILE *f)
@@ -26,7 +51,8 @@ apply_help(FILE *f)
 		"N]\n"
 		"                    [--until-lsn LSN] [--dry-run] [--exit-when-caught-up]\n"
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
-		"                    [--origin NAME] [--retry-report SECONDS]\n"
+		"                    [--origin NAME] [--retry-report SECONDS] [--max-age "
+		"DURATION]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
 		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops "
@@ -80,6 +106,13 @@ apply_help(FILE *f)
 		"      --retry-report S     report a transaction that keeps failing transiently\n"
 		"                           as an error every S seconds (default 300); it is\n"
 		"                           still retried\n"
+		"      --max-age D          warn (log) when the stream's newest signed heartbeat "
+		"is\n"
+		"                           older than D (\"90s\", \"15m\", \"2h\"), checked at "
+		"start\n"
+		"                           and at exit: the source stopped, or the stream was "
+		"cut\n"
+		"                           or rolled back; apply still applies what it holds\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -107,6 +140,7 @@ cmd_apply(int argc, char **argv)
 		OPT_HORIZON,
 		OPT_ORIGIN,
 		OPT_RETRY_REPORT,
+		OPT_MAX_AGE,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -127,6 +161,7 @@ cmd_apply(int argc, char **argv)
 		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
 		{"origin", required_argument, NULL, OPT_ORIGIN},
 		{"retry-report", required_argument, NULL, OPT_RETRY_REPORT},
+		{"max-age", required_argument, NULL, OPT_MAX_AGE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -139,6 +174,7 @@ cmd_apply(int argc, char **argv)
 	const char **inc = calloc(cap, sizeof(char *));
 	const char **exc = calloc(cap, sizeof(char *));
 	size_t ntrust = 0;
+	int64_t max_age_us = 0;
 	bool caught_up = false, follow = false;
 	int rc = SLUICE_EXIT_USAGE;
 	sluice_store *store = NULL;
@@ -241,6 +277,10 @@ cmd_apply(int argc, char **argv)
 			o.retry_report_s = (int64_t)v;
 			break;
 		}
+		case OPT_MAX_AGE:
+			if (!cli_parse_duration("--max-age", optarg, &max_age_us))
+				goto cleanup;
+			break;
 		case 'h':
 			apply_help(stdout);
 			rc = SLUICE_EXIT_OK;
@@ -277,8 +317,12 @@ cmd_apply(int argc, char **argv)
 
 	o.stop = cli_stop_on_signals();
 
+	if (max_age_us > 0)
+		apply_check_age(store, trust, o.stream, max_age_us);
 	sluice_apply_stats st;
 	bool ok = sluice_apply_run(store, trust, &o, &st);
+	if (max_age_us > 0)
+		apply_check_age(store, trust, o.stream, max_age_us);
 	if (o.dry_run) {
 		printf("dry run: %" PRIu64 " transactions, %" PRIu64 " inserts, %" PRIu64
 		       " updates, %" PRIu64 " deletes, %" PRIu64 " truncates, %" PRIu64

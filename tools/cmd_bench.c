@@ -334,7 +334,7 @@ bench_measure_bytes(sluice_store *store, const sluice_trust *trust, bench_result
 		uint64_t size = 0;
 		(void)sluice_segment_size(seg, &size);
 		res->disk_bytes += size;
-		sluice_scan *scan = sluice_scan_create(seg, trust);
+		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		sluice_scan_frame f;
 		while (sluice_scan_next_header(scan, &f) == SLUICE_SCAN_FRAME)
 			res->raw_bytes += f.hdr.raw_len;

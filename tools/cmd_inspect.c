@@ -9,6 +9,8 @@
 
 #include "backend.h"
 #include "buf.h"
+#include "chain.h"
+#include "cursor.h"
 #include "cli.h"
 #include "json.h"
 #include "log.h"
@@ -24,12 +26,17 @@ inspect_help(FILE *f)
 		   "\n"
 		   "Without --records: list segments and their frames (txseq and commit time\n"
 		   "ranges, record counts, sizes, compression ratio). With --trust every frame\n"
-		   "is authenticated first; without it the headers are shown as unverified.\n"
+		   "is authenticated first and must link to the chain before it; the listing\n"
+		   "stops at the first that does not. Without --trust the headers are shown\n"
+		   "as unverified. With --trust, a last line gives the newest commit time and\n"
+		   "the newest signed heartbeat time and age (as verify does).\n"
 		   "\n"
 		   "With --records (needs --trust): print every transaction and change, as\n"
 		   "readable text or, with --json, one JSON object per record with at least\n"
 		   "\"type\" and \"txseq\" (row changes also \"relation\" and their values).\n"
-		   "Records are only decoded after their frame is authenticated.\n"
+		   "Records are only decoded after their frame is authenticated. A value longer\n"
+		   "than 1 MiB is printed as its first 1 MiB: in JSON as {\"truncated\":true,\n"
+		   "\"bytes\":N,\"prefix\":\"...\"}, in text followed by ...<N bytes>.\n"
 		   "\n"
 		   "Options:\n"
 		   "  -s, --store S       store: a directory PATH or file://PATH\n"
@@ -51,6 +58,38 @@ typedef struct inspect_opts {
 	uint64_t limit; /* 0 = no limit */
 } inspect_opts;
 
+/* Newest commit and heartbeat times seen in authenticated records. */
+typedef struct inspect_fresh {
+	int64_t commit_us, heartbeat_us;
+} inspect_fresh;
+
+static void
+inspect_note_times(inspect_fresh *fr, const sluice_record *rec)
+{
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT &&
+	    rec->commit->commit_time_us > fr->commit_us)
+		fr->commit_us = rec->commit->commit_time_us;
+	else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT &&
+		 rec->heartbeat->time_us > fr->heartbeat_us)
+		fr->heartbeat_us = rec->heartbeat->time_us;
+}
+
+/* inspect_print_fresh prints the stream's freshness line (verify prints the same). */
+static void
+inspect_print_fresh(const inspect_opts *o, const char *stream, const inspect_fresh *fr)
+{
+	sluice_buf b = {0};
+	if (o->json) {
+		sluice_buf_append_str(&b, "{\"type\":\"stream\",\"stream\":");
+		sluice_json_append_string(&b, stream, strlen(stream));
+	} else
+		sluice_buf_printf(&b, "stream %s: ", stream);
+	cli_append_freshness(&b, o->json, fr->commit_us, fr->heartbeat_us, cli_now_us());
+	sluice_buf_append_str(&b, o->json ? "}\n" : "\n");
+	fwrite(b.data, 1, b.len, stdout);
+	sluice_buf_free(&b);
+}
+
 /* inspect_records prints records through an authenticating reader. */
 static int
 inspect_records(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -60,6 +99,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 	sluice_buf line = {0};
 	int rc = SLUICE_EXIT_FAILURE;
 	uint64_t done = 0;
+	inspect_fresh fr = {0, 0};
 	if (!sluice_reader_open(store, stream, trust, o->from, &r))
 		goto cleanup;
 	for (;;) {
@@ -73,6 +113,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 			rc = SLUICE_EXIT_PROBLEM;
 			goto cleanup;
 		}
+		inspect_note_times(&fr, rec);
 		sluice_buf_reset(&line);
 		print_record(&line, o->json, rec, sluice_reader_position_get(r)->txseq, r);
 		fwrite(line.data, 1, line.len, stdout);
@@ -83,6 +124,7 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 				break;
 		}
 	}
+	inspect_print_fresh(o, stream, &fr);
 	rc = SLUICE_EXIT_OK;
 
 cleanup:
@@ -166,6 +208,24 @@ inspect_print_segment(const inspect_opts *o, const char *name, uint64_t size, co
 	}
 }
 
+/*
+ * inspect_frame_times decodes the records of an authenticated, linked frame
+ * for the newest commit and heartbeat times.
+ * @return NULL, or why the records are not whole.
+ */
+static const char *
+inspect_frame_times(sluice_cursor *cursor, sluice_chain *chain, const sluice_scan_frame *f,
+		    inspect_fresh *fr)
+{
+	if (sluice_cursor_load(cursor, f) != SLUICE_CURSOR_END)
+		return sluice_cursor_cause(cursor);
+	const sluice_record *rec;
+	sluice_cursor_status st;
+	while ((st = sluice_cursor_next(cursor, chain, &rec)) == SLUICE_CURSOR_RECORD)
+		inspect_note_times(fr, rec);
+	return st == SLUICE_CURSOR_END ? NULL : sluice_cursor_cause(cursor);
+}
+
 /* inspect_list lists segments and frames; authenticates when trust is given. */
 static int
 inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
@@ -183,12 +243,21 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		free(firsts);
 		return SLUICE_EXIT_FAILURE;
 	}
-	for (size_t i = 0; i < n; i++) {
+	/* With --trust a frame is verified only when it also links to the chain before it. */
+	sluice_chain chain;
+	sluice_chain_init_unanchored(&chain, stream);
+	bool stop = false;
+	inspect_fresh fr = {0, 0};
+	sluice_cursor *cursor = trust ? sluice_cursor_create() : NULL;
+	for (size_t i = 0; i < n && !stop; i++) {
 		/* Skip segments wholly before --from. */
 		if (o->from && i + 1 < n && firsts[i + 1] <= o->from)
 			continue;
 		char name[SLUICE_SEGMENT_NAME_SIZE];
 		sluice_store_segment_name(firsts[i], name);
+		if (i == 0 && firsts[0] == 1)
+			sluice_chain_init(&chain, stream);
+		sluice_chain_segment_start(&chain);
 		sluice_segment *seg = NULL;
 		if (!sluice_store_segment_open(store, stream, firsts[i], false, false, &seg)) {
 			rc = SLUICE_EXIT_FAILURE;
@@ -196,29 +265,46 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		}
 		uint64_t size = 0;
 		(void)sluice_segment_size(seg, &size);
-		sluice_scan *scan = sluice_scan_create(seg, trust);
+		sluice_scan *scan = sluice_scan_create(seg, firsts[i], trust);
 		inspect_seg s;
 		memset(&s, 0, sizeof(s));
 		for (;;) {
 			sluice_scan_frame f;
-			sluice_scan_status st = trust ? sluice_scan_next(scan, &f)
+			sluice_scan_status st = trust ? sluice_scan_next(scan, &chain, &f)
 						      : sluice_scan_next_header(scan, &f);
 			if (st == SLUICE_SCAN_END)
 				break;
-			if (st == SLUICE_SCAN_TORN) {
+			if (st == SLUICE_SCAN_TORN && (!trust || i + 1 == n)) {
 				s.torn = true;
 				break;
 			}
-			if (st != SLUICE_SCAN_FRAME) {
+			sluice_chain_status cs = SLUICE_CHAIN_OK;
+			const char *record_problem = NULL;
+			if (st == SLUICE_SCAN_FRAME && trust)
+				cs = sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0,
+							firsts[i]);
+			if (st == SLUICE_SCAN_FRAME && trust && cs == SLUICE_CHAIN_OK)
+				record_problem = inspect_frame_times(cursor, &chain, &f, &fr);
+			if (st != SLUICE_SCAN_FRAME || cs != SLUICE_CHAIN_OK ||
+			    record_problem != NULL) {
 				char key[SLUICE_KEY_ID_HEX_SIZE];
 				sluice_keys_id_hex(f.hdr.key_id, key);
-				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s",
-						 name, f.offset,
-						 st == SLUICE_SCAN_UNTRUSTED
-							 ? "signed by a key that is not trusted"
-							 : sluice_frame_strerror(f.frame_status));
+				const char *why = record_problem != NULL ? record_problem
+						  : cs != SLUICE_CHAIN_OK
+							  ? sluice_chain_strerror(cs)
+						  : st == SLUICE_SCAN_UNTRUSTED
+							  ? "signed by a key that is not trusted"
+						  : st == SLUICE_SCAN_TORN
+							  ? "incomplete frame in a segment that is "
+							    "not the newest"
+							  : sluice_scan_cause(&f);
+				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s%s%s",
+						 name, f.offset, why,
+						 st == SLUICE_SCAN_UNTRUSTED ? " " : "",
+						 st == SLUICE_SCAN_UNTRUSTED ? key : "");
 				s.bad = true;
 				rc = SLUICE_EXIT_PROBLEM;
+				stop = true; /* nothing after it can be shown as verified */
 				break;
 			}
 			const sluice_frame_header *h = &f.hdr;
@@ -250,6 +336,9 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 		sluice_scan_free(scan);
 		sluice_segment_close(seg);
 	}
+	if (trust != NULL && rc == SLUICE_EXIT_OK)
+		inspect_print_fresh(o, stream, &fr);
+	sluice_cursor_free(cursor);
 	free(firsts);
 	return rc;
 }

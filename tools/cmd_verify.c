@@ -19,13 +19,14 @@ verify_help(FILE *f)
 {
 	fprintf(f,
 		"Usage: sluice verify --store S --stream NAME --trust PUB [--trust PUB2 ...]\n"
-		"                     [--strict] [--json]\n"
+		"                     [--strict] [--json] [--max-age DURATION]\n"
 		"\n"
 		"Authenticate every frame of a stream (Ed25519 signature by a trusted key, then\n"
 		"BLAKE2b payload hash) and check the hash chain across all segments, txseq\n"
 		"density, segment names, seals, and the order of records inside frames.\n"
 		"Prints one line per problem naming segment, frame offset and cause, then a\n"
-		"summary.\n"
+		"summary with the newest commit time and the newest signed heartbeat time\n"
+		"and age. A cut or rolled-back stream looks whole; only its age shows it.\n"
 		"\n"
 		"Options:\n"
 		"  -s, --store S       store: a directory PATH or file://PATH\n"
@@ -34,6 +35,8 @@ verify_help(FILE *f)
 		"      --strict        treat warnings (torn tail, unfinished last transaction,\n"
 		"                      stray files) as problems\n"
 		"      --json          findings and summary as JSON lines\n"
+		"      --max-age D     a problem if the newest signed heartbeat is older than D\n"
+		"                      (or there is none): seconds, or with s, m, h or d (\"5m\")\n"
 		"  -h, --help          show this help\n"
 		"\n"
 		"Exit status: 0 the stream is whole (a torn tail of the newest segment is a\n"
@@ -81,18 +84,16 @@ int
 cmd_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"stream", required_argument, NULL, 'n'},
-		{"trust", required_argument, NULL, 't'},
-		{"strict", no_argument, NULL, 'S'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{"store", required_argument, NULL, 's'}, {"stream", required_argument, NULL, 'n'},
+		{"trust", required_argument, NULL, 't'}, {"strict", no_argument, NULL, 'S'},
+		{"json", no_argument, NULL, 'j'},        {"max-age", required_argument, NULL, 'A'},
+		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
 	};
 	const char *store_spec = NULL, *stream = NULL;
 	char **trust_paths = calloc((size_t)argc + 1, sizeof(char *));
 	size_t ntrust = 0;
 	verify_out out = {0};
+	int64_t max_age_us = 0;
 	int rc = SLUICE_EXIT_FAILURE;
 	sluice_store *store = NULL;
 	sluice_trust *trust = NULL;
@@ -115,6 +116,12 @@ cmd_verify(int argc, char **argv)
 			break;
 		case 'j':
 			out.json = true;
+			break;
+		case 'A':
+			if (!cli_parse_duration("--max-age", optarg, &max_age_us)) {
+				rc = SLUICE_EXIT_USAGE;
+				goto cleanup;
+			}
 			break;
 		case 'h':
 			verify_help(stdout);
@@ -148,7 +155,28 @@ cmd_verify(int argc, char **argv)
 	if (!sluice_verify_stream(store, stream, trust, verify_print_finding, &out, &rep))
 		goto cleanup;
 
+	int64_t now = cli_now_us();
+	if (max_age_us > 0 &&
+	    (rep.newest_heartbeat_us == 0 || now - rep.newest_heartbeat_us > max_age_us)) {
+		char cause[256];
+		if (rep.newest_heartbeat_us == 0)
+			snprintf(cause, sizeof(cause),
+				 "the stream holds no signed heartbeat (--max-age %" PRId64 " s)",
+				 max_age_us / 1000000);
+		else
+			snprintf(cause, sizeof(cause),
+				 "newest signed heartbeat is %" PRId64
+				 " s old, older than --max-age %" PRId64
+				 " s: the source stopped writing, or the stream was cut or rolled "
+				 "back",
+				 (now - rep.newest_heartbeat_us) / 1000000, max_age_us / 1000000);
+		rep.problems++;
+		verify_print_finding(&out, true, NULL, -1, cause);
+	}
 	uint64_t problems = rep.problems + (out.strict ? rep.warnings : 0);
+	sluice_buf fresh = {0};
+	cli_append_freshness(&fresh, out.json, rep.newest_commit_us, rep.newest_heartbeat_us, now);
+	sluice_buf_append_byte(&fresh, 0);
 	char size[32];
 	cli_format_bytes(rep.bytes, size, sizeof(size));
 	if (out.json) {
@@ -156,10 +184,11 @@ cmd_verify(int argc, char **argv)
 		       ",\"frames\":%" PRIu64 ",\"transactions\":%" PRIu64 ",\"records\":%" PRIu64
 		       ",\"bytes\":%" PRIu64 ",\"first_txseq\":%" PRIu64 ",\"last_txseq\":%" PRIu64
 		       ",\"problems\":%" PRIu64 ",\"warnings\":%" PRIu64
-		       ",\"torn\":%s,\"ok\":%s}\n",
+		       "%s,\"torn\":%s,\"ok\":%s}\n",
 		       stream, rep.segments, rep.frames, rep.transactions, rep.records, rep.bytes,
 		       rep.first_txseq, rep.last_txseq, rep.problems, rep.warnings,
-		       rep.torn ? "true" : "false", problems == 0 ? "true" : "false");
+		       (const char *)fresh.data, rep.torn ? "true" : "false",
+		       problems == 0 ? "true" : "false");
 	} else {
 		printf("stream %s: %" PRIu64 " segments, %" PRIu64 " frames, %" PRIu64
 		       " transactions (txseq %" PRIu64 "..%" PRIu64 "), %" PRIu64 " records, %s: ",
@@ -169,7 +198,9 @@ cmd_verify(int argc, char **argv)
 			printf("OK%s\n", rep.warnings ? " (with warnings)" : "");
 		else
 			printf("%" PRIu64 " problem%s\n", problems, problems == 1 ? "" : "s");
+		printf("stream %s: %s\n", stream, (const char *)fresh.data);
 	}
+	sluice_buf_free(&fresh);
 	rc = problems == 0 ? SLUICE_EXIT_OK : SLUICE_EXIT_PROBLEM;
 
 cleanup:

@@ -8,6 +8,9 @@
 #include "cli.h"
 #include "json.h"
 
+/* Longest value printed whole; inspect stays fast and small on huge values. */
+#define PRINT_MAX_VALUE ((size_t)1 << 20)
+
 static void
 print_str(sluice_buf *out, const char *s)
 {
@@ -17,6 +20,10 @@ print_str(sluice_buf *out, const char *s)
 static void
 print_base64(sluice_buf *out, const uint8_t *data, size_t len)
 {
+	if (len > PRINT_MAX_VALUE) {
+		sluice_buf_printf(out, "\"\",\"truncated\":true,\"bytes\":%zu", len);
+		return;
+	}
 	size_t n = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
 	sluice_buf_reserve(out, n + 2);
 	sluice_buf_append_byte(out, '"');
@@ -36,6 +43,30 @@ print_column_name(const Sluice__V1__Relation *rel, size_t i, char *tmp, size_t s
 }
 
 /* print_row_json renders a row image as {"col": value, ...}. */
+/*
+ * print_value writes a text value as a JSON string. A value longer than
+ * PRINT_MAX_VALUE is not copied whole into the line: JSON gets
+ * {"truncated":true,"bytes":N,"prefix":"<first PRINT_MAX_VALUE bytes>"},
+ * text gets the prefix followed by ...<N bytes>.
+ */
+static void
+print_value(sluice_buf *out, bool json, const uint8_t *data, size_t len)
+{
+	const char *p = data ? (const char *)data : "";
+	if (len <= PRINT_MAX_VALUE) {
+		sluice_json_append_string(out, p, len);
+		return;
+	}
+	if (json) {
+		sluice_buf_printf(out, "{\"truncated\":true,\"bytes\":%zu,\"prefix\":", len);
+		sluice_json_append_string(out, p, PRINT_MAX_VALUE);
+		sluice_buf_append_byte(out, '}');
+	} else {
+		sluice_json_append_string(out, p, PRINT_MAX_VALUE);
+		sluice_buf_printf(out, "...<%zu bytes>", len);
+	}
+}
+
 static void
 print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel)
 {
@@ -60,8 +91,7 @@ print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			sluice_buf_append_byte(out, '}');
 			break;
 		default:
-			sluice_json_append_string(out, v ? (const char *)v->data : "",
-						  v ? v->len : 0);
+			print_value(out, true, v ? v->data : NULL, v ? v->len : 0);
 		}
 	}
 	sluice_buf_append_byte(out, '}');
@@ -91,8 +121,7 @@ print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			break;
 		default:
 			/* JSON escaping keeps control bytes and invalid UTF-8 visible. */
-			sluice_json_append_string(out, v ? (const char *)v->data : "",
-						  v ? v->len : 0);
+			print_value(out, false, v ? v->data : NULL, v ? v->len : 0);
 		}
 	}
 	sluice_buf_append_byte(out, ')');
@@ -339,8 +368,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_str(out, json, "prefix", m->prefix);
 		if (json) {
 			sluice_buf_append_str(out, ",\"content\":");
-			sluice_json_append_string(out, (const char *)m->content.data,
-						  m->content.len);
+			print_value(out, true, m->content.data, m->content.len);
 		} else
 			sluice_buf_printf(out, " content=<%zu bytes>", m->content.len);
 		break;

@@ -115,6 +115,21 @@ rm "$T/gap/bench/$(ls "$S/bench" | sed -n 2p)"
 check "verify with a deleted segment" 1 $?
 assert "gap reported" grep -q "txseq gap" "$T/v.txt"
 
+# inspect --trust marks a frame verified only if it links: not behind a gap, not another stream's
+"$SLUICE" inspect --store "$T/gap" --stream bench --trust "$P" --json >"$T/list.json" 2>"$T/err.txt"
+check "inspect --trust behind a gap" 1 $?
+assert "inspect names the broken link" grep -q "txseq gap" "$T/err.txt"
+python3 - "$T/list.json" "$(ls "$S/bench" | sed -n 3p)" <<'PY' || fail=$((fail + 1))
+import json, sys
+lst = [json.loads(l) for l in open(sys.argv[1])]
+assert not [x for x in lst if x["type"] == "frame" and x["segment"] >= sys.argv[2]], lst[-3:]
+PY
+mkdir "$T/renamed"
+cp -a "$S/bench" "$T/renamed/other"
+"$SLUICE" inspect --store "$T/renamed" --stream other --trust "$P" >/dev/null 2>"$T/err.txt"
+check "inspect --trust of another stream's frames" 1 $?
+assert "inspect names the other stream" grep -q "another stream" "$T/err.txt"
+
 # Torn tail on the newest segment: warning, exit 0; --strict: exit 1
 cp -a "$S" "$T/torn"
 chmod -R u+w "$T/torn"
@@ -126,6 +141,20 @@ check "verify torn tail" 0 $?
 assert "torn tail reported" grep -q "torn tail" "$T/v.txt"
 "$SLUICE" verify --store "$T/torn" --stream bench --trust "$P" --strict >/dev/null
 check "verify torn tail --strict" 1 $?
+
+# Freshness: the summary names the newest commit and heartbeat; --max-age fails a stream without one
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --json >"$T/v.json"
+check "verify --json" 0 $?
+assert "verify JSON has freshness" grep -q '"newest_heartbeat_us":0,"heartbeat_age_s":null' "$T/v.json"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" >"$T/v.txt"
+assert "verify text has freshness" grep -q "newest commit 20.*newest heartbeat none" "$T/v.txt"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --max-age 1h >"$T/v.txt"
+check "verify --max-age without a heartbeat" 1 $?
+assert "max-age problem named" grep -q "no signed heartbeat" "$T/v.txt"
+"$SLUICE" verify --store "$S" --stream bench --trust "$P" --max-age soon >/dev/null 2>&1
+check "verify --max-age bad duration" 2 $?
+"$SLUICE" inspect --store "$S" --stream bench --trust "$P" >"$T/i.txt"
+assert "inspect has freshness" grep -q "^stream bench: newest commit" "$T/i.txt"
 
 # Missing stream, unreadable key
 "$SLUICE" verify --store "$S" --stream nosuch --trust "$P" >/dev/null

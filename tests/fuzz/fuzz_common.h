@@ -28,7 +28,10 @@
  *                    the record decoder run past authentication. raw_len comes
  *                    from the zstd content size unless ctl bit 4 is set; ctl
  *                    bits 0-3 are the flags, bit 5 names another stream, bit 6
- *                    makes frame_seq 1.
+ *                    makes frame_seq 1. Option FUZZ_OPT_CUT cuts the payload
+ *                    short by 1 + (last byte % (length - 1)) bytes: the scan
+ *                    reads only the authenticated header (header-first path)
+ *                    and must call it torn if it links, damage if not.
  */
 #ifndef SLUICE_TESTS_FUZZ_COMMON_H
 #define SLUICE_TESTS_FUZZ_COMMON_H
@@ -48,6 +51,7 @@
 #define FUZZ_OPT_CONTENT_SIZE 0x01 /* FUZZ_MODE_ZSTD */
 #define FUZZ_OPT_RECORDS      0x02 /* FUZZ_MODE_ZSTD: decode records of the output */
 #define FUZZ_OPT_TRUNCATE     0x01 /* FUZZ_MODE_FRAMES: cut the segment short */
+#define FUZZ_OPT_CUT          0x01 /* FUZZ_MODE_SIGNED: cut the payload short */
 
 #define FUZZ_SELECTOR(mode, opts) ((uint8_t)((mode) + FUZZ_NMODES * (opts)))
 

@@ -108,6 +108,15 @@ put_le(uint8_t *p, uint64_t v, int n)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
+static uint64_t
+get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 /* layout_header writes the 208 header bytes of h (signature included) independently of frame.c. */
 static void
 layout_header(const sluice_frame_header *h, uint8_t out[SLUICE_FRAME_HEADER_SIZE])
@@ -444,7 +453,11 @@ scan_segment(const uint8_t *data, size_t len, bool anchored, size_t expect_frame
 	     sluice_scan_status expect_status)
 {
 	write_segment(data, len);
-	sluice_scan *scan = sluice_scan_create(g.rseg, g.trust);
+	/* Unanchored, the segment is named by what its first header claims. */
+	uint64_t segment_first = 1;
+	if (!anchored && len >= SLUICE_FRAME_HEADER_SIZE)
+		segment_first = get_le64(data + OFF_TXSEQ_START);
+	sluice_scan *scan = sluice_scan_create(g.rseg, segment_first, g.trust);
 	sluice_chain chain;
 	if (anchored)
 		sluice_chain_init(&chain, FUZZ_STREAM);
@@ -453,12 +466,11 @@ scan_segment(const uint8_t *data, size_t len, bool anchored, size_t expect_frame
 	sluice_chain_segment_start(&chain);
 
 	size_t frames = 0;
-	uint64_t segment_first = 1;
 	sluice_scan_status st;
 	sluice_scan_frame f;
 	for (;;) {
 		uint64_t before = sluice_scan_offset(scan);
-		st = sluice_scan_next(scan, &f);
+		st = sluice_scan_next(scan, &chain, &f);
 		if (st != SLUICE_SCAN_FRAME) {
 			if (sluice_scan_offset(scan) != before || f.offset != before)
 				fuzz_fail("scan: offset moved without a frame");
@@ -479,8 +491,6 @@ scan_segment(const uint8_t *data, size_t len, bool anchored, size_t expect_frame
 			fuzz_fail("scan: frame bytes differ from the segment");
 		check_layout(f.header_bytes, &f.hdr, "scan");
 		frames++;
-		if (!anchored && frames == 1)
-			segment_first = f.hdr.txseq_start;
 
 		sluice_chain_status cs =
 			sluice_chain_frame(&chain, &f.hdr, f.hash, f.offset == 0, segment_first);
@@ -587,6 +597,32 @@ sanitize_header(sluice_frame_header *h)
 		h->record_count = h->raw_len;
 }
 
+/*
+ * header_links tells whether the header at data[at] links to the chain of the
+ * nframes complete frames before it (segment 1, from the genesis).
+ */
+static bool
+header_links(const uint8_t *data, size_t nframes, size_t at)
+{
+	sluice_chain chain;
+	sluice_chain_init(&chain, FUZZ_STREAM);
+	sluice_chain_segment_start(&chain);
+	size_t pos = 0;
+	sluice_frame_header h;
+	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
+	for (size_t i = 0; i < nframes; i++) {
+		if (sluice_frame_parse_header(data + pos, SLUICE_FRAME_HEADER_SIZE, &h) !=
+		    SLUICE_FRAME_OK)
+			fuzz_fail("frames: own header does not parse");
+		sluice_frame_hash(data + pos, hash);
+		(void)sluice_chain_frame(&chain, &h, hash, pos == 0, 1);
+		pos += SLUICE_FRAME_HEADER_SIZE + h.payload_len;
+	}
+	if (sluice_frame_parse_header(data + at, SLUICE_FRAME_HEADER_SIZE, &h) != SLUICE_FRAME_OK)
+		fuzz_fail("frames: own header does not parse");
+	return sluice_chain_check(&chain, &h, at == 0, 1) == SLUICE_CHAIN_OK;
+}
+
 /* FUZZ_MODE_FRAMES: raw payloads, signed and chained into a segment. */
 static void
 mode_frames(const uint8_t *d, size_t n, unsigned opts)
@@ -649,7 +685,9 @@ mode_frames(const uint8_t *d, size_t n, unsigned opts)
 	/*
 	 * Cut where the last two input bytes say: what a crash leaves of an append.
 	 * The complete frames must still authenticate, and the rest must be torn
-	 * (never damage, which would stop the writer from recovering).
+	 * (never damage, which would stop the writer from recovering) when its
+	 * header is cut short or is the next link of the chain; a cut frame whose
+	 * authentic header does not link cannot be what an append left: damage.
 	 */
 	size_t len = g.seg.len;
 	size_t want_frames = nframes;
@@ -661,6 +699,9 @@ mode_frames(const uint8_t *d, size_t n, unsigned opts)
 			want_frames++;
 		size_t boundary = want_frames > 0 ? ends[want_frames - 1] : 0;
 		want = cut == boundary ? SLUICE_SCAN_END : SLUICE_SCAN_TORN;
+		if (cut - boundary >= SLUICE_FRAME_HEADER_SIZE &&
+		    !header_links(g.seg.data, want_frames, boundary))
+			want = SLUICE_SCAN_BAD;
 		len = cut;
 	}
 	scan_segment(g.seg.data, len, true, want_frames, want);
@@ -712,7 +753,7 @@ mode_zstd(const uint8_t *d, size_t n, unsigned opts)
 
 /* FUZZ_MODE_SIGNED: a compressed payload under a header signed with the test key. */
 static void
-mode_signed(const uint8_t *d, size_t n)
+mode_signed(const uint8_t *d, size_t n, unsigned opts)
 {
 	if (n < 7)
 		return;
@@ -758,7 +799,22 @@ mode_signed(const uint8_t *d, size_t n)
 	fs = sluice_frame_verify(g.seg.data, &parsed, g.pk, g.seg.data + SLUICE_FRAME_HEADER_SIZE);
 	if (fs != SLUICE_FRAME_OK)
 		fuzz_fail("signed: own frame does not verify: %s", sluice_frame_strerror(fs));
-	scan_segment(g.seg.data, g.seg.len, true, 1, SLUICE_SCAN_END);
+	if (!(opts & FUZZ_OPT_CUT) || plen < 2) {
+		scan_segment(g.seg.data, g.seg.len, true, 1, SLUICE_SCAN_END);
+		return;
+	}
+	/*
+	 * The header-first path: the payload cut short by a byte or more. Only
+	 * the authentic header is read; torn if it is the stream's next link
+	 * (here its first frame), damage otherwise. Nothing of the payload counts.
+	 */
+	sluice_chain chain;
+	sluice_chain_init(&chain, FUZZ_STREAM);
+	sluice_chain_segment_start(&chain);
+	bool links = sluice_chain_check(&chain, &parsed, true, 1) == SLUICE_CHAIN_OK;
+	size_t cut = 1 + (size_t)d[n - 1] % (plen - 1);
+	scan_segment(g.seg.data, g.seg.len - cut, true, 0,
+		     links ? SLUICE_SCAN_TORN : SLUICE_SCAN_BAD);
 }
 
 int
@@ -784,7 +840,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mode_zstd(d, n, opts);
 		break;
 	case FUZZ_MODE_SIGNED:
-		mode_signed(d, n);
+		mode_signed(d, n, opts);
 		break;
 	}
 	return 0;

@@ -440,12 +440,12 @@ gen_segment_seeds(sluice_store *store, uint64_t first, size_t idx, const sluice_
 	sluice_segment *seg = NULL;
 	if (!sluice_store_segment_open(store, FUZZ_STREAM, first, false, false, &seg))
 		gen_die("could not open a segment");
-	sluice_scan *scan = sluice_scan_create(seg, trust);
+	sluice_scan *scan = sluice_scan_create(seg, first, trust);
 	sluice_buf frames = {0}, raw = {0}, one = {0};
 	size_t k = 0;
 	sluice_scan_frame f;
 	sluice_scan_status st;
-	while ((st = sluice_scan_next(scan, &f)) == SLUICE_SCAN_FRAME) {
+	while ((st = sluice_scan_next(scan, NULL, &f)) == SLUICE_SCAN_FRAME) {
 		if (sluice_frame_decompress(codec, &f.hdr, f.payload, &raw) != SLUICE_FRAME_OK ||
 		    raw.len > 0xFFFF)
 			gen_die("could not decompress a frame of the test stream");
@@ -476,6 +476,9 @@ gen_segment_seeds(sluice_store *store, uint64_t first, size_t idx, const sluice_
 			sluice_buf_append(&one, f.payload, f.hdr.payload_len);
 			snprintf(name, sizeof(name), "signed-%zu-%zu", idx, k);
 			gen_write_seed(name, FUZZ_SELECTOR(FUZZ_MODE_SIGNED, 0), one.data, one.len);
+			snprintf(name, sizeof(name), "signed-%zu-%zu-cut", idx, k);
+			gen_write_seed(name, FUZZ_SELECTOR(FUZZ_MODE_SIGNED, FUZZ_OPT_CUT),
+				       one.data, one.len);
 		}
 		k++;
 	}
