@@ -760,13 +760,12 @@ apply_check_equality(apply *a, apply_rel *r)
 		"     ELSE '{}'::oid[] END) AS x(typ))"
 		"SELECT DISTINCT t.root FROM t JOIN pg_type ty ON ty.oid = t.typ"
 		" WHERE ty.typtype = 'b' AND NOT (ty.typcategory = 'A' AND ty.typelem <> 0)"
-		"   AND NOT EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = "
-		"oc.opcmethod"
-		"     WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault AND (oc.opcintype = "
-		"ty.oid"
-		"       OR EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = ty.oid"
-		"         AND c.casttarget = oc.opcintype AND c.castmethod = 'b'"
-		"         AND c.castcontext = 'i')))",
+		"   AND NOT EXISTS (SELECT 1 FROM pg_opclass oc"
+		"     JOIN pg_am am ON am.oid = oc.opcmethod"
+		"     WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault"
+		"       AND (oc.opcintype = ty.oid OR EXISTS (SELECT 1 FROM pg_cast c"
+		"         WHERE c.castsource = ty.oid AND c.casttarget = oc.opcintype"
+		"           AND c.castmethod = 'b' AND c.castcontext = 'i')))",
 		2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		sluice_log_error("could not read the column types of %s on the target: %s",
