@@ -221,6 +221,8 @@ while :; do
 	if [ $((RANDOM % 3)) -eq 0 ]; then
 		# restart at once: the killed session may still be holding the origin
 		immediate=$((immediate + 1))
+		# progress is unknown here: come back down from a delay grown for the snapshot
+		[ "$MAXD" -gt 180 ] && MAXD=$((MAXD / 2))
 		say "catch-up: apply run $RUN killed with SIGKILL after $d ms, restarted at once"
 	else
 		quiesce
