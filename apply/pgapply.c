@@ -2393,21 +2393,27 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		}
 	}
 	if (!exists && !o->dry_run) {
-		res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_create($1)", 1,
-				      params);
-		if (res == NULL) {
-			*fatal = true;
-			return false;
-		}
-		PQclear(res);
+		/*
+		 * The origin and its owner mark in one transaction: an apply killed
+		 * between the two would leave an origin that no database owns, and
+		 * every later run would refuse it.
+		 */
 		res = sluice_pg_query(
 			a->conn,
 			"SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), "
 			"$1::text, 'owner')",
 			1, mp);
-		bool marked = res != NULL && sluice_pg_exec(a->conn, PQgetvalue(res, 0, 0));
+		bool created = res != NULL && sluice_pg_exec(a->conn, "BEGIN");
+		PGresult *cr = created ? sluice_pg_query(a->conn,
+							 "SELECT pg_replication_origin_create($1)",
+							 1, params)
+				       : NULL;
+		created = cr != NULL && sluice_pg_exec(a->conn, PQgetvalue(res, 0, 0)) &&
+			  sluice_pg_exec(a->conn, "COMMIT");
+		PQclear(cr);
 		PQclear(res);
-		if (!marked) {
+		if (!created) {
+			PQclear(PQexec(a->conn, "ROLLBACK"));
 			*fatal = true;
 			return false;
 		}
