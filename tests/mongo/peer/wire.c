@@ -180,7 +180,9 @@ mpw_decode_msg(const uint8_t *msg, size_t len, mpw_request *req)
 				return MPW_ERR_SECTION;
 			size_t n, dl;
 			size_t inner = (size_t)sl - 4;
-			if (!mpw_cstring(q + 4, inner, &n) || n == 0)
+			/* The identifier becomes a key: libbson rejects keys that are not UTF-8. */
+			if (!mpw_cstring(q + 4, inner, &n) || n == 0 ||
+			    !bson_utf8_validate((const char *)q + 4, n, false))
 				return MPW_ERR_SECTION;
 			const uint8_t *d = q + 4 + n + 1;
 			size_t dleft = inner - n - 1;
@@ -257,6 +259,9 @@ mpw_decode_msg(const uint8_t *msg, size_t len, mpw_request *req)
 		q += sl;
 		left -= sl;
 	}
+	size_t off;
+	if (!bson_validate(req->command, BSON_VALIDATE_NONE, &off))
+		goto bad_section;
 	return MPW_OK;
 
 bad_section:
