@@ -5,6 +5,7 @@ SLUICE_DEB_PACKAGES=(
 	build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 	libprotobuf-c-dev protobuf-c-compiler libzstd-dev libsodium-dev libcmocka-dev
 	libpq-dev postgresql-15 postgresql-client-15
+	libbson-dev libmongoc-dev python3-pymongo
 )
 
 sluice_missing_packages() {
