@@ -10,7 +10,10 @@
 #     SQLSTATE, even though the server's message names none of them;
 #  4. node-local tables travel nowhere: with `sluice prepare` on both nodes,
 #     `capture --create --snapshot` of A applied to B leaves B's node name,
-#     tombstones and conflict log as they were.
+#     tombstones and conflict log as they were;
+#  5. a transaction that keeps failing transiently (a lock held on the target
+#     past its lock_timeout) is retried, reported loudly after --retry-report,
+#     and applied once the lock is gone.
 # Usage: test_apply_target.sh SLUICE
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -137,6 +140,28 @@ grep -q "could not apply txseq $((LAST + 2)) (update of public.kept) on the targ
 check "the error names the txseq, the operation, the table and the SQLSTATE"
 grep -q 'retries: none' "$W/refused.log"
 check "a permanent error is not retried"
+
+# 5. a transaction that keeps failing transiently: b's database sets a lock
+# timeout and a session of b holds the row lock for 3 s; apply retries
+# (55P03), reports it loudly after --retry-report 1 s, and goes through once
+# the lock is gone.
+pg_psql b postgres -c "ALTER TABLE kept DROP CONSTRAINT kept_v_positive" \
+	-c "ALTER DATABASE postgres SET lock_timeout = '100ms'" || die "lock timeout on b"
+pg_psql b postgres -c "BEGIN" -c "SELECT * FROM kept WHERE k = 2 FOR UPDATE" \
+	-c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
+LOCKER=$!
+sleep 0.5
+apply locked --exclude 'public.skipped' --retry-report 1
+check "apply exits 0 once the lock is released"
+wait "$LOCKER"
+grep -q "txseq $((LAST + 2)) (update of public.kept) failed on the target with SQLSTATE 55P03 (lock_timeout), transient" "$W/locked.log"
+check "each retry names the txseq, the change and the SQLSTATE"
+grep -q '"level":"error".*has failed transiently for [0-9]* s .*still retrying' "$W/locked.log"
+check "a transaction failing for longer than --retry-report is reported as an error"
+grep -q 'retries: lock_timeout=[1-9]' "$W/locked.log"
+check "the exit summary counts the retries by cause"
+[ "$(pg_psql b postgres -c 'SELECT v FROM kept WHERE k = 2')" = -1 ]
+check "the change was applied once the lock was gone"
 
 if [ "$FAILS" -ne 0 ]; then
 	tail -n 5 "$W"/*.log >&2
