@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "keys.h"
 #include "log.h"
-#include "pgcapture.h"
+#include "capture.h"
 #include "pgconn.h"
 
 static void

@@ -1,6 +1,6 @@
-/* PostgreSQL capture: pgoutput over a logical replication connection into a signed stream. */
-#ifndef SLUICE_CAPTURE_PGCAPTURE_H
-#define SLUICE_CAPTURE_PGCAPTURE_H
+/* Capture: a source's committed transactions into a signed stream (the source follows the URI). */
+#ifndef SLUICE_CAPTURE_CAPTURE_H
+#define SLUICE_CAPTURE_CAPTURE_H
 
 #include <signal.h>
 #include <stdbool.h>
@@ -10,11 +10,12 @@
 #include "keys.h"
 #include "writer.h"
 
+/* Options of a run: the engine's, then those of the PostgreSQL source (slot ... messages). */
 typedef struct sluice_capture_options {
-	const char *source;      /* libpq conninfo or URI */
-	const char *stream;      /* stream name in the store */
-	const char *node;        /* origin node name written into every Begin */
-	const char *slot;        /* logical replication slot */
+	const char *source; /* libpq conninfo or URI; mongodb:// and mongodb+srv:// are MongoDB */
+	const char *stream; /* stream name in the store */
+	const char *node;   /* origin node name written into every Begin */
+	const char *slot;   /* logical replication slot */
 	const char *publication; /* publication the slot streams */
 	bool create;             /* create publication and slot when missing */
 	bool allow_no_identity;  /* with create: publish tables without a replica identity */
@@ -43,14 +44,16 @@ typedef struct sluice_capture_stats {
 	uint64_t skipped_origin;
 	uint64_t skipped_duplicate;
 	uint64_t first_txseq, last_txseq;
-	uint64_t acked_lsn;
+	uint64_t acked_lsn; /* last durable position acknowledged to the source */
 	uint64_t reconnects;
 } sluice_capture_stats;
 
 /*
  * sluice_capture_run streams committed transactions from the source into the
  * stream until stopped, until the requested position, or until a failure it
- * cannot recover from. store and key are borrowed.
+ * cannot recover from. The source kind follows from o->source: mongodb:// and
+ * mongodb+srv:// are MongoDB (not built yet: an error), anything else is
+ * PostgreSQL. store and key are borrowed.
  * @return true on a clean stop.
  */
 bool sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capture_options *o,

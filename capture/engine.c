@@ -1,0 +1,537 @@
+/* Capture engine: txseq, flush cadence, durable acknowledgement, heartbeats, bounds, retry. */
+#include "engine.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "pgconn.h"
+#include "records.h"
+
+struct sluice_capture_sink {
+	const sluice_capture_options *o;
+	const sluice_source_ops *ops;
+	void *src;             /* borrowed: the source's state */
+	sluice_store *store;   /* borrowed */
+	const sluice_key *key; /* borrowed */
+	sluice_writer *w;      /* owned */
+	sluice_capture_stats *stats;
+
+	/* the source transaction being received */
+	bool in_txn;
+	bool skip; /* filtered out: replication origin, or already in the stream */
+	bool skip_is_dup;
+	bool begin_written;      /* its Begin record is in the writer */
+	Sluice__V1__Begin begin; /* as the source described it; origin_node set on write */
+	char origin[256];
+	uint64_t origin_lsn;
+	uint32_t changes;
+
+	/* positions */
+	uint64_t resume; /* transactions ending below are already in the stream */
+	uint64_t received;
+	uint64_t acked;       /* durable position last reported to the source */
+	uint64_t ackable;     /* durable position that may be reported */
+	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
+				 durable */
+	uint64_t target;      /* --exit-when-caught-up: stop at transactions committed from here */
+	bool done;
+	bool fatal; /* the stream cannot be written: do not reconnect */
+
+	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
+	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
+};
+
+typedef struct sluice_capture_sink engine;
+
+static int64_t
+engine_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* engine_unix_us is the wall clock in µs since the Unix epoch, as records carry it. */
+static int64_t
+engine_unix_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* engine_ack reports the received and durable positions to the source. */
+static bool
+engine_ack(engine *e, bool reply_requested)
+{
+	if (!e->ops->ack(e->src, e->received, e->ackable, reply_requested))
+		return false;
+	e->acked = e->ackable;
+	e->stats->acked_lsn = e->acked;
+	e->last_status_ms = engine_now_ms();
+	return true;
+}
+
+/* engine_flush makes everything written durable and advances what may be acknowledged. */
+static bool
+engine_flush(engine *e)
+{
+	if (!sluice_writer_flush(e->w)) {
+		e->fatal = true;
+		return false;
+	}
+	uint64_t durable = sluice_writer_durable_end_lsn(e->w);
+	if (durable > e->ackable)
+		e->ackable = durable;
+	/* Skipped transactions count once nothing before them is still pending. */
+	if (e->skipped_end > e->ackable && !e->in_txn)
+		e->ackable = e->skipped_end;
+	e->last_flush_ms = engine_now_ms();
+	e->unflushed_since_ms = 0;
+	return true;
+}
+
+static bool
+engine_has_unflushed(const engine *e)
+{
+	return sluice_writer_last_txseq(e->w) > sluice_writer_durable_txseq(e->w) ||
+	       e->skipped_end > e->ackable;
+}
+
+/* engine_mark_unflushed starts the max_flush_delay_ms clock at the oldest unflushed commit. */
+static void
+engine_mark_unflushed(engine *e)
+{
+	if (e->unflushed_since_ms == 0)
+		e->unflushed_since_ms = (uint64_t)engine_now_ms();
+}
+
+/* engine_write_begin writes the Begin record of the current transaction, once. */
+static bool
+engine_write_begin(engine *e)
+{
+	if (e->begin_written)
+		return true;
+	Sluice__V1__Begin b = e->begin;
+	b.origin_node = (char *)(e->origin[0] ? e->origin : e->o->node);
+	if (e->origin[0]) {
+		b.has_origin_lsn = true;
+		b.origin_lsn = e->origin_lsn;
+	}
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_BEGIN;
+	rec.begin = &b;
+	if (!sluice_writer_append(e->w, &rec))
+		return false;
+	e->begin_written = true;
+	if (e->stats->first_txseq == 0)
+		e->stats->first_txseq = b.txseq;
+	return true;
+}
+
+bool
+sluice_capture_sink_begin(sluice_capture_sink *e, const Sluice__V1__Begin *b, uint64_t position)
+{
+	if (e->in_txn) {
+		sluice_log_error("protocol error: Begin of %" PRIu64 " inside transaction %" PRIu64,
+				 b->source_xid, e->begin.source_xid);
+		return false;
+	}
+	if ((e->o->until_lsn && position > e->o->until_lsn) ||
+	    (e->target && position >= e->target)) {
+		e->done = true;
+		return true;
+	}
+	e->in_txn = true;
+	e->begin = *b;
+	e->origin[0] = '\0';
+	e->origin_lsn = 0;
+	e->changes = 0;
+	e->begin_written = false;
+	e->skip_is_dup = position < e->resume;
+	e->skip = e->skip_is_dup;
+	return true;
+}
+
+void
+sluice_capture_sink_origin(sluice_capture_sink *e, const char *name, uint64_t origin_lsn, bool skip)
+{
+	snprintf(e->origin, sizeof(e->origin), "%s", name);
+	e->origin_lsn = origin_lsn;
+	if (skip && !e->begin_written)
+		e->skip = true;
+}
+
+bool
+sluice_capture_sink_relation(sluice_capture_sink *e, sluice_record *rec)
+{
+	return sluice_writer_append(e->w, rec);
+}
+
+bool
+sluice_capture_sink_change(sluice_capture_sink *e, sluice_record *rec)
+{
+	if (e->skip)
+		return true;
+	if (!engine_write_begin(e))
+		return false;
+	bool ok = sluice_writer_append(e->w, rec);
+	e->changes++;
+	e->stats->changes++;
+	return ok;
+}
+
+bool
+sluice_capture_sink_message(sluice_capture_sink *e, sluice_record *rec, bool transactional)
+{
+	if (transactional && e->skip)
+		return true;
+	if (transactional && !engine_write_begin(e))
+		return false;
+	if (!transactional && e->in_txn)
+		return true; /* cannot be placed inside a transaction record range */
+	return sluice_writer_append(e->w, rec);
+}
+
+bool
+sluice_capture_sink_commit(sluice_capture_sink *e, uint64_t end_position)
+{
+	if (!e->in_txn) {
+		sluice_log_error("protocol error: Commit without a transaction");
+		return false;
+	}
+	e->in_txn = false;
+	if (e->skip) {
+		if (e->skip_is_dup)
+			e->stats->skipped_duplicate++;
+		else
+			e->stats->skipped_origin++;
+		e->skipped_end = end_position;
+		engine_mark_unflushed(e);
+		return true;
+	}
+	/*
+	 * A transaction left without changes (it only touched sluice's own tables)
+	 * takes no txseq: it is acknowledged like a skipped one.
+	 */
+	if (!e->begin_written) {
+		e->skipped_end = end_position;
+		engine_mark_unflushed(e);
+		return true;
+	}
+	Sluice__V1__Commit cm = SLUICE__V1__COMMIT__INIT;
+	cm.commit_time_us = e->begin.commit_time_us;
+	cm.has_end_lsn = true;
+	cm.end_lsn = end_position;
+	cm.has_change_count = true;
+	cm.change_count = e->changes;
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_COMMIT;
+	rec.commit = &cm;
+	if (!sluice_writer_append(e->w, &rec))
+		return false;
+	e->stats->transactions++;
+	e->stats->last_txseq = cm.txseq;
+	engine_mark_unflushed(e);
+	return true;
+}
+
+void
+sluice_capture_sink_progress(sluice_capture_sink *e, uint64_t position)
+{
+	if (position > e->received)
+		e->received = position;
+}
+
+bool
+sluice_capture_sink_keepalive(sluice_capture_sink *e, uint64_t position, bool reply_requested)
+{
+	sluice_capture_sink_progress(e, position);
+	/* Idle: nothing in flight, so the source's position may be confirmed. */
+	if (!e->in_txn && !engine_has_unflushed(e) && position > e->ackable)
+		e->ackable = position;
+	return reply_requested ? engine_ack(e, false) : true;
+}
+
+sluice_writer *
+sluice_capture_sink_writer(sluice_capture_sink *e)
+{
+	return e->w;
+}
+
+/* engine_start opens and starts the source, with the caught-up target on the first open. */
+static sluice_source_status
+engine_start(engine *e)
+{
+	sluice_source_status st = e->ops->open(e->src, e);
+	if (st != SLUICE_SOURCE_OK)
+		return st;
+	if (e->o->exit_when_caught_up && e->target == 0) {
+		if (!e->ops->current_position(e->src, &e->target))
+			return SLUICE_SOURCE_RETRY;
+		char pos[32];
+		e->ops->format_position(e->target, pos, sizeof(pos));
+		sluice_log_info("will stop once everything committed before %s is durable", pos);
+	}
+	uint64_t before = sluice_writer_last_txseq(e->w);
+	st = e->ops->start(e->src, e, &e->resume);
+	/* A snapshot copy is transactions of its own. */
+	uint64_t after = sluice_writer_last_txseq(e->w);
+	if (after != before) {
+		if (e->stats->first_txseq == 0)
+			e->stats->first_txseq = after;
+		e->stats->last_txseq = after;
+	}
+	return st;
+}
+
+/* engine_stop_reached tells whether the requested end position has been passed. */
+static bool
+engine_stop_reached(const engine *e)
+{
+	if (e->in_txn)
+		return false;
+	/* A source reports a commit at its end position: reaching the bound means past it. */
+	if (e->o->until_lsn && e->received >= e->o->until_lsn)
+		return true;
+	if (e->target && e->received >= e->target)
+		return true;
+	/* The stream may already end at the target (restart after a kill). */
+	uint64_t durable = sluice_writer_durable_end_lsn(e->w);
+	if (e->target && durable >= e->target && !engine_has_unflushed(e))
+		return true;
+	return false;
+}
+
+/* engine_heartbeat writes a heartbeat record with the received position and makes it durable. */
+static bool
+engine_heartbeat(engine *e)
+{
+	Sluice__V1__Heartbeat hb = SLUICE__V1__HEARTBEAT__INIT;
+	hb.time_us = engine_unix_us();
+	hb.has_source_lsn = true;
+	hb.source_lsn = e->received;
+	hb.has_last_txseq = true;
+	hb.last_txseq = sluice_writer_last_txseq(e->w);
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_HEARTBEAT;
+	rec.heartbeat = &hb;
+	return sluice_writer_append(e->w, &rec) && engine_flush(e);
+}
+
+/* engine_idle does the work due when no data is waiting: flush, acknowledge, heartbeat. */
+static bool
+engine_idle(engine *e)
+{
+	int64_t now = engine_now_ms();
+	if (engine_has_unflushed(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
+		if (!engine_flush(e))
+			return false;
+	}
+	if (e->o->heartbeat_interval_ms > 0 && !e->in_txn &&
+	    now - e->last_heartbeat_ms >= e->o->heartbeat_interval_ms) {
+		if (!engine_heartbeat(e))
+			return false;
+		e->last_heartbeat_ms = now;
+	}
+	/*
+	 * Periodic updates ask for a reply: the keepalive that answers carries the
+	 * source's position, which an idle capture then confirms, so history the
+	 * stream does not need (WAL of other databases or of unpublished tables)
+	 * is not retained for it.
+	 */
+	if (e->ackable > e->acked)
+		if (!engine_ack(e, false))
+			return false;
+	if (now - e->last_status_ms >= e->o->status_interval_ms)
+		if (!engine_ack(e, true))
+			return false;
+	if (now - e->last_log_ms >= 10000) {
+		char pos[32];
+		e->ops->format_position(e->acked, pos, sizeof(pos));
+		sluice_log_info("%" PRIu64 " transactions, %" PRIu64
+				" changes captured; last txseq "
+				"%" PRIu64 ", acknowledged %s",
+				e->stats->transactions, e->stats->changes,
+				sluice_writer_durable_txseq(e->w), pos);
+		e->last_log_ms = now;
+	}
+	return true;
+}
+
+/* engine_wait_ms is how long to wait for data: until the next flush/status/heartbeat is due. */
+static int
+engine_wait_ms(const engine *e)
+{
+	int64_t now = engine_now_ms();
+	int64_t wait = e->o->status_interval_ms - (now - e->last_status_ms);
+	if (engine_has_unflushed(e)) {
+		int64_t f = e->o->min_flush_gap_ms - (now - e->last_flush_ms);
+		if (f < wait)
+			wait = f;
+	}
+	if (e->o->heartbeat_interval_ms > 0) {
+		int64_t h = e->o->heartbeat_interval_ms - (now - e->last_heartbeat_ms);
+		if (h < wait)
+			wait = h;
+	}
+	if (wait > 1000)
+		wait = 1000; /* notice signals and stop conditions promptly */
+	if (wait < 0)
+		wait = 0;
+	return (int)wait;
+}
+
+/*
+ * engine_stream runs the receive loop until stopped (true) or until the
+ * source fails (false; the caller reconnects).
+ */
+static bool
+engine_stream(engine *e)
+{
+	for (;;) {
+		if (*e->o->stop) {
+			sluice_log_info("stopping on signal");
+			return true;
+		}
+		if (e->done || engine_stop_reached(e)) {
+			e->done = true;
+			return true;
+		}
+		sluice_source_receive r = e->ops->receive(e->src, e);
+		if (r == SLUICE_SOURCE_LOST)
+			return false; /* decoding errors reconnect too: the source sends it again */
+		if (r == SLUICE_SOURCE_IDLE) {
+			if (!engine_idle(e))
+				return false;
+			if (engine_stop_reached(e))
+				continue;
+			if (!e->ops->wait(e->src, engine_wait_ms(e)))
+				return false;
+			continue;
+		}
+		/* Under continuous load, still bound how long a commit waits for fsync. */
+		if (e->unflushed_since_ms != 0 &&
+		    engine_now_ms() - (int64_t)e->unflushed_since_ms >= e->o->max_flush_delay_ms) {
+			if (!engine_flush(e) || !engine_ack(e, false))
+				return false;
+		}
+	}
+}
+
+/* engine_reopen_writer forgets a partly received transaction (the source sends it again). */
+static bool
+engine_reopen_writer(engine *e)
+{
+	bool had_txn = e->in_txn;
+	e->in_txn = false;
+	e->skip = false;
+	e->begin_written = false;
+	if (!sluice_writer_close(e->w))
+		sluice_log_warn("could not flush the stream before reconnecting");
+	e->w = NULL;
+	if (!sluice_writer_open(e->store, e->o->stream, e->key, &e->o->writer, &e->w, NULL))
+		return false;
+	e->resume = sluice_writer_last_end_lsn(e->w);
+	if (had_txn)
+		sluice_log_info("the unfinished transaction will be received again");
+	return true;
+}
+
+bool
+sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
+			  const sluice_capture_options *o, const sluice_source_ops *ops,
+			  void *state, sluice_capture_stats *stats)
+{
+	engine e;
+	memset(&e, 0, sizeof(e));
+	memset(stats, 0, sizeof(*stats));
+	e.o = o;
+	e.ops = ops;
+	e.src = state;
+	e.store = store;
+	e.key = key;
+	e.stats = stats;
+	bool ok = false;
+	if (!sluice_writer_open(store, o->stream, key, &o->writer, &e.w, NULL))
+		goto cleanup;
+	e.resume = sluice_writer_last_end_lsn(e.w);
+	e.ackable = e.resume;
+
+	int attempt = 0;
+	int busy_ms = 0;
+	bool streamed = false;
+	for (;;) {
+		if (*o->stop) {
+			ok = true;
+			break;
+		}
+		sluice_source_status st = engine_start(&e);
+		if (st == SLUICE_SOURCE_FATAL)
+			break;
+		if (st == SLUICE_SOURCE_RETRY && !streamed) {
+			/* Before the first start, a connection problem is a configuration problem.
+			 */
+			break;
+		}
+		if (st == SLUICE_SOURCE_BUSY && busy_ms >= 30000) {
+			sluice_log_error("%s has been in use by another process for "
+					 "%d s: is another capture running for it?",
+					 ops->busy_subject(state), busy_ms / 1000);
+			break;
+		}
+		if (st == SLUICE_SOURCE_OK) {
+			streamed = true;
+			attempt = 0;
+			busy_ms = 0;
+			int64_t now = engine_now_ms();
+			e.last_status_ms = e.last_flush_ms = e.last_log_ms = now;
+			e.last_heartbeat_ms = now;
+			/* Ask for a keepalive at once: it tells where the source is. A broken
+			 * connection shows up in the receive loop, which reconnects. */
+			(void)engine_ack(&e, true);
+			if (engine_stream(&e)) {
+				/* Clean stop: everything complete is made durable and acknowledged.
+				 */
+				if (engine_flush(&e)) {
+					engine_ack(&e, false);
+					ok = true;
+				}
+				break;
+			}
+			if (e.fatal)
+				break;
+		}
+		ops->close(state);
+		if (!engine_reopen_writer(&e))
+			break;
+		attempt++;
+		int delay_ms;
+		if (st == SLUICE_SOURCE_BUSY) {
+			/* A source held by a capture that just stopped is usually free within
+			 * milliseconds: look again soon, and say so every 5 s, not at every look.
+			 */
+			delay_ms = 200;
+			if (busy_ms % 5000 == 0)
+				sluice_log_warn("%s is in use (%s); looking again every 0.2 s",
+						ops->busy_subject(state), ops->busy_reason(state));
+			busy_ms += delay_ms;
+		} else {
+			stats->reconnects++;
+			delay_ms = sluice_backoff_ms(attempt, 1000, o->reconnect_max_s * 1000);
+			sluice_log_warn("reconnecting to the source in %d ms (attempt %d)",
+					delay_ms, attempt);
+		}
+		sluice_sleep_ms(delay_ms, o->stop);
+	}
+
+cleanup:
+	ops->close(state);
+	if (e.w != NULL && !sluice_writer_close(e.w))
+		ok = false;
+	return ok;
+}
