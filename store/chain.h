@@ -39,7 +39,7 @@ typedef struct sluice_chain {
 	bool open;          /* previous frame ended inside a transaction */
 	bool sealed;        /* current segment has seen its seal */
 	/*
-	 * The key in force (docs/format.md §8): unknown until the first frame
+	 * The key in force (docs/format.md §8.4): unknown until the first frame
 	 * checked, whose key must be a trust root; then only that key, until a
 	 * handover names its successor. key_pk is set once a handover gave the
 	 * public key (a root's comes from the trust set).

@@ -39,7 +39,7 @@ typedef struct sluice_writer_recovery {
  * sluice_writer_open opens stream in store for appending with key (borrowed;
  * both outlive the writer). The key in force at the end of an existing stream
  * must be this key: the stream was started with it, or a handover named it
- * (docs/format.md §8). Frames before that handover are authenticated with
+ * (docs/format.md §8.4). Frames before that handover are authenticated with
  * options->trust. A torn last frame and an unfinished last transaction are cut off
  * (described in *recovery when not NULL) and the chain continues.
  */

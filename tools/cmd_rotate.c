@@ -21,7 +21,7 @@ rotate_help(FILE *f)
 		"\n"
 		"Hand the stream over from its key in force (OLD.key) to a successor: append\n"
 		"one frame, signed by OLD.key, holding only a key handover that names NEW.pub,\n"
-		"and make it durable (docs/format.md §8). Every later frame must be signed by\n"
+		"and make it durable (docs/format.md §8.4). Every later frame must be signed by\n"
 		"the successor: restart capture with --key NEW.key --trust OLD.pub. Readers\n"
 		"that check the stream from its first frame (verify, apply from txseq 1) need\n"
 		"only the root key; readers that start in a later segment need the key in\n"
