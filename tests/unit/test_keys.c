@@ -12,8 +12,40 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "frame.h"
+
+/* The sluice binary (argv[1], optional): the forged store is also checked through it. */
+static const char *keys_sluice;
+
+/*
+ * keys_run_cli runs "sluice ARGS" (a shell command line of quoted paths)
+ * with stdout and stderr into out_path, and returns its exit status.
+ */
+static int
+keys_run_cli(const char *args, const char *out_path)
+{
+	char cmd[7 * TU_PATH_MAX];
+	int n = snprintf(cmd, sizeof(cmd), "'%s' %s >'%s' 2>&1", keys_sluice, args, out_path);
+	assert_true(n > 0 && (size_t)n < sizeof(cmd));
+	int st = system(cmd);
+	assert_true(st != -1 && WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* keys_file_has tells whether the file at path contains both strings. */
+static bool
+keys_file_has(const char *path, const char *a, const char *b)
+{
+	sluice_buf text = {0};
+	tu_read_file(path, &text);
+	sluice_buf_append_byte(&text, 0);
+	const char *t = (const char *)text.data;
+	bool has = strstr(t, a) != NULL && strstr(t, b) != NULL;
+	sluice_buf_free(&text);
+	return has;
+}
 
 /* keys_write runs transactions first..first+n-1 through a writer signed by key. */
 static void
@@ -261,6 +293,22 @@ test_keys_other_trusted_key_cannot_rewrite_tail(void **state)
 	tu_read_all(env.store, TU_STREAM, both, firsts[1], &st);
 	assert_int_equal(st.end, SLUICE_READER_ERROR);
 
+	/* Through the binary: verify --strict and inspect --trust refuse it, naming both keys. */
+	if (keys_sluice != NULL) {
+		char args[5 * TU_PATH_MAX], out[TU_PATH_MAX];
+		tu_path(out, "%s/cli.txt", env.dir);
+		snprintf(args, sizeof(args),
+			 "verify --store '%s' --stream %s --trust '%s' --trust '%s' --strict",
+			 env.store_dir, TU_STREAM, env.kp.pubpath, b.pubpath);
+		assert_int_equal(keys_run_cli(args, out), 1);
+		assert_true(keys_file_has(out, b.id_hex, "key in force"));
+		snprintf(args, sizeof(args),
+			 "inspect --store '%s' --stream %s --trust '%s' --trust '%s'",
+			 env.store_dir, TU_STREAM, env.kp.pubpath, b.pubpath);
+		assert_int_equal(keys_run_cli(args, out), 1);
+		assert_true(keys_file_has(out, b.id_hex, env.kp.id_hex));
+	}
+
 	/* The writer with A does not continue it either. */
 	sluice_writer *w = NULL;
 	assert_false(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
@@ -468,8 +516,9 @@ test_keys_single_key_stream_unchanged(void **state)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+	keys_sluice = argc > 1 ? argv[1] : NULL;
 	if (sodium_init() < 0)
 		return 1;
 	tu_setup_process();
