@@ -390,6 +390,8 @@ sluice_records_type_name(const sluice_record *rec)
 		return "snapshot_end";
 	case SLUICE__V1__RECORD__BODY_HEARTBEAT:
 		return "heartbeat";
+	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER:
+		return "key_handover";
 	default:
 		return "unknown";
 	}

@@ -34,6 +34,11 @@ sluice_chain_strerror(sluice_chain_status status)
 	case SLUICE_CHAIN_E_GENESIS:
 		return "first frame does not chain to the stream's genesis (earlier segments "
 		       "missing, or the frame belongs to another stream)";
+	case SLUICE_CHAIN_E_KEY:
+		return "frame signed by a key other than the key in force";
+	case SLUICE_CHAIN_E_HANDOVER:
+		return "key handover malformed or misplaced (it must be the only record of its "
+		       "frame, between transactions, and name another 32-byte public key)";
 	}
 	return "unknown chain status";
 }
@@ -64,6 +69,17 @@ sluice_chain_segment_start(sluice_chain *chain)
 	chain->sealed = false;
 }
 
+const uint8_t *
+sluice_chain_key(const sluice_chain *chain, const sluice_trust *trust,
+		 const uint8_t key_id[SLUICE_FRAME_KEY_ID_SIZE])
+{
+	if (!chain->key_known)
+		return sluice_trust_find(trust, key_id);
+	if (memcmp(chain->key_id, key_id, SLUICE_FRAME_KEY_ID_SIZE) != 0)
+		return NULL;
+	return chain->key_has_pk ? chain->key_pk : sluice_trust_find(trust, key_id);
+}
+
 sluice_chain_status
 sluice_chain_check(const sluice_chain *chain, const sluice_frame_header *hdr, bool first_in_segment,
 		   uint64_t segment_first)
@@ -79,6 +95,8 @@ sluice_chain_check(const sluice_chain *chain, const sluice_frame_header *hdr, bo
 		return SLUICE_CHAIN_E_FIRST;
 	if (first_in_segment && hdr->txseq_start != segment_first)
 		return SLUICE_CHAIN_E_NAME;
+	if (chain->key_known && memcmp(hdr->key_id, chain->key_id, SLUICE_FRAME_KEY_ID_SIZE) != 0)
+		return SLUICE_CHAIN_E_KEY;
 	if (!chain->anchored)
 		return SLUICE_CHAIN_OK;
 	if (hdr->txseq_start != chain->txseq_end)
@@ -112,6 +130,13 @@ sluice_chain_frame(sluice_chain *chain, const sluice_frame_header *hdr,
 	if (hdr->flags & SLUICE_FRAME_SEAL)
 		chain->sealed = true;
 	chain->anchored = true;
+	if (!chain->key_known) {
+		/* The first frame checked names the key in force (a root: see sluice_chain_key). */
+		chain->key_known = true;
+		memcpy(chain->key_id, hdr->key_id, SLUICE_FRAME_KEY_ID_SIZE);
+		chain->key_has_pk = false;
+	}
+	chain->handover = false;
 
 	chain->frame = *hdr;
 	chain->records_seen = 0;
@@ -180,6 +205,25 @@ sluice_chain_record(sluice_chain *chain, const sluice_record *rec)
 		if (chain->cur_txseq != 0)
 			return SLUICE_CHAIN_E_RECORD_ORDER;
 		return SLUICE_CHAIN_OK;
+	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER: {
+		/*
+		 * Alone in a frame between transactions: the frame after it is the
+		 * first one signed by the successor, so writer recovery, which keeps
+		 * whole frames ending between transactions, never splits a key change.
+		 */
+		const ProtobufCBinaryData *next = &rec->key_handover->next_public_key;
+		uint8_t next_id[SLUICE_FRAME_KEY_ID_SIZE];
+		if (chain->cur_txseq != 0 || chain->records_seen != 1 ||
+		    chain->frame.record_count != 1 || (chain->frame.flags & SLUICE_FRAME_OPEN) ||
+		    next->len != 32)
+			return SLUICE_CHAIN_E_HANDOVER;
+		sluice_keys_id(next->data, next_id);
+		if (memcmp(next_id, chain->frame.key_id, SLUICE_FRAME_KEY_ID_SIZE) == 0)
+			return SLUICE_CHAIN_E_HANDOVER;
+		chain->handover = true;
+		memcpy(chain->next_pk, next->data, 32);
+		return SLUICE_CHAIN_OK;
+	}
 	default:
 		/* Relations, messages and records of later schema versions go anywhere. */
 		return SLUICE_CHAIN_OK;
@@ -199,6 +243,13 @@ sluice_chain_frame_end(sluice_chain *chain)
 	} else {
 		if (chain->cur_txseq != 0 || chain->next_txseq != h->txseq_end)
 			return SLUICE_CHAIN_E_FRAME_END;
+	}
+	if (chain->handover) {
+		chain->handover = false;
+		sluice_keys_id(chain->next_pk, chain->key_id);
+		memcpy(chain->key_pk, chain->next_pk, sizeof(chain->key_pk));
+		chain->key_has_pk = true;
+		chain->key_known = true;
 	}
 	return SLUICE_CHAIN_OK;
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "keys.h"
 #include "records.h"
 
 typedef enum sluice_chain_status {
@@ -22,6 +23,8 @@ typedef enum sluice_chain_status {
 	SLUICE_CHAIN_E_FRAME_END = -10,   /* records disagree with the header's txseq range */
 	SLUICE_CHAIN_E_TIME = -11,        /* commit time outside the header's time range */
 	SLUICE_CHAIN_E_GENESIS = -12,     /* first frame does not chain to the stream's genesis */
+	SLUICE_CHAIN_E_KEY = -13,         /* frame signed by a key other than the key in force */
+	SLUICE_CHAIN_E_HANDOVER = -14,    /* key handover malformed or not alone in its frame */
 } sluice_chain_status;
 
 const char *sluice_chain_strerror(sluice_chain_status status);
@@ -35,6 +38,18 @@ typedef struct sluice_chain {
 	uint64_t txseq_end; /* header txseq_end of the previous frame */
 	bool open;          /* previous frame ended inside a transaction */
 	bool sealed;        /* current segment has seen its seal */
+	/*
+	 * The key in force (docs/format.md §8.4): unknown until the first frame
+	 * checked, whose key must be a trust root; then only that key, until a
+	 * handover names its successor. key_pk is set once a handover gave the
+	 * public key (a root's comes from the trust set).
+	 */
+	bool key_known;
+	uint8_t key_id[SLUICE_FRAME_KEY_ID_SIZE];
+	bool key_has_pk;
+	uint8_t key_pk[32];
+	bool handover; /* the current frame hands over to next_pk */
+	uint8_t next_pk[32];
 	/* record state within the current frame */
 	sluice_frame_header frame; /* header of the frame being checked */
 	uint64_t cur_txseq;        /* transaction open, 0 when between transactions */
@@ -51,6 +66,14 @@ void sluice_chain_init(sluice_chain *chain, const char *stream);
  * the first frame checked is accepted as it is (for reading from the middle).
  */
 void sluice_chain_init_unanchored(sluice_chain *chain, const char *stream);
+
+/*
+ * sluice_chain_key gives the public key that may sign the next frame, whose
+ * header names key_id: the key in force once one is known, else a trust root
+ * (trust borrowed). NULL when that key may not sign here.
+ */
+const uint8_t *sluice_chain_key(const sluice_chain *chain, const sluice_trust *trust,
+				const uint8_t key_id[SLUICE_FRAME_KEY_ID_SIZE]);
 
 /*
  * sluice_chain_check tells whether a frame header would link to the chain
@@ -71,7 +94,10 @@ sluice_chain_status sluice_chain_frame(sluice_chain *chain, const sluice_frame_h
 /* sluice_chain_record checks one decoded record of the current frame. */
 sluice_chain_status sluice_chain_record(sluice_chain *chain, const sluice_record *rec);
 
-/* sluice_chain_frame_end checks that the frame's records ended where its header says. */
+/*
+ * sluice_chain_frame_end checks that the frame's records ended where its
+ * header says; after a frame holding a handover, the successor is in force.
+ */
 sluice_chain_status sluice_chain_frame_end(sluice_chain *chain);
 
 /* sluice_chain_segment_start resets the per-segment state (seal seen). */

@@ -300,8 +300,17 @@ bool
 sluice_trust_add_file(sluice_trust *trust, const char *path)
 {
 	uint8_t pk[32];
+	if (!sluice_keys_load_public(path, pk))
+		return false;
+	sluice_trust_add(trust, pk);
+	return true;
+}
+
+bool
+sluice_keys_load_public(const char *path, uint8_t pk[32])
+{
 	char id_hex[SLUICE_KEY_ID_HEX_SIZE];
-	if (!keys_parse_file(path, KEYS_PUBLIC_TAG, pk, sizeof(pk), id_hex, false))
+	if (!keys_parse_file(path, KEYS_PUBLIC_TAG, pk, 32, id_hex, false))
 		return false;
 	uint8_t id[SLUICE_FRAME_KEY_ID_SIZE];
 	char real_hex[SLUICE_KEY_ID_HEX_SIZE];
@@ -312,8 +321,16 @@ sluice_trust_add_file(sluice_trust *trust, const char *path)
 				 id_hex, real_hex);
 		return false;
 	}
-	sluice_trust_add(trust, pk);
 	return true;
+}
+
+void
+sluice_trust_add_all(sluice_trust *trust, const sluice_trust *from)
+{
+	if (from == NULL)
+		return;
+	for (size_t i = 0; i < from->count; i++)
+		sluice_trust_add(trust, from->keys[i].pk);
 }
 
 const uint8_t *

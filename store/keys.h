@@ -25,6 +25,9 @@ void sluice_keys_id(const uint8_t pk[32], uint8_t id[SLUICE_FRAME_KEY_ID_SIZE]);
 void sluice_keys_id_hex(const uint8_t id[SLUICE_FRAME_KEY_ID_SIZE],
 			char out[SLUICE_KEY_ID_HEX_SIZE]);
 
+/* sluice_keys_load_public reads the public key of a .pub file, checking its key id. */
+bool sluice_keys_load_public(const char *path, uint8_t pk[32]);
+
 /* sluice_key_load reads a secret key file; refuses files readable by others. */
 bool sluice_key_load(const char *path, sluice_key **out);
 /* sluice_key_free wipes and releases the key; NULL is a no-op. */
@@ -39,6 +42,8 @@ void sluice_trust_free(sluice_trust *trust);
 /* sluice_trust_add_file adds the public key in a .pub file. */
 bool sluice_trust_add_file(sluice_trust *trust, const char *path);
 void sluice_trust_add(sluice_trust *trust, const uint8_t pk[32]);
+/* sluice_trust_add_all adds every key of from (borrowed; NULL adds nothing). */
+void sluice_trust_add_all(sluice_trust *trust, const sluice_trust *from);
 /* sluice_trust_find returns the trusted public key with this id, or NULL. */
 const uint8_t *sluice_trust_find(const sluice_trust *trust,
 				 const uint8_t id[SLUICE_FRAME_KEY_ID_SIZE]);

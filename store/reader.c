@@ -363,12 +363,12 @@ reader_load_frame(sluice_reader *r)
 			return reader_fail(r, "could not read segment %s of stream \"%s\"", name,
 					   r->stream);
 		if (st == SLUICE_SCAN_UNTRUSTED) {
-			char id[SLUICE_KEY_ID_HEX_SIZE];
-			sluice_keys_id_hex(f.hdr.key_id, id);
+			char why[256];
+			sluice_scan_key_problem(&f, why, sizeof(why));
 			return reader_fail(r,
 					   "could not verify frame %" PRIu64 " of segment %s at "
-					   "offset %" PRIu64 ": signed by untrusted key %s",
-					   f.hdr.frame_seq, name, f.offset, id);
+					   "offset %" PRIu64 ": %s",
+					   f.hdr.frame_seq, name, f.offset, why);
 		}
 		if (st == SLUICE_SCAN_BAD)
 			return reader_fail(

@@ -2,6 +2,7 @@
 #include "scan.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,23 @@ sluice_scan_cause(const sluice_scan_frame *f)
 	if (f->chain_status != SLUICE_CHAIN_OK)
 		return sluice_chain_strerror(f->chain_status);
 	return sluice_frame_strerror(f->frame_status);
+}
+
+void
+sluice_scan_key_problem(const sluice_scan_frame *f, char *out, size_t size)
+{
+	char have[SLUICE_KEY_ID_HEX_SIZE], in_force[SLUICE_KEY_ID_HEX_SIZE];
+	sluice_keys_id_hex(f->hdr.key_id, have);
+	if (!f->key_bound) {
+		snprintf(out, size, "signed by key %s, which is not trusted (not a --trust root)",
+			 have);
+		return;
+	}
+	sluice_keys_id_hex(f->key_in_force, in_force);
+	snprintf(out, size,
+		 "signed by key %s, but the key in force at this point of the stream is %s "
+		 "(no handover from %s names %s)",
+		 have, in_force, in_force, have);
 }
 
 sluice_scan *
@@ -230,7 +248,12 @@ sluice_scan_next(sluice_scan *scan, const sluice_chain *chain, sluice_scan_frame
 		return hs;
 
 	/* The header first: key, signature, link. Nothing is allocated before. */
-	const uint8_t *pk = sluice_trust_find(scan->trust, out->hdr.key_id);
+	const uint8_t *pk = chain == NULL ? sluice_trust_find(scan->trust, out->hdr.key_id)
+					  : sluice_chain_key(chain, scan->trust, out->hdr.key_id);
+	if (pk == NULL && chain != NULL && chain->key_known) {
+		out->key_bound = true;
+		memcpy(out->key_in_force, chain->key_id, SLUICE_FRAME_KEY_ID_SIZE);
+	}
 	if (pk == NULL)
 		return scan_torn(out,
 				 scan_unauthentic_tail(scan, off, size, SLUICE_SCAN_UNTRUSTED));

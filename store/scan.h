@@ -24,7 +24,8 @@ typedef enum sluice_scan_status {
 	SLUICE_SCAN_TORN = -1,      /* an incomplete frame ends the segment */
 	SLUICE_SCAN_IO = -2,        /* the backend failed (it logged why) */
 	SLUICE_SCAN_BAD = -3,       /* damaged frame: see frame_status */
-	SLUICE_SCAN_UNTRUSTED = -4, /* frame signed by a key not in the trust set */
+	SLUICE_SCAN_UNTRUSTED = -4, /* signed by a key that may not sign here: not a trust
+				       root, or not the key in force (see key_bound) */
 } sluice_scan_status;
 
 /* One frame as the scanner returns it; payload is borrowed until the next call. */
@@ -36,10 +37,18 @@ typedef struct sluice_scan_frame {
 	const uint8_t *payload;               /* borrowed */
 	sluice_frame_status frame_status;     /* cause for SLUICE_SCAN_BAD */
 	sluice_chain_status chain_status;     /* or this: an incomplete frame that does not link */
+	bool key_bound; /* SLUICE_SCAN_UNTRUSTED: a key was in force, key_in_force */
+	uint8_t key_in_force[SLUICE_FRAME_KEY_ID_SIZE];
 } sluice_scan_frame;
 
 /* sluice_scan_cause describes why a frame was not accepted (SLUICE_SCAN_BAD or TORN). */
 const char *sluice_scan_cause(const sluice_scan_frame *f);
+
+/*
+ * sluice_scan_key_problem formats why a SLUICE_SCAN_UNTRUSTED frame's key may
+ * not sign it, naming the key that signed and the key in force, into out.
+ */
+void sluice_scan_key_problem(const sluice_scan_frame *f, char *out, size_t size);
 
 typedef struct sluice_scan sluice_scan;
 
@@ -57,13 +66,14 @@ uint64_t sluice_scan_offset(const sluice_scan *scan);
 
 /*
  * sluice_scan_next reads the frame at the current offset: header first
- * (structure, trusted key, signature), then the payload in bounded pieces
- * while hashing it; nothing is allocated for a header that is not authentic.
- * On SLUICE_SCAN_FRAME it advances past the frame; the caller checks the
- * link with sluice_chain_frame. On SLUICE_SCAN_TORN and errors the offset
- * stays at the frame start.
+ * (structure, the key allowed at this point of chain, signature), then the payload in bounded
+ * pieces while hashing it; nothing is allocated for a header that is not authentic. On
+ * SLUICE_SCAN_FRAME it advances past the frame; the caller checks the link with sluice_chain_frame.
+ * On SLUICE_SCAN_TORN and errors the offset stays at the frame start.
  *
- * chain (borrowed; NULL: no link required) is the state before this frame.
+ * chain (borrowed; NULL: no link required, any trusted key) is the state
+ * before this frame; its key in force (sluice_chain_key) is the only key that
+ * may sign the frame, or, before any frame was checked, a trust root.
  * What follows the last complete frame is torn only when it is what one
  * interrupted append of the next frame leaves (docs/format.md §9): fewer
  * bytes than a header; an authentic header that links to chain, with its

@@ -189,12 +189,10 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 				break;
 			}
 			if (st == SLUICE_SCAN_UNTRUSTED) {
-				char id[SLUICE_KEY_ID_HEX_SIZE];
-				sluice_keys_id_hex(f.hdr.key_id, id);
-				verify_say(&v, true, off,
-					   "frame %" PRIu64
-					   ": signed by key %s, which is not trusted",
-					   f.hdr.frame_seq, id);
+				char why[256];
+				sluice_scan_key_problem(&f, why, sizeof(why));
+				verify_say(&v, true, off, "frame %" PRIu64 ": %s", f.hdr.frame_seq,
+					   why);
 				stopped = true;
 				break;
 			}

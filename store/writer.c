@@ -27,7 +27,8 @@ struct sluice_writer {
 	sluice_frame_codec *codec; /* owned */
 	sluice_store_lock *lock;   /* owned: exclusive right to append */
 	uint64_t stream_id;
-	bool failed; /* an append failed: the segment tail is unknown */
+	bool failed;  /* an append failed: the segment tail is unknown */
+	bool retired; /* handed over to another key: nothing more may be signed */
 
 	/* open segment; NULL between a seal and the next transaction */
 	sluice_segment *seg; /* owned */
@@ -93,6 +94,7 @@ typedef struct writer_scan_result {
 	uint64_t boundary_next_frame_seq;
 	uint64_t boundary_txseq_end;
 	bool boundary_sealed;
+	uint8_t boundary_key_id[SLUICE_FRAME_KEY_ID_SIZE]; /* key in force there */
 	uint64_t torn_bytes;
 	uint64_t partial_txseq;
 	bool have_commit; /* a commit was seen before the boundary */
@@ -113,6 +115,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 	sluice_store_segment_name(first, name);
 	sluice_trust_add(trust, sluice_key_public(w->key));
+	sluice_trust_add_all(trust, w->options.trust);
 	memset(res, 0, sizeof(*res));
 
 	if (!sluice_store_segment_open(w->store, w->stream, first, false, false, &seg))
@@ -141,14 +144,16 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 		if (st == SLUICE_SCAN_IO)
 			goto cleanup;
 		if (st == SLUICE_SCAN_UNTRUSTED) {
-			char have[SLUICE_KEY_ID_HEX_SIZE], mine[SLUICE_KEY_ID_HEX_SIZE];
-			sluice_keys_id_hex(f.hdr.key_id, have);
+			char mine[SLUICE_KEY_ID_HEX_SIZE], why[256];
 			sluice_keys_id_hex(sluice_key_id(w->key), mine);
-			sluice_log_error(
-				"stream \"%s\" in store \"%s\" is signed by key %s, not by "
-				"this key %s (segment %s, offset %" PRIu64 ")",
-				w->stream, sluice_store_location(w->store), have, mine, name,
-				f.offset);
+			sluice_scan_key_problem(&f, why, sizeof(why));
+			sluice_log_error("stream \"%s\" in store \"%s\": segment %s frame %" PRIu64
+					 " at offset %" PRIu64 " is %s; this writer's key is %s%s",
+					 w->stream, sluice_store_location(w->store), name,
+					 f.hdr.frame_seq, f.offset, why, mine,
+					 f.key_bound ? ""
+						     : " (after a key rotation, pass the earlier "
+						       "public key with --trust)");
 			goto cleanup;
 		}
 		if (st == SLUICE_SCAN_BAD) {
@@ -207,6 +212,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 			res->boundary_next_frame_seq = f.hdr.frame_seq + 1;
 			res->boundary_txseq_end = f.hdr.txseq_end;
 			res->boundary_sealed = (f.hdr.flags & SLUICE_FRAME_SEAL) != 0;
+			memcpy(res->boundary_key_id, chain.key_id, SLUICE_FRAME_KEY_ID_SIZE);
 			res->partial_txseq = 0;
 			res->have_commit = have_commit;
 			res->commit_txseq = commit_txseq;
@@ -296,6 +302,17 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		goto cleanup;
 	}
 
+	if (memcmp(res.boundary_key_id, sluice_key_id(w->key), SLUICE_FRAME_KEY_ID_SIZE) != 0) {
+		char in_force[SLUICE_KEY_ID_HEX_SIZE], mine[SLUICE_KEY_ID_HEX_SIZE];
+		sluice_keys_id_hex(res.boundary_key_id, in_force);
+		sluice_keys_id_hex(sluice_key_id(w->key), mine);
+		sluice_log_error("stream \"%s\" in store \"%s\": the key in force at its end is "
+				 "%s, not this writer's key %s (only a handover signed by %s, "
+				 "sluice rotate-key, passes the stream to another key)",
+				 w->stream, sluice_store_location(w->store), in_force, mine,
+				 in_force);
+		goto cleanup;
+	}
 	uint64_t first = firsts[idx];
 	memcpy(w->prev_hash, res.boundary_hash, SLUICE_FRAME_HASH_SIZE);
 	w->next_frame_seq = res.boundary_next_frame_seq;
@@ -608,6 +625,18 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 				 w->stream);
 		return false;
 	}
+	if (w->retired) {
+		sluice_log_error("stream \"%s\": this writer's key was handed over; reopen the "
+				 "stream with the successor's key",
+				 w->stream);
+		return false;
+	}
+	if (rec->body_case == SLUICE__V1__RECORD__BODY_KEY_HANDOVER) {
+		sluice_log_error("stream \"%s\": a key handover is written only by "
+				 "sluice_writer_handover",
+				 w->stream);
+		return false;
+	}
 	uint32_t relid;
 	switch (rec->body_case) {
 	case SLUICE__V1__RECORD__BODY_RELATION: {
@@ -766,6 +795,50 @@ sluice_writer_seal(sluice_writer *w)
 	w->durable_txseq = w->written_txseq;
 	w->durable_end_lsn = w->written_end_lsn;
 	return true;
+}
+
+bool
+sluice_writer_handover(sluice_writer *w, const uint8_t next_pk[32], const char *reason)
+{
+	if (w->failed || w->retired) {
+		sluice_log_error("stream \"%s\": cannot hand over: the writer %s", w->stream,
+				 w->failed ? "stopped after an earlier failure"
+					   : "already handed its key over");
+		return false;
+	}
+	if (w->cur_txseq != 0) {
+		sluice_log_error("stream \"%s\": cannot hand over the key inside transaction "
+				 "%" PRIu64,
+				 w->stream, w->cur_txseq);
+		return false;
+	}
+	uint8_t next_id[SLUICE_FRAME_KEY_ID_SIZE];
+	sluice_keys_id(next_pk, next_id);
+	if (memcmp(next_id, sluice_key_id(w->key), SLUICE_FRAME_KEY_ID_SIZE) == 0) {
+		sluice_log_error("stream \"%s\": cannot hand over the key to itself", w->stream);
+		return false;
+	}
+	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
+		return false;
+	writer_reset_pending(w);
+
+	Sluice__V1__KeyHandover ho = SLUICE__V1__KEY_HANDOVER__INIT;
+	ho.next_public_key.data = (uint8_t *)next_pk;
+	ho.next_public_key.len = 32;
+	ho.reason = (char *)reason;
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_KEY_HANDOVER;
+	rec.key_handover = &ho;
+	sluice_records_pack(&rec, &w->raw);
+	/* Its own frame, so that the next frame is the successor's first. */
+	bool ok = writer_emit(w, w->raw.len, 1, 0, w->next_txseq, w->next_txseq, false, 0, 0);
+	writer_reset_pending(w);
+	if (!ok)
+		return false;
+	w->written_txseq = w->last_txseq;
+	w->written_end_lsn = w->last_end_lsn;
+	w->retired = true;
+	return sluice_writer_flush(w);
 }
 
 bool

@@ -16,6 +16,12 @@ typedef struct sluice_writer_options {
 	size_t frame_target;     /* cut a frame when its records reach this size */
 	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
+	/*
+	 * Borrowed, may be NULL: earlier keys of the stream. Recovery reads the
+	 * newest frames; those written before the handover to the writer's key
+	 * are signed by the key it succeeded, whose public key it needs.
+	 */
+	const sluice_trust *trust;
 } sluice_writer_options;
 
 /* sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1. */
@@ -31,8 +37,10 @@ typedef struct sluice_writer_recovery {
 
 /*
  * sluice_writer_open opens stream in store for appending with key (borrowed;
- * both outlive the writer). An existing stream must end in frames signed by
- * this key. A torn last frame and an unfinished last transaction are cut off
+ * both outlive the writer). The key in force at the end of an existing stream
+ * must be this key: the stream was started with it, or a handover named it
+ * (docs/format.md §8.4). Frames before that handover are authenticated with
+ * options->trust. A torn last frame and an unfinished last transaction are cut off
  * (described in *recovery when not NULL) and the chain continues.
  */
 bool sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *key,
@@ -52,6 +60,16 @@ bool sluice_writer_flush(sluice_writer *w);
 
 /* sluice_writer_seal flushes and seals the open segment (at a transaction boundary). */
 bool sluice_writer_seal(sluice_writer *w);
+
+/*
+ * sluice_writer_handover ends the writer's use of its key: between
+ * transactions, it writes the pending records, then one frame signed by the
+ * current key holding only a KeyHandover to next_pk with reason (may be
+ * NULL), and makes it durable. Every later frame of the stream must be signed
+ * by next_pk, so the writer accepts no more records; reopen the stream with
+ * the successor's secret key to go on.
+ */
+bool sluice_writer_handover(sluice_writer *w, const uint8_t next_pk[32], const char *reason);
 
 /* sluice_writer_close flushes (unless the writer failed) and releases; NULL is a no-op. */
 bool sluice_writer_close(sluice_writer *w);

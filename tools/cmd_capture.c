@@ -25,7 +25,7 @@ capture_help(FILE *f)
 		"[--create]\n"
 		"                      [--allow-no-identity]\n"
 		"                      [--snapshot] [--until-lsn LSN] [--exit-when-caught-up]\n"
-		"                      [--forward-origins] [--messages]\n"
+		"                      [--forward-origins] [--messages] [--trust OLD.pub ...]\n"
 		"\n"
 		"Stream committed transactions of a PostgreSQL database (logical replication,\n"
 		"pgoutput) into a signed stream, exactly once: the position acknowledged to the\n"
@@ -36,7 +36,12 @@ capture_help(FILE *f)
 		"      --source CONNINFO   libpq URI or key=value string (PG* variables apply)\n"
 		"  -s, --store S           store: a directory PATH or file://PATH\n"
 		"  -n, --stream NAME       stream name\n"
-		"  -k, --key PREFIX.key    secret signing key (sluice keygen)\n"
+		"  -k, --key PREFIX.key    secret signing key (sluice keygen); the stream's key\n"
+		"                          in force: the one it started with, or the successor\n"
+		"                          named by sluice rotate-key\n"
+		"  -t, --trust OLD.pub     public key that signed the stream before its handover\n"
+		"                          to --key (repeatable): needed while the newest\n"
+		"                          segment still holds frames of the earlier key\n"
 		"      --node NAME         origin node name in every transaction (default: the\n"
 		"                          stream name)\n"
 		"      --slot NAME         replication slot (default: sluice_<stream>)\n"
@@ -81,8 +86,9 @@ capture_default_name(const char *stream, char *out, size_t size)
 	}
 }
 
-int
-cmd_capture(int argc, char **argv)
+/* capture_main parses the arguments (trust_paths has room for all) and runs capture. */
+static int
+capture_main(int argc, char **argv, char **trust_paths)
 {
 	enum {
 		OPT_SOURCE = 1000,
@@ -106,6 +112,7 @@ cmd_capture(int argc, char **argv)
 		{"store", required_argument, NULL, 's'},
 		{"stream", required_argument, NULL, 'n'},
 		{"key", required_argument, NULL, 'k'},
+		{"trust", required_argument, NULL, 't'},
 		{"node", required_argument, NULL, OPT_NODE},
 		{"slot", required_argument, NULL, OPT_SLOT},
 		{"publication", required_argument, NULL, OPT_PUB},
@@ -128,8 +135,9 @@ cmd_capture(int argc, char **argv)
 	o.progress = isatty(STDERR_FILENO);
 	const char *store_spec = NULL, *key_path = NULL;
 	char slot[128], pub[128];
+	size_t ntrust = 0;
 	int c;
-	while ((c = getopt_long(argc, argv, "s:n:k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:n:k:t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_SOURCE:
 			o.source = optarg;
@@ -142,6 +150,9 @@ cmd_capture(int argc, char **argv)
 			break;
 		case 'k':
 			key_path = optarg;
+			break;
+		case 't':
+			trust_paths[ntrust++] = optarg;
 			break;
 		case OPT_NODE:
 			o.node = optarg;
@@ -234,6 +245,13 @@ cmd_capture(int argc, char **argv)
 	int rc = SLUICE_EXIT_FAILURE;
 	sluice_key *key = NULL;
 	sluice_store *store = NULL;
+	sluice_trust *trust = NULL;
+	if (ntrust > 0) {
+		trust = cli_load_trust(trust_paths, ntrust);
+		if (trust == NULL)
+			goto cleanup;
+		o.writer.trust = trust;
+	}
 	if (!sluice_key_load(key_path, &key))
 		goto cleanup;
 	if (!sluice_store_open(store_spec, &store))
@@ -252,5 +270,17 @@ cmd_capture(int argc, char **argv)
 cleanup:
 	sluice_store_close(store);
 	sluice_key_free(key);
+	sluice_trust_free(trust);
+	return rc;
+}
+
+int
+cmd_capture(int argc, char **argv)
+{
+	char **trust_paths = calloc((size_t)argc + 1, sizeof(char *));
+	if (trust_paths == NULL)
+		abort();
+	int rc = capture_main(argc, argv, trust_paths);
+	free(trust_paths);
 	return rc;
 }

@@ -41,7 +41,9 @@ inspect_help(FILE *f)
 		   "Options:\n"
 		   "  -s, --store S       store: a directory PATH or file://PATH\n"
 		   "  -n, --stream NAME   stream name\n"
-		   "  -t, --trust PUB     trusted public key file (repeatable)\n"
+		   "  -t, --trust PUB     root public key file (repeatable); from txseq 1 the\n"
+		   "                      root suffices, from a later --from the key in force\n"
+		   "                      there is needed (after sluice rotate-key)\n"
 		   "      --json          JSON lines instead of text\n"
 		   "      --from TXSEQ    start at this transaction\n"
 		   "      --limit N       at most N frames (listing) or transactions (--records)\n"
@@ -287,21 +289,18 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 				record_problem = inspect_frame_times(cursor, &chain, &f, &fr);
 			if (st != SLUICE_SCAN_FRAME || cs != SLUICE_CHAIN_OK ||
 			    record_problem != NULL) {
-				char key[SLUICE_KEY_ID_HEX_SIZE];
-				sluice_keys_id_hex(f.hdr.key_id, key);
+				char key[256];
+				sluice_scan_key_problem(&f, key, sizeof(key));
 				const char *why = record_problem != NULL ? record_problem
 						  : cs != SLUICE_CHAIN_OK
 							  ? sluice_chain_strerror(cs)
-						  : st == SLUICE_SCAN_UNTRUSTED
-							  ? "signed by a key that is not trusted"
+						  : st == SLUICE_SCAN_UNTRUSTED ? key
 						  : st == SLUICE_SCAN_TORN
 							  ? "incomplete frame in a segment that is "
 							    "not the newest"
 							  : sluice_scan_cause(&f);
-				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s%s%s",
-						 name, f.offset, why,
-						 st == SLUICE_SCAN_UNTRUSTED ? " " : "",
-						 st == SLUICE_SCAN_UNTRUSTED ? key : "");
+				sluice_log_error("segment %s: frame at offset %" PRIu64 ": %s",
+						 name, f.offset, why);
 				s.bad = true;
 				rc = SLUICE_EXIT_PROBLEM;
 				stop = true; /* nothing after it can be shown as verified */

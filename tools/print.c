@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "json.h"
+#include "keys.h"
 
 /* Longest value printed whole; inspect stays fast and small on huge values. */
 #define PRINT_MAX_VALUE ((size_t)1 << 20)
@@ -405,6 +406,19 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		print_field_time(out, json, "time", h->time_us);
 		if (h->has_source_lsn)
 			print_field_lsn(out, json, "lsn", h->source_lsn);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER: {
+		const Sluice__V1__KeyHandover *k = rec->key_handover;
+		if (k->next_public_key.len == 32) {
+			uint8_t id[SLUICE_FRAME_KEY_ID_SIZE];
+			char hex[SLUICE_KEY_ID_HEX_SIZE];
+			sluice_keys_id(k->next_public_key.data, id);
+			sluice_keys_id_hex(id, hex);
+			print_field_str(out, json, "next_key", hex);
+		}
+		if (k->reason != NULL)
+			print_field_str(out, json, "reason", k->reason);
 		break;
 	}
 	default:

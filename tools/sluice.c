@@ -9,6 +9,7 @@
 #include "cmd_capture.h"
 #include "cmd_inspect.h"
 #include "cmd_keygen.h"
+#include "cmd_rotate.h"
 #include "cmd_verify.h"
 #include "log.h"
 
@@ -27,6 +28,7 @@ static const sluice_command sluice_commands[] = {
 	{"capture", cmd_capture, "stream a PostgreSQL database into a signed stream"},
 	{"prepare", cmd_prepare, "set up a node for active-active apply"},
 	{"keygen", cmd_keygen, "create an Ed25519 key pair for signing a stream"},
+	{"rotate-key", cmd_rotate_key, "hand a stream over to a successor signing key"},
 	{"verify", cmd_verify, "check every frame, the chain and txseq density of a stream"},
 	{"inspect", cmd_inspect, "list segments and frames, or print records"},
 	{"bench-codec", cmd_bench_codec, "measure encode and decode throughput of the codec"},

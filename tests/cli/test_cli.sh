@@ -26,7 +26,7 @@ assert() { # assert NAME COMMAND...
 }
 
 # --help everywhere, exit 0; bad usage exit 2
-for c in keygen verify inspect bench-codec; do
+for c in keygen rotate-key verify inspect bench-codec; do
 	"$SLUICE" "$c" --help >"$T/help.txt"
 	check "$c --help" 0 $?
 	assert "$c --help mentions usage" grep -q "Usage: sluice $c" "$T/help.txt"
@@ -155,6 +155,36 @@ assert "max-age problem named" grep -q "no signed heartbeat" "$T/v.txt"
 check "verify --max-age bad duration" 2 $?
 "$SLUICE" inspect --store "$S" --stream bench --trust "$P" >"$T/i.txt"
 assert "inspect has freshness" grep -q "^stream bench: newest commit" "$T/i.txt"
+
+# Key rotation: the key in force hands the stream over; readers follow from the root
+cp -r "$S" "$T/rot"
+bid=$(cut -d' ' -f2 "$T/b.pub")
+aid=$(cut -d' ' -f2 "$P")
+out=$("$SLUICE" rotate-key --store "$T/rot" --stream bench --key "$T/w/bench.key" --next "$T/b.pub" \
+	--reason "test" 2>"$T/err.txt")
+check "rotate-key" 0 $?
+assert "rotate-key prints the successor id" test "$out" = "$bid"
+"$SLUICE" rotate-key --store "$T/rot" --stream bench --key "$T/w/bench.key" --next "$T/a.pub" \
+	2>"$T/err.txt"
+check "rotate-key by a key no longer in force" 3 $?
+assert "rotate-key refusal names the key in force" grep -q "key in force at its end is $bid" "$T/err.txt"
+"$SLUICE" verify --store "$T/rot" --stream bench --trust "$P" --strict >"$T/v.txt"
+check "verify after rotation, root only" 0 $?
+"$SLUICE" verify --store "$T/rot" --stream bench --trust "$P" --trust "$T/b.pub" --strict >/dev/null
+check "verify after rotation, root and successor" 0 $?
+"$SLUICE" verify --store "$T/rot" --stream bench --trust "$T/b.pub" >"$T/v.txt"
+check "verify after rotation, successor only" 1 $?
+assert "first frame's key named" grep -q "signed by key $aid, which is not trusted" "$T/v.txt"
+"$SLUICE" inspect --store "$T/rot" --stream bench --trust "$P" >/dev/null
+check "inspect after rotation" 0 $?
+"$SLUICE" inspect --store "$T/rot" --stream bench --trust "$P" --records --json >"$T/r.json"
+check "inspect --records after rotation" 0 $?
+assert "handover record shown" grep -q "\"key_handover\".*\"next_key\":\"$bid\"" "$T/r.json"
+"$SLUICE" rotate-key --store "$T/rot" --stream bench --key "$T/a.key" --next "$T/b.pub" \
+	2>/dev/null
+check "rotate-key by an unrelated key" 3 $?
+"$SLUICE" rotate-key --store "$T/rot" --stream bench --key "$T/a.key" 2>/dev/null
+check "rotate-key without --next" 2 $?
 
 # Missing stream, unreadable key
 "$SLUICE" verify --store "$S" --stream nosuch --trust "$P" >/dev/null

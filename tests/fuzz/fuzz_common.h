@@ -14,7 +14,9 @@
  *                    ctl bits 0-3 are the frame flags; bit 4 adds a txseq gap,
  *                    bit 5 breaks prev_hash, bit 6 miscounts the records, bit 7
  *                    skips a frame number. Each
- *                    frame is signed with the test key (encode -> parse -> verify
+ *                    frame is signed with the key in force (the test key, or
+ *                    the successor key after a KeyHandover naming it; frames
+ *                    stop at a handover to any other key) (encode -> parse -> verify
  *                    -> decompress must round-trip), the frames are chained into
  *                    one segment and scanned as in FUZZ_MODE_SEGMENT. Option
  *                    FUZZ_OPT_TRUNCATE cuts the segment where the last two input
@@ -71,6 +73,16 @@
 static const uint8_t fuzz_key_seed[32] = {
 	's', 'l', 'u', 'i', 'c', 'e', ' ', 'f', 'u', 'z', 'z', ' ', 't', 'e', 's', 't',
 	' ', 'k', 'e', 'y', ' ', 's', 'e', 'e', 'd', ' ', 'v', '1', ' ', '.', '.', '.',
+};
+
+/*
+ * The seed of the successor test key: a KeyHandover naming its public key
+ * lets FUZZ_MODE_FRAMES sign the frames after it with it (a handover to any
+ * other key ends the frames it can sign).
+ */
+static const uint8_t fuzz_key2_seed[32] = {
+	's', 'l', 'u', 'i', 'c', 'e', ' ', 'f', 'u', 'z', 'z', ' ', 's', 'u', 'c', 'c',
+	'e', 's', 's', 'o', 'r', ' ', 'k', 'e', 'y', ' ', 'v', '1', ' ', '.', '.', '.',
 };
 
 /* The libFuzzer entry point (fuzz_frame.c), also called by fuzz_driver.c. */

@@ -68,6 +68,9 @@ static struct {
 	uint8_t pk[32];
 	uint8_t sk[64];
 	uint8_t key_id[SLUICE_FRAME_KEY_ID_SIZE];
+	uint8_t pk2[32]; /* the successor key (fuzz_key2_seed) */
+	uint8_t sk2[64];
+	uint8_t key_id2[SLUICE_FRAME_KEY_ID_SIZE];
 	uint64_t stream_id;
 	uint8_t genesis[SLUICE_FRAME_HASH_SIZE];
 	sluice_trust *trust;
@@ -232,6 +235,8 @@ setup(void)
 	sluice_log_setup(SLUICE_LOG_ERROR, SLUICE_LOG_TEXT);
 	crypto_sign_ed25519_seed_keypair(g.pk, g.sk, fuzz_key_seed);
 	sluice_keys_id(g.pk, g.key_id);
+	crypto_sign_ed25519_seed_keypair(g.pk2, g.sk2, fuzz_key2_seed);
+	sluice_keys_id(g.pk2, g.key_id2);
 	g.trust = sluice_trust_create();
 	sluice_trust_add(g.trust, g.pk);
 	g.stream_id = sluice_frame_stream_id(FUZZ_STREAM);
@@ -556,7 +561,8 @@ mode_segment(const uint8_t *d, size_t n, unsigned opts)
 /* check_roundtrip: the frame just encoded at frame[0..len) decodes to hdr and raw. */
 static void
 check_roundtrip(const uint8_t *frame, size_t len, const sluice_frame_header *hdr,
-		const uint8_t hash[SLUICE_FRAME_HASH_SIZE], const uint8_t *raw, size_t raw_len)
+		const uint8_t hash[SLUICE_FRAME_HASH_SIZE], const uint8_t *raw, size_t raw_len,
+		const uint8_t pk[32])
 {
 	sluice_frame_header h;
 	sluice_frame_status fs = sluice_frame_parse_header(frame, len, &h);
@@ -570,7 +576,7 @@ check_roundtrip(const uint8_t *frame, size_t len, const sluice_frame_header *hdr
 	if (len != SLUICE_FRAME_HEADER_SIZE + (size_t)h.payload_len || h.raw_len != raw_len)
 		fuzz_fail("roundtrip: lengths");
 	const uint8_t *payload = frame + SLUICE_FRAME_HEADER_SIZE;
-	fs = sluice_frame_verify(frame, &h, g.pk, payload);
+	fs = sluice_frame_verify(frame, &h, pk, payload);
 	if (fs != SLUICE_FRAME_OK)
 		fuzz_fail("roundtrip: verify: %s", sluice_frame_strerror(fs));
 	uint8_t again[SLUICE_FRAME_HASH_SIZE];
@@ -598,15 +604,15 @@ sanitize_header(sluice_frame_header *h)
 }
 
 /*
- * header_links tells whether the header at data[at] links to the chain of the
- * nframes complete frames before it (segment 1, from the genesis).
+ * replay_chain runs the nframes complete frames at data (segment 1, from the
+ * genesis) through the chain as scan_segment does (link, records, frame end),
+ * so that *chain holds the key in force after them.
  */
-static bool
-header_links(const uint8_t *data, size_t nframes, size_t at)
+static void
+replay_chain(const uint8_t *data, size_t nframes, sluice_chain *chain)
 {
-	sluice_chain chain;
-	sluice_chain_init(&chain, FUZZ_STREAM);
-	sluice_chain_segment_start(&chain);
+	sluice_chain_init(chain, FUZZ_STREAM);
+	sluice_chain_segment_start(chain);
 	size_t pos = 0;
 	sluice_frame_header h;
 	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
@@ -615,9 +621,28 @@ header_links(const uint8_t *data, size_t nframes, size_t at)
 		    SLUICE_FRAME_OK)
 			fuzz_fail("frames: own header does not parse");
 		sluice_frame_hash(data + pos, hash);
-		(void)sluice_chain_frame(&chain, &h, hash, pos == 0, 1);
+		(void)sluice_chain_frame(chain, &h, hash, pos == 0, 1);
+		if (sluice_frame_decompress(g.codec, &h, data + pos + SLUICE_FRAME_HEADER_SIZE,
+					    &g.raw) != SLUICE_FRAME_OK)
+			fuzz_fail("frames: own payload does not decompress");
+		records_info info;
+		decode_records(g.raw.data, g.raw.len, chain, &info);
+		if (info.complete)
+			(void)sluice_chain_frame_end(chain);
 		pos += SLUICE_FRAME_HEADER_SIZE + h.payload_len;
 	}
+}
+
+/*
+ * header_links tells whether the header at data[at] links to the chain of the
+ * nframes complete frames before it (segment 1, from the genesis).
+ */
+static bool
+header_links(const uint8_t *data, size_t nframes, size_t at)
+{
+	sluice_chain chain;
+	replay_chain(data, nframes, &chain);
+	sluice_frame_header h;
 	if (sluice_frame_parse_header(data + at, SLUICE_FRAME_HEADER_SIZE, &h) != SLUICE_FRAME_OK)
 		fuzz_fail("frames: own header does not parse");
 	return sluice_chain_check(&chain, &h, at == 0, 1) == SLUICE_CHAIN_OK;
@@ -643,6 +668,22 @@ mode_frames(const uint8_t *d, size_t n, unsigned opts)
 		const uint8_t *raw = d + pos;
 		pos += len;
 
+		/* The key in force after the frames so far signs this one. */
+		const uint8_t *sk = g.sk, *pk = g.pk, *key_id = g.key_id;
+		if (nframes > 0) {
+			sluice_chain shadow;
+			replay_chain(g.seg.data, nframes, &shadow);
+			if (memcmp(shadow.key_id, g.key_id2, sizeof(g.key_id2)) == 0) {
+				sk = g.sk2;
+				pk = g.pk2;
+				key_id = g.key_id2;
+			} else if (memcmp(shadow.key_id, g.key_id, sizeof(g.key_id)) != 0) {
+				VERBOSE("  handed over to a key without a secret here: %zu "
+					"frames\n",
+					nframes);
+				break;
+			}
+		}
 		records_info info;
 		decode_records(raw, len, NULL, &info);
 
@@ -664,7 +705,7 @@ mode_frames(const uint8_t *d, size_t n, unsigned opts)
 		h.raw_len = (uint32_t)len;
 		h.record_count = info.count + ((ctl & FUZZ_FRAME_CTL_BAD_COUNT) ? 1 : 0);
 		sanitize_header(&h);
-		memcpy(h.key_id, g.key_id, sizeof(h.key_id));
+		memcpy(h.key_id, key_id, sizeof(h.key_id));
 		memcpy(h.prev_hash, prev, sizeof(prev));
 		if (ctl & FUZZ_FRAME_CTL_BAD_PREV)
 			h.prev_hash[0] ^= 1;
@@ -672,10 +713,10 @@ mode_frames(const uint8_t *d, size_t n, unsigned opts)
 		size_t start = g.seg.len;
 		uint8_t hash[SLUICE_FRAME_HASH_SIZE];
 		sluice_frame_status fs =
-			sluice_frame_encode(g.codec, &h, raw, len, g.sk, &g.seg, hash);
+			sluice_frame_encode(g.codec, &h, raw, len, sk, &g.seg, hash);
 		if (fs != SLUICE_FRAME_OK)
 			fuzz_fail("encode: %s", sluice_frame_strerror(fs));
-		check_roundtrip(g.seg.data + start, g.seg.len - start, &h, hash, raw, len);
+		check_roundtrip(g.seg.data + start, g.seg.len - start, &h, hash, raw, len, pk);
 
 		memcpy(prev, hash, sizeof(prev));
 		txseq = h.txseq_end;

@@ -545,6 +545,77 @@ gen_negative_enum_seed(void)
 	sluice_buf_free(&in);
 }
 
+/* gen_handover_raw packs a KeyHandover naming pk as a frame payload into out. */
+static void
+gen_handover_raw(const uint8_t pk[32], sluice_buf *out)
+{
+	Sluice__V1__KeyHandover ho = SLUICE__V1__KEY_HANDOVER__INIT;
+	ho.next_public_key.data = (uint8_t *)pk;
+	ho.next_public_key.len = 32;
+	ho.reason = "fuzz seed";
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_KEY_HANDOVER;
+	rec.key_handover = &ho;
+	sluice_records_pack(&rec, out);
+}
+
+/* gen_frame_input appends one frame of a FUZZ_MODE_FRAMES input. */
+static void
+gen_frame_input(sluice_buf *in, uint8_t ctl, const sluice_buf *raw)
+{
+	sluice_buf_append_byte(in, ctl);
+	sluice_buf_append_byte(in, 0);
+	sluice_buf_append_byte(in, (uint8_t)raw->len);
+	sluice_buf_append_byte(in, (uint8_t)(raw->len >> 8));
+	sluice_buf_append(in, raw->data, raw->len);
+}
+
+/*
+ * gen_handover_seeds: key handovers for FUZZ_MODE_FRAMES: to the successor
+ * key (the frames after it are signed by it), to a key the target has no
+ * secret for (the frames stop), and one not alone in its frame (refused).
+ */
+static void
+gen_handover_seeds(void)
+{
+	uint8_t pk2[32], sk2[64], other[32];
+	crypto_sign_ed25519_seed_keypair(pk2, sk2, fuzz_key2_seed);
+	memset(other, 0x5a, sizeof(other));
+	sluice_buf ho = {0}, hb = {0}, in = {0};
+	Sluice__V1__Heartbeat h = SLUICE__V1__HEARTBEAT__INIT;
+	h.time_us = 1000;
+	sluice_record rec = SLUICE__V1__RECORD__INIT;
+	rec.body_case = SLUICE__V1__RECORD__BODY_HEARTBEAT;
+	rec.heartbeat = &h;
+	sluice_records_pack(&rec, &hb);
+
+	gen_handover_raw(pk2, &ho);
+	gen_frame_input(&in, SLUICE_FRAME_FIRST, &hb);
+	gen_frame_input(&in, 0, &ho);
+	gen_frame_input(&in, 0, &hb);
+	gen_frame_input(&in, SLUICE_FRAME_SEAL, &(sluice_buf){0});
+	gen_write_seed("frames-handover", FUZZ_SELECTOR(FUZZ_MODE_FRAMES, 0), in.data, in.len);
+	gen_write_seed("frames-handover-cut", FUZZ_SELECTOR(FUZZ_MODE_FRAMES, FUZZ_OPT_TRUNCATE),
+		       in.data, in.len);
+
+	sluice_buf_reset(&in);
+	sluice_buf_reset(&ho);
+	gen_handover_raw(other, &ho);
+	gen_frame_input(&in, SLUICE_FRAME_FIRST, &ho);
+	gen_frame_input(&in, 0, &hb);
+	gen_write_seed("frames-handover-unknown", FUZZ_SELECTOR(FUZZ_MODE_FRAMES, 0), in.data,
+		       in.len);
+
+	sluice_buf_reset(&in);
+	sluice_buf_append(&hb, ho.data, ho.len);
+	gen_frame_input(&in, SLUICE_FRAME_FIRST, &hb);
+	gen_write_seed("frames-handover-not-alone", FUZZ_SELECTOR(FUZZ_MODE_FRAMES, 0), in.data,
+		       in.len);
+	sluice_buf_free(&ho);
+	sluice_buf_free(&hb);
+	sluice_buf_free(&in);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -599,6 +670,7 @@ main(int argc, char **argv)
 	gen_write_seed("segment-empty", FUZZ_SELECTOR(FUZZ_MODE_SEGMENT, FUZZ_OPT_ANCHORED), NULL,
 		       0);
 	gen_negative_enum_seed();
+	gen_handover_seeds();
 	/* A record of unknown fields only, one with an overlong tag of field number 0. */
 	static const uint8_t field0[] = {
 		SLUICE_FRAME_FIRST, 0, 7, 0, 0x06, 0xe8, 0x00, 0x00, 0x80, 0x00, 0x00,

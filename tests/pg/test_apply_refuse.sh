@@ -249,7 +249,7 @@ say "signature case done"
 fresh t_key
 "$SLUICE" apply --store "$W/store" --stream "$STREAM" --trust "$W/other.pub" --target "$(pg_conninfo dst t_key)" \
 	--exit-when-caught-up 2>"$W/key.log"
-refused $? key "segment $SEG1.*untrusted key" "stream signed by another key"
+refused $? key "segment $SEG1.*signed by key [0-9a-f]*, which is not trusted" "stream signed by another key"
 [ "$(progress dst t_key)" = 0 ] &&
 	[ "$(pg_psql dst t_key -c 'SELECT (SELECT count(*) FROM cnt) + (SELECT count(*) FROM r) + (SELECT count(*) FROM blob) + (SELECT count(*) FROM tr)')" = 0 ]
 check "stream signed by another key: nothing applied, no progress"
