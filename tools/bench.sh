@@ -259,7 +259,7 @@ print(r, p)')
 				cpu=-
 			else
 				# Replication origins are per cluster: every run starts without progress.
-				pg_psql dst postgres -c "SELECT pg_replication_origin_drop('sluice_bench') FROM pg_replication_origin WHERE roname = 'sluice_bench'" >/dev/null
+				pg_psql dst postgres -c "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'sluice_bench@%'" >/dev/null
 				c0=$(srv_cpu dst)
 				timed "$W/t" run_sluice_apply "t_sluice_$i"
 				sleep 0.2

@@ -85,7 +85,7 @@ end=$(pg_psql source postgres -c "SELECT pg_current_wal_lsn()")
 for _ in $(seq 1 120); do
 	last=$("$SLUICE" inspect --store "$STORE" --stream source --trust "$W/source.pub" --json |
 		python3 -c 'import json,sys; s=[json.loads(l) for l in sys.stdin if "\"segment\"" in l]; print(s[-1]["txseq_last"] if s else 0)')
-	applied=$(pg_psql target postgres -c "SELECT coalesce(pg_replication_origin_progress('sluice_source', true), '0/0')")
+	applied=$(pg_psql target postgres -c "SELECT coalesce(pg_replication_origin_progress('sluice_source@postgres', true), '0/0')")
 	confirmed=$(pg_psql source postgres -c "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'sluice_source'")
 	if [ "$confirmed" = t ] && [ "$applied" = "$(printf '%X/%X' $((last >> 32)) $((last & 0xFFFFFFFF)))" ]; then
 		break
