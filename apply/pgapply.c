@@ -109,6 +109,8 @@ typedef struct apply {
 	uint32_t error_rel;   /* its relation */
 	char error_state[6];  /* SQLSTATE of the first error, "" when none */
 	bool error_transient; /* worth applying the same transaction again */
+	bool error_lost;      /* the results stopped: the connection is gone (libpq may
+				 not say so yet) */
 
 	/* the change being queued: failures name its table and operation */
 	char cur_op;
@@ -338,9 +340,11 @@ apply_count_txn(apply *a, uint64_t txseq)
 static bool
 apply_drain(apply *a, bool keep_probes)
 {
+	a->error_lost = false;
 	if (PQpipelineSync(a->conn) != 1) {
 		snprintf(a->first_error, sizeof(a->first_error), "could not sync: %s",
 			 sluice_pg_error_line(a->conn));
+		a->error_lost = true;
 		return false;
 	}
 	bool ok = true;
@@ -356,6 +360,7 @@ apply_drain(apply *a, bool keep_probes)
 		if (res == NULL) {
 			snprintf(a->first_error, sizeof(a->first_error), "lost the target: %s",
 				 sluice_pg_error_line(a->conn));
+			a->error_lost = true;
 			return false;
 		}
 		ExecStatusType st = PQresultStatus(res);
@@ -409,6 +414,7 @@ apply_drain(apply *a, bool keep_probes)
 		if (ok)
 			snprintf(a->first_error, sizeof(a->first_error), "lost the target: %s",
 				 sluice_pg_error_line(a->conn));
+		a->error_lost = true;
 		return false;
 	}
 	PQclear(sync);
@@ -2610,7 +2616,8 @@ apply_abandon(apply *a)
 	a->txn_open_on_target = PQtransactionStatus(a->conn) != PQTRANS_IDLE;
 	if (!apply_rollback(a)) {
 		sluice_log_error("could not roll back on the target: %s", a->first_error);
-		return PQstatus(a->conn) != CONNECTION_OK ? APPLY_RETRY : APPLY_FAILED;
+		return PQstatus(a->conn) != CONNECTION_OK || a->error_lost ? APPLY_RETRY
+									   : APPLY_FAILED;
 	}
 	return APPLY_RESUME;
 }
@@ -2669,6 +2676,9 @@ apply_retry(apply *a)
 	apply_outcome out = apply_abandon(a);
 	if (out != APPLY_RESUME)
 		return out;
+	/* A dry run starts over from the target's progress: forget what it counted. */
+	if (a->o->dry_run)
+		apply_restore_committed(a);
 	a->stats->retries[cause]++;
 	a->resume_unique = false;
 	sluice_sleep_ms(delay, a->o->stop);
@@ -2683,7 +2693,7 @@ apply_retry(apply *a)
 static apply_outcome
 apply_failed(apply *a)
 {
-	bool lost = PQstatus(a->conn) != CONNECTION_OK;
+	bool lost = PQstatus(a->conn) != CONNECTION_OK || a->error_lost;
 	if (a->retry_safe && !lost) {
 		uint64_t failed = a->error_txseq;
 		sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; "
@@ -2708,6 +2718,8 @@ apply_failed(apply *a)
 				 a->error_state[0] ? " (SQLSTATE " : "", a->error_state,
 				 a->error_state[0] ? ")" : "");
 	a->first_error[0] = '\0';
+	if (lost)
+		a->txn_open_on_target = false; /* gone with the connection: nothing to roll back */
 	if (a->in_txn)
 		apply_rollback(a);
 	return lost ? APPLY_RETRY : APPLY_FAILED;
@@ -2911,6 +2923,7 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 		int cause = sluice_apply_classify(a.error_state);
 		stats->retries[cause >= 0 ? cause : SLUICE_RETRY_CONNECTION]++;
 		a.error_state[0] = '\0';
+		a.error_lost = false;
 		int delay = sluice_backoff_ms(attempt, 500, 16000);
 		sluice_log_warn("lost the target; reconnecting in %d ms (attempt %d)", delay,
 				attempt);
