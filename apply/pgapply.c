@@ -9,6 +9,7 @@
 
 #include "backoff.h"
 #include "buf.h"
+#include "clock.h"
 #include "json.h"
 #include "log.h"
 #include "pgconn.h"
@@ -221,14 +222,6 @@ sluice_apply_default_options(sluice_apply_options *o)
 	o->tombstone_horizon_s = 7 * 24 * 3600;
 	o->clock_skew_tolerance_us = 1000000;
 	o->retry_report_s = 300;
-}
-
-static int64_t
-apply_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* apply_format_ts writes µs since the epoch as a timestamptz literal. */
@@ -2157,9 +2150,7 @@ apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
 		a->nodes[a->nnodes++] = apply_strdup(node);
 	}
 	a->cur_node = ni;
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+	int64_t now_us = sluice_clock_unix_us();
 	if (commit_us - now_us > a->o->clock_skew_tolerance_us) {
 		a->stats->clock_skew_warnings++;
 		sluice_log_warn("txseq %" PRIu64 " from node \"%s\" was committed %.3f s in this "
@@ -2652,7 +2643,7 @@ apply_retry(apply *a)
 	uint64_t failed = a->error_txseq ? a->error_txseq : a->txseq;
 	char what[700];
 	apply_describe_failure(a, what, sizeof(what));
-	int64_t now = apply_now_ms();
+	int64_t now = sluice_clock_mono_ms();
 	if (failed != a->retry_txseq || a->retry_attempts == 0) {
 		a->retry_txseq = failed;
 		a->retry_attempts = 0;
@@ -2733,7 +2724,7 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 	if (!sluice_reader_open(store, a->o->stream, trust, resume + 1, &reader))
 		return APPLY_FAILED;
 	a->expect_txseq = resume + 1;
-	a->last_log_ms = apply_now_ms();
+	a->last_log_ms = sluice_clock_mono_ms();
 	for (;;) {
 		if (*a->o->stop) {
 			if (a->in_txn)
@@ -2776,9 +2767,9 @@ apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t 
 				break;
 			}
 			sluice_reader_wait(reader, 1000);
-			if (apply_now_ms() - a->last_log_ms >= 10000) {
+			if (sluice_clock_mono_ms() - a->last_log_ms >= 10000) {
 				apply_log_counters(a, "apply");
-				a->last_log_ms = apply_now_ms();
+				a->last_log_ms = sluice_clock_mono_ms();
 			}
 			continue;
 		}

@@ -7,8 +7,8 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "log.h"
-#include "pgconn.h"
 #include "records.h"
 
 struct sluice_capture_sink {
@@ -47,23 +47,6 @@ struct sluice_capture_sink {
 
 typedef struct sluice_capture_sink engine;
 
-static int64_t
-engine_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* engine_unix_us is the wall clock in µs since the Unix epoch, as records carry it. */
-static int64_t
-engine_unix_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* engine_ack reports the received and durable positions to the source. */
 static bool
 engine_ack(engine *e, bool reply_requested)
@@ -72,7 +55,7 @@ engine_ack(engine *e, bool reply_requested)
 		return false;
 	e->acked = e->ackable;
 	e->stats->acked_lsn = e->acked;
-	e->last_status_ms = engine_now_ms();
+	e->last_status_ms = sluice_clock_mono_ms();
 	return true;
 }
 
@@ -90,7 +73,7 @@ engine_flush(engine *e)
 	/* Skipped transactions count once nothing before them is still pending. */
 	if (e->skipped_end > e->ackable && !e->in_txn)
 		e->ackable = e->skipped_end;
-	e->last_flush_ms = engine_now_ms();
+	e->last_flush_ms = sluice_clock_mono_ms();
 	e->unflushed_since_ms = 0;
 	return true;
 }
@@ -107,7 +90,7 @@ static void
 engine_mark_unflushed(engine *e)
 {
 	if (e->unflushed_since_ms == 0)
-		e->unflushed_since_ms = (uint64_t)engine_now_ms();
+		e->unflushed_since_ms = (uint64_t)sluice_clock_mono_ms();
 }
 
 /* engine_write_begin writes the Begin record of the current transaction, once. */
@@ -312,7 +295,7 @@ static bool
 engine_heartbeat(engine *e)
 {
 	Sluice__V1__Heartbeat hb = SLUICE__V1__HEARTBEAT__INIT;
-	hb.time_us = engine_unix_us();
+	hb.time_us = sluice_clock_unix_us();
 	hb.has_source_lsn = true;
 	hb.source_lsn = e->received;
 	hb.has_last_txseq = true;
@@ -327,7 +310,7 @@ engine_heartbeat(engine *e)
 static bool
 engine_idle(engine *e)
 {
-	int64_t now = engine_now_ms();
+	int64_t now = sluice_clock_mono_ms();
 	if (engine_has_unflushed(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
 		if (!engine_flush(e))
 			return false;
@@ -367,7 +350,7 @@ engine_idle(engine *e)
 static int
 engine_wait_ms(const engine *e)
 {
-	int64_t now = engine_now_ms();
+	int64_t now = sluice_clock_mono_ms();
 	int64_t wait = e->o->status_interval_ms - (now - e->last_status_ms);
 	if (engine_has_unflushed(e)) {
 		int64_t f = e->o->min_flush_gap_ms - (now - e->last_flush_ms);
@@ -416,7 +399,8 @@ engine_stream(engine *e)
 		}
 		/* Under continuous load, still bound how long a commit waits for fsync. */
 		if (e->unflushed_since_ms != 0 &&
-		    engine_now_ms() - (int64_t)e->unflushed_since_ms >= e->o->max_flush_delay_ms) {
+		    sluice_clock_mono_ms() - (int64_t)e->unflushed_since_ms >=
+			    e->o->max_flush_delay_ms) {
 			if (!engine_flush(e) || !engine_ack(e, false))
 				return false;
 		}
@@ -488,7 +472,7 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			streamed = true;
 			attempt = 0;
 			busy_ms = 0;
-			int64_t now = engine_now_ms();
+			int64_t now = sluice_clock_mono_ms();
 			e.last_status_ms = e.last_flush_ms = e.last_log_ms = now;
 			e.last_heartbeat_ms = now;
 			/* Ask for a keepalive at once: it tells where the source is. A broken

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pgoutput.h"
 
@@ -135,17 +136,5 @@ sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size)
 int64_t
 sluice_pg_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-	return us - SLUICE_PGO_EPOCH_OFFSET_US;
-}
-
-void
-sluice_sleep_ms(int ms, const volatile sig_atomic_t *stop)
-{
-	for (int left = ms; left > 0 && !*stop; left -= 100) {
-		struct timespec ts = {0, (left < 100 ? left : 100) * 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	return sluice_clock_unix_us() - SLUICE_PGO_EPOCH_OFFSET_US;
 }

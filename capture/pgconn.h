@@ -3,7 +3,6 @@
 #define SLUICE_CAPTURE_PGCONN_H
 
 #include <libpq-fe.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,9 +53,6 @@ void sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size);
 
 /* sluice_pg_now returns the current time in PostgreSQL-epoch microseconds. */
 int64_t sluice_pg_now(void);
-
-/* sluice_sleep_ms sleeps ms milliseconds, or less once *stop is set (checked every 100 ms). */
-void sluice_sleep_ms(int ms, const volatile sig_atomic_t *stop);
 
 /* sluice_pg_error_line returns the first line of the connection's last error (static buffer). */
 const char *sluice_pg_error_line(PGconn *conn);

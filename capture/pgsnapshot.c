@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 #include "pgconn.h"
 #include "records.h"
@@ -352,10 +353,8 @@ sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 		goto cleanup;
 	uint64_t ntables = (uint64_t)PQntuples(tables);
 
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
 	Sluice__V1__SnapshotBegin sb = SLUICE__V1__SNAPSHOT_BEGIN__INIT;
-	sb.time_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+	sb.time_us = sluice_clock_unix_us();
 	sb.has_consistent_lsn = true;
 	sb.consistent_lsn = consistent_lsn;
 	sb.snapshot_name = (char *)snapshot_name;
