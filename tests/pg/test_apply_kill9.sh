@@ -9,8 +9,10 @@
 # unchanged TOAST).
 #  1. catch-up: a captured stream of a snapshot (txseq 1, 100k rows), a few
 #     thousand small transactions and three large ones (33k rows each); apply
-#     is killed with SIGKILL at random moments (at least $KILLS times; the
-#     delay grows while a kill comes before any progress) and restarted with
+#     is killed with SIGKILL at random moments while it applies the snapshot
+#     (the delay grows while a kill comes before any progress), then soon
+#     after each restarted run moved the origin (at least $KILLS kills in
+#     all), and restarted with
 #     the same command (sometimes at once, while the killed session may still
 #     hold the origin), until it has caught up;
 #  2. live: capture following a pgbench workload, apply following it and
@@ -199,46 +201,96 @@ check_exit() {
 }
 
 # ---- 1. catch-up ------------------------------------------------------------------
+# Two kinds of kill. While the snapshot (txseq 1, one large transaction) is
+# being applied: at random moments, the delay doubling while kills come before
+# any progress (after $KILLS/2 short ones). After it, until $KILLS*2 kills in
+# all or the end: 0-20 ms after the restarted apply was seen to move the
+# origin's live progress, so that every run applies something and the number
+# of kills depends little on how fast apply is on this machine (pipelined
+# small transactions apply by the thousand between two polls; the three large
+# ones do not).
 kills=0
 immediate=0
 PROGRESS=0
-MAXD=180 # ms; doubled while kills come before any progress (the snapshot is one large transaction)
+MAXD=180 # ms
 LASTP=-1
-start_apply --exit-when-caught-up
-while :; do
-	d=$((20 + (RANDOM * 32768 + RANDOM) % MAXD))
-	sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"
-	if ! alive "$APPLY_PID"; then
-		check_exit
-		quiesce
-		check_state "catch-up run $RUN ended"
-		[ "$PROGRESS" = "$LAST" ] || fail "catch-up run $RUN exited 0 at progress $PROGRESS, before txseq $LAST"
-		break
-	fi
+# kill_apply WHEN: SIGKILL the running apply, then restart it at once (the
+# killed session may still hold the origin) or after checking the quiet target.
+kill_apply() {
 	kill -KILL "$APPLY_PID"
 	wait "$APPLY_PID" 2>/dev/null
 	kills=$((kills + 1))
 	if [ $((RANDOM % 3)) -eq 0 ]; then
-		# restart at once: the killed session may still be holding the origin
 		immediate=$((immediate + 1))
-		# progress is unknown here: come back down from a delay grown for the snapshot
-		[ "$MAXD" -gt 180 ] && MAXD=$((MAXD / 2))
-		say "catch-up: apply run $RUN killed with SIGKILL after $d ms, restarted at once"
+		say "catch-up: apply run $RUN killed with SIGKILL $1, restarted at once"
 	else
 		quiesce
 		check_state "after SIGKILL of catch-up run $RUN"
-		say "catch-up: apply run $RUN killed with SIGKILL after $d ms at progress $PROGRESS of $LAST"
-		if [ "$PROGRESS" = "$LASTP" ]; then
-			[ "$MAXD" -lt 3000 ] && MAXD=$((MAXD * 2))
-		else
-			MAXD=180
-		fi
-		LASTP=$PROGRESS
+		say "catch-up: apply run $RUN killed with SIGKILL $1 at progress $PROGRESS of $LAST"
 	fi
 	start_apply --exit-when-caught-up
+}
+# catchup_ended: the running apply ended by itself: it must have caught up.
+catchup_ended() {
+	check_exit
+	quiesce
+	check_state "catch-up run $RUN ended"
+	[ "$PROGRESS" = "$LAST" ] || fail "catch-up run $RUN exited 0 at progress $PROGRESS, before txseq $LAST"
+}
+# live_progress: the origin's progress as the running apply advances it.
+live_progress() {
+	local lsn
+	lsn=$(pg_psql dst postgres -c "SELECT coalesce((SELECT pg_replication_origin_progress(roname, false) FROM pg_replication_origin WHERE roname = 'sluice_k9@postgres'), '0/0')")
+	echo $(((16#${lsn%%/*} << 32) | 16#${lsn#*/}))
+}
+ENDED=0
+start_apply --exit-when-caught-up
+while [ "$PROGRESS" -lt 1 ]; do
+	d=$((20 + (RANDOM * 32768 + RANDOM) % MAXD))
+	until=$(($(date +%s%3N) + d))
+	while [ "$(date +%s%3N)" -lt "$until" ] && alive "$APPLY_PID" && [ "$(live_progress)" -lt 1 ]; do
+		sleep 0.01
+	done
+	if ! alive "$APPLY_PID"; then
+		catchup_ended
+		ENDED=1
+		break
+	fi
+	[ "$(live_progress)" -ge 1 ] && break # the snapshot is applied: on to the progress points
+	kill_apply "after $d ms"
+	if [ "$PROGRESS" = "$LASTP" ] && [ "$kills" -gt $((KILLS / 2)) ]; then
+		[ "$MAXD" -lt 3000 ] && MAXD=$((MAXD * 2))
+	else
+		MAXD=180
+	fi
+	LASTP=$PROGRESS
+	# a restart at once leaves the progress unknown: ask the target
+	[ "$PROGRESS" -ge 1 ] || PROGRESS=$(live_progress)
 done
-say "catch-up done after $kills kills ($immediate restarted at once), $RUN apply runs"
-[ "$kills" -ge "$KILLS" ] || fail "only $kills kills happened during catch-up (want at least $KILLS): the stream applies too fast"
+snapshot_kills=$kills
+if [ "$ENDED" = 0 ]; then
+	# each kill comes 0-20 ms after the running apply was seen to move the
+	# origin past where its run started
+	while [ "$kills" -lt $((2 * KILLS)) ]; do
+		from=$(live_progress)
+		while alive "$APPLY_PID" && [ "$(live_progress)" -le "$from" ]; do
+			sleep 0.01
+		done
+		alive "$APPLY_PID" || break
+		d=$((RANDOM % 21))
+		sleep "0.$(printf '%03d' "$d")"
+		alive "$APPLY_PID" || break
+		kill_apply "$d ms after it moved the origin past $from"
+	done
+	while alive "$APPLY_PID"; do
+		sleep 0.05
+	done
+	catchup_ended
+fi
+say "catch-up done after $kills kills ($snapshot_kills during the snapshot, $immediate restarted at once), $RUN apply runs"
+[ "$kills" -ge "$KILLS" ] || fail "only $kills kills happened during catch-up (want at least $KILLS)"
+# the three large transactions each take longer than a kill's delay
+[ $((kills - snapshot_kills)) -ge 2 ] || fail "only $((kills - snapshot_kills)) kills happened after the snapshot (want at least 2)"
 python3 "$HERE/compare_dbs.py" compare "$SRC" "$DST" || fail "catch-up: the target differs from the source"
 [ "$(pg_psql dst postgres -c 'SELECT n FROM c')" = "$SRC_N" ] || fail "catch-up: target c.n differs from the source's $SRC_N"
 
