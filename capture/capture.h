@@ -23,7 +23,8 @@ typedef struct sluice_capture_options {
 	bool forward_origins;    /* also capture transactions that carry a replication origin */
 	bool messages;           /* capture logical decoding messages */
 	bool exit_when_caught_up;
-	uint64_t until_lsn;        /* 0: none */
+	uint64_t until_position;   /* --until-lsn: stop before transactions past it; 0: none */
+	int64_t until_time_us;     /* --until-time: stop before transactions committed after it; 0: none */
 	int min_flush_gap_ms;      /* fsync at most this often while data keeps arriving */
 	int max_flush_delay_ms;    /* ... and at least this often */
 	int status_interval_ms;    /* standby status updates at least this often */

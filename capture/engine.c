@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "buf.h"
 #include "clock.h"
 #include "log.h"
 #include "records.h"
@@ -33,6 +34,7 @@ struct sluice_capture_sink {
 	/* positions */
 	uint64_t resume; /* transactions ending below are already in the stream */
 	uint64_t received;
+	sluice_buf received_token; /* owned: resume token at received (cluster-time sources) */
 	uint64_t acked;       /* durable position last reported to the source */
 	uint64_t ackable;     /* durable position that may be reported */
 	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
@@ -67,7 +69,7 @@ engine_flush(engine *e)
 		e->fatal = true;
 		return false;
 	}
-	uint64_t durable = sluice_writer_durable_end_lsn(e->w);
+	uint64_t durable = sluice_writer_durable_position(e->w);
 	if (durable > e->ackable)
 		e->ackable = durable;
 	/* Skipped transactions count once nothing before them is still pending. */
@@ -124,7 +126,8 @@ sluice_capture_sink_begin(sluice_capture_sink *e, const Sluice__V1__Begin *b, ui
 				 b->source_xid, e->begin.source_xid);
 		return false;
 	}
-	if ((e->o->until_lsn && position > e->o->until_lsn) ||
+	if ((e->o->until_position && position > e->o->until_position) ||
+	    (e->o->until_time_us && b->commit_time_us > e->o->until_time_us) ||
 	    (e->target && position >= e->target)) {
 		e->done = true;
 		return true;
@@ -183,6 +186,13 @@ sluice_capture_sink_message(sluice_capture_sink *e, sluice_record *rec, bool tra
 bool
 sluice_capture_sink_commit(sluice_capture_sink *e, uint64_t end_position)
 {
+	return sluice_capture_sink_commit_token(e, end_position, NULL, 0);
+}
+
+bool
+sluice_capture_sink_commit_token(sluice_capture_sink *e, uint64_t end_position,
+				 const uint8_t *token, size_t token_len)
+{
 	if (!e->in_txn) {
 		sluice_log_error("protocol error: Commit without a transaction");
 		return false;
@@ -207,9 +217,19 @@ sluice_capture_sink_commit(sluice_capture_sink *e, uint64_t end_position)
 		return true;
 	}
 	Sluice__V1__Commit cm = SLUICE__V1__COMMIT__INIT;
+	Sluice__V1__SourcePosition pos = SLUICE__V1__SOURCE_POSITION__INIT;
 	cm.commit_time_us = e->begin.commit_time_us;
-	cm.has_end_lsn = true;
-	cm.end_lsn = end_position;
+	if (e->ops->position_kind == SLUICE_SOURCE_POSITION_LSN) {
+		cm.has_end_lsn = true;
+		cm.end_lsn = end_position;
+	} else {
+		pos.has_cluster_time = true;
+		pos.cluster_time = end_position;
+		pos.has_resume_token = token_len > 0;
+		pos.resume_token.data = (uint8_t *)token;
+		pos.resume_token.len = token_len;
+		cm.position = &pos;
+	}
 	cm.has_change_count = true;
 	cm.change_count = e->changes;
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
@@ -238,6 +258,23 @@ sluice_capture_sink_keepalive(sluice_capture_sink *e, uint64_t position, bool re
 	if (!e->in_txn && !engine_has_unflushed(e) && position > e->ackable)
 		e->ackable = position;
 	return reply_requested ? engine_ack(e, false) : true;
+}
+
+bool
+sluice_capture_sink_keepalive_token(sluice_capture_sink *e, uint64_t position,
+				    const uint8_t *token, size_t token_len)
+{
+	if (position >= e->received && token_len > 0) {
+		sluice_buf_reset(&e->received_token);
+		sluice_buf_append(&e->received_token, token, token_len);
+	}
+	return sluice_capture_sink_keepalive(e, position, false);
+}
+
+const uint8_t *
+sluice_capture_sink_resume_token(sluice_capture_sink *e, size_t *len)
+{
+	return sluice_writer_last_token(e->w, len);
 }
 
 sluice_writer *
@@ -279,12 +316,15 @@ engine_stop_reached(const engine *e)
 	if (e->in_txn)
 		return false;
 	/* A source reports a commit at its end position: reaching the bound means past it. */
-	if (e->o->until_lsn && e->received >= e->o->until_lsn)
+	if (e->o->until_position && e->received >= e->o->until_position)
+		return true;
+	if (e->o->until_time_us && e->ops->position_time_us != NULL && e->received != 0 &&
+	    e->ops->position_time_us(e->received) > e->o->until_time_us)
 		return true;
 	if (e->target && e->received >= e->target)
 		return true;
 	/* The stream may already end at the target (restart after a kill). */
-	uint64_t durable = sluice_writer_durable_end_lsn(e->w);
+	uint64_t durable = sluice_writer_durable_position(e->w);
 	if (e->target && durable >= e->target && !engine_has_unflushed(e))
 		return true;
 	return false;
@@ -295,9 +335,20 @@ static bool
 engine_heartbeat(engine *e)
 {
 	Sluice__V1__Heartbeat hb = SLUICE__V1__HEARTBEAT__INIT;
+	Sluice__V1__SourcePosition pos = SLUICE__V1__SOURCE_POSITION__INIT;
 	hb.time_us = sluice_clock_unix_us();
-	hb.has_source_lsn = true;
-	hb.source_lsn = e->received;
+	if (e->ops->position_kind == SLUICE_SOURCE_POSITION_LSN) {
+		hb.has_source_lsn = true;
+		hb.source_lsn = e->received;
+	} else if (e->received != 0) {
+		/* Where the source was: a restart after idling resumes there. */
+		pos.has_cluster_time = true;
+		pos.cluster_time = e->received;
+		pos.has_resume_token = e->received_token.len > 0;
+		pos.resume_token.data = e->received_token.data;
+		pos.resume_token.len = e->received_token.len;
+		hb.position = &pos;
+	}
 	hb.has_last_txseq = true;
 	hb.last_txseq = sluice_writer_last_txseq(e->w);
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
@@ -420,7 +471,7 @@ engine_reopen_writer(engine *e)
 	e->w = NULL;
 	if (!sluice_writer_open(e->store, e->o->stream, e->key, &e->o->writer, &e->w, NULL))
 		return false;
-	e->resume = sluice_writer_last_end_lsn(e->w);
+	e->resume = sluice_writer_last_position(e->w);
 	if (had_txn)
 		sluice_log_info("the unfinished transaction will be received again");
 	return true;
@@ -443,7 +494,7 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 	bool ok = false;
 	if (!sluice_writer_open(store, o->stream, key, &o->writer, &e.w, NULL))
 		goto cleanup;
-	e.resume = sluice_writer_last_end_lsn(e.w);
+	e.resume = sluice_writer_last_position(e.w);
 	e.ackable = e.resume;
 
 	int attempt = 0;
@@ -517,5 +568,6 @@ cleanup:
 	ops->close(state);
 	if (e.w != NULL && !sluice_writer_close(e.w))
 		ok = false;
+	sluice_buf_free(&e.received_token);
 	return ok;
 }

@@ -10,12 +10,15 @@
 #include "writer.h"
 
 /*
- * A source position is an ordered 64-bit value: a PostgreSQL LSN. The engine
- * only compares positions and hands them back to the source; what they mean
- * is the source's (position_kind, format_position).
+ * A source position is an ordered 64-bit value: a PostgreSQL LSN, or a
+ * MongoDB cluster time (seconds << 32 | increment), which a resume token
+ * accompanies. The engine only compares positions, keeps tokens and hands
+ * both back to the source; what they mean is the source's (position_kind,
+ * format_position). docs/format.md §7.6 says how the stream keeps them.
  */
 typedef enum sluice_source_position_kind {
-	SLUICE_SOURCE_POSITION_LSN, /* PostgreSQL WAL position */
+	SLUICE_SOURCE_POSITION_LSN,          /* PostgreSQL WAL position */
+	SLUICE_SOURCE_POSITION_CLUSTER_TIME, /* MongoDB cluster time, with resume tokens */
 } sluice_source_position_kind;
 
 /* Result of opening or starting a source. */
@@ -46,13 +49,20 @@ typedef struct sluice_source_ops {
 	sluice_source_position_kind position_kind;
 	/* format_position writes a position as the source's users know it. */
 	void (*format_position)(uint64_t position, char *out, size_t size);
+	/*
+	 * position_time_us tells the wall time a position stands for (µs since
+	 * the epoch) when positions are times, so that --until-time can stop an
+	 * idle source; NULL when they are not.
+	 */
+	int64_t (*position_time_us)(uint64_t position);
 	/* open connects and checks (or with --create, sets up) the source. */
 	sluice_source_status (*open)(void *state, sluice_capture_sink *sink);
 	/* current_position reads the source's present end: --exit-when-caught-up stops there. */
 	bool (*current_position)(void *state, uint64_t *position);
 	/*
 	 * start begins streaming after *resume (the end of the stream's last
-	 * transaction). A source that first copies a snapshot writes it through
+	 * transaction; sluice_capture_sink_resume_token has the token there). A
+	 * source that first copies a snapshot writes it through
 	 * sluice_capture_sink_writer and moves *resume to where the copy is
 	 * consistent.
 	 */
@@ -109,6 +119,12 @@ bool sluice_capture_sink_change(sluice_capture_sink *s, sluice_record *rec);
 bool sluice_capture_sink_message(sluice_capture_sink *s, sluice_record *rec, bool transactional);
 /* sluice_capture_sink_commit ends the open transaction at end_position. */
 bool sluice_capture_sink_commit(sluice_capture_sink *s, uint64_t end_position);
+/*
+ * sluice_capture_sink_commit_token ends it at end_position with the resume
+ * token there (copied; raw BSON), which the stream keeps for a restart.
+ */
+bool sluice_capture_sink_commit_token(sluice_capture_sink *s, uint64_t end_position,
+				      const uint8_t *token, size_t token_len);
 /* sluice_capture_sink_progress reports that the source has sent everything up to position. */
 void sluice_capture_sink_progress(sluice_capture_sink *s, uint64_t position);
 /*
@@ -118,6 +134,18 @@ void sluice_capture_sink_progress(sluice_capture_sink *s, uint64_t position);
  * acknowledges at once.
  */
 bool sluice_capture_sink_keepalive(sluice_capture_sink *s, uint64_t position, bool reply_requested);
+/*
+ * sluice_capture_sink_keepalive_token is keepalive with the resume token of
+ * that position (copied): heartbeats carry it, so that a restart after idling
+ * resumes there (a MongoDB postBatchResumeToken).
+ */
+bool sluice_capture_sink_keepalive_token(sluice_capture_sink *s, uint64_t position,
+					 const uint8_t *token, size_t token_len);
+/*
+ * sluice_capture_sink_resume_token is the resume token at the stream's end
+ * (borrowed until the next record; NULL and *len 0 when there is none).
+ */
+const uint8_t *sluice_capture_sink_resume_token(sluice_capture_sink *s, size_t *len);
 /* sluice_capture_sink_writer is the engine's writer (borrowed), for snapshot copies. */
 sluice_writer *sluice_capture_sink_writer(sluice_capture_sink *s);
 

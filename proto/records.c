@@ -392,6 +392,8 @@ sluice_records_type_name(const sluice_record *rec)
 		return "heartbeat";
 	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER:
 		return "key_handover";
+	case SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE:
+		return "namespace_change";
 	default:
 		return "unknown";
 	}

@@ -197,6 +197,7 @@ sluice_chain_record(sluice_chain *chain, const sluice_record *rec)
 	case SLUICE__V1__RECORD__BODY_DELETE:
 	case SLUICE__V1__RECORD__BODY_TRUNCATE:
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+	case SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE:
 		/* Row changes only inside a transaction. */
 		if (chain->cur_txseq == 0)
 			return SLUICE_CHAIN_E_RECORD_ORDER;

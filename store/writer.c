@@ -43,10 +43,11 @@ struct sluice_writer {
 	/* transactions */
 	uint64_t cur_txseq; /* open transaction, 0 between transactions */
 	int64_t cur_time;
-	uint64_t cur_snapshot_lsn; /* consistent LSN of an open snapshot transaction */
+	uint64_t cur_snapshot_pos; /* consistent position of an open snapshot transaction */
 	uint64_t next_txseq;
 	uint64_t last_txseq; /* last committed into the pending frame or earlier */
-	uint64_t last_end_lsn;
+	uint64_t last_end_lsn; /* source position (ordered) of the last commit or positioned heartbeat */
+	sluice_buf last_token; /* owned: its resume token (MongoDB), empty if none */
 	int64_t last_commit_time;
 	uint64_t written_txseq; /* last committed in a frame handed to the store */
 	uint64_t written_end_lsn;
@@ -101,13 +102,38 @@ typedef struct writer_scan_result {
 	uint64_t commit_txseq;
 	uint64_t commit_end_lsn;
 	int64_t commit_time;
+	bool have_pos; /* a source position was seen before the boundary */
+	uint64_t pos;  /* the last one (commit, snapshot or heartbeat) */
 } writer_scan_result;
 
-/* writer_scan_segment reads one segment of the stream to find where it can go on. */
+/* writer_set_token copies a record's resume token (none: empty). */
+static void
+writer_set_token(sluice_buf *dst, const Sluice__V1__SourcePosition *p)
+{
+	sluice_buf_reset(dst);
+	if (p != NULL && p->has_resume_token)
+		sluice_buf_append(dst, p->resume_token.data, p->resume_token.len);
+}
+
+/* writer_position_of tells the ordered source position a MongoDB SourcePosition holds. */
 static bool
-writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
+writer_position_of(const Sluice__V1__SourcePosition *p, uint64_t *pos)
+{
+	if (p == NULL || !p->has_cluster_time)
+		return false;
+	*pos = p->cluster_time;
+	return true;
+}
+
+/*
+ * writer_scan_segment reads one segment of the stream to find where it can go
+ * on; *token gets the resume token of the last position before the boundary.
+ */
+static bool
+writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res, sluice_buf *token)
 {
 	bool ok = false;
+	sluice_buf tok = {0}, snapshot_tok = {0}; /* resume tokens seen so far */
 	sluice_segment *seg = NULL;
 	sluice_scan *scan = NULL;
 	sluice_trust *trust = sluice_trust_create();
@@ -130,6 +156,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	bool have_commit = false;
 	uint64_t commit_txseq = 0, commit_lsn = 0, snapshot_lsn = 0;
 	int64_t commit_time = 0;
+	bool have_pos = false;
 	uint64_t frames = 0;
 
 	for (;;) {
@@ -183,18 +210,35 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 		sluice_cursor_status rs;
 		while ((rs = sluice_cursor_next(cursor, &chain, &rec)) == SLUICE_CURSOR_RECORD) {
 			if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
-				have_commit = true;
+				have_commit = have_pos = true;
 				commit_txseq = rec->commit->txseq;
 				commit_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
+				if (!rec->commit->has_end_lsn)
+					(void)writer_position_of(rec->commit->position, &commit_lsn);
+				writer_set_token(&tok, rec->commit->position);
 				commit_time = rec->commit->commit_time_us;
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
-				snapshot_lsn = rec->snapshot_begin->has_consistent_lsn
-						       ? rec->snapshot_begin->consistent_lsn
-						       : 0;
+				const Sluice__V1__SnapshotBegin *sb = rec->snapshot_begin;
+				snapshot_lsn = sb->has_consistent_lsn ? sb->consistent_lsn : 0;
+				if (!sb->has_consistent_lsn)
+					(void)writer_position_of(sb->position, &snapshot_lsn);
+				writer_set_token(&snapshot_tok, sb->position);
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
-				have_commit = true;
+				have_commit = have_pos = true;
 				commit_txseq = rec->snapshot_end->txseq;
-				commit_lsn = snapshot_lsn > commit_lsn ? snapshot_lsn : commit_lsn;
+				if (snapshot_lsn > commit_lsn) {
+					commit_lsn = snapshot_lsn;
+					sluice_buf_reset(&tok);
+					sluice_buf_append(&tok, snapshot_tok.data, snapshot_tok.len);
+				}
+			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT) {
+				uint64_t hp;
+				if (writer_position_of(rec->heartbeat->position, &hp) &&
+				    hp >= commit_lsn) {
+					have_pos = true;
+					commit_lsn = hp;
+					writer_set_token(&tok, rec->heartbeat->position);
+				}
 			}
 		}
 		if (rs != SLUICE_CURSOR_END) {
@@ -218,6 +262,10 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 			res->commit_txseq = commit_txseq;
 			res->commit_end_lsn = commit_lsn;
 			res->commit_time = commit_time;
+			res->have_pos = have_pos;
+			res->pos = commit_lsn;
+			sluice_buf_reset(token);
+			sluice_buf_append(token, tok.data, tok.len);
 		} else {
 			res->partial_txseq = f.hdr.txseq_end;
 		}
@@ -225,6 +273,8 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res)
 	ok = true;
 
 cleanup:
+	sluice_buf_free(&tok);
+	sluice_buf_free(&snapshot_tok);
 	sluice_cursor_free(cursor);
 	sluice_scan_free(scan);
 	sluice_segment_close(seg);
@@ -254,7 +304,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	memset(&res, 0, sizeof(res));
 	while (idx > 0) {
 		idx--;
-		if (!writer_scan_segment(w, firsts[idx], &res))
+		if (!writer_scan_segment(w, firsts[idx], &res, &w->last_token))
 			goto cleanup;
 		if (res.boundary_frames > 0)
 			break;
@@ -342,13 +392,25 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	}
 
 	/* The last commit may lie in an earlier segment (e.g. a heartbeat-only tail). */
+	bool have_pos = res.have_pos;
+	uint64_t pos = res.pos;
+	sluice_buf scratch = {0};
 	while (!res.have_commit && idx > 0) {
 		idx--;
-		if (!writer_scan_segment(w, firsts[idx], &res))
+		/* A heartbeat's position in a later segment is newer than any found here. */
+		if (!writer_scan_segment(w, firsts[idx], &res, have_pos ? &scratch : &w->last_token)) {
+			sluice_buf_free(&scratch);
 			goto cleanup;
+		}
+		if (!have_pos && res.have_pos) {
+			have_pos = true;
+			pos = res.pos;
+		}
 	}
+	sluice_buf_free(&scratch);
+	if (have_pos)
+		w->last_end_lsn = w->written_end_lsn = w->durable_end_lsn = pos;
 	if (res.have_commit) {
-		w->last_end_lsn = w->written_end_lsn = w->durable_end_lsn = res.commit_end_lsn;
 		w->last_commit_time = res.commit_time;
 	}
 	ok = true;
@@ -672,9 +734,12 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		} else {
 			rec->snapshot_begin->txseq = w->cur_txseq;
 			w->cur_time = rec->snapshot_begin->time_us;
-			w->cur_snapshot_lsn = rec->snapshot_begin->has_consistent_lsn
+			w->cur_snapshot_pos = rec->snapshot_begin->has_consistent_lsn
 						      ? rec->snapshot_begin->consistent_lsn
 						      : 0;
+			if (!rec->snapshot_begin->has_consistent_lsn)
+				(void)writer_position_of(rec->snapshot_begin->position,
+							 &w->cur_snapshot_pos);
 		}
 		w->next_txseq++;
 		break;
@@ -729,12 +794,22 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		w->last_txseq = w->cur_txseq;
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT) {
 			w->last_end_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
+			if (!rec->commit->has_end_lsn)
+				(void)writer_position_of(rec->commit->position, &w->last_end_lsn);
+			writer_set_token(&w->last_token, rec->commit->position);
 			w->last_commit_time = rec->commit->commit_time_us;
-		} else if (w->cur_snapshot_lsn > w->last_end_lsn) {
-			/* Changes after a snapshot start at its consistent point. */
-			w->last_end_lsn = w->cur_snapshot_lsn;
+		} else if (w->cur_snapshot_pos > w->last_end_lsn) {
+			/* Changes after a snapshot start at its consistent point (a time, no token). */
+			w->last_end_lsn = w->cur_snapshot_pos;
+			sluice_buf_reset(&w->last_token);
 		}
 		w->cur_txseq = 0;
+	} else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT) {
+		uint64_t hp;
+		if (writer_position_of(rec->heartbeat->position, &hp) && hp >= w->last_end_lsn) {
+			w->last_end_lsn = hp;
+			writer_set_token(&w->last_token, rec->heartbeat->position);
+		}
 	}
 	if (w->cur_txseq == 0) {
 		writer_mark_boundary(w);
@@ -855,6 +930,7 @@ sluice_writer_close(sluice_writer *w)
 	free(w->rels);
 	sluice_buf_free(&w->raw);
 	sluice_buf_free(&w->out);
+	sluice_buf_free(&w->last_token);
 	sluice_frame_codec_free(w->codec);
 	sluice_store_unlock(w->lock);
 	free(w->stream);
@@ -875,15 +951,22 @@ sluice_writer_durable_txseq(const sluice_writer *w)
 }
 
 uint64_t
-sluice_writer_durable_end_lsn(const sluice_writer *w)
+sluice_writer_durable_position(const sluice_writer *w)
 {
 	return w->durable_end_lsn;
 }
 
 uint64_t
-sluice_writer_last_end_lsn(const sluice_writer *w)
+sluice_writer_last_position(const sluice_writer *w)
 {
 	return w->last_end_lsn;
+}
+
+const uint8_t *
+sluice_writer_last_token(const sluice_writer *w, size_t *len)
+{
+	*len = w->last_token.len;
+	return w->last_token.len ? w->last_token.data : NULL;
 }
 
 int64_t

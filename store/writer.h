@@ -77,11 +77,21 @@ bool sluice_writer_close(sluice_writer *w);
 /* Last transaction fully appended (0 if none) and last one durable. */
 uint64_t sluice_writer_last_txseq(const sluice_writer *w);
 uint64_t sluice_writer_durable_txseq(const sluice_writer *w);
-/* Source end LSN and commit time of the last committed transaction, 0 if unknown. */
-uint64_t sluice_writer_last_end_lsn(const sluice_writer *w);
+/*
+ * Source position (docs/format.md §7.6) where the stream ends, 0 if unknown:
+ * the end LSN of the last commit (PostgreSQL), or the cluster time of the last
+ * commit, snapshot or positioned heartbeat (MongoDB); and the commit time of
+ * the last committed transaction.
+ */
+uint64_t sluice_writer_last_position(const sluice_writer *w);
 int64_t sluice_writer_last_commit_time(const sluice_writer *w);
-/* Source end LSN of the last durable commit: what capture may acknowledge. */
-uint64_t sluice_writer_durable_end_lsn(const sluice_writer *w);
+/*
+ * The resume token at that position (borrowed until the next append; NULL and
+ * *len 0 when there is none: PostgreSQL, or a MongoDB snapshot's cluster time).
+ */
+const uint8_t *sluice_writer_last_token(const sluice_writer *w, size_t *len);
+/* Source position of the last durable commit: what capture may acknowledge. */
+uint64_t sluice_writer_durable_position(const sluice_writer *w);
 /* True while a transaction is open. */
 bool sluice_writer_in_transaction(const sluice_writer *w);
 

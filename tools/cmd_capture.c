@@ -173,7 +173,7 @@ capture_main(int argc, char **argv, char **trust_paths)
 			o.snapshot = true;
 			break;
 		case OPT_UNTIL:
-			if (!sluice_pg_lsn_parse(optarg, &o.until_lsn))
+			if (!sluice_pg_lsn_parse(optarg, &o.until_position))
 				return cli_usage_error("capture",
 						       "invalid --until-lsn \"%s\": expected "
 						       "an LSN like 0/16B3748",

@@ -148,7 +148,7 @@ fake_ack_fn(void *state, uint64_t received, uint64_t durable, bool reply_request
 	f->acks[f->nacks++] = (fake_ack){
 		.received = received,
 		.durable = durable,
-		.writer_durable = sluice_writer_durable_end_lsn(w),
+		.writer_durable = sluice_writer_durable_position(w),
 		.unflushed = sluice_writer_last_txseq(w) > sluice_writer_durable_txseq(w),
 	};
 	return true;

@@ -749,7 +749,7 @@ test_stream_empty_and_tiny(void **state)
 	message_outside(&g);
 	txn_tiny(&g); /* 5 */
 	assert_int_equal(sluice_writer_last_txseq(w), 5);
-	assert_true(sluice_writer_last_end_lsn(w) == g.lsn);
+	assert_true(sluice_writer_last_position(w) == g.lsn);
 	assert_true(sluice_writer_last_commit_time(w) == g.begin_time);
 	assert_true(sluice_writer_flush(w));
 	assert_int_equal(sluice_writer_durable_txseq(w), 5);
@@ -772,7 +772,7 @@ test_stream_empty_and_tiny(void **state)
 	assert_int_equal(rec.partial_txseq, 0);
 	assert_false(rec.removed_segment);
 	assert_int_equal(sluice_writer_last_txseq(w), 5);
-	assert_true(sluice_writer_last_end_lsn(w) == g.lsn);
+	assert_true(sluice_writer_last_position(w) == g.lsn);
 	assert_true(sluice_writer_last_commit_time(w) == g.begin_time);
 	g.w = w;
 	put(&g, tu_std_relation(g.a));
@@ -891,8 +891,8 @@ test_stream_many_segments(void **state)
 		if (i % 37 == 0) {
 			assert_true(sluice_writer_flush(w));
 			assert_int_equal(sluice_writer_durable_txseq(w), g.ntx);
-			assert_true(sluice_writer_durable_end_lsn(w) ==
-				    sluice_writer_last_end_lsn(w));
+			assert_true(sluice_writer_durable_position(w) ==
+				    sluice_writer_last_position(w));
 		}
 	}
 	uint64_t ntx = g.ntx;

@@ -385,7 +385,7 @@ test_torn_unfinished_transaction_alone_in_segment(void **state)
 }
 
 /*
- * Whatever sluice_writer_durable_txseq / sluice_writer_durable_end_lsn report
+ * Whatever sluice_writer_durable_txseq / sluice_writer_durable_position report
  * after a flush must survive a crash and writer recovery (capture acknowledges
  * durable_end_lsn to the source, which may then discard it). Here a committed
  * transaction shares its frame with the start of the next one, which never
@@ -417,7 +417,7 @@ committed_txn_in_open_frame(bool after_flushed_txns)
 	tu_append(w, tu_std_insert(a, 9, 1, 5000));
 	assert_true(sluice_writer_flush(w));
 	uint64_t durable = sluice_writer_durable_txseq(w);
-	uint64_t durable_lsn = sluice_writer_durable_end_lsn(w);
+	uint64_t durable_lsn = sluice_writer_durable_position(w);
 	assert_true(durable >= base);
 	assert_true(sluice_writer_close(w)); /* crash-like: transaction base+2 never commits */
 
@@ -425,15 +425,15 @@ committed_txn_in_open_frame(bool after_flushed_txns)
 	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, &rec));
 	assert_int_equal(rec.partial_txseq, base + 2);
 	uint64_t kept = sluice_writer_last_txseq(w);
-	if (kept < durable || sluice_writer_last_end_lsn(w) < durable_lsn)
+	if (kept < durable || sluice_writer_last_position(w) < durable_lsn)
 		fprintf(stderr,
 			"  BUG: writer reported txseq %" PRIu64 " (end LSN %" PRIu64
 			") durable, but recovery kept only up to txseq %" PRIu64
 			" (end LSN %" PRIu64 "), cutting %" PRIu64 " bytes\n",
-			durable, durable_lsn, kept, sluice_writer_last_end_lsn(w),
+			durable, durable_lsn, kept, sluice_writer_last_position(w),
 			rec.partial_bytes);
 	assert_true(kept >= durable);
-	assert_true(sluice_writer_last_end_lsn(w) >= durable_lsn);
+	assert_true(sluice_writer_last_position(w) >= durable_lsn);
 	assert_int_equal(tu_append_txn(w, a, 700, 8, 1, 16), kept + 1);
 	assert_true(sluice_writer_close(w));
 	verify_clean(env.store, env.trust, kept + 1);
