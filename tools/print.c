@@ -488,7 +488,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			r->has_source ? r->source : SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES;
 		const char *source_name = print_source_name(source);
 		if (source_name == NULL)
-			print_field_u64(out, json, "source", (uint64_t)(uint32_t)source);
+			sluice_buf_printf(out, json ? ",\"source\":%d" : " source=%d", (int)source);
 		else if (json || source != SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES)
 			print_field_str(out, json, "source", source_name);
 		if (json) {
