@@ -678,8 +678,14 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 		/* startAfter, not resumeAfter: the token may be an invalidate's. */
 		BSON_APPEND_DOCUMENT(&opts, "startAfter", &tok);
 	} else if (*resume != 0) {
-		BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", (uint32_t)(*resume >> 32),
-				      (uint32_t)*resume);
+		/*
+		 * Only a snapshot leaves a time without a token: its copy holds
+		 * everything committed at or before T (read at T, or later without a
+		 * snapshot read concern), so changes start just after T.
+		 */
+		uint64_t after = *resume + 1;
+		BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", (uint32_t)(after >> 32),
+				      (uint32_t)after);
 	}
 	if (o->n_databases == 0 && o->n_collections == 1) {
 		const char *c = o->collections[0];
