@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MW_ID_MAX 96
+#define MW_ID_MAX  96
 #define MW_OPS_MAX 8
 
 typedef struct {
@@ -29,7 +29,7 @@ typedef struct {
 } mw_ids;
 
 typedef struct {
-	mongoc_client_t *client; /* owned */
+	mongoc_client_t *client;                          /* owned */
 	mongoc_collection_t *items, *events, *txlog, *c2; /* owned */
 	char ns_items[160], ns_events[160], ns_txlog[160], ns_c2[160];
 	const char *name; /* borrowed: argv */
@@ -217,7 +217,8 @@ mw_now(void)
 static void
 mw_usage(void)
 {
-	fprintf(stderr, "usage: mongo_writer --uri URI --name W --db DB --count N [--rate R] --log FILE\n");
+	fprintf(stderr,
+		"usage: mongo_writer --uri URI --name W --db DB --count N [--rate R] --log FILE\n");
 	exit(2);
 }
 
@@ -275,7 +276,8 @@ main(int argc, char **argv)
 	snprintf(w.ns_c2, sizeof(w.ns_c2), "%s.c2", db2);
 	FILE *log = fopen(logpath, "a");
 	if (log == NULL) {
-		fprintf(stderr, "mongo_writer: could not open \"%s\": %s\n", logpath, strerror(errno));
+		fprintf(stderr, "mongo_writer: could not open \"%s\": %s\n", logpath,
+			strerror(errno));
 		return 1;
 	}
 
@@ -287,7 +289,8 @@ main(int argc, char **argv)
 		if (rate > 0) {
 			double delay = t0 + (il - 1) / rate - mw_now();
 			if (delay > 0) {
-				struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
+				struct timespec ts = {(time_t)delay,
+						      (long)((delay - (time_t)delay) * 1e9)};
 				nanosleep(&ts, NULL);
 			}
 		}
@@ -306,7 +309,12 @@ main(int argc, char **argv)
 			snprintf(tid, sizeof(tid), "%s", live.v[((size_t)i * 7919) % live.n]);
 		bson_t doc;
 		switch (k) {
-		case 0: case 1: case 2: case 10: case 11: case 12:
+		case 0:
+		case 1:
+		case 2:
+		case 10:
+		case 11:
+		case 12:
 			snprintf(id, sizeof(id), "%s-%d-0", name, i);
 			mw_item(&doc, id, name, i, marker);
 			mw_insert(w.items, &doc, NULL);
@@ -314,7 +322,8 @@ main(int argc, char **argv)
 			mw_ids_add(&live, id);
 			mw_op_add(&w, "insert", w.ns_items, id);
 			break;
-		case 3: case 13: {
+		case 3:
+		case 13: {
 			bson_t *u = BCON_NEW("$set", "{", "op", BCON_UTF8(marker), "}", "$inc", "{",
 					     "cnt", BCON_INT32(1), "}");
 			mw_update(w.items, tid, u, false, NULL);
@@ -322,28 +331,33 @@ main(int argc, char **argv)
 			mw_op_add(&w, "update", w.ns_items, tid);
 			break;
 		}
-		case 4: case 14: {
-			bson_t *u = BCON_NEW("$set", "{", "op", BCON_UTF8(marker), "}", "$unset", "{",
-					     "pad", BCON_UTF8(""), "}");
+		case 4:
+		case 14: {
+			bson_t *u = BCON_NEW("$set", "{", "op", BCON_UTF8(marker), "}", "$unset",
+					     "{", "pad", BCON_UTF8(""), "}");
 			mw_update(w.items, tid, u, false, NULL);
 			bson_destroy(u);
 			mw_op_add(&w, "update", w.ns_items, tid);
 			break;
 		}
-		case 5: case 15: {
+		case 5:
+		case 15: {
 			bson_t *r = BCON_NEW("w", BCON_UTF8(name), "n", BCON_INT32(i), "op",
-					     BCON_UTF8(marker), "r", BCON_BOOL(true), "cnt", BCON_INT32(0));
+					     BCON_UTF8(marker), "r", BCON_BOOL(true), "cnt",
+					     BCON_INT32(0));
 			mw_update(w.items, tid, r, true, NULL);
 			bson_destroy(r);
 			mw_op_add(&w, "replace", w.ns_items, tid);
 			break;
 		}
-		case 6: case 16:
+		case 6:
+		case 16:
 			mw_delete(w.items, tid, NULL);
 			mw_ids_remove(&live, tid);
 			mw_op_add(&w, "delete", w.ns_items, tid);
 			break;
-		case 7: case 17: {
+		case 7:
+		case 17: {
 			mongoc_client_session_t *s = mw_begin(&w);
 			char new_ids[2][MW_ID_MAX];
 			for (int j = 1; j <= 2; j++) {
@@ -367,8 +381,8 @@ main(int argc, char **argv)
 			mw_insert(w.events, e, s);
 			bson_destroy(e);
 			mw_op_add(&w, "insert", w.ns_events, id);
-			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker), "kind",
-					     BCON_UTF8("multi"));
+			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker),
+					     "kind", BCON_UTF8("multi"));
 			mw_insert(w.txlog, t, s);
 			bson_destroy(t);
 			mw_op_add(&w, "insert", w.ns_txlog, marker);
@@ -400,8 +414,8 @@ main(int argc, char **argv)
 			mw_update(w.items, tid, u, false, s);
 			bson_destroy(u);
 			mw_op_add(&w, "update", w.ns_items, tid);
-			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker), "kind",
-					     BCON_UTF8("cross"));
+			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker),
+					     "kind", BCON_UTF8("cross"));
 			mw_insert(w.txlog, t, s);
 			bson_destroy(t);
 			mw_op_add(&w, "insert", w.ns_txlog, marker);
@@ -420,8 +434,8 @@ main(int argc, char **argv)
 			mw_update(w.items, tid, u, false, s);
 			bson_destroy(u);
 			mw_op_add(&w, "update", w.ns_items, tid);
-			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker), "kind",
-					     BCON_UTF8("aborted"));
+			bson_t *t = BCON_NEW("_id", BCON_UTF8(marker), "op", BCON_UTF8(marker),
+					     "kind", BCON_UTF8("aborted"));
 			mw_insert(w.txlog, t, s);
 			bson_destroy(t);
 			mw_op_add(&w, "insert", w.ns_txlog, marker);
@@ -432,15 +446,16 @@ main(int argc, char **argv)
 		case 19:
 			if (live_c2.n > 0) {
 				char cid[MW_ID_MAX];
-				snprintf(cid, sizeof(cid), "%s", live_c2.v[((size_t)i * 7919) % live_c2.n]);
+				snprintf(cid, sizeof(cid), "%s",
+					 live_c2.v[((size_t)i * 7919) % live_c2.n]);
 				bson_t *u = BCON_NEW("$set", "{", "op", BCON_UTF8(marker), "}");
 				mw_update(w.c2, cid, u, false, NULL);
 				bson_destroy(u);
 				mw_op_add(&w, "update", w.ns_c2, cid);
 			} else {
 				snprintf(id, sizeof(id), "%s-%d", name, i);
-				bson_t *c = BCON_NEW("_id", BCON_UTF8(id), "op", BCON_UTF8(marker), "v",
-						     BCON_INT32(i));
+				bson_t *c = BCON_NEW("_id", BCON_UTF8(id), "op", BCON_UTF8(marker),
+						     "v", BCON_INT32(i));
 				mw_insert(w.c2, c, NULL);
 				bson_destroy(c);
 				mw_ids_add(&live_c2, id);
