@@ -5,6 +5,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "mongosource.h"
 #include "pgsource.h"
 
 void
@@ -32,9 +33,11 @@ sluice_capture_run(sluice_store *store, const sluice_key *key, const sluice_capt
 {
 	memset(stats, 0, sizeof(*stats));
 	if (capture_is_mongodb(o->source)) {
-		sluice_log_error("MongoDB sources are not built yet: capture reads PostgreSQL only "
-				 "(a libpq connection string or postgresql:// URI)");
-		return false;
+		sluice_mongosource *m = sluice_mongosource_create(o);
+		bool ok =
+			sluice_capture_engine_run(store, key, o, &sluice_mongosource_ops, m, stats);
+		sluice_mongosource_free(m);
+		return ok;
 	}
 	sluice_pgsource *src = sluice_pgsource_create(o);
 	bool ok = sluice_capture_engine_run(store, key, o, &sluice_pgsource_ops, src, stats);

@@ -23,14 +23,22 @@ typedef struct sluice_capture_options {
 	bool forward_origins;    /* also capture transactions that carry a replication origin */
 	bool messages;           /* capture logical decoding messages */
 	bool exit_when_caught_up;
-	uint64_t until_position;   /* --until-lsn: stop before transactions past it; 0: none */
-	int64_t until_time_us;     /* --until-time: stop before transactions committed after it; 0: none */
-	int min_flush_gap_ms;      /* fsync at most this often while data keeps arriving */
+	uint64_t until_position; /* --until-lsn: stop before transactions past it; 0: none */
+	int64_t until_time_us; /* --until-time: stop before transactions committed after it; 0: none
+				*/
+	int min_flush_gap_ms;  /* fsync at most this often while data keeps arriving */
 	int max_flush_delay_ms;    /* ... and at least this often */
 	int status_interval_ms;    /* standby status updates at least this often */
 	int heartbeat_interval_ms; /* heartbeat records when idle; 0: none */
 	int reconnect_max_s;       /* cap of the reconnect backoff */
 	bool progress;             /* progress lines on stderr */
+	/* MongoDB source */
+	const char *const *databases; /* --db: watch these databases (none: all) */
+	size_t n_databases;
+	const char *const *collections; /* --collection DB.COLL: and these collections */
+	size_t n_collections;
+	const char
+		*full_document; /* --full-document: NULL (default), updateLookup, whenAvailable */
 	sluice_writer_options writer;
 	volatile sig_atomic_t *stop; /* set by a signal handler: flush, acknowledge, exit */
 } sluice_capture_options;
@@ -46,6 +54,7 @@ typedef struct sluice_capture_stats {
 	uint64_t skipped_duplicate;
 	uint64_t first_txseq, last_txseq;
 	uint64_t acked_lsn; /* last durable position acknowledged to the source */
+	char position[64];  /* the position the stream ends at, as the source writes it */
 	uint64_t reconnects;
 } sluice_capture_stats;
 
@@ -53,7 +62,7 @@ typedef struct sluice_capture_stats {
  * sluice_capture_run streams committed transactions from the source into the
  * stream until stopped, until the requested position, or until a failure it
  * cannot recover from. The source kind follows from o->source: mongodb:// and
- * mongodb+srv:// are MongoDB (not built yet: an error), anything else is
+ * mongodb+srv:// are MongoDB, anything else is
  * PostgreSQL. store and key are borrowed.
  * @return true on a clean stop.
  */

@@ -35,8 +35,8 @@ struct sluice_capture_sink {
 	uint64_t resume; /* transactions ending below are already in the stream */
 	uint64_t received;
 	sluice_buf received_token; /* owned: resume token at received (cluster-time sources) */
-	uint64_t acked;       /* durable position last reported to the source */
-	uint64_t ackable;     /* durable position that may be reported */
+	uint64_t acked;            /* durable position last reported to the source */
+	uint64_t ackable;          /* durable position that may be reported */
 	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
 				 durable */
 	uint64_t target;      /* --exit-when-caught-up: stop at transactions committed from here */
@@ -261,8 +261,8 @@ sluice_capture_sink_keepalive(sluice_capture_sink *e, uint64_t position, bool re
 }
 
 bool
-sluice_capture_sink_keepalive_token(sluice_capture_sink *e, uint64_t position,
-				    const uint8_t *token, size_t token_len)
+sluice_capture_sink_keepalive_token(sluice_capture_sink *e, uint64_t position, const uint8_t *token,
+				    size_t token_len)
 {
 	if (position >= e->received && token_len > 0) {
 		sluice_buf_reset(&e->received_token);
@@ -275,6 +275,12 @@ const uint8_t *
 sluice_capture_sink_resume_token(sluice_capture_sink *e, size_t *len)
 {
 	return sluice_writer_last_token(e->w, len);
+}
+
+bool
+sluice_capture_sink_stopping(const sluice_capture_sink *e)
+{
+	return e->done;
 }
 
 sluice_writer *
@@ -566,6 +572,12 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 
 cleanup:
 	ops->close(state);
+	if (e.w != NULL) {
+		uint64_t end = ops->position_kind == SLUICE_SOURCE_POSITION_LSN
+				       ? e.acked
+				       : sluice_writer_last_position(e.w);
+		ops->format_position(end, stats->position, sizeof(stats->position));
+	}
 	if (e.w != NULL && !sluice_writer_close(e.w))
 		ok = false;
 	sluice_buf_free(&e.received_token);

@@ -146,6 +146,11 @@ bool sluice_capture_sink_keepalive_token(sluice_capture_sink *s, uint64_t positi
  * (borrowed until the next record; NULL and *len 0 when there is none).
  */
 const uint8_t *sluice_capture_sink_resume_token(sluice_capture_sink *s, size_t *len);
+/*
+ * sluice_capture_sink_stopping tells that the engine stops before the
+ * transaction just begun (it is past the bound): emit nothing more for it.
+ */
+bool sluice_capture_sink_stopping(const sluice_capture_sink *s);
 /* sluice_capture_sink_writer is the engine's writer (borrowed), for snapshot copies. */
 sluice_writer *sluice_capture_sink_writer(sluice_capture_sink *s);
 

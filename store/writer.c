@@ -45,8 +45,9 @@ struct sluice_writer {
 	int64_t cur_time;
 	uint64_t cur_snapshot_pos; /* consistent position of an open snapshot transaction */
 	uint64_t next_txseq;
-	uint64_t last_txseq; /* last committed into the pending frame or earlier */
-	uint64_t last_end_lsn; /* source position (ordered) of the last commit or positioned heartbeat */
+	uint64_t last_txseq;   /* last committed into the pending frame or earlier */
+	uint64_t last_end_lsn; /* source position (ordered) of the last commit or positioned
+				  heartbeat */
 	sluice_buf last_token; /* owned: its resume token (MongoDB), empty if none */
 	int64_t last_commit_time;
 	uint64_t written_txseq; /* last committed in a frame handed to the store */
@@ -214,7 +215,8 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res, s
 				commit_txseq = rec->commit->txseq;
 				commit_lsn = rec->commit->has_end_lsn ? rec->commit->end_lsn : 0;
 				if (!rec->commit->has_end_lsn)
-					(void)writer_position_of(rec->commit->position, &commit_lsn);
+					(void)writer_position_of(rec->commit->position,
+								 &commit_lsn);
 				writer_set_token(&tok, rec->commit->position);
 				commit_time = rec->commit->commit_time_us;
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN) {
@@ -229,7 +231,8 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res, s
 				if (snapshot_lsn > commit_lsn) {
 					commit_lsn = snapshot_lsn;
 					sluice_buf_reset(&tok);
-					sluice_buf_append(&tok, snapshot_tok.data, snapshot_tok.len);
+					sluice_buf_append(&tok, snapshot_tok.data,
+							  snapshot_tok.len);
 				}
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT) {
 				uint64_t hp;
@@ -398,7 +401,8 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	while (!res.have_commit && idx > 0) {
 		idx--;
 		/* A heartbeat's position in a later segment is newer than any found here. */
-		if (!writer_scan_segment(w, firsts[idx], &res, have_pos ? &scratch : &w->last_token)) {
+		if (!writer_scan_segment(w, firsts[idx], &res,
+					 have_pos ? &scratch : &w->last_token)) {
 			sluice_buf_free(&scratch);
 			goto cleanup;
 		}
@@ -799,7 +803,8 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 			writer_set_token(&w->last_token, rec->commit->position);
 			w->last_commit_time = rec->commit->commit_time_us;
 		} else if (w->cur_snapshot_pos > w->last_end_lsn) {
-			/* Changes after a snapshot start at its consistent point (a time, no token). */
+			/* Changes after a snapshot start at its consistent point (a time, no
+			 * token). */
 			w->last_end_lsn = w->cur_snapshot_pos;
 			sluice_buf_reset(&w->last_token);
 		}

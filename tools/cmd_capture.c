@@ -1,4 +1,4 @@
-/* sluice capture: stream a PostgreSQL database's committed transactions into a signed stream. */
+/* sluice capture: stream a PostgreSQL or MongoDB source's transactions into a signed stream. */
 #include "cmd_capture.h"
 
 #include <ctype.h>
@@ -26,14 +26,28 @@ capture_help(FILE *f)
 		"                      [--allow-no-identity]\n"
 		"                      [--snapshot] [--until-lsn LSN] [--exit-when-caught-up]\n"
 		"                      [--forward-origins] [--messages] [--trust OLD.pub ...]\n"
+		"       sluice capture --source mongodb://HOST:PORT/?replicaSet=RS --store S\n"
+		"                      --stream NAME --key PREFIX.key [--node NAME] [--db DB ...]\n"
+		"                      [--collection DB.COLL ...] [--snapshot]\n"
+		"                      [--full-document default|updateLookup|whenAvailable]\n"
+		"                      [--until-time TIME] [--exit-when-caught-up]\n"
 		"\n"
 		"Stream committed transactions of a PostgreSQL database (logical replication,\n"
 		"pgoutput) into a signed stream, exactly once: the position acknowledged to the\n"
 		"server is the end of the last transaction whose frames are fsynced. After a\n"
 		"crash, the same command continues the chain and the txseq sequence.\n"
 		"\n"
+		"With a mongodb:// or mongodb+srv:// source, stream a MongoDB deployment's\n"
+		"change events (a change stream; replica set or sharded cluster, 4.2 or later)\n"
+		"as raw BSON, the events of a multi-document transaction as one transaction.\n"
+		"The resume token of the last durable transaction is kept in the stream: the\n"
+		"same command resumes after it. If the oplog no longer holds that point\n"
+		"(ChangeStreamHistoryLost), capture stops (exit 3): take a new --snapshot into\n"
+		"a new stream.\n"
+		"\n"
 		"Options:\n"
-		"      --source CONNINFO   libpq URI or key=value string (PG* variables apply)\n"
+		"      --source CONNINFO   libpq URI or key=value string (PG* variables apply),\n"
+		"                          or a MongoDB URI (mongodb://, mongodb+srv://)\n"
 		"  -s, --store S           store: a directory PATH or file://PATH\n"
 		"  -n, --stream NAME       stream name\n"
 		"  -k, --key PREFIX.key    secret signing key (sluice keygen); the stream's key\n"
@@ -54,8 +68,18 @@ capture_help(FILE *f)
 		"                          key, or create the publication yourself)\n"
 		"      --allow-no-identity with --create: create it anyway\n"
 		"      --snapshot          with --create: copy every published table into the\n"
-		"                          stream first, consistent with the slot\n"
+		"                          stream first, consistent with the slot. MongoDB: on a\n"
+		"                          new stream, copy every watched collection at a\n"
+		"                          cluster time T first; changes then start at T\n"
 		"      --until-lsn LSN     stop once everything up to LSN is durable\n"
+		"      --until-time TIME   stop before the first transaction committed after TIME\n"
+		"                          (ISO 8601, e.g. 2026-12-03T10:00:00Z)\n"
+		"      --db DB             MongoDB: watch database DB (repeatable; default: the\n"
+		"                          whole deployment but admin, local and config)\n"
+		"      --collection DB.COLL  MongoDB: watch this collection (repeatable)\n"
+		"      --full-document MODE  MongoDB: default, updateLookup (updates carry the\n"
+		"                          document as it is when the event is read) or\n"
+		"                          whenAvailable\n"
 		"      --exit-when-caught-up  stop once everything committed before the start is\n"
 		"                          durable\n"
 		"      --forward-origins   also capture transactions written by a replication\n"
@@ -88,7 +112,7 @@ capture_default_name(const char *stream, char *out, size_t size)
 
 /* capture_main parses the arguments (trust_paths has room for all) and runs capture. */
 static int
-capture_main(int argc, char **argv, char **trust_paths)
+capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const char **colls)
 {
 	enum {
 		OPT_SOURCE = 1000,
@@ -106,6 +130,10 @@ capture_main(int argc, char **argv, char **trust_paths)
 		OPT_NO_HEARTBEAT,
 		OPT_NO_PROGRESS,
 		OPT_STATUS_INTERVAL,
+		OPT_UNTIL_TIME,
+		OPT_DB,
+		OPT_COLLECTION,
+		OPT_FULL_DOCUMENT,
 	};
 	static const struct option opts[] = {
 		{"source", required_argument, NULL, OPT_SOURCE},
@@ -127,6 +155,10 @@ capture_main(int argc, char **argv, char **trust_paths)
 		{"no-heartbeat", no_argument, NULL, OPT_NO_HEARTBEAT},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 		{"status-interval", required_argument, NULL, OPT_STATUS_INTERVAL},
+		{"until-time", required_argument, NULL, OPT_UNTIL_TIME},
+		{"db", required_argument, NULL, OPT_DB},
+		{"collection", required_argument, NULL, OPT_COLLECTION},
+		{"full-document", required_argument, NULL, OPT_FULL_DOCUMENT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -182,6 +214,36 @@ capture_main(int argc, char **argv, char **trust_paths)
 		case OPT_CAUGHT_UP:
 			o.exit_when_caught_up = true;
 			break;
+		case OPT_UNTIL_TIME:
+			if (!cli_parse_time("--until-time", optarg, &o.until_time_us))
+				return SLUICE_EXIT_USAGE;
+			break;
+		case OPT_DB:
+			if (optarg[0] == '\0' || strchr(optarg, '.') != NULL)
+				return cli_usage_error("capture", "invalid --db \"%s\"", optarg);
+			dbs[o.n_databases++] = optarg;
+			break;
+		case OPT_COLLECTION: {
+			const char *dot = strchr(optarg, '.');
+			if (dot == NULL || dot == optarg || dot[1] == '\0' || dot - optarg > 63)
+				return cli_usage_error("capture",
+						       "invalid --collection \"%s\": expected "
+						       "DB.COLLECTION",
+						       optarg);
+			colls[o.n_collections++] = optarg;
+			break;
+		}
+		case OPT_FULL_DOCUMENT:
+			if (strcmp(optarg, "default") == 0)
+				o.full_document = NULL;
+			else if (strcmp(optarg, "updateLookup") == 0 ||
+				 strcmp(optarg, "whenAvailable") == 0)
+				o.full_document = optarg;
+			else
+				return cli_usage_error("capture",
+						       "--full-document must be default, "
+						       "updateLookup or whenAvailable");
+			break;
 		case OPT_FORWARD:
 			o.forward_origins = true;
 			break;
@@ -225,10 +287,26 @@ capture_main(int argc, char **argv, char **trust_paths)
 				       "--source, --store, --stream and --key are required");
 	if (!sluice_store_valid_stream_name(o.stream))
 		return cli_usage_error("capture", "invalid stream name \"%s\"", o.stream);
-	if (o.snapshot && !o.create)
-		return cli_usage_error("capture",
-				       "--snapshot needs --create: the snapshot is taken "
-				       "when the slot is created");
+	bool mongodb = strncmp(o.source, "mongodb://", 10) == 0 ||
+		       strncmp(o.source, "mongodb+srv://", 14) == 0;
+	o.databases = dbs;
+	o.collections = colls;
+	if (mongodb) {
+		if (o.create || o.slot || o.publication || o.until_position || o.messages ||
+		    o.forward_origins || o.allow_no_identity)
+			return cli_usage_error("capture",
+					       "--create, --slot, --publication, --until-lsn, "
+					       "--messages, --forward-origins and "
+					       "--allow-no-identity are PostgreSQL options");
+	} else {
+		if (o.n_databases || o.n_collections || o.full_document)
+			return cli_usage_error("capture", "--db, --collection and --full-document "
+							  "are MongoDB options");
+		if (o.snapshot && !o.create)
+			return cli_usage_error("capture",
+					       "--snapshot needs --create: the snapshot is taken "
+					       "when the slot is created");
+	}
 	if (o.node == NULL)
 		o.node = o.stream;
 	if (o.slot == NULL) {
@@ -258,13 +336,12 @@ capture_main(int argc, char **argv, char **trust_paths)
 		goto cleanup;
 	sluice_capture_stats st;
 	bool ok = sluice_capture_run(store, key, &o, &st);
-	char lsn[32];
-	sluice_pg_lsn_format(st.acked_lsn, lsn, sizeof(lsn));
 	sluice_log_info("capture %s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64
 			"), %" PRIu64 " changes, %" PRIu64 " skipped (origin), %" PRIu64
-			" already in the stream, %" PRIu64 " reconnects, acknowledged %s",
+			" already in the stream, %" PRIu64 " reconnects, %s %s",
 			ok ? "stopped" : "failed", st.transactions, st.first_txseq, st.last_txseq,
-			st.changes, st.skipped_origin, st.skipped_duplicate, st.reconnects, lsn);
+			st.changes, st.skipped_origin, st.skipped_duplicate, st.reconnects,
+			mongodb ? "last position" : "acknowledged", st.position);
 	rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
 
 cleanup:
@@ -278,9 +355,13 @@ int
 cmd_capture(int argc, char **argv)
 {
 	char **trust_paths = calloc((size_t)argc + 1, sizeof(char *));
-	if (trust_paths == NULL)
+	const char **dbs = calloc((size_t)argc + 1, sizeof(char *));
+	const char **colls = calloc((size_t)argc + 1, sizeof(char *));
+	if (trust_paths == NULL || dbs == NULL || colls == NULL)
 		abort();
-	int rc = capture_main(argc, argv, trust_paths);
+	int rc = capture_main(argc, argv, trust_paths, dbs, colls);
 	free(trust_paths);
+	free(dbs);
+	free(colls);
 	return rc;
 }
