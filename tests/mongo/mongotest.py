@@ -120,6 +120,16 @@ class Capture:
         except subprocess.TimeoutExpired:
             return None
 
+    def wait_watching(self, timeout=20):
+        """Waits until this run logs that its change stream is open; False if it
+        exits or does not within TIMEOUT."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.alive():
+            if '"msg":"watching' in self.log_text():
+                return True
+            time.sleep(0.05)
+        return False
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -249,8 +259,8 @@ class Test:
     def records(self, stream):
         return sr.inspect_records(self.sluice, self.store, stream, self.pub)
 
-    def txns(self, stream):
-        return sr.transactions(self.records(stream))
+    def txns(self, stream, live=False):
+        return sr.transactions(self.records(stream), live)
 
     def verify(self, stream):
         """(exit status, output) of sluice verify --json."""
@@ -303,6 +313,9 @@ class Test:
         """Inserts db.hello markers until the running capture's stream shows one
         (it watches from then on); deletes the ones it missed. Returns the marker's id."""
         deadline = time.time() + timeout
+        # sluice logs "watching ..." once its change stream is open (a hint only:
+        # the marker decides)
+        cap.wait_watching(timeout - 30)
         k = 0
         missed = []
         while time.time() < deadline:
@@ -325,7 +338,7 @@ class Test:
 
     def stream_has(self, stream, pred):
         try:
-            txns = self.txns(stream)
+            txns = self.txns(stream, live=True)
         except RuntimeError:
             return False
         return any(pred(ch) for tx in txns for ch in tx.changes)

@@ -351,9 +351,10 @@ class Txn:
         return "txseq %d (%s): %s" % (self.txseq, self.kind, self.changes)
 
 
-def transactions(records):
+def transactions(records, live=False):
     """[Txn] in stream order; raises ValueError on a record outside a transaction
-    or a change whose txseq is not the open transaction's."""
+    or a change whose txseq is not the open transaction's. LIVE: a stream being
+    written; its unfinished last transaction is left out."""
     out = []
     cur = None
     for rec in records:
@@ -375,6 +376,9 @@ def transactions(records):
                 raise ValueError("%s of txseq %s inside %d" % (t, rec.get("txseq"), cur.txseq))
             cur.changes.append(Change(rec))
     if cur is not None and cur.closing is None:
+        if live:
+            out.pop()
+            return out
         raise ValueError("transaction %d not closed" % cur.txseq)
     return out
 
