@@ -389,6 +389,14 @@ def source_events(client, start, dbs=None, quiet_polls=2):
     return out
 
 
+def event_time(raw):
+    """A change event's clusterTime as a bson Timestamp."""
+    import struct
+    f = sr.field(raw, "clusterTime")
+    inc, secs = struct.unpack("<II", f[1])
+    return bson.Timestamp(secs, inc)
+
+
 def event_ns(raw, name="ns"):
     d = sr.doc_field(raw, name)
     if d is None:
@@ -503,11 +511,15 @@ def change_marker(ch):
     return None
 
 
-def check_writer_txns(t, txns, logs, label=""):
+def check_writer_txns(t, txns, logs, label="", keep_ns=None):
     """Every committed writer transaction in exactly one stream transaction that
     holds exactly its changes in its order; no change of an aborted one; each
-    writer's transactions in its commit order. Snapshot transactions are skipped
-    (use check_snapshot_markers)."""
+    writer's transactions in its commit order. Snapshot transactions are skipped.
+    KEEP_NS: only the changes of the namespaces it accepts are expected (a
+    capture of some databases or collections)."""
+    if keep_ns is not None:
+        logs = [dict(e, ops=[op for op in e["ops"] if keep_ns(op[1])]) for e in logs]
+        logs = [e for e in logs if e["ops"]]
     opmap = {}
     for e in logs:
         for typ, ns, _id in e["ops"]:
