@@ -267,6 +267,11 @@ def parse_records(lines):
         raw = {}
         for k, v in rec.items():
             if k.endswith("_bson_base64") and isinstance(v, str):
+                if v == "" and rec.get("truncated"):
+                    # inspect prints no value over 1 MiB (tools/print.c PRINT_MAX_VALUE)
+                    raise ValueError("inspect left out a BSON value of %s bytes (%s of txseq %s): "
+                                     "it cannot be checked from inspect's output"
+                                     % (rec.get("bytes"), k, rec.get("txseq")))
                 raw[k[:-len("_bson_base64")]] = base64.b64decode(v)
         rec["bson"] = raw
         out.append(rec)
