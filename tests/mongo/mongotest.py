@@ -416,7 +416,42 @@ def event_key(raw):
         return ("replace", ns, sr.doc_field(raw, "documentKey"), sr.doc_field(raw, "fullDocument"))
     if op == "delete":
         return ("delete", ns, sr.doc_field(raw, "documentKey"))
+    if op == "invalidate":
+        return ("namespace_change", op)
     return ("namespace_change", op, ns, event_ns(raw, "to"))
+
+
+def scope_events(client, start, collection=None, db=None, quiet_polls=2):
+    """Raw change events of one collection ("db.coll") or database from cluster
+    time START, read like a capture of that scope reads them: after an
+    invalidate, a new stream starts after it (startAfter its token)."""
+    out = []
+    kw = {"start_at_operation_time": start}
+    while True:
+        if collection:
+            d, c = collection.split(".", 1)
+            target = client[d][c]
+        else:
+            target = client[db]
+        invalidated = None
+        empty = 0
+        with target.watch(max_await_time_ms=500, **kw) as s:
+            while empty < quiet_polls:
+                ev = s.try_next()
+                if ev is None:
+                    if not s.alive:
+                        break
+                    empty += 1
+                    continue
+                empty = 0
+                raw = bytes(ev.raw)
+                out.append(raw)
+                if sr.str_field(raw, "operationType") == "invalidate":
+                    invalidated = ev["_id"]
+                    break
+        if invalidated is None:
+            return out
+        kw = {"start_after": invalidated}
 
 
 def group_events(events):

@@ -326,6 +326,8 @@ class Change:
         if self.type == "delete":
             return ("delete", self.ns, self.document_key)
         if self.type == "namespace_change":
+            if self.op == "invalidate":  # its event names no namespace
+                return ("namespace_change", self.op)
             return ("namespace_change", self.op, self.ns, self.to)
         return (self.type, self.ns, self.document)
 
