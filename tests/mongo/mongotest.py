@@ -488,7 +488,7 @@ def stream_groups(txns, keep_ns=None):
         if tx.kind != "tx":
             continue
         keys = [ch.key() for ch in tx.changes if keep_ns is None or keep_ns(ch.ns or "")]
-        if keys:
+        if keys or not tx.changes:  # an empty transaction matches no source transaction
             out.append((tx.txseq, keys))
     return out
 

@@ -19,14 +19,84 @@ must exit 0, and:
 Usage: test_capture_kill9.py --sluice BIN --peer PEER --writer MONGO_WRITER
 (SEED=N repeats a kill schedule; SLUICE_TEST_MONGO_URI runs against a replica set.)
 """
+import json
 import os
+import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mongotest as mt  # noqa: E402
 import stream_replay as sr  # noqa: E402
+
+
+class BigWriter(threading.Thread):
+    """Large multi-document transactions (about 1.5 MB: more than a frame)
+    between the writers' small ones, logged like the writers' (name "B")."""
+
+    def __init__(self, t, db, count, gap):
+        super().__init__(daemon=True)
+        self.client = mt.connect(t.uri)
+        self.db, self.count, self.gap = db, count, gap
+        self.wname = "B"
+        self.wlog = os.path.join(t.dir, "B.jsonl")
+        self.error = None
+
+    def run(self):
+        try:
+            with open(self.wlog, "w") as log:
+                for i in range(1, self.count + 1):
+                    time.sleep(self.gap)
+                    m = "B:%d" % i
+                    docs = [{"_id": "B-%d-%d" % (i, j), "op": m, "pad": os.urandom(500).hex()}
+                            for j in range(1500)]
+                    with self.client.start_session() as s:
+                        with s.start_transaction():
+                            self.client[self.db].big.insert_many(docs, session=s)
+                            self.client[self.db].txlog.insert_one({"_id": m, "op": m, "kind": "big"},
+                                                                  session=s)
+                    ops = [["insert", self.db + ".big", d["_id"]] for d in docs]
+                    ops.append(["insert", self.db + ".txlog", m])
+                    log.write(json.dumps({"m": m, "status": "committed", "multi": True, "ops": ops}) + "\n")
+                    log.flush()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    # what Test.wait_writers/writer_logs use
+    def poll(self):
+        return None if self.is_alive() else 0
+
+    def wait(self, timeout=None):
+        self.join(timeout)
+        return 1 if self.error else 0
+
+
+def store_bytes(t, stream):
+    n = 0
+    d = os.path.join(t.store, stream)
+    for f in os.listdir(d) if os.path.isdir(d) else []:
+        try:
+            n += os.stat(os.path.join(d, f)).st_size
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def kill_in_large_txn(t, cap):
+    """Kills capture once the stream grows by more than 150 kB between two looks
+    10 ms apart (only a large transaction's frames do), or after 2 s."""
+    last = store_bytes(t, cap.stream)
+    for _ in range(200):
+        time.sleep(0.01)
+        now = store_bytes(t, cap.stream)
+        if now - last > 150000:
+            cap.kill9()
+            return True
+        last = now
+    cap.kill9()
+    return False
 
 
 def main():
@@ -45,6 +115,10 @@ def main():
           % (duration, rate, kills))
     n = duration * rate
     ws = [t.writer("c", "C1", db, n, rate), t.writer("py", "P1", db, n, rate)]
+    big = BigWriter(t, db, max(3, duration // 2), 1.5)
+    big.start()
+    t.writers.append(big)
+    big_kills = 0
 
     def check_alive():
         if not cap.alive():
@@ -66,12 +140,16 @@ def main():
             cap.wait_watching()  # a signal before its handlers are set is no clean stop
             rc = cap.term()
             t.check("capture run %d exits 0 on SIGTERM" % cap.runs, rc == 0, cap.tail())
+        elif k % 3 == 2 and big.is_alive():
+            big_kills += kill_in_large_txn(t, cap)
         cap.kill9()
         # the other database: never in the stream
         client[db + "_x"].other.insert_one({"k": k})
         cap.start()
-    t.say("%d kills done" % kills)
+    t.say("%d kills done, %d of them while capture wrote a large transaction" % (kills, big_kills))
     t.wait_writers(ws)
+    big.join()
+    t.check("the large transactions were written", big.error is None, big.error)
     time.sleep(t.rng.uniform(0.1, 1.0))
     check_alive()
     cap.kill9()
@@ -97,13 +175,18 @@ def main():
     diffs = mt.compare_groups(sg, groups)
     t.check("the stream's transactions are the source's, each once, in the source's order",
             not diffs, "\n".join(diffs))
-    logs = t.writer_logs(ws)
+    logs = t.writer_logs(ws + [big])
     mt.check_writer_txns(t, txns, logs)
     model = sr.Model().replay(txns)
     diffs = sr.compare(model.nonempty(lambda ns: ns.split(".", 1)[0] in dbs),
                        sr.source_collections(client, dbs=dbs))
     t.check("the replay equals the source, byte for byte", not diffs, "\n".join(diffs))
     t.check("the replay updated no missing document", model.skipped == 0, model.skipped)
+    frames = subprocess.run([t.sluice, "inspect", "--store", t.store, "--stream", "k9", "--trust",
+                             t.pub, "--json"], stdout=subprocess.PIPE, text=True).stdout
+    frames = [json.loads(x) for x in frames.splitlines() if x.strip()]
+    spanning = [f for f in frames if f.get("type") == "frame" and "open" in f.get("flags", "").split(",")]
+    t.check("large transactions span frames (%d frames left open)" % len(spanning), spanning)
     t.say("%d capture runs" % t.capture_runs)
     if t.real_uri:
         for d in dbs + [db + "_x"]:
