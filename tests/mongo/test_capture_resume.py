@@ -18,6 +18,9 @@ history of the database (each transaction once, in order, whole), holds every
 committed writer change of the database once, and replays to the source.
 Update records carry the looked-up document (same _id) or none.
 
+Part 3: --until-time a few seconds ahead: capture stops by itself (exit 0)
+before the first transaction committed after it, and a rerun adds nothing.
+
 Part 2 (peer only): a peer keeping 40 history entries; capture is stopped,
 100 writes happen, and the same command must exit 3 naming the cause (history
 lost, 286) and the recovery (a new snapshot into a new stream); the stream is
@@ -177,10 +180,47 @@ def part2(t):
     t.check("history lost: the new stream replays to the source", not diffs, "\n".join(diffs))
 
 
+def part3(t):
+    """--until-time: capture stops by itself (exit 0) before the first
+    transaction committed after TIME; the same command again adds nothing."""
+    client = mt.connect(t.uri)
+    db = "sluicet_until" + t.tag
+    import datetime
+    until = datetime.datetime.utcnow() + datetime.timedelta(seconds=4)
+    cap = t.capture("until", "--db", db, "--until-time", until.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    cap.start()
+    t.wait_marker(client, cap, db)
+    for i in range(5):
+        client[db].c.insert_one({"_id": i})
+    # the bound is fixed at start: wait until it has passed, then write more
+    while datetime.datetime.utcnow() < until + datetime.timedelta(seconds=0.5):
+        if not cap.alive():
+            break
+        time.sleep(0.1)
+    for i in range(5, 10):
+        client[db].c.insert_one({"_id": i})
+    try:
+        rc = cap.proc.wait(timeout=30)
+    except Exception:  # noqa: BLE001
+        rc = None
+    t.check("--until-time: capture stops by itself with status 0 after TIME (status %s)" % rc, rc == 0,
+            cap.tail())
+    ids = [sr.show_id(ch.id) for tx in t.txns("until") for ch in tx.changes if ch.ns == db + ".c"]
+    t.check("--until-time: the stream holds what was committed before TIME, nothing after",
+            ids == [str(i) for i in range(5)], ids)
+    rc = cap.run(timeout=30)
+    t.check("--until-time: the same command again exits 0", rc == 0, cap.tail())
+    ids2 = [sr.show_id(ch.id) for tx in t.txns("until") for ch in tx.changes if ch.ns == db + ".c"]
+    t.check("--until-time: and adds nothing", ids2 == ids, ids2)
+    if t.real_uri:
+        client.drop_database(db)
+
+
 def main():
     t = mt.Test("mongo_capture_resume", __doc__)
     part1(t)
     part2(t)
+    part3(t)
     return t.finish()
 
 
