@@ -41,7 +41,8 @@ struct sluice_capture_sink {
 				 durable */
 	uint64_t target;      /* --exit-when-caught-up: stop at transactions committed from here */
 	bool done;
-	bool fatal; /* the stream cannot be written: do not reconnect */
+	bool fatal;   /* the stream cannot be written: do not reconnect */
+	bool restart; /* the source asked to start again at once */
 
 	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
 	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
@@ -445,6 +446,10 @@ engine_stream(engine *e)
 		sluice_source_receive r = e->ops->receive(e->src, e);
 		if (r == SLUICE_SOURCE_LOST)
 			return false; /* decoding errors reconnect too: the source sends it again */
+		if (r == SLUICE_SOURCE_RESTART) {
+			e->restart = true;
+			return false;
+		}
 		if (r == SLUICE_SOURCE_IDLE) {
 			if (!engine_idle(e))
 				return false;
@@ -550,6 +555,10 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 		ops->close(state);
 		if (!engine_reopen_writer(&e))
 			break;
+		if (e.restart) {
+			e.restart = false;
+			continue;
+		}
 		attempt++;
 		int delay_ms;
 		if (st == SLUICE_SOURCE_BUSY) {

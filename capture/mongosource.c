@@ -914,7 +914,7 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 		if (s->open && !mongo_commit(s, sink))
 			return SLUICE_SOURCE_LOST;
 		s->invalidated = false;
-		return SLUICE_SOURCE_LOST;
+		return SLUICE_SOURCE_RESTART;
 	}
 	const bson_t *ev;
 	if (mongoc_change_stream_next(s->stream, &ev))

@@ -34,6 +34,7 @@ typedef enum sluice_source_receive {
 	SLUICE_SOURCE_RECEIVED, /* one message handled */
 	SLUICE_SOURCE_IDLE,     /* nothing buffered: the engine does its idle work, then waits */
 	SLUICE_SOURCE_LOST,     /* connection lost or undecodable data: the engine reconnects */
+	SLUICE_SOURCE_RESTART,  /* the source must start again (not a failure): at once */
 } sluice_source_receive;
 
 /* The engine's side of a running capture, where a source emits its records (opaque). */

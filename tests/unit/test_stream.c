@@ -1122,6 +1122,138 @@ test_stream_reader_from_start_returns_everything(void **state)
  * transaction (only a heartbeat written after the previous seal): the stream
  * must still be able to go on.
  */
+/* pos_commit: a MongoDB-style commit at cluster time ct with a resume token. */
+static sluice_record *
+pos_commit(sluice_arena *a, uint64_t ct, const char *token)
+{
+	sluice_record *r = tu_commit(a, 0, 1);
+	r->commit->has_end_lsn = false;
+	Sluice__V1__SourcePosition *p = sluice_arena_alloc(a, sizeof(*p));
+	sluice__v1__source_position__init(p);
+	p->has_cluster_time = true;
+	p->cluster_time = ct;
+	p->has_resume_token = token != NULL;
+	if (token)
+		p->resume_token = tu_bin(a, token, strlen(token));
+	r->commit->position = p;
+	return r;
+}
+
+/* pos_heartbeat: a heartbeat with a MongoDB position (no LSN). */
+static sluice_record *
+pos_heartbeat(sluice_arena *a, int64_t t, uint64_t ct, const char *token)
+{
+	sluice_record *r = tu_heartbeat(a, t, 0);
+	r->heartbeat->has_source_lsn = false;
+	Sluice__V1__SourcePosition *p = sluice_arena_alloc(a, sizeof(*p));
+	sluice__v1__source_position__init(p);
+	p->has_cluster_time = true;
+	p->cluster_time = ct;
+	p->has_resume_token = true;
+	p->resume_token = tu_bin(a, token, strlen(token));
+	r->heartbeat->position = p;
+	return r;
+}
+
+static void
+assert_position(sluice_writer *w, uint64_t ct, const char *token)
+{
+	size_t len;
+	const uint8_t *t = sluice_writer_last_token(w, &len);
+	assert_true(sluice_writer_last_position(w) == ct);
+	if (token == NULL) {
+		assert_null(t);
+		assert_int_equal(len, 0);
+	} else {
+		assert_int_equal(len, strlen(token));
+		assert_memory_equal(t, token, len);
+	}
+}
+
+/*
+ * A MongoDB stream's end position (docs/format.md §7.6): the newest of the last
+ * commit, snapshot and positioned heartbeat, with its resume token, read back
+ * by a reopened writer, also when the heartbeat is in a later segment than the
+ * commit and when the last frames were torn off.
+ */
+static void
+test_stream_source_positions(void **state)
+{
+	(void)state;
+	tu_env env;
+	tu_env_init(&env, "positions");
+	sluice_arena *a = sluice_arena_create();
+	sluice_writer *w = NULL;
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	assert_position(w, 0, NULL);
+
+	/* A snapshot at cluster time 100: a time, no token. */
+	sluice_record *sb = tu_rec(a);
+	Sluice__V1__SnapshotBegin *b = sluice_arena_alloc(a, sizeof(*b));
+	sluice__v1__snapshot_begin__init(b);
+	b->time_us = 1000;
+	b->origin_node = "n";
+	Sluice__V1__SourcePosition *p = sluice_arena_alloc(a, sizeof(*p));
+	sluice__v1__source_position__init(p);
+	p->has_cluster_time = true;
+	p->cluster_time = 100;
+	b->position = p;
+	sb->body_case = SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN;
+	sb->snapshot_begin = b;
+	tu_append(w, sb);
+	sluice_record *se = tu_rec(a);
+	Sluice__V1__SnapshotEnd *e = sluice_arena_alloc(a, sizeof(*e));
+	sluice__v1__snapshot_end__init(e);
+	se->body_case = SLUICE__V1__RECORD__BODY_SNAPSHOT_END;
+	se->snapshot_end = e;
+	tu_append(w, se);
+	assert_position(w, 100, NULL);
+	assert_true(sluice_writer_close(w));
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	assert_position(w, 100, NULL);
+
+	/* A transaction at 200 with its token, then a heartbeat at 300 in a new segment. */
+	tu_append(w, tu_std_relation(a));
+	tu_append(w, tu_begin(a, 2000, 0, "n"));
+	tu_append(w, tu_std_insert(a, 1, 1, 10));
+	tu_append(w, pos_commit(a, 200, "tok-200"));
+	assert_position(w, 200, "tok-200");
+	assert_true(sluice_writer_close(w));
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	assert_position(w, 200, "tok-200");
+	assert_true(sluice_writer_seal(w));
+	tu_append(w, pos_heartbeat(a, 3000, 300, "hwm-300"));
+	/* An older heartbeat position never moves the end back. */
+	tu_append(w, pos_heartbeat(a, 3001, 250, "hwm-250"));
+	assert_position(w, 300, "hwm-300");
+	assert_true(sluice_writer_close(w));
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	assert_position(w, 300, "hwm-300");
+
+	/* A transaction cut off unfinished leaves the end where it was. */
+	tu_append(w, tu_begin(a, 4000, 0, "n"));
+	tu_append(w, tu_std_insert(a, 2, 2, 10));
+	assert_true(sluice_writer_flush(w));
+	sluice_writer_recovery rec;
+	sluice_writer *w2 = NULL;
+	/* Reopen while the first writer holds an open transaction: simulate a crash. */
+	assert_true(sluice_writer_close(w));
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w2, &rec));
+	assert_int_equal(rec.partial_txseq, 3);
+	assert_position(w2, 300, "hwm-300");
+	tu_append(w2, tu_begin(a, 5000, 0, "n"));
+	tu_append(w2, tu_std_relation(a));
+	tu_append(w2, tu_std_insert(a, 3, 3, 10));
+	tu_append(w2, pos_commit(a, 400, "tok-400"));
+	assert_true(sluice_writer_close(w2));
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, NULL, &w, NULL));
+	assert_position(w, 400, "tok-400");
+	assert_int_equal(sluice_writer_last_txseq(w), 3);
+	assert_true(sluice_writer_close(w));
+	sluice_arena_free(a);
+	tu_env_free(&env);
+}
+
 static void
 test_stream_seal_segment_without_transaction(void **state)
 {
@@ -1186,6 +1318,7 @@ main(void)
 		cmocka_unit_test(test_stream_writer_lock),
 		cmocka_unit_test(test_stream_reader_from_start_returns_everything),
 		cmocka_unit_test(test_stream_seal_segment_without_transaction),
+		cmocka_unit_test(test_stream_source_positions),
 		cmocka_unit_test(test_stream_many_segments),
 		cmocka_unit_test(test_stream_large_transaction),
 	};
