@@ -143,8 +143,9 @@ def main():
 
 
 def killed_snapshot(t, client, db, dbs, keep):
-    """kill -9 during the snapshot (writers running), three times; then the same
-    command until caught up: one snapshot, the history after it, the source."""
+    """kill -9 during the snapshot (writers running), twice, and SIGTERM once
+    (exit 0); then the same command until caught up: one snapshot, the history
+    after it, the source."""
     # enough documents that the copy takes a while (about 10 MB)
     for k in range(6):
         client[db].big.insert_many([{"_id": k * 1000 + j, "pad": "b" * 1500} for j in range(1000)])
@@ -159,12 +160,17 @@ def killed_snapshot(t, client, db, dbs, keep):
         time.sleep(t.rng.uniform(0.0, 0.1))
         if not cap.alive():
             t.check("killed snapshot: run %d is still running when killed" % cap.runs, False, cap.tail())
+        if k == 1:
+            # a clean stop during the copy: exit 0, the next run copies again
+            rc = cap.term()
+            t.check("killed snapshot: SIGTERM during the copy: exit 0 (status %s)" % rc, rc == 0,
+                    cap.tail(3))
         cap.kill9()
         text = cap.log_text()
         if "snapshot of" in text and "snapshot done" not in text:
             during += 1
-    t.say("killed snapshot: %d of 3 kills came during the copy" % during)
-    t.check("killed snapshot: at least one kill came during the copy", during >= 1)
+    t.say("killed snapshot: %d of 3 stops came during the copy" % during)
+    t.check("killed snapshot: at least one stop came during the copy", during >= 1)
     t.wait_writers(ws)
     rc = cap.run("--exit-when-caught-up", timeout=120)
     t.check("killed snapshot: the same command then exits 0", rc == 0, cap.tail())
