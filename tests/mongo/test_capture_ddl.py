@@ -10,7 +10,8 @@ Three captures run at once:
            then dropDatabase, which invalidates it; D2 is written again after)
   cluster  no filter: the whole deployment (drop, rename within a database and
            across databases, dropDatabase; never invalidated)
-while pymongo drops, renames and re-creates. For each capture: it is still
+while pymongo drops, renames and re-creates; the coll and db captures are
+killed -9 and restarted right after some of these. For each capture: it is still
 running at the end and exits 0 on SIGTERM; the stream verifies; its
 transactions are, one by one, the change events a reader of the same scope
 gets (pymongo, starting after each invalidate with startAfter), each
@@ -110,12 +111,25 @@ def main():
                 t.die("capture %s streams nothing" % name, caps[name])
     t.say("three captures stream; drops, renames and re-creations follow")
 
+    kills = [0]
+
+    def kill_soon(name):
+        """kill -9 a scoped capture 0-100 ms after a namespace change and restart it:
+        around an invalidate too, the stream must hold everything once."""
+        time.sleep(t.rng.uniform(0, 0.1))
+        caps[name].kill9()
+        caps[name].start()
+        kills[0] += 1
+
     c1 = client[d1]
     c1.c.insert_many([{"_id": 1}, {"_id": 2}])
     c1.other.insert_one({"_id": "not watched by coll"})
     c1.drop_collection("c")                                   # coll: drop, invalidate
+    kill_soon("coll")
     c1.c.insert_one({"_id": 3, "after": "drop"})              # a re-created D1.c
     client.admin.command("renameCollection", d1 + ".c", to=d1 + ".c_renamed")  # rename, invalidate
+    time.sleep(0.3)
+    kill_soon("coll")
     c1.c.insert_one({"_id": 4, "after": "rename"})
     c1.c_renamed.insert_one({"_id": 5})
     client.drop_database(d1)                                   # coll: invalidated again
@@ -124,10 +138,13 @@ def main():
     c2 = client[d2]
     c2.b.insert_one({"_id": 1})
     c2.drop_collection("a")                                   # db: drop
+    kill_soon("db")
     client.admin.command("renameCollection", d2 + ".b", to=d2 + ".b2")  # db: rename
     c2.b2.insert_one({"_id": 2})
     client.drop_database(d2)                                   # db: dropDatabase, invalidate
+    kill_soon("db")
     c2.x.insert_one({"_id": 9, "after": "dropDatabase"})
+    t.say("%d kills of the scoped captures around the namespace changes" % kills[0])
 
     c3 = client[d3]
     c3.r.insert_one({"_id": 1})
