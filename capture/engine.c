@@ -517,6 +517,12 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			break;
 		}
 		sluice_source_status st = engine_start(&e);
+		if (st != SLUICE_SOURCE_OK && *o->stop) {
+			/* Stopped during start (a snapshot copy): a clean stop; an unfinished
+			 * snapshot is cut off when the stream is opened next. */
+			ok = true;
+			break;
+		}
 		if (st == SLUICE_SOURCE_FATAL)
 			break;
 		if (st == SLUICE_SOURCE_RETRY && !streamed) {

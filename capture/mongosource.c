@@ -38,6 +38,8 @@ struct sluice_mongosource {
 	int64_t open_txn_number;
 	uint64_t open_ct;
 	sluice_buf last_token; /* owned: _id of the last event handed to the engine */
+	sluice_buf idle_token; /* owned: postBatchResumeToken of the last empty batch */
+	uint64_t present;      /* the position current_position reported, 0: none */
 
 	/* namespaces with a Relation record written since start */
 	mongo_relation *rels;
@@ -374,6 +376,7 @@ mongo_current_position(void *state, uint64_t *position)
 		return false;
 	/* Everything at this time is committed: the stream has caught up past it. */
 	*position = mongo_ct(t, i) + 1;
+	s->present = *position;
 	return true;
 }
 
@@ -932,12 +935,25 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 		bool is_last_event =
 			s->last_token.len == pbrt->len &&
 			memcmp(s->last_token.data, bson_get_data(pbrt), pbrt->len) == 0;
+		/*
+		 * The same high-water mark after two waits: the server has nothing
+		 * more, so everything committed before the present is read, even
+		 * where no oplog entry lies at that time (an idle deployment whose
+		 * clock has not moved past it).
+		 */
+		bool idle = !is_last_event && s->idle_token.len == pbrt->len &&
+			    memcmp(s->idle_token.data, bson_get_data(pbrt), pbrt->len) == 0;
+		sluice_buf_reset(&s->idle_token);
+		sluice_buf_append(&s->idle_token, bson_get_data(pbrt), pbrt->len);
 		if (!is_last_event) {
 			/* Scanned through ct: a transaction at or before it is complete. */
 			if (s->open && ct >= s->open_ct && !mongo_commit(s, sink))
 				return SLUICE_SOURCE_LOST;
+			uint64_t seen = ct + 1;
+			if (idle && s->present > seen)
+				seen = s->present;
 			if (!s->open && !sluice_capture_sink_keepalive_token(
-						sink, ct + 1, bson_get_data(pbrt), pbrt->len))
+						sink, seen, bson_get_data(pbrt), pbrt->len))
 				return SLUICE_SOURCE_LOST;
 		}
 	}
@@ -1012,6 +1028,7 @@ sluice_mongosource_free(sluice_mongosource *s)
 	free(s->announced);
 	sluice_buf_free(&s->open_lsid);
 	sluice_buf_free(&s->last_token);
+	sluice_buf_free(&s->idle_token);
 	free(s);
 	mongoc_cleanup();
 }

@@ -1,6 +1,7 @@
 /* Human-readable and JSON renderings of stream records for `inspect --records`. */
 #include "print.h"
 
+#include <bson/bson.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <string.h>
@@ -32,6 +33,13 @@ print_base64(sluice_buf *out, const uint8_t *data, size_t len)
 			  sodium_base64_VARIANT_ORIGINAL);
 	out->len += n - 1;
 	sluice_buf_append_byte(out, '"');
+}
+
+/* print_relation_of returns the description of relation id, NULL if unknown or no reader. */
+static const Sluice__V1__Relation *
+print_relation_of(const sluice_reader *reader, uint32_t id)
+{
+	return reader != NULL ? sluice_reader_relation(reader, id) : NULL;
 }
 
 static const char *
@@ -66,6 +74,160 @@ print_value(sluice_buf *out, bool json, const uint8_t *data, size_t len)
 		sluice_json_append_string(out, p, PRINT_MAX_VALUE);
 		sluice_buf_printf(out, "...<%zu bytes>", len);
 	}
+}
+
+/*
+ * print_bson_text_ok tells whether a BSON string can go through libbson's
+ * JSON escaping: valid UTF-8, with NUL bytes only in a counted string and
+ * never as the overlong C0 80, which bson_utf8_validate lets through and the
+ * escaping then refuses (it is the only valid use of the byte 0xC0).
+ */
+static bool
+print_bson_text_ok(const char *s, size_t len, bool counted)
+{
+	return bson_utf8_validate(s, len, counted) && memchr(s, 0xC0, len) == NULL;
+}
+
+/*
+ * print_bson_check tells whether doc, nested depth levels deep, can be
+ * rendered: every element well formed (bson_iter_next checks lengths and
+ * terminators, bson_init_static each embedded document), every key and
+ * string accepted by print_bson_text_ok, documents, arrays and code scopes
+ * nested at most PRINT_BSON_MAX_DEPTH deep. libbson 1.23 needs this done
+ * first: bson_validate recurses without a limit, and so does the JSON renderer through code
+ * scopes; the renderer prints an embedded document that is not one as
+ * nothing at all (invalid JSON) and nesting past 200 levels as "{ ... }".
+ */
+static bool
+print_bson_check(const bson_t *doc, int depth)
+{
+	bson_iter_t it;
+	if (depth > PRINT_BSON_MAX_DEPTH || !bson_iter_init(&it, doc))
+		return false;
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		const char *s = NULL;
+		uint32_t n = 0;
+		bool counted = true;
+		const uint8_t *sub_data = NULL;
+		uint32_t sub_len = 0;
+		if (!print_bson_text_ok(key, strlen(key), false))
+			return false;
+		switch (bson_iter_type(&it)) {
+		case BSON_TYPE_UTF8:
+			s = bson_iter_utf8(&it, &n);
+			break;
+		case BSON_TYPE_CODE:
+			s = bson_iter_code(&it, &n);
+			break;
+		case BSON_TYPE_SYMBOL:
+			s = bson_iter_symbol(&it, &n);
+			break;
+		case BSON_TYPE_REGEX: {
+			const char *options = NULL;
+			s = bson_iter_regex(&it, &options);
+			if (!print_bson_text_ok(options, strlen(options), false))
+				return false;
+			n = (uint32_t)strlen(s);
+			counted = false;
+			break;
+		}
+		case BSON_TYPE_DBPOINTER: {
+			const bson_oid_t *oid = NULL;
+			bson_iter_dbpointer(&it, &n, &s, &oid);
+			counted = false; /* printed up to its first NUL */
+			break;
+		}
+		case BSON_TYPE_CODEWSCOPE:
+			s = bson_iter_codewscope(&it, &n, &sub_len, &sub_data);
+			break;
+		case BSON_TYPE_DOCUMENT:
+			bson_iter_document(&it, &sub_len, &sub_data);
+			break;
+		case BSON_TYPE_ARRAY:
+			bson_iter_array(&it, &sub_len, &sub_data);
+			break;
+		default:
+			break;
+		}
+		if (s != NULL && !print_bson_text_ok(s, n, counted))
+			return false;
+		if (sub_data != NULL) {
+			bson_t sub;
+			if (!bson_init_static(&sub, sub_data, sub_len) ||
+			    !print_bson_check(&sub, depth + 1))
+				return false;
+		}
+	}
+	/* The loop also ends at a malformed element, whose offset is then in err_off. */
+	return it.err_off == 0;
+}
+
+/* print_json_compact appends libbson's JSON text without the spaces it puts around tokens. */
+static void
+print_json_compact(sluice_buf *out, const char *text, size_t len)
+{
+	bool in_string = false, escaped = false;
+	sluice_buf_reserve(out, len);
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (in_string) {
+			if (escaped)
+				escaped = false;
+			else if (c == '\\')
+				escaped = true;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == ' ')
+			continue;
+		else if (c == '"')
+			in_string = true;
+		out->data[out->len++] = (uint8_t)c;
+	}
+}
+
+bool
+print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t max)
+{
+	bson_t doc;
+	if (data == NULL || len > INT32_MAX || !bson_init_static(&doc, data, len) ||
+	    !print_bson_check(&doc, 0) ||
+	    !bson_validate(&doc, BSON_VALIDATE_UTF8 | BSON_VALIDATE_UTF8_ALLOW_NULL, NULL))
+		return false;
+	/*
+	 * libbson writes at most as many spaces as other bytes, so its first
+	 * 2 * max + 16 bytes hold more than max without them: enough to tell
+	 * whether the whole text fits, without rendering all of a huge document.
+	 */
+	size_t limit = max < ((size_t)INT32_MAX - 16) / 2 ? 2 * max + 16 : (size_t)INT32_MAX;
+	bson_json_opts_t *opts = bson_json_opts_new(
+		json ? BSON_JSON_MODE_CANONICAL : BSON_JSON_MODE_RELAXED, (int32_t)limit);
+	size_t n = 0;
+	char *text = bson_as_json_with_opts(&doc, &n, opts);
+	bson_json_opts_destroy(opts);
+	if (text == NULL)
+		return false;
+	sluice_buf compact = {0};
+	print_json_compact(&compact, text, n);
+	bson_free(text);
+	if (compact.len <= max)
+		sluice_buf_append(out, compact.data, compact.len);
+	else {
+		size_t cut = max; /* on a character boundary: the prefix stays UTF-8 */
+		while (cut > 0 && (compact.data[cut] & 0xC0) == 0x80)
+			cut--;
+		if (json) {
+			sluice_buf_printf(out,
+					  "{\"truncated\":true,\"bytes\":%zu,\"prefix\":", len);
+			sluice_json_append_string(out, (const char *)compact.data, cut);
+			sluice_buf_append_byte(out, '}');
+		} else {
+			sluice_buf_append(out, compact.data, cut);
+			sluice_buf_printf(out, "...<%zu bytes>", len);
+		}
+	}
+	sluice_buf_free(&compact);
+	return true;
 }
 
 static void
@@ -131,7 +293,7 @@ print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 static void
 print_relation_name(sluice_buf *out, bool json, uint32_t id, const sluice_reader *reader)
 {
-	const Sluice__V1__Relation *rel = sluice_reader_relation(reader, id);
+	const Sluice__V1__Relation *rel = print_relation_of(reader, id);
 	char name[600];
 	if (rel != NULL)
 		snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->name);
@@ -214,14 +376,63 @@ print_field_row(sluice_buf *out, bool json, const char *name, const Sluice__V1__
 	}
 }
 
+/*
+ * print_field_bson adds a MongoDB document (raw BSON, untrusted): with json
+ * its canonical extended JSON under name and its bytes in base64 under
+ * name_bson_base64, as text its relaxed extended JSON. Bytes that do not
+ * render give name_invalid (json) or <N bytes invalid BSON> (text) instead.
+ */
 static void
 print_field_bson(sluice_buf *out, bool json, const char *name, const ProtobufCBinaryData *d)
 {
+	size_t mark = out->len;
 	if (json) {
+		sluice_buf_printf(out, ",\"%s\":", name);
+		if (!print_bson(out, true, d->data, d->len, PRINT_MAX_VALUE)) {
+			out->len = mark;
+			sluice_buf_printf(out, ",\"%s_invalid\":true", name);
+		}
 		sluice_buf_printf(out, ",\"%s_bson_base64\":", name);
 		print_base64(out, d->data, d->len);
-	} else
-		sluice_buf_printf(out, " %s=<%zu bytes BSON>", name, d->len);
+	} else {
+		sluice_buf_printf(out, " %s=", name);
+		if (!print_bson(out, false, d->data, d->len, PRINT_MAX_VALUE))
+			sluice_buf_printf(out, "<%zu bytes invalid BSON>", d->len);
+	}
+}
+
+/* print_field_position adds a MongoDB source position: cluster time and resume token. */
+static void
+print_field_position(sluice_buf *out, bool json, const Sluice__V1__SourcePosition *p)
+{
+	if (p == NULL)
+		return;
+	if (p->has_cluster_time) {
+		uint32_t t = (uint32_t)(p->cluster_time >> 32), i = (uint32_t)p->cluster_time;
+		if (json)
+			sluice_buf_printf(out,
+					  ",\"cluster_time\":{\"t\":%" PRIu32 ",\"i\":%" PRIu32 "}",
+					  t, i);
+		else
+			sluice_buf_printf(out, " cluster_time=Timestamp(%" PRIu32 ",%" PRIu32 ")",
+					  t, i);
+	}
+	if (p->has_resume_token)
+		print_field_bson(out, json, "resume_token", &p->resume_token);
+}
+
+/* print_source_name names a relation's source kind; NULL if unknown. */
+static const char *
+print_source_name(Sluice__V1__SourceKind k)
+{
+	switch (k) {
+	case SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES:
+		return "postgres";
+	case SLUICE__V1__SOURCE_KIND__SOURCE_MONGODB:
+		return "mongodb";
+	default:
+		return NULL;
+	}
 }
 
 void
@@ -263,6 +474,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_lsn(out, json, "end_lsn", c->end_lsn);
 		if (c->has_change_count)
 			print_field_u64(out, json, "changes", c->change_count);
+		print_field_position(out, json, c->position);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_RELATION: {
@@ -271,6 +483,14 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		char name[600];
 		snprintf(name, sizeof(name), "%s.%s", r->schema, r->name);
 		print_field_str(out, json, "relation", name);
+		/* Streams from before Relation.source have only PostgreSQL relations. */
+		Sluice__V1__SourceKind source =
+			r->has_source ? r->source : SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES;
+		const char *source_name = print_source_name(source);
+		if (source_name == NULL)
+			sluice_buf_printf(out, json ? ",\"source\":%d" : " source=%d", (int)source);
+		else if (json || source != SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES)
+			print_field_str(out, json, "source", source_name);
 		if (json) {
 			sluice_buf_append_str(out, ",\"columns\":[");
 			for (size_t i = 0; i < r->n_columns; i++) {
@@ -288,7 +508,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 				sluice_buf_append_byte(out, '}');
 			}
 			sluice_buf_append_byte(out, ']');
-		} else {
+		} else if (r->n_columns > 0 || source == SLUICE__V1__SOURCE_KIND__SOURCE_POSTGRES) {
 			sluice_buf_append_str(out, " (");
 			for (size_t i = 0; i < r->n_columns; i++) {
 				const Sluice__V1__Column *c = r->columns[i];
@@ -302,7 +522,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 	}
 	case SLUICE__V1__RECORD__BODY_INSERT: {
 		const Sluice__V1__Insert *x = rec->insert;
-		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
 		print_field_row(out, json, "new", x->new_row, rel);
 		if (x->has_document)
@@ -311,7 +531,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 	}
 	case SLUICE__V1__RECORD__BODY_UPDATE: {
 		const Sluice__V1__Update *x = rec->update;
-		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
 		if (x->old_row != NULL)
 			print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
@@ -327,7 +547,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 	}
 	case SLUICE__V1__RECORD__BODY_DELETE: {
 		const Sluice__V1__Delete *x = rec->delete_;
-		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
 		print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
 		print_field_row(out, json, "old", x->old_row, rel);
@@ -341,7 +561,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			sluice_buf_append_str(out, ",\"relations\":[");
 		for (size_t i = 0; i < x->n_relation_ids; i++) {
 			const Sluice__V1__Relation *rel =
-				sluice_reader_relation(reader, x->relation_ids[i]);
+				print_relation_of(reader, x->relation_ids[i]);
 			char name[600];
 			if (rel)
 				snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->name);
@@ -382,11 +602,12 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		if (s->snapshot_name)
 			print_field_str(out, json, "snapshot", s->snapshot_name);
 		print_field_str(out, json, "origin", s->origin_node);
+		print_field_position(out, json, s->position);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW: {
 		const Sluice__V1__SnapshotRow *x = rec->snapshot_row;
-		const Sluice__V1__Relation *rel = sluice_reader_relation(reader, x->relation_id);
+		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
 		print_field_row(out, json, "row", x->row, rel);
 		if (x->has_document)
@@ -406,6 +627,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		print_field_time(out, json, "time", h->time_us);
 		if (h->has_source_lsn)
 			print_field_lsn(out, json, "lsn", h->source_lsn);
+		print_field_position(out, json, h->position);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER: {
@@ -419,6 +641,22 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		}
 		if (k->reason != NULL)
 			print_field_str(out, json, "reason", k->reason);
+		break;
+	}
+	case SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE: {
+		const Sluice__V1__NamespaceChange *x = rec->namespace_change;
+		if (x->operation)
+			print_field_str(out, json, "operation", x->operation);
+		if (x->database)
+			print_field_str(out, json, "database", x->database);
+		if (x->collection)
+			print_field_str(out, json, "collection", x->collection);
+		if (x->to_database)
+			print_field_str(out, json, "to_database", x->to_database);
+		if (x->to_collection)
+			print_field_str(out, json, "to_collection", x->to_collection);
+		if (x->has_event)
+			print_field_bson(out, json, "event", &x->event);
 		break;
 	}
 	default:

@@ -10,11 +10,32 @@
 #include "records.h"
 
 /*
+ * Deepest nesting of BSON documents, arrays and code scopes print_bson
+ * renders: MongoDB stores documents of at most 100 levels, and a change event
+ * wraps them in a few more; libbson's renderer stops at 200.
+ */
+#define PRINT_BSON_MAX_DEPTH 150
+
+/*
  * print_record appends one line describing rec (of transaction txseq, 0 if
  * none) to out: JSON with json, readable text otherwise. Column names come
- * from the reader's relation descriptions.
+ * from the reader's relation descriptions (reader may be NULL: none known).
+ * MongoDB documents are rendered with print_bson.
  */
 void print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txseq,
 		  const sluice_reader *reader);
+
+/*
+ * print_bson appends the BSON document data[0..len) (untrusted bytes) as
+ * extended JSON v2 on one line, without spaces: canonical with json, relaxed
+ * otherwise. A rendering longer than max bytes is cut to its first max bytes
+ * (at most; on a character boundary): with json as
+ * {"truncated":true,"bytes":len,"prefix":"..."}, otherwise followed by
+ * ...<len bytes>.
+ * @return false, having appended nothing, if the bytes are not one
+ * well-formed BSON document with UTF-8 keys and strings, nested at most
+ * PRINT_BSON_MAX_DEPTH deep.
+ */
+bool print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t max);
 
 #endif
