@@ -101,6 +101,10 @@ def main():
     t.check("only txseq 1 is a snapshot", all(tx.kind == "tx" for tx in txns[1:]))
     if snap is None or snap.kind != "snapshot":
         return t.finish()
+    ct = snap.opening.get("cluster_time")
+    rec_T = bson.Timestamp(ct["t"], ct["i"]) if isinstance(ct, dict) else None
+    t.check("snapshot_begin carries the snapshot's cluster time (%s)" % (rec_T,), rec_T == T,
+            "logged %s" % (T,))
     rows = [ch for ch in snap.changes if ch.type == "snapshot_row"]
     t.check("the snapshot holds only snapshot rows", len(rows) == len(snap.changes))
     t.check("snapshot_end counts its rows (%s)" % snap.closing.get("rows"),
