@@ -13,6 +13,7 @@
                         whole, nothing of an aborted one, each writer in order
 """
 import argparse
+import atexit
 import json
 import os
 import random
@@ -192,6 +193,14 @@ class Test:
         self.pub = os.path.join(self.dir, "k.pub")
         # unique database names: a real deployment may hold an earlier run's
         self.tag = "" if not self.real_uri else "_%d" % (self.seed % 100000)
+        self.cleaned = False
+        atexit.register(self._at_exit)
+
+    def _at_exit(self):
+        """An exception ended the test: stop what it started, keep its files."""
+        if not self.cleaned:
+            print("%s: FAILED: ended by an exception" % self.name, flush=True)
+            self.cleanup(keep=True)
 
     # ---- reporting
     def say(self, msg):
@@ -223,6 +232,7 @@ class Test:
         return 0
 
     def cleanup(self, keep=False):
+        self.cleaned = True
         for w in self.writers:
             if w.poll() is None:
                 w.kill()
