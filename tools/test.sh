@@ -3,8 +3,10 @@
 # again with clang under AddressSanitizer + UndefinedBehaviorSanitizer, with the
 # libFuzzer targets, and runs every test again.
 #
-# Usage: tools/test.sh [--quick] [-R REGEX]
+# Usage: tools/test.sh [--quick] [--long] [-R REGEX]
 #   --quick     only the first (gcc) build and run
+#   --long      longer end-to-end runs (SLUICE_TEST_LONG=1: e.g. 20 kills instead of 5
+#               in mongo_capture_kill9)
 #   -R REGEX    only tests whose name matches (passed to ctest)
 # Exit status: 0 all tests passed, non-zero otherwise.
 set -euo pipefail
@@ -18,8 +20,9 @@ ctest_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1 ;;
+	--long) export SLUICE_TEST_LONG=1 ;;
 	-R) ctest_args+=(-R "$2"); shift ;;
-	-h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
