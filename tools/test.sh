@@ -5,8 +5,9 @@
 #
 # Usage: tools/test.sh [--quick] [--long] [-R REGEX]
 #   --quick     only the first (gcc) build and run
-#   --long      longer end-to-end runs (SLUICE_TEST_LONG=1: e.g. 20 kills instead of 5
-#               in mongo_capture_kill9)
+#   --long      longer end-to-end runs (SLUICE_TEST_LONG=1: 20 kill -9 cycles instead of
+#               5 in mongo_capture_kill9 and of 8 in pg_test_capture_kill9 and
+#               pg_test_apply_kill9)
 #   -R REGEX    only tests whose name matches (passed to ctest)
 # Exit status: 0 all tests passed, non-zero otherwise.
 set -euo pipefail

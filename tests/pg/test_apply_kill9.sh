@@ -33,6 +33,7 @@ T0=$SECONDS
 export PATH=$PGBIN:$PATH
 
 KILLS=8
+[ "${SLUICE_TEST_LONG:-}" = 1 ] && KILLS=20 # tools/test.sh --long
 TXNS_PER_CLIENT=1500 # catch-up stream: 4 clients
 LIVE_SECONDS=15
 LIVE_RATE=300

@@ -21,6 +21,7 @@ echo "kill9: seed $SEED (rerun with SEED=$SEED)"
 DURATION=20
 RATE=500
 KILLS=8
+[ "${SLUICE_TEST_LONG:-}" = 1 ] && KILLS=20 # tools/test.sh --long
 BIG_TXNS=9
 if [ -n "${SLUICE_SANITIZED:-}" ]; then
 	RATE=150
