@@ -11,7 +11,7 @@
 #     thousand small transactions and three large ones (33k rows each); apply
 #     is killed with SIGKILL at random moments while it applies the snapshot
 #     (the delay grows while a kill comes before any progress), then soon
-#     after each restarted run moved the origin (at least $KILLS kills in
+#     after each restarted run moved the origin (at least $CATCHUP_KILLS kills in
 #     all), and restarted with
 #     the same command (sometimes at once, while the killed session may still
 #     hold the origin), until it has caught up;
@@ -32,8 +32,9 @@ echo "apply kill9: seed $SEED (rerun with SEED=$SEED)"
 T0=$SECONDS
 export PATH=$PGBIN:$PATH
 
-KILLS=8
-[ "${SLUICE_TEST_LONG:-}" = 1 ] && KILLS=20 # tools/test.sh --long
+KILLS=8         # in the live phase; 20 with tools/test.sh --long
+CATCHUP_KILLS=8 # during catch-up: bounded by how long the stream takes to apply
+[ "${SLUICE_TEST_LONG:-}" = 1 ] && KILLS=20
 TXNS_PER_CLIENT=1500 # catch-up stream: 4 clients
 LIVE_SECONDS=15
 LIVE_RATE=300
@@ -204,7 +205,7 @@ check_exit() {
 # ---- 1. catch-up ------------------------------------------------------------------
 # Two kinds of kill. While the snapshot (txseq 1, one large transaction) is
 # being applied: at random moments, the delay doubling while kills come before
-# any progress (after $KILLS/2 short ones). After it, until $KILLS*2 kills in
+# any progress (after $CATCHUP_KILLS/2 short ones). After it, until $CATCHUP_KILLS*2 kills in
 # all or the end: 0-20 ms after the restarted apply was seen to move the
 # origin's live progress, so that every run applies something and the number
 # of kills depends little on how fast apply is on this machine (pipelined
@@ -259,7 +260,7 @@ while [ "$PROGRESS" -lt 1 ]; do
 	fi
 	[ "$(live_progress)" -ge 1 ] && break # the snapshot is applied: on to the progress points
 	kill_apply "after $d ms"
-	if [ "$PROGRESS" = "$LASTP" ] && [ "$kills" -gt $((KILLS / 2)) ]; then
+	if [ "$PROGRESS" = "$LASTP" ] && [ "$kills" -gt $((CATCHUP_KILLS / 2)) ]; then
 		[ "$MAXD" -lt 3000 ] && MAXD=$((MAXD * 2))
 	else
 		MAXD=180
@@ -272,7 +273,7 @@ snapshot_kills=$kills
 if [ "$ENDED" = 0 ]; then
 	# each kill comes 0-20 ms after the running apply was seen to move the
 	# origin past where its run started
-	while [ "$kills" -lt $((2 * KILLS)) ]; do
+	while [ "$kills" -lt $((2 * CATCHUP_KILLS)) ]; do
 		from=$(live_progress)
 		while alive "$APPLY_PID" && [ "$(live_progress)" -le "$from" ]; do
 			sleep 0.01
@@ -289,7 +290,7 @@ if [ "$ENDED" = 0 ]; then
 	catchup_ended
 fi
 say "catch-up done after $kills kills ($snapshot_kills during the snapshot, $immediate restarted at once), $RUN apply runs"
-[ "$kills" -ge "$KILLS" ] || fail "only $kills kills happened during catch-up (want at least $KILLS)"
+[ "$kills" -ge "$CATCHUP_KILLS" ] || fail "only $kills kills happened during catch-up (want at least $CATCHUP_KILLS)"
 # the three large transactions each take longer than a kill's delay
 [ $((kills - snapshot_kills)) -ge 2 ] || fail "only $((kills - snapshot_kills)) kills happened after the snapshot (want at least 2)"
 python3 "$HERE/compare_dbs.py" compare "$SRC" "$DST" || fail "catch-up: the target differs from the source"
