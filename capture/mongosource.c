@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "mongoevent.h"
 #include "records.h"
 
 /* Server error codes that end a change stream for good (docs/architecture.md). */
@@ -75,41 +76,6 @@ static int64_t
 mongo_position_time_us(uint64_t position)
 {
 	return (int64_t)(position >> 32) * 1000000;
-}
-
-/*
- * mongo_token_ct reads the cluster time a resume token starts with: `_data`
- * is hex KeyString whose first value is a Timestamp (0x82, then seconds and
- * increment, big-endian). Tokens are opaque to drivers; sluice reads only
- * this prefix, to place a postBatchResumeToken that carries no event.
- */
-static bool
-mongo_token_ct(const bson_t *token, uint64_t *ct)
-{
-	bson_iter_t it;
-	uint32_t len;
-	if (token == NULL || !bson_iter_init_find(&it, token, "_data") ||
-	    !BSON_ITER_HOLDS_UTF8(&it))
-		return false;
-	const char *hex = bson_iter_utf8(&it, &len);
-	if (len < 18 || (hex[0] != '8') || (hex[1] != '2'))
-		return false;
-	uint64_t v = 0;
-	for (int k = 2; k < 18; k++) {
-		char c = hex[k];
-		unsigned d;
-		if (c >= '0' && c <= '9')
-			d = (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			d = (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			d = (unsigned)(c - 'A' + 10);
-		else
-			return false;
-		v = (v << 4) | d;
-	}
-	*ct = v;
-	return true;
 }
 
 /* mongo_relation_hash: FNV-1a of "db.coll", the relation id of a namespace. */
@@ -223,27 +189,6 @@ mongo_bin(const uint8_t *data, uint32_t len)
 {
 	ProtobufCBinaryData b = {.len = len, .data = (uint8_t *)data};
 	return b;
-}
-
-/* mongo_doc_field finds a document-valued field; false when absent or not a document. */
-static bool
-mongo_doc_field(const bson_t *ev, const char *name, const uint8_t **data, uint32_t *len)
-{
-	bson_iter_t it;
-	if (!bson_iter_init_find(&it, ev, name) || !BSON_ITER_HOLDS_DOCUMENT(&it))
-		return false;
-	bson_iter_document(&it, len, data);
-	return true;
-}
-
-static const char *
-mongo_str_field(const bson_t *doc, const char *path)
-{
-	bson_iter_t it;
-	if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) ||
-	    !BSON_ITER_HOLDS_UTF8(&it))
-		return NULL;
-	return bson_iter_utf8(&it, NULL);
 }
 
 /* ---- connection ------------------------------------------------------------ */
@@ -735,16 +680,15 @@ mongo_commit(mongo *s, sluice_capture_sink *sink)
 
 /* mongo_emit_change writes the record of one insert, update, replace or delete event. */
 static bool
-mongo_emit_change(mongo *s, sluice_capture_sink *sink, const bson_t *ev, const char *op,
-		  const char *db, const char *coll)
+mongo_emit_change(mongo *s, sluice_capture_sink *sink, const sluice_mongo_event *ev)
 {
 	uint32_t id;
 	bool fresh;
-	if (!mongo_relation_id(s, db, coll, &id, &fresh))
+	if (!mongo_relation_id(s, ev->db, ev->coll, &id, &fresh))
 		return false;
 	if (fresh) {
 		Sluice__V1__Relation rel;
-		mongo_relation_record(&rel, id, db, coll);
+		mongo_relation_record(&rel, id, ev->db, ev->coll);
 		sluice_record rr = SLUICE__V1__RECORD__INIT;
 		rr.body_case = SLUICE__V1__RECORD__BODY_RELATION;
 		rr.relation = &rel;
@@ -752,70 +696,51 @@ mongo_emit_change(mongo *s, sluice_capture_sink *sink, const bson_t *ev, const c
 			return false;
 		mongo_announce(s, id);
 	}
-	const uint8_t *full = NULL, *key = NULL, *ud = NULL;
-	uint32_t full_len = 0, key_len = 0, ud_len = 0;
-	bool has_full = mongo_doc_field(ev, "fullDocument", &full, &full_len);
-	bool has_key = mongo_doc_field(ev, "documentKey", &key, &key_len);
-	bool has_ud = mongo_doc_field(ev, "updateDescription", &ud, &ud_len);
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	Sluice__V1__Insert ins = SLUICE__V1__INSERT__INIT;
 	Sluice__V1__Update upd = SLUICE__V1__UPDATE__INIT;
 	Sluice__V1__Delete del = SLUICE__V1__DELETE__INIT;
-	if (strcmp(op, "insert") == 0) {
-		if (!has_full) {
-			sluice_log_error("insert event on %s.%s without a fullDocument", db, coll);
-			return false;
-		}
+	if (strcmp(ev->op, "insert") == 0) {
 		ins.relation_id = id;
 		ins.has_document = true;
-		ins.document = mongo_bin(full, full_len);
+		ins.document = mongo_bin(ev->full, ev->full_len);
 		rec.body_case = SLUICE__V1__RECORD__BODY_INSERT;
 		rec.insert = &ins;
-	} else if (strcmp(op, "update") == 0 || strcmp(op, "replace") == 0) {
-		upd.relation_id = id;
-		upd.has_document_key = has_key;
-		upd.document_key = mongo_bin(key, key_len);
-		upd.has_update_description = has_ud;
-		upd.update_description = mongo_bin(ud, ud_len);
-		upd.has_document = has_full;
-		upd.document = mongo_bin(full, full_len);
-		if (!has_key || (strcmp(op, "replace") == 0 && !has_full) ||
-		    (strcmp(op, "update") == 0 && !has_ud)) {
-			sluice_log_error("%s event on %s.%s without its documentKey, "
-					 "updateDescription or fullDocument",
-					 op, db, coll);
-			return false;
-		}
-		rec.body_case = SLUICE__V1__RECORD__BODY_UPDATE;
-		rec.update = &upd;
-	} else {
-		if (!has_key) {
-			sluice_log_error("delete event on %s.%s without a documentKey", db, coll);
-			return false;
-		}
+	} else if (strcmp(ev->op, "delete") == 0) {
 		del.relation_id = id;
 		del.has_document_key = true;
-		del.document_key = mongo_bin(key, key_len);
+		del.document_key = mongo_bin(ev->key, ev->key_len);
 		rec.body_case = SLUICE__V1__RECORD__BODY_DELETE;
 		rec.delete_ = &del;
+	} else {
+		/* update (updateDescription, fullDocument if looked up) or replace (fullDocument)
+		 */
+		upd.relation_id = id;
+		upd.has_document_key = true;
+		upd.document_key = mongo_bin(ev->key, ev->key_len);
+		upd.has_update_description = ev->update != NULL;
+		upd.update_description = mongo_bin(ev->update, ev->update_len);
+		upd.has_document = ev->full != NULL;
+		upd.document = mongo_bin(ev->full, ev->full_len);
+		rec.body_case = SLUICE__V1__RECORD__BODY_UPDATE;
+		rec.update = &upd;
 	}
 	return sluice_capture_sink_change(sink, &rec);
 }
 
 /* mongo_emit_namespace writes a drop, rename, dropDatabase, invalidate or other event whole. */
 static bool
-mongo_emit_namespace(mongo *s, sluice_capture_sink *sink, const bson_t *ev, const char *op,
-		     const char *db, const char *coll)
+mongo_emit_namespace(sluice_capture_sink *sink, const sluice_mongo_event *ev, const uint8_t *raw,
+		     uint32_t raw_len)
 {
-	(void)s;
 	Sluice__V1__NamespaceChange nc = SLUICE__V1__NAMESPACE_CHANGE__INIT;
-	nc.operation = (char *)op;
-	nc.database = (char *)db;
-	nc.collection = (char *)coll;
-	nc.to_database = (char *)mongo_str_field(ev, "to.db");
-	nc.to_collection = (char *)mongo_str_field(ev, "to.coll");
+	nc.operation = (char *)ev->op;
+	nc.database = (char *)ev->db;
+	nc.collection = (char *)ev->coll;
+	nc.to_database = (char *)ev->to_db;
+	nc.to_collection = (char *)ev->to_coll;
 	nc.has_event = true;
-	nc.event = mongo_bin(bson_get_data(ev), ev->len);
+	nc.event = mongo_bin(raw, raw_len);
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	rec.body_case = SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE;
 	rec.namespace_change = &nc;
@@ -824,81 +749,50 @@ mongo_emit_namespace(mongo *s, sluice_capture_sink *sink, const bson_t *ev, cons
 
 /* mongo_event handles one change event: false when the stream must reconnect. */
 static bool
-mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *ev)
+mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 {
-	bson_iter_t it;
-	const uint8_t *tok;
-	uint32_t tok_len;
-	if (!mongo_doc_field(ev, "_id", &tok, &tok_len)) {
-		sluice_log_error("a change event without a resume token (_id)");
+	sluice_mongo_event ev;
+	const char *why;
+	if (!sluice_mongo_event_decode(bson_get_data(raw), raw->len, &ev, &why)) {
+		sluice_log_error("a change event from %s cannot be captured: %s", s->hosts, why);
 		return false;
 	}
-	const char *op = mongo_str_field(ev, "operationType");
-	uint32_t t = 0, i = 0;
-	if (op == NULL || !bson_iter_init_find(&it, ev, "clusterTime") ||
-	    !BSON_ITER_HOLDS_TIMESTAMP(&it)) {
-		sluice_log_error("a change event without operationType or clusterTime");
-		return false;
-	}
-	bson_iter_timestamp(&it, &t, &i);
-	uint64_t ct = mongo_ct(t, i);
-	int64_t wall_us = (int64_t)t * 1000000;
-	if (bson_iter_init_find(&it, ev, "wallTime") && BSON_ITER_HOLDS_DATE_TIME(&it))
-		wall_us = bson_iter_date_time(&it) * 1000;
-	const char *db = mongo_str_field(ev, "ns.db");
-	const char *coll = mongo_str_field(ev, "ns.coll");
-
-	/* lsid and txnNumber: an event of a multi-document transaction */
-	const uint8_t *lsid = NULL;
-	uint32_t lsid_len = 0;
-	int64_t txn = 0;
-	bool in_txn = mongo_doc_field(ev, "lsid", &lsid, &lsid_len) &&
-		      bson_iter_init_find(&it, ev, "txnNumber") &&
-		      (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it));
-	if (in_txn)
-		txn = bson_iter_as_int64(&it);
-
 	if (s->open) {
-		bool same = in_txn && s->open_is_txn && txn == s->open_txn_number &&
-			    ct == s->open_ct && lsid_len == s->open_lsid.len &&
-			    memcmp(lsid, s->open_lsid.data, lsid_len) == 0;
+		bool same = ev.in_txn && s->open_is_txn && ev.txn_number == s->open_txn_number &&
+			    ev.cluster_time == s->open_ct && ev.lsid_len == s->open_lsid.len &&
+			    memcmp(ev.lsid, s->open_lsid.data, ev.lsid_len) == 0;
 		if (!same && !mongo_commit(s, sink))
 			return false;
 	}
 	if (!s->open) {
 		Sluice__V1__Begin b = SLUICE__V1__BEGIN__INIT;
-		b.commit_time_us = wall_us;
+		b.commit_time_us = ev.wall_us;
 		b.has_source_token = true;
-		b.source_token = mongo_bin(tok, tok_len);
-		if (!sluice_capture_sink_begin(sink, &b, ct))
+		b.source_token = mongo_bin(ev.token, ev.token_len);
+		if (!sluice_capture_sink_begin(sink, &b, ev.cluster_time))
 			return false;
 		if (sluice_capture_sink_stopping(sink))
 			return true; /* past the bound: the engine stops before this one */
 		s->open = true;
-		s->open_ct = ct;
-		s->open_is_txn = in_txn;
-		s->open_txn_number = txn;
+		s->open_ct = ev.cluster_time;
+		s->open_is_txn = ev.in_txn;
+		s->open_txn_number = ev.txn_number;
 		sluice_buf_reset(&s->open_lsid);
-		if (in_txn)
-			sluice_buf_append(&s->open_lsid, lsid, lsid_len);
+		if (ev.in_txn)
+			sluice_buf_append(&s->open_lsid, ev.lsid, ev.lsid_len);
 	}
 	sluice_buf_reset(&s->last_token);
-	sluice_buf_append(&s->last_token, tok, tok_len);
-	sluice_capture_sink_progress(sink, ct);
+	sluice_buf_append(&s->last_token, ev.token, ev.token_len);
+	sluice_capture_sink_progress(sink, ev.cluster_time);
 
 	bool ok = true;
-	bool row = strcmp(op, "insert") == 0 || strcmp(op, "update") == 0 ||
-		   strcmp(op, "replace") == 0 || strcmp(op, "delete") == 0;
-	if (row) {
-		if (db != NULL && coll != NULL && mongo_watched(s, db, coll))
-			ok = mongo_emit_change(s, sink, ev, op, db, coll);
-		else if (db == NULL || coll == NULL) {
-			sluice_log_error("%s event without its namespace (ns.db, ns.coll)", op);
-			ok = false;
-		}
-	} else if (strcmp(op, "invalidate") == 0 || db == NULL || mongo_watched(s, db, coll)) {
-		ok = mongo_emit_namespace(s, sink, ev, op, db, coll);
-		if (strcmp(op, "invalidate") == 0) {
+	bool invalidate = strcmp(ev.op, "invalidate") == 0;
+	if (sluice_mongo_event_is_row(ev.op)) {
+		if (mongo_watched(s, ev.db, ev.coll))
+			ok = mongo_emit_change(s, sink, &ev);
+	} else if (invalidate || ev.db == NULL || mongo_watched(s, ev.db, ev.coll)) {
+		ok = mongo_emit_namespace(sink, &ev, bson_get_data(raw), raw->len);
+		if (invalidate) {
 			sluice_log_info(
 				"the change stream was invalidated (its collection or "
 				"database was dropped or renamed): watching again after it");
@@ -907,7 +801,7 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *ev)
 	}
 	if (!ok)
 		return false;
-	if (!in_txn)
+	if (!ev.in_txn)
 		return mongo_commit(s, sink);
 	return true;
 }
@@ -937,7 +831,7 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 	/* The batch is exhausted: the postBatchResumeToken says how far the server looked. */
 	const bson_t *pbrt = mongoc_change_stream_get_resume_token(s->stream);
 	uint64_t ct;
-	if (pbrt != NULL && mongo_token_ct(pbrt, &ct)) {
+	if (pbrt != NULL && sluice_mongo_token_time(bson_get_data(pbrt), pbrt->len, &ct)) {
 		bool is_last_event =
 			s->last_token.len == pbrt->len &&
 			memcmp(s->last_token.data, bson_get_data(pbrt), pbrt->len) == 0;
