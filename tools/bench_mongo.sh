@@ -7,9 +7,9 @@
 #             time T the workload began at (an empty --snapshot taken at T);
 #   baseline: mongo_cs_reader, a plain libmongoc change stream reader from
 #             startAtOperationTime T writing every event's BSON to /dev/null.
-# Workload: N inserts (insert_many batches of 1000: one event each), N/2
-# $set/$inc updates and N/4 deletes, and N/100 multi-document transactions of
-# 10 inserts; N = 100000 (10000 with --quick).
+# Workload, over 20 collections: N inserts (insert_many batches of 1000: one
+# event each), N/2 $set/$inc updates and N/4 deletes, and N/100
+# multi-document transactions of 10 inserts; N = 100000 (10000 with --quick).
 # The peer's own cost: its CPU seconds while serving each run (from /proc).
 #
 # Usage: tools/bench_mongo.sh [--quick] [--runs N] [--json FILE]
@@ -84,18 +84,20 @@ EVENTS=$($PY - "$URI" "$n" <<'PY'
 import sys, pymongo
 c = pymongo.MongoClient(sys.argv[1])
 n = int(sys.argv[2])
-coll = c.bench.items
+# 20 collections: the peer finds documents by scanning, so it is kept to small collections.
+colls = [c.bench["items%02d" % k] for k in range(20)]
 for k in range(0, n, 1000):
-    coll.insert_many([{"_id": i, "n": i, "s": "x" * 64, "v": 1.5} for i in range(k, min(n, k + 1000))], ordered=True)
+    colls[(k // 1000) % 20].insert_many(
+        [{"_id": i, "n": i, "s": "x" * 64, "v": 1.5} for i in range(k, min(n, k + 1000))], ordered=True)
 for i in range(0, n, 2):
-    coll.update_one({"_id": i}, {"$set": {"s": "y" * 32}, "$inc": {"n": 1}})
+    colls[(i // 1000) % 20].update_one({"_id": i}, {"$set": {"s": "y" * 32}, "$inc": {"n": 1}})
 for i in range(0, n, 4):
-    coll.delete_one({"_id": i + 1})
+    colls[((i + 1) // 1000) % 20].delete_one({"_id": i + 1})
 tx = 0
 for k in range(n // 100):
     with c.start_session() as s:
         with s.start_transaction():
-            c.bench.tx.insert_many([{"_id": k * 10 + j} for j in range(10)], session=s)
+            c.bench["tx%02d" % (k % 20)].insert_many([{"_id": k * 10 + j} for j in range(10)], session=s)
     tx += 10
 print(n + (n + 1) // 2 + (n + 3) // 4 + tx)
 PY
