@@ -34,7 +34,8 @@ struct sluice_capture_sink {
 	/* positions */
 	uint64_t resume; /* transactions ending below are already in the stream */
 	uint64_t received;
-	sluice_buf received_token; /* owned: resume token at received (cluster-time sources) */
+	sluice_buf received_token; /* owned: the newest resume token (cluster-time sources) */
+	uint64_t token_position;   /* the position that token stands for */
 	uint64_t acked;            /* durable position last reported to the source */
 	uint64_t ackable;          /* durable position that may be reported */
 	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
@@ -199,6 +200,12 @@ sluice_capture_sink_commit_token(sluice_capture_sink *e, uint64_t end_position,
 		return false;
 	}
 	e->in_txn = false;
+	/* The newest token, for heartbeats: this transaction is received whole. */
+	if (token_len > 0 && end_position >= e->token_position) {
+		sluice_buf_reset(&e->received_token);
+		sluice_buf_append(&e->received_token, token, token_len);
+		e->token_position = end_position;
+	}
 	if (e->skip) {
 		if (e->skip_is_dup)
 			e->stats->skipped_duplicate++;
@@ -265,9 +272,10 @@ bool
 sluice_capture_sink_keepalive_token(sluice_capture_sink *e, uint64_t position, const uint8_t *token,
 				    size_t token_len)
 {
-	if (position >= e->received && token_len > 0) {
+	if (position >= e->token_position && token_len > 0) {
 		sluice_buf_reset(&e->received_token);
 		sluice_buf_append(&e->received_token, token, token_len);
+		e->token_position = position;
 	}
 	return sluice_capture_sink_keepalive(e, position, false);
 }
@@ -347,10 +355,11 @@ engine_heartbeat(engine *e)
 	if (e->ops->position_kind == SLUICE_SOURCE_POSITION_LSN) {
 		hb.has_source_lsn = true;
 		hb.source_lsn = e->received;
-	} else if (e->received != 0) {
-		/* Where the source was: a restart after idling resumes there. */
+	} else if (e->token_position != 0) {
+		/* Where the source was, with the token of that very position: a restart
+		 * after idling resumes there. */
 		pos.has_cluster_time = true;
-		pos.cluster_time = e->received;
+		pos.cluster_time = e->token_position;
 		pos.has_resume_token = e->received_token.len > 0;
 		pos.resume_token.data = e->received_token.data;
 		pos.resume_token.len = e->received_token.len;

@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <mongoc/mongoc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +40,7 @@ struct sluice_mongosource {
 	int64_t open_txn_number;
 	uint64_t open_ct;
 	sluice_buf last_token; /* owned: _id of the last event handed to the engine */
-	sluice_buf idle_token; /* owned: postBatchResumeToken of the last empty batch */
-	uint64_t present;      /* the position current_position reported, 0: none */
+	bool connected_once;   /* a client was made: later failures to make one are transient */
 
 	/* namespaces with a Relation record written since start */
 	mongo_relation *rels;
@@ -201,6 +201,16 @@ mongo_log_handler(mongoc_log_level_t level, const char *domain, const char *mess
 		sluice_log_warn("libmongoc (%s): %s", domain, message);
 }
 
+/* mongo_init sets libmongoc up once per process (it may be set up only once). */
+static pthread_once_t mongo_init_once = PTHREAD_ONCE_INIT;
+static void
+mongo_init(void)
+{
+	mongoc_init();
+	mongoc_log_set_handler(mongo_log_handler, NULL);
+	atexit(mongoc_cleanup);
+}
+
 sluice_mongosource *
 sluice_mongosource_create(const sluice_capture_options *o)
 {
@@ -208,8 +218,7 @@ sluice_mongosource_create(const sluice_capture_options *o)
 	if (s == NULL)
 		abort();
 	s->o = o;
-	mongoc_init();
-	mongoc_log_set_handler(mongo_log_handler, NULL);
+	pthread_once(&mongo_init_once, mongo_init);
 	return s;
 }
 
@@ -249,7 +258,10 @@ mongo_open(void *state, sluice_capture_sink *sink)
 	if (s->uri == NULL) {
 		s->uri = mongoc_uri_new_with_error(s->o->source, &err);
 		if (s->uri == NULL) {
-			sluice_log_error("invalid MongoDB URI: %s", mongo_error_text(&err));
+			/* libmongoc's message may quote the password or auth properties */
+			sluice_log_error("invalid MongoDB URI (libmongoc error %" PRIu32
+					 "; the URI is not shown: it may hold credentials)",
+					 err.code);
 			return SLUICE_SOURCE_FATAL;
 		}
 		/* Fail over and notice a dead server within seconds, not the driver's minutes. */
@@ -257,16 +269,18 @@ mongo_open(void *state, sluice_capture_sink *sink)
 			mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
 						       10000);
 		if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SOCKETTIMEOUTMS))
-			mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SOCKETTIMEOUTMS, 60000);
+			mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
 		if (!mongoc_uri_has_option(s->uri, MONGOC_URI_APPNAME))
 			mongoc_uri_set_appname(s->uri, "sluice-capture");
 		mongo_hosts(s);
 	}
 	s->client = mongoc_client_new_from_uri_with_error(s->uri, &err);
 	if (s->client == NULL) {
+		/* e.g. a mongodb+srv:// name that does not resolve just now */
 		sluice_log_error("MongoDB client for %s: %s", s->hosts, mongo_error_text(&err));
-		return SLUICE_SOURCE_FATAL;
+		return s->connected_once ? SLUICE_SOURCE_RETRY : SLUICE_SOURCE_FATAL;
 	}
+	s->connected_once = true;
 	mongoc_client_set_error_api(s->client, MONGOC_ERROR_API_VERSION_2);
 	bson_t cmd = BSON_INITIALIZER, reply;
 	BSON_APPEND_INT32(&cmd, "ping", 1);
@@ -281,14 +295,33 @@ mongo_open(void *state, sluice_capture_sink *sink)
 	return SLUICE_SOURCE_OK;
 }
 
-/* mongo_cluster_time asks the deployment for its latest cluster time (operationTime). */
+/*
+ * mongo_cluster_time asks the deployment for its majority-committed cluster
+ * time: the operationTime of a read with readConcern majority (a change
+ * stream returns nothing past that point, so neither the caught-up target nor
+ * a snapshot's time may lie beyond it). The read is a find of a collection
+ * that need not exist, in the first watched database (admin when the whole
+ * deployment is watched).
+ */
 static bool
 mongo_cluster_time(mongo *s, uint32_t *t, uint32_t *i)
 {
+	const sluice_capture_options *o = s->o;
+	char db[128] = "admin";
+	if (o->n_databases > 0)
+		snprintf(db, sizeof(db), "%s", o->databases[0]);
+	else if (o->n_collections > 0)
+		snprintf(db, sizeof(db), "%.*s", (int)strcspn(o->collections[0], "."),
+			 o->collections[0]);
 	bson_error_t err;
-	bson_t cmd = BSON_INITIALIZER, reply;
-	BSON_APPEND_INT32(&cmd, "ping", 1);
-	bool ok = mongoc_client_command_simple(s->client, "admin", &cmd, NULL, &reply, &err);
+	bson_t cmd = BSON_INITIALIZER, rc, reply;
+	BSON_APPEND_UTF8(&cmd, "find", "sluice_cluster_time_probe");
+	BSON_APPEND_INT32(&cmd, "limit", 1);
+	BSON_APPEND_BOOL(&cmd, "singleBatch", true);
+	BSON_APPEND_DOCUMENT_BEGIN(&cmd, "readConcern", &rc);
+	BSON_APPEND_UTF8(&rc, "level", "majority");
+	bson_append_document_end(&cmd, &rc);
+	bool ok = mongoc_client_command_simple(s->client, db, &cmd, NULL, &reply, &err);
 	bson_destroy(&cmd);
 	if (!ok) {
 		bson_destroy(&reply);
@@ -297,16 +330,13 @@ mongo_cluster_time(mongo *s, uint32_t *t, uint32_t *i)
 		return false;
 	}
 	bson_iter_t it;
-	bool found = (bson_iter_init_find(&it, &reply, "operationTime") &&
-		      BSON_ITER_HOLDS_TIMESTAMP(&it)) ||
-		     (bson_iter_init(&it, &reply) &&
-		      bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &it) &&
-		      BSON_ITER_HOLDS_TIMESTAMP(&it));
+	bool found =
+		bson_iter_init_find(&it, &reply, "operationTime") && BSON_ITER_HOLDS_TIMESTAMP(&it);
 	if (found)
 		bson_iter_timestamp(&it, t, i);
 	bson_destroy(&reply);
 	if (!found)
-		sluice_log_error("%s reports no cluster time: change streams need a replica set "
+		sluice_log_error("%s reports no operationTime: change streams need a replica set "
 				 "or a sharded cluster",
 				 s->hosts);
 	return found;
@@ -321,7 +351,6 @@ mongo_current_position(void *state, uint64_t *position)
 		return false;
 	/* Everything at this time is committed: the stream has caught up past it. */
 	*position = mongo_ct(t, i) + 1;
-	s->present = *position;
 	return true;
 }
 
@@ -333,7 +362,13 @@ mongo_list_collections(mongo *s, const char *db, char ***names, size_t *n)
 {
 	bson_error_t err;
 	mongoc_database_t *d = mongoc_client_get_database(s->client, db);
-	char **got = mongoc_database_get_collection_names_with_opts(d, NULL, &err);
+	bson_t opts = BSON_INITIALIZER, filter;
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "filter", &filter);
+	BSON_APPEND_UTF8(&filter, "type",
+			 "collection"); /* not views: their documents are computed */
+	bson_append_document_end(&opts, &filter);
+	char **got = mongoc_database_get_collection_names_with_opts(d, &opts, &err);
+	bson_destroy(&opts);
 	mongoc_database_destroy(d);
 	if (got == NULL) {
 		sluice_log_error("cannot list the collections of database %s: %s", db,
@@ -418,12 +453,12 @@ mongo_copy_collection(mongo *s, sluice_writer *w, const char *db, const char *co
 	for (;;) {
 		bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, rc;
 		BSON_APPEND_INT32(&opts, "batchSize", 1000);
-		if (*at_time) {
-			BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc);
-			BSON_APPEND_UTF8(&rc, "level", "snapshot");
-			BSON_APPEND_TIMESTAMP(&rc, "atClusterTime", t, i);
-			bson_append_document_end(&opts, &rc);
-		}
+		/* Read at T; else majority-committed data from T on (never a write that
+		 * may be rolled back, never before T). */
+		BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc);
+		BSON_APPEND_UTF8(&rc, "level", *at_time ? "snapshot" : "majority");
+		BSON_APPEND_TIMESTAMP(&rc, *at_time ? "atClusterTime" : "afterClusterTime", t, i);
+		bson_append_document_end(&opts, &rc);
 		mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, &opts, NULL);
 		bson_destroy(&filter);
 		bson_destroy(&opts);
@@ -587,6 +622,7 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 		return SLUICE_SOURCE_FATAL;
 	s->nannounced = 0; /* a reopened writer has forgotten every relation */
 	s->open = false;
+	sluice_buf_reset(&s->last_token);
 	sluice_writer *w = sluice_capture_sink_writer(sink);
 	size_t token_len = 0;
 	const uint8_t *token = sluice_capture_sink_resume_token(sink, &token_len);
@@ -790,7 +826,8 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 	if (sluice_mongo_event_is_row(ev.op)) {
 		if (mongo_watched(s, ev.db, ev.coll))
 			ok = mongo_emit_change(s, sink, &ev);
-	} else if (invalidate || ev.db == NULL || mongo_watched(s, ev.db, ev.coll)) {
+	} else if (invalidate || ev.db == NULL || mongo_watched(s, ev.db, ev.coll) ||
+		   (ev.to_db != NULL && mongo_watched(s, ev.to_db, ev.to_coll))) {
 		ok = mongo_emit_namespace(sink, &ev, bson_get_data(raw), raw->len);
 		if (invalidate) {
 			sluice_log_info(
@@ -831,32 +868,18 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 	/* The batch is exhausted: the postBatchResumeToken says how far the server looked. */
 	const bson_t *pbrt = mongoc_change_stream_get_resume_token(s->stream);
 	uint64_t ct;
-	if (pbrt != NULL && sluice_mongo_token_time(bson_get_data(pbrt), pbrt->len, &ct)) {
-		bool is_last_event =
-			s->last_token.len == pbrt->len &&
-			memcmp(s->last_token.data, bson_get_data(pbrt), pbrt->len) == 0;
-		/*
-		 * The same high-water mark after two waits: the server has nothing
-		 * more, so everything committed before the present is read, even
-		 * where no oplog entry lies at that time (an idle deployment whose
-		 * clock has not moved past it).
-		 */
-		bool idle = !is_last_event && s->idle_token.len == pbrt->len &&
-			    memcmp(s->idle_token.data, bson_get_data(pbrt), pbrt->len) == 0;
-		sluice_buf_reset(&s->idle_token);
-		sluice_buf_append(&s->idle_token, bson_get_data(pbrt), pbrt->len);
-		if (!is_last_event) {
-			/* Scanned through ct: a transaction at or before it is complete. */
-			if (s->open && ct >= s->open_ct && !mongo_commit(s, sink))
-				return SLUICE_SOURCE_LOST;
-			uint64_t seen = ct + 1;
-			if (idle && s->present > seen)
-				seen = s->present;
-			if (!s->open && !sluice_capture_sink_keepalive_token(
-						sink, seen, bson_get_data(pbrt), pbrt->len))
-				return SLUICE_SOURCE_LOST;
-		}
-	}
+	/*
+	 * An empty getMore: the server has returned every event it has. On a
+	 * replica set a transaction's events are never split by an empty batch,
+	 * so an open transaction is complete. The postBatchResumeToken is either
+	 * the last event's _id (it was the newest entry) or a high-water mark:
+	 * everything up to its cluster time has been read.
+	 */
+	if (s->open && !mongo_commit(s, sink))
+		return SLUICE_SOURCE_LOST;
+	if (pbrt != NULL && sluice_mongo_token_time(bson_get_data(pbrt), pbrt->len, &ct) &&
+	    !sluice_capture_sink_keepalive_token(sink, ct + 1, bson_get_data(pbrt), pbrt->len))
+		return SLUICE_SOURCE_LOST;
 	return SLUICE_SOURCE_IDLE;
 }
 
@@ -928,9 +951,7 @@ sluice_mongosource_free(sluice_mongosource *s)
 	free(s->announced);
 	sluice_buf_free(&s->open_lsid);
 	sluice_buf_free(&s->last_token);
-	sluice_buf_free(&s->idle_token);
 	free(s);
-	mongoc_cleanup();
 }
 
 const sluice_source_ops sluice_mongosource_ops = {

@@ -237,7 +237,7 @@ writer_scan_segment(sluice_writer *w, uint64_t first, writer_scan_result *res, s
 			} else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT) {
 				uint64_t hp;
 				if (writer_position_of(rec->heartbeat->position, &hp) &&
-				    hp >= commit_lsn) {
+				    hp > commit_lsn) {
 					have_pos = true;
 					commit_lsn = hp;
 					writer_set_token(&tok, rec->heartbeat->position);
@@ -811,7 +811,8 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		w->cur_txseq = 0;
 	} else if (rec->body_case == SLUICE__V1__RECORD__BODY_HEARTBEAT) {
 		uint64_t hp;
-		if (writer_position_of(rec->heartbeat->position, &hp) && hp >= w->last_end_lsn) {
+		/* A heartbeat at a commit's own position never replaces its token. */
+		if (writer_position_of(rec->heartbeat->position, &hp) && hp > w->last_end_lsn) {
 			w->last_end_lsn = hp;
 			writer_set_token(&w->last_token, rec->heartbeat->position);
 		}
