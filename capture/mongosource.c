@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "clock.h"
@@ -15,11 +16,26 @@
 #include "records.h"
 
 /* Server error codes that end a change stream for good (docs/architecture.md). */
-#define MONGO_E_HISTORY_LOST  286    /* ChangeStreamHistoryLost */
-#define MONGO_E_FATAL         280    /* ChangeStreamFatalError */
-#define MONGO_E_BAD_RESUME    260    /* InvalidResumeToken */
-#define MONGO_RELATION_MAX    100000 /* distinct namespaces one run keeps ids for */
-#define MONGO_SNAPSHOT_LOG_MS 5000   /* progress of a long copy */
+#define MONGO_E_HISTORY_LOST  286         /* ChangeStreamHistoryLost */
+#define MONGO_E_FATAL         280         /* ChangeStreamFatalError */
+#define MONGO_E_BAD_RESUME    260         /* InvalidResumeToken */
+#define MONGO_RELATION_MAX    100000      /* distinct namespaces one run keeps ids for */
+#define MONGO_SNAPSHOT_LOG_MS 5000        /* progress of a long copy */
+#define MONGO_QUEUE_BYTES     (32u << 20) /* events fetched ahead of the engine, at most */
+
+/* What the fetcher thread hands over: an event, an empty batch, or the error that ended it. */
+typedef enum mongo_item_kind {
+	MONGO_ITEM_EVENT,
+	MONGO_ITEM_EMPTY, /* an empty getMore; doc: its postBatchResumeToken or NULL */
+	MONGO_ITEM_ERROR,
+} mongo_item_kind;
+
+typedef struct mongo_item {
+	struct mongo_item *next;
+	mongo_item_kind kind;
+	bson_t *doc; /* owned */
+	bson_error_t err;
+} mongo_item;
 
 typedef struct mongo_relation {
 	uint32_t id;
@@ -30,8 +46,24 @@ struct sluice_mongosource {
 	const sluice_capture_options *o; /* borrowed */
 	mongoc_uri_t *uri;               /* owned */
 	mongoc_client_t *client;         /* owned while open */
-	mongoc_change_stream_t *stream;  /* owned while started */
-	char hosts[256];                 /* host list for messages: never the credentials */
+	mongoc_change_stream_t *stream;  /* owned while started; the fetcher's alone once it runs */
+
+	/*
+	 * The fetcher thread reads the change stream ahead of the engine (getMore
+	 * round trips overlap the writing of the previous batch) into a queue
+	 * bounded by MONGO_QUEUE_BYTES. After start, only it uses client and
+	 * stream, until close joins it.
+	 */
+	pthread_t fetcher;
+	bool fetching;       /* the fetcher thread exists */
+	pthread_mutex_t mu;  /* guards everything below */
+	pthread_cond_t more; /* an item was queued, or the fetcher ended */
+	pthread_cond_t room; /* an item was taken, or stop_fetch was set */
+	mongo_item *head, *tail;
+	size_t queued;   /* bytes of queued documents */
+	bool stop_fetch; /* close asks the fetcher to end */
+	bool fetch_done; /* the fetcher ended (error or invalidate) */
+	char hosts[256]; /* host list for messages: never the credentials */
 
 	/* the transaction being received */
 	bool open;
@@ -219,6 +251,9 @@ sluice_mongosource_create(const sluice_capture_options *o)
 		abort();
 	s->o = o;
 	pthread_once(&mongo_init_once, mongo_init);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->more, NULL);
+	pthread_cond_init(&s->room, NULL);
 	return s;
 }
 
@@ -613,6 +648,8 @@ mongo_stream_error(mongo *s, const bson_error_t *err, const char *when)
 			mongo_error_text(err), err->code);
 }
 
+static void *mongo_fetch(void *arg);
+
 static sluice_source_status
 mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 {
@@ -696,6 +733,12 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 		mongo_stream_error(s, &err, "starting");
 		return s->fatal ? SLUICE_SOURCE_FATAL : SLUICE_SOURCE_RETRY;
 	}
+	if (pthread_create(&s->fetcher, NULL, mongo_fetch, s) != 0) {
+		sluice_log_error("cannot start the change stream reader thread");
+		s->fatal = true;
+		return SLUICE_SOURCE_FATAL;
+	}
+	s->fetching = true;
 	char p[64];
 	mongo_format_position(*resume, p, sizeof(p));
 	sluice_log_info("watching %s %s", s->hosts,
@@ -703,6 +746,90 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 			: *resume ? p
 				  : "from now");
 	return SLUICE_SOURCE_OK;
+}
+
+/* mongo_is_invalidate tells whether an event is an invalidate (the last of its cursor). */
+static bool
+mongo_is_invalidate(const bson_t *ev)
+{
+	bson_iter_t it;
+	return bson_iter_init_find(&it, ev, "operationType") && BSON_ITER_HOLDS_UTF8(&it) &&
+	       strcmp(bson_iter_utf8(&it, NULL), "invalidate") == 0;
+}
+
+/* mongo_fetch is the fetcher thread: change stream items into the queue. */
+static void *
+mongo_fetch(void *arg)
+{
+	mongo *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		while (!s->stop_fetch && s->queued >= MONGO_QUEUE_BYTES)
+			pthread_cond_wait(&s->room, &s->mu);
+		bool stop = s->stop_fetch;
+		pthread_mutex_unlock(&s->mu);
+		if (stop)
+			break;
+		mongo_item *item = calloc(1, sizeof(*item));
+		if (item == NULL)
+			abort();
+		const bson_t *ev, *reply;
+		bool last = false;
+		if (mongoc_change_stream_next(s->stream, &ev)) {
+			item->kind = MONGO_ITEM_EVENT;
+			item->doc = bson_copy(ev);
+			last = mongo_is_invalidate(ev);
+		} else if (mongoc_change_stream_error_document(s->stream, &item->err, &reply)) {
+			item->kind = MONGO_ITEM_ERROR;
+			last = true;
+		} else {
+			/* read right after the empty batch: its postBatchResumeToken */
+			const bson_t *pbrt = mongoc_change_stream_get_resume_token(s->stream);
+			item->kind = MONGO_ITEM_EMPTY;
+			item->doc = pbrt != NULL ? bson_copy(pbrt) : NULL;
+		}
+		pthread_mutex_lock(&s->mu);
+		if (s->tail != NULL)
+			s->tail->next = item;
+		else
+			s->head = item;
+		s->tail = item;
+		s->queued += item->doc != NULL ? item->doc->len : 0;
+		pthread_cond_signal(&s->more);
+		pthread_mutex_unlock(&s->mu);
+		if (last)
+			break;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->fetch_done = true;
+	pthread_cond_signal(&s->more);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* mongo_stop_fetcher ends and joins the fetcher thread and empties its queue. */
+static void
+mongo_stop_fetcher(mongo *s)
+{
+	if (s->fetching) {
+		pthread_mutex_lock(&s->mu);
+		s->stop_fetch = true;
+		pthread_cond_broadcast(&s->room);
+		pthread_mutex_unlock(&s->mu);
+		pthread_join(s->fetcher, NULL); /* at most one getMore wait (maxAwaitTimeMS) */
+		s->fetching = false;
+	}
+	while (s->head != NULL) {
+		mongo_item *n = s->head->next;
+		if (s->head->doc != NULL)
+			bson_destroy(s->head->doc);
+		free(s->head);
+		s->head = n;
+	}
+	s->tail = NULL;
+	s->queued = 0;
+	s->stop_fetch = false;
+	s->fetch_done = false;
 }
 
 /* mongo_commit ends the open transaction at the last event's token. */
@@ -843,6 +970,9 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 	return true;
 }
 
+static sluice_source_receive mongo_item_handle(mongo *s, sluice_capture_sink *sink,
+					       const mongo_item *item);
+
 static sluice_source_receive
 mongo_receive(void *state, sluice_capture_sink *sink)
 {
@@ -856,17 +986,38 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 		s->invalidated = false;
 		return SLUICE_SOURCE_RESTART;
 	}
-	const bson_t *ev;
-	if (mongoc_change_stream_next(s->stream, &ev))
-		return mongo_event(s, sink, ev) ? SLUICE_SOURCE_RECEIVED : SLUICE_SOURCE_LOST;
-	bson_error_t err;
-	const bson_t *reply;
-	if (mongoc_change_stream_error_document(s->stream, &err, &reply)) {
-		mongo_stream_error(s, &err, "reading");
+	pthread_mutex_lock(&s->mu);
+	mongo_item *item = s->head;
+	bool done = s->fetch_done;
+	if (item != NULL) {
+		s->head = item->next;
+		if (s->head == NULL)
+			s->tail = NULL;
+		s->queued -= item->doc != NULL ? item->doc->len : 0;
+		pthread_cond_signal(&s->room);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (item == NULL)
+		return done ? SLUICE_SOURCE_LOST : SLUICE_SOURCE_IDLE;
+	sluice_source_receive r = mongo_item_handle(s, sink, item);
+	if (item->doc != NULL)
+		bson_destroy(item->doc);
+	free(item);
+	return r;
+}
+
+/* mongo_item_handle handles one item of the fetcher's queue. */
+static sluice_source_receive
+mongo_item_handle(mongo *s, sluice_capture_sink *sink, const mongo_item *item)
+{
+	if (item->kind == MONGO_ITEM_EVENT)
+		return mongo_event(s, sink, item->doc) ? SLUICE_SOURCE_RECEIVED
+						       : SLUICE_SOURCE_LOST;
+	if (item->kind == MONGO_ITEM_ERROR) {
+		mongo_stream_error(s, &item->err, "reading");
 		return SLUICE_SOURCE_LOST;
 	}
-	/* The batch is exhausted: the postBatchResumeToken says how far the server looked. */
-	const bson_t *pbrt = mongoc_change_stream_get_resume_token(s->stream);
+	const bson_t *pbrt = item->doc;
 	uint64_t ct;
 	/*
 	 * An empty getMore: the server has returned every event it has. On a
@@ -886,9 +1037,19 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 static bool
 mongo_wait(void *state, int ms)
 {
-	/* The getMore of the next receive waits (maxAwaitTimeMS) for data itself. */
-	(void)state;
-	(void)ms;
+	mongo *s = state;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->head == NULL && !s->fetch_done)
+		(void)pthread_cond_timedwait(&s->more, &s->mu, &until);
+	pthread_mutex_unlock(&s->mu);
 	return true;
 }
 
@@ -922,6 +1083,7 @@ static void
 mongo_close(void *state)
 {
 	mongo *s = state;
+	mongo_stop_fetcher(s);
 	if (s->stream != NULL)
 		mongoc_change_stream_destroy(s->stream);
 	s->stream = NULL;
@@ -951,6 +1113,9 @@ sluice_mongosource_free(sluice_mongosource *s)
 	free(s->announced);
 	sluice_buf_free(&s->open_lsid);
 	sluice_buf_free(&s->last_token);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->more);
+	pthread_cond_destroy(&s->room);
 	free(s);
 }
 
