@@ -51,7 +51,7 @@ struct sluice_mongosource {
 	/*
 	 * The fetcher thread reads the change stream ahead of the engine (getMore
 	 * round trips overlap the writing of the previous batch) into a queue
-	 * bounded by MONGO_QUEUE_BYTES. After start, only it uses client and
+	 * bounded by MONGO_QUEUE_BYTES (64 MiB). After start, only it uses client and
 	 * stream, until close joins it.
 	 */
 	pthread_t fetcher;
@@ -63,6 +63,7 @@ struct sluice_mongosource {
 	size_t queued;   /* bytes of queued documents */
 	bool stop_fetch; /* close asks the fetcher to end */
 	bool fetch_done; /* the fetcher ended (error or invalidate) */
+	bool want_more;  /* the engine found the queue empty: the fetcher may read on */
 	char hosts[256]; /* host list for messages: never the credentials */
 
 	/* the transaction being received */
@@ -796,6 +797,16 @@ mongo_fetch(void *arg)
 		s->tail = item;
 		s->queued += item->doc != NULL ? item->doc->len : 0;
 		pthread_cond_signal(&s->more);
+		/*
+		 * After an empty batch, wait until the engine has taken it and asks
+		 * for more: an engine that stops there (caught up) then finds no
+		 * getMore in flight to wait for.
+		 */
+		if (item->kind == MONGO_ITEM_EMPTY) {
+			s->want_more = false;
+			while (!s->stop_fetch && !s->want_more)
+				pthread_cond_wait(&s->room, &s->mu);
+		}
 		pthread_mutex_unlock(&s->mu);
 		if (last)
 			break;
@@ -837,8 +848,16 @@ static bool
 mongo_commit(mongo *s, sluice_capture_sink *sink)
 {
 	s->open = false;
-	return sluice_capture_sink_commit_token(sink, s->open_ct, s->last_token.data,
-						s->last_token.len);
+	if (!sluice_capture_sink_commit_token(sink, s->open_ct, s->last_token.data,
+					      s->last_token.len))
+		return false;
+	/*
+	 * Everything at its cluster time is read: a transaction ends at the first
+	 * event not in it or at an empty batch, and any other event is an oplog
+	 * entry of its own (replica sets: one entry per cluster time).
+	 */
+	sluice_capture_sink_progress(sink, s->open_ct + 1);
+	return true;
 }
 
 /* mongo_emit_change writes the record of one insert, update, replace or delete event. */
@@ -989,6 +1008,10 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 	pthread_mutex_lock(&s->mu);
 	mongo_item *item = s->head;
 	bool done = s->fetch_done;
+	if (item == NULL && !s->want_more) {
+		s->want_more = true;
+		pthread_cond_signal(&s->room);
+	}
 	if (item != NULL) {
 		s->head = item->next;
 		if (s->head == NULL)
