@@ -33,9 +33,22 @@ typedef enum mongo_item_kind {
 typedef struct mongo_item {
 	struct mongo_item *next;
 	mongo_item_kind kind;
-	bson_t *doc; /* owned */
+	sluice_buf docs; /* owned: EVENT: events, back to back; EMPTY: the token, if any */
+	size_t off;      /* EVENT: the next event to hand to the engine */
 	bson_error_t err;
 } mongo_item;
+
+#define MONGO_CHUNK_BYTES (1u << 20) /* events the fetcher appends to one queued item */
+
+/* mongo_item_free releases an item; NULL is a no-op. */
+static void
+mongo_item_free(mongo_item *item)
+{
+	if (item == NULL)
+		return;
+	sluice_buf_free(&item->docs);
+	free(item);
+}
 
 typedef struct mongo_relation {
 	uint32_t id;
@@ -60,6 +73,8 @@ struct sluice_mongosource {
 	pthread_cond_t more; /* an item was queued, or the fetcher ended */
 	pthread_cond_t room; /* an item was taken, or stop_fetch was set */
 	mongo_item *head, *tail;
+	mongo_item *cur; /* the engine's: taken off the queue, events being handed over */
+	bool sleeping;   /* the engine waits for an item */
 	size_t queued;   /* bytes of queued documents */
 	bool stop_fetch; /* close asks the fetcher to end */
 	bool fetch_done; /* the fetcher ended (error or invalidate) */
@@ -678,7 +693,14 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 	}
 
 	bson_t opts = BSON_INITIALIZER, pipeline = BSON_INITIALIZER;
+	/*
+	 * How long a getMore waits on the server for events: it bounds how late
+	 * the last transaction of a quiet spell is committed and flushed. Catching
+	 * up, it is short: the run ends one empty getMore after the last event.
+	 */
 	int await = o->max_flush_delay_ms;
+	if (o->exit_when_caught_up)
+		await = 25;
 	if (await < 10)
 		await = 10;
 	if (await > 1000)
@@ -771,38 +793,52 @@ mongo_fetch(void *arg)
 		pthread_mutex_unlock(&s->mu);
 		if (stop)
 			break;
-		mongo_item *item = calloc(1, sizeof(*item));
-		if (item == NULL)
-			abort();
 		const bson_t *ev, *reply;
+		bson_error_t err;
 		bool last = false;
+		mongo_item_kind kind;
+		const bson_t *doc = NULL;
 		if (mongoc_change_stream_next(s->stream, &ev)) {
-			item->kind = MONGO_ITEM_EVENT;
-			item->doc = bson_copy(ev);
+			kind = MONGO_ITEM_EVENT;
+			doc = ev;
 			last = mongo_is_invalidate(ev);
-		} else if (mongoc_change_stream_error_document(s->stream, &item->err, &reply)) {
-			item->kind = MONGO_ITEM_ERROR;
+		} else if (mongoc_change_stream_error_document(s->stream, &err, &reply)) {
+			kind = MONGO_ITEM_ERROR;
 			last = true;
 		} else {
 			/* read right after the empty batch: its postBatchResumeToken */
-			const bson_t *pbrt = mongoc_change_stream_get_resume_token(s->stream);
-			item->kind = MONGO_ITEM_EMPTY;
-			item->doc = pbrt != NULL ? bson_copy(pbrt) : NULL;
+			kind = MONGO_ITEM_EMPTY;
+			doc = mongoc_change_stream_get_resume_token(s->stream);
 		}
 		pthread_mutex_lock(&s->mu);
-		if (s->tail != NULL)
-			s->tail->next = item;
-		else
-			s->head = item;
-		s->tail = item;
-		s->queued += item->doc != NULL ? item->doc->len : 0;
-		pthread_cond_signal(&s->more);
+		mongo_item *item = s->tail;
+		/* Events join the newest queued chunk while the engine has not taken it. */
+		if (kind != MONGO_ITEM_EVENT || item == NULL || item->kind != MONGO_ITEM_EVENT ||
+		    item->docs.len >= MONGO_CHUNK_BYTES) {
+			item = calloc(1, sizeof(*item));
+			if (item == NULL)
+				abort();
+			item->kind = kind;
+			if (kind == MONGO_ITEM_ERROR)
+				item->err = err;
+			if (s->tail != NULL)
+				s->tail->next = item;
+			else
+				s->head = item;
+			s->tail = item;
+		}
+		if (doc != NULL) {
+			sluice_buf_append(&item->docs, bson_get_data(doc), doc->len);
+			s->queued += doc->len;
+		}
+		if (s->sleeping)
+			pthread_cond_signal(&s->more);
 		/*
 		 * After an empty batch, wait until the engine has taken it and asks
 		 * for more: an engine that stops there (caught up) then finds no
 		 * getMore in flight to wait for.
 		 */
-		if (item->kind == MONGO_ITEM_EMPTY) {
+		if (kind == MONGO_ITEM_EMPTY) {
 			s->want_more = false;
 			while (!s->stop_fetch && !s->want_more)
 				pthread_cond_wait(&s->room, &s->mu);
@@ -832,11 +868,11 @@ mongo_stop_fetcher(mongo *s)
 	}
 	while (s->head != NULL) {
 		mongo_item *n = s->head->next;
-		if (s->head->doc != NULL)
-			bson_destroy(s->head->doc);
-		free(s->head);
+		mongo_item_free(s->head);
 		s->head = n;
 	}
+	mongo_item_free(s->cur);
+	s->cur = NULL;
 	s->tail = NULL;
 	s->queued = 0;
 	s->stop_fetch = false;
@@ -990,7 +1026,7 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 }
 
 static sluice_source_receive mongo_item_handle(mongo *s, sluice_capture_sink *sink,
-					       const mongo_item *item);
+					       mongo_item *item);
 
 static sluice_source_receive
 mongo_receive(void *state, sluice_capture_sink *sink)
@@ -1005,42 +1041,61 @@ mongo_receive(void *state, sluice_capture_sink *sink)
 		s->invalidated = false;
 		return SLUICE_SOURCE_RESTART;
 	}
-	pthread_mutex_lock(&s->mu);
-	mongo_item *item = s->head;
-	bool done = s->fetch_done;
-	if (item == NULL && !s->want_more) {
-		s->want_more = true;
-		pthread_cond_signal(&s->room);
+	if (s->cur == NULL) {
+		pthread_mutex_lock(&s->mu);
+		mongo_item *item = s->head;
+		bool done = s->fetch_done;
+		if (item == NULL && !s->want_more) {
+			s->want_more = true;
+			pthread_cond_signal(&s->room);
+		}
+		if (item != NULL) {
+			s->head = item->next;
+			if (s->head == NULL)
+				s->tail = NULL;
+			item->next = NULL;
+			s->queued -= item->docs.len;
+			pthread_cond_signal(&s->room);
+		}
+		pthread_mutex_unlock(&s->mu);
+		if (item == NULL)
+			return done ? SLUICE_SOURCE_LOST : SLUICE_SOURCE_IDLE;
+		s->cur = item;
 	}
-	if (item != NULL) {
-		s->head = item->next;
-		if (s->head == NULL)
-			s->tail = NULL;
-		s->queued -= item->doc != NULL ? item->doc->len : 0;
-		pthread_cond_signal(&s->room);
+	sluice_source_receive r = mongo_item_handle(s, sink, s->cur);
+	if (s->cur->kind != MONGO_ITEM_EVENT || s->cur->off >= s->cur->docs.len) {
+		mongo_item_free(s->cur);
+		s->cur = NULL;
 	}
-	pthread_mutex_unlock(&s->mu);
-	if (item == NULL)
-		return done ? SLUICE_SOURCE_LOST : SLUICE_SOURCE_IDLE;
-	sluice_source_receive r = mongo_item_handle(s, sink, item);
-	if (item->doc != NULL)
-		bson_destroy(item->doc);
-	free(item);
 	return r;
 }
 
 /* mongo_item_handle handles one item of the fetcher's queue. */
 static sluice_source_receive
-mongo_item_handle(mongo *s, sluice_capture_sink *sink, const mongo_item *item)
+mongo_item_handle(mongo *s, sluice_capture_sink *sink, mongo_item *item)
 {
-	if (item->kind == MONGO_ITEM_EVENT)
-		return mongo_event(s, sink, item->doc) ? SLUICE_SOURCE_RECEIVED
-						       : SLUICE_SOURCE_LOST;
+	if (item->kind == MONGO_ITEM_EVENT) {
+		/* One event: libmongoc checked each document's length when it read the reply. */
+		const uint8_t *p = item->docs.data + item->off;
+		uint32_t len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			       (uint32_t)p[3] << 24;
+		bson_t ev;
+		if (len > item->docs.len - item->off || !bson_init_static(&ev, p, len)) {
+			sluice_log_error("a change event from %s is cut short", s->hosts);
+			item->off = item->docs.len;
+			return SLUICE_SOURCE_LOST;
+		}
+		item->off += len;
+		return mongo_event(s, sink, &ev) ? SLUICE_SOURCE_RECEIVED : SLUICE_SOURCE_LOST;
+	}
 	if (item->kind == MONGO_ITEM_ERROR) {
 		mongo_stream_error(s, &item->err, "reading");
 		return SLUICE_SOURCE_LOST;
 	}
-	const bson_t *pbrt = item->doc;
+	bson_t token;
+	const bson_t *pbrt = NULL;
+	if (item->docs.len > 0 && bson_init_static(&token, item->docs.data, item->docs.len))
+		pbrt = &token;
 	uint64_t ct;
 	/*
 	 * An empty getMore: the server has returned every event it has. On a
@@ -1070,8 +1125,11 @@ mongo_wait(void *state, int ms)
 		until.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&s->mu);
-	if (s->head == NULL && !s->fetch_done)
+	if (s->head == NULL && !s->fetch_done) {
+		s->sleeping = true;
 		(void)pthread_cond_timedwait(&s->more, &s->mu, &until);
+		s->sleeping = false;
+	}
 	pthread_mutex_unlock(&s->mu);
 	return true;
 }
