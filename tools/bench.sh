@@ -19,7 +19,9 @@
 # updates that leave it unchanged, updates that replace it, deletes).
 # --quick runs them at a tenth of the size and the latency runs for 8 s.
 #
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT]
+# MG (not in the default list): MongoDB capture against a plain libmongoc change
+# stream reader on the test peer, run by tools/bench_mongo.sh (see there).
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,MG]
 #                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
 # Output: tables on stdout, progress on stderr, and a JSON summary
 # (default build/bench/summary.json). Exit status: 0 done, 1 a run failed or a
@@ -50,9 +52,24 @@ while [ $# -gt 0 ]; do
 	shift
 done
 case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs needs a positive number" >&2; exit 2 ;; esac
+pg_workloads=""
 for wl in ${workloads//,/ }; do
-	case "$wl" in W1 | W2 | W3 | W4 | LAT) ;; *) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;; esac
+	case "$wl" in
+	W1 | W2 | W3 | W4 | LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
+	MG) ;;
+	*) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;;
+	esac
 done
+# MG: MongoDB capture against a plain libmongoc reader (tools/bench_mongo.sh).
+case ",$workloads," in
+*,MG,*)
+	mg_args=(--runs "$runs")
+	[ "$quick" -eq 1 ] && mg_args+=(--quick)
+	"$ROOT/tools/bench_mongo.sh" "${mg_args[@]}" || exit 1
+	[ -n "$pg_workloads" ] || exit 0
+	;;
+esac
+workloads=$pg_workloads
 
 sluice_install_deps
 cmake -S "$ROOT" -B "$ROOT/build/bench" -DCMAKE_BUILD_TYPE=Release -DSLUICE_TESTS=OFF >/dev/null
