@@ -3,6 +3,7 @@
 #define SLUICE_TOOLS_PRINT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -16,22 +17,35 @@
  */
 #define PRINT_BSON_MAX_DEPTH 150
 
+/* Longest value inspect prints whole by default; inspect stays fast and small on huge values. */
+#define PRINT_MAX_VALUE ((size_t)1 << 20)
+
 /*
  * print_record appends one line describing rec (of transaction txseq, 0 if
  * none) to out: JSON with json, readable text otherwise. Column names come
  * from the reader's relation descriptions (reader may be NULL: none known).
  * MongoDB documents are rendered with print_bson.
+ *
+ * A value longer than max bytes (PRINT_MAX_VALUE by default, SIZE_MAX for
+ * none: --full-values) is cut to its first max bytes. In JSON it is then
+ * printed, where the whole value would be, as its own marker
+ * {"truncated":true,"bytes":N,"prefix":P}: N the value's size in bytes (of
+ * a MongoDB document: its BSON size), P the beginning written as the whole
+ * value would be (text: a JSON string; bytes: base64 of the first max bytes;
+ * a document: the first max bytes at most of its Extended JSON, on a
+ * character boundary, as a JSON string). In text a cut value is followed by
+ * ...<N bytes>.
  */
 void print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txseq,
-		  const sluice_reader *reader);
+		  const sluice_reader *reader, size_t max);
 
 /*
  * print_bson appends the BSON document data[0..len) (untrusted bytes) as
  * extended JSON v2 on one line, without spaces: canonical with json, relaxed
- * otherwise. A rendering longer than max bytes is cut to its first max bytes
- * (at most; on a character boundary): with json as
- * {"truncated":true,"bytes":len,"prefix":"..."}, otherwise followed by
- * ...<len bytes>.
+ * otherwise. A rendering longer than max bytes (or longer than libbson
+ * renders: 2 GiB) is cut to its first max bytes (at most; on a character
+ * boundary): with json as {"truncated":true,"bytes":len,"prefix":"..."},
+ * otherwise followed by ...<len bytes>.
  * @return false, having appended nothing, if the bytes are not one
  * well-formed BSON document with UTF-8 keys and strings, nested at most
  * PRINT_BSON_MAX_DEPTH deep.
