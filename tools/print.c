@@ -97,22 +97,25 @@ print_value(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t 
 
 /*
  * print_bson_text_ok tells whether a BSON string can go through libbson's
- * JSON escaping: valid UTF-8, with NUL bytes only in a counted string and
- * never as the overlong C0 80, which bson_utf8_validate lets through and the
- * escaping then refuses (it is the only valid use of the byte 0xC0).
+ * JSON escaping: at most PRINT_BSON_MAX_STRING bytes, valid UTF-8, with NUL
+ * bytes only in a counted string and never as the overlong C0 80, which
+ * bson_utf8_validate lets through and the escaping then refuses (it is the
+ * only valid use of the byte 0xC0).
  */
 static bool
 print_bson_text_ok(const char *s, size_t len, bool counted)
 {
-	return bson_utf8_validate(s, len, counted) && memchr(s, 0xC0, len) == NULL;
+	return len <= PRINT_BSON_MAX_STRING && bson_utf8_validate(s, len, counted) &&
+	       memchr(s, 0xC0, len) == NULL;
 }
 
 /*
  * print_bson_check tells whether doc, nested depth levels deep, can be
  * rendered: every element well formed (bson_iter_next checks lengths and
  * terminators, bson_init_static each embedded document), every key and
- * string accepted by print_bson_text_ok, documents, arrays and code scopes
- * nested at most PRINT_BSON_MAX_DEPTH deep. libbson 1.23 needs this done
+ * string accepted by print_bson_text_ok, binary values of at most
+ * PRINT_BSON_MAX_STRING bytes, documents, arrays and code scopes nested at
+ * most PRINT_BSON_MAX_DEPTH deep. libbson 1.23 needs this done
  * first: bson_validate recurses without a limit, and so does the JSON renderer through code
  * scopes; the renderer prints an embedded document that is not one as
  * nothing at all (invalid JSON) and nesting past 200 levels as "{ ... }".
@@ -166,6 +169,15 @@ print_bson_check(const bson_t *doc, int depth)
 		case BSON_TYPE_ARRAY:
 			bson_iter_array(&it, &sub_len, &sub_data);
 			break;
+		case BSON_TYPE_BINARY: {
+			bson_subtype_t subtype;
+			uint32_t bin_len = 0;
+			const uint8_t *bin = NULL;
+			bson_iter_binary(&it, &subtype, &bin_len, &bin);
+			if (bin_len > PRINT_BSON_MAX_STRING)
+				return false;
+			break;
+		}
 		default:
 			break;
 		}
@@ -235,10 +247,10 @@ print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t m
 	 * 2 * max + 16 bytes hold more than max without them: enough to tell
 	 * whether the whole text fits, without rendering all of a huge document.
 	 * A text that reaches the limit has been cut by libbson (at the limit,
-	 * maybe inside a character); that happens at the INT32_MAX limit too
+	 * maybe inside a character); that happens at PRINT_BSON_MAX_TEXT too
 	 * (a huge max, as with --full-values), and is then printed cut as well.
 	 */
-	size_t limit = max < ((size_t)INT32_MAX - 16) / 2 ? 2 * max + 16 : (size_t)INT32_MAX;
+	size_t limit = max < (PRINT_BSON_MAX_TEXT - 16) / 2 ? 2 * max + 16 : PRINT_BSON_MAX_TEXT;
 	bson_json_opts_t *opts = bson_json_opts_new(
 		json ? BSON_JSON_MODE_CANONICAL : BSON_JSON_MODE_RELAXED, (int32_t)limit);
 	size_t n = 0;

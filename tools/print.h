@@ -17,6 +17,18 @@
  */
 #define PRINT_BSON_MAX_DEPTH 150
 
+/*
+ * Longest string (key, string, code, symbol, regex, collection name) and
+ * binary value of a document print_bson renders, and the longest rendering
+ * it asks libbson for. libbson 1.23 escapes a value whole before it looks at
+ * its length limit, and aborts once its text would pass 2 GiB (its strings
+ * count in 32 bits): the limit plus the longest element (a key, a pattern
+ * and its options, 6 bytes of text a byte at most) stays below that.
+ * MongoDB's documents are at most 16 MiB: they render to less.
+ */
+#define PRINT_BSON_MAX_STRING ((size_t)64 << 20)
+#define PRINT_BSON_MAX_TEXT   ((size_t)512 << 20)
+
 /* Longest value inspect prints whole by default; inspect stays fast and small on huge values. */
 #define PRINT_MAX_VALUE ((size_t)1 << 20)
 
@@ -42,13 +54,14 @@ void print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t
 /*
  * print_bson appends the BSON document data[0..len) (untrusted bytes) as
  * extended JSON v2 on one line, without spaces: canonical with json, relaxed
- * otherwise. A rendering longer than max bytes (or longer than libbson
- * renders: 2 GiB) is cut to its first max bytes (at most; on a character
- * boundary): with json as {"truncated":true,"bytes":len,"prefix":"..."},
- * otherwise followed by ...<len bytes>.
+ * otherwise. A rendering longer than max bytes (or than PRINT_BSON_MAX_TEXT)
+ * is cut to its first max bytes (at most; on a character boundary): with
+ * json as {"truncated":true,"bytes":len,"prefix":"..."}, otherwise followed
+ * by ...<len bytes>.
  * @return false, having appended nothing, if the bytes are not one
  * well-formed BSON document with UTF-8 keys and strings, nested at most
- * PRINT_BSON_MAX_DEPTH deep.
+ * PRINT_BSON_MAX_DEPTH deep, without a string or binary value longer than
+ * PRINT_BSON_MAX_STRING.
  */
 bool print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t max);
 

@@ -6,7 +6,8 @@
  * <name>_invalid with its bytes and never as JSON text; values over 1 MiB
  * (documents, their base64, PostgreSQL text and binary values) are cut each
  * in its own marker, never with a key twice in a line, and printed whole
- * with --full-values. argv[1] is the sluice binary.
+ * with --full-values. argv[1] is the sluice binary. print_bson itself
+ * refuses a string, key or binary value too long for libbson to render.
  */
 #include "testutil.h"
 
@@ -922,6 +923,47 @@ test_inspect_bson_text_full_values(void **state)
 	ib_check_text("inspect-bson-text-full", true);
 }
 
+/*
+ * test_print_bson_limits: a string, key or binary value over
+ * PRINT_BSON_MAX_STRING is not rendered (libbson 1.23 aborts once its text
+ * passes 2 GiB; a record can hold 1 GiB), one of that size is.
+ */
+static void
+test_print_bson_limits(void **state)
+{
+	(void)state;
+	size_t n = PRINT_BSON_MAX_STRING + 1;
+	char *s = malloc(n + 1);
+	assert_non_null(s);
+	memset(s, 'x', n);
+	s[n] = '\0';
+	bson_t *over[3] = {bson_new(), bson_new(), bson_new()};
+	assert_true(bson_append_utf8(over[0], "s", 1, s, (int)n));
+	assert_true(bson_append_int32(over[1], s, (int)n, 1));
+	assert_true(bson_append_binary(over[2], "b", 1, BSON_SUBTYPE_BINARY, (const uint8_t *)s,
+				       (uint32_t)n));
+	bson_t *at = bson_new();
+	assert_true(bson_append_utf8(at, "s", 1, s, (int)n - 1));
+	for (int json = 0; json <= 1; json++) {
+		sluice_buf out = {0};
+		for (size_t i = 0; i < 3; i++) {
+			assert_false(print_bson(&out, json, bson_get_data(over[i]), over[i]->len,
+						SIZE_MAX));
+			assert_int_equal(out.len, 0);
+		}
+		if (json) { /* rendered, then cut (libbson escapes the string whole: slow) */
+			assert_true(print_bson(&out, json, bson_get_data(at), at->len,
+					       PRINT_MAX_VALUE));
+			assert_true(out.len > PRINT_MAX_VALUE && out.len < PRINT_MAX_VALUE + 64);
+		}
+		sluice_buf_free(&out);
+	}
+	for (size_t i = 0; i < 3; i++)
+		bson_destroy(over[i]);
+	bson_destroy(at);
+	free(s);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -936,6 +978,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_inspect_bson_json_full_values),
 		cmocka_unit_test(test_inspect_bson_text),
 		cmocka_unit_test(test_inspect_bson_text_full_values),
+		cmocka_unit_test(test_print_bson_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
