@@ -22,7 +22,7 @@ static void
 inspect_help(FILE *f)
 {
 	fprintf(f, "Usage: sluice inspect --store S --stream NAME [--trust PUB ...] [--json]\n"
-		   "                      [--from TXSEQ] [--limit N] [--records]\n"
+		   "                      [--from TXSEQ] [--limit N] [--records [--full-values]]\n"
 		   "\n"
 		   "Without --records: list segments and their frames (txseq and commit time\n"
 		   "ranges, record counts, sizes, compression ratio). With --trust every frame\n"
@@ -35,8 +35,10 @@ inspect_help(FILE *f)
 		   "readable text or, with --json, one JSON object per record with at least\n"
 		   "\"type\" and \"txseq\" (row changes also \"relation\" and their values).\n"
 		   "Records are only decoded after their frame is authenticated. A value longer\n"
-		   "than 1 MiB is printed as its first 1 MiB: in JSON as {\"truncated\":true,\n"
-		   "\"bytes\":N,\"prefix\":\"...\"}, in text followed by ...<N bytes>.\n"
+		   "than 1 MiB (without --full-values) is printed as its first 1 MiB: in JSON\n"
+		   "as {\"truncated\":true,\"bytes\":N,\"prefix\":...} in place of the value,\n"
+		   "the prefix written as the value would be (a string, base64, Extended JSON\n"
+		   "text), in text followed by ...<N bytes>.\n"
 		   "MongoDB documents (raw BSON) are printed as canonical Extended JSON with\n"
 		   "--json, next to their bytes in base64 (NAME_bson_base64), and as relaxed\n"
 		   "Extended JSON in text; bytes that are not a valid document only in base64,\n"
@@ -52,6 +54,9 @@ inspect_help(FILE *f)
 		   "      --from TXSEQ    start at this transaction\n"
 		   "      --limit N       at most N frames (listing) or transactions (--records)\n"
 		   "  -r, --records       print records\n"
+		   "      --full-values   with --records: print every value whole, however long\n"
+		   "                      (MongoDB documents up to 16 MiB, PostgreSQL values up\n"
+		   "                      to 1 GiB: what a frame can hold), e.g. to replay them\n"
 		   "  -h, --help          show this help\n"
 		   "\n"
 		   "Exit status: 0 done, 1 a frame failed authentication or the stream is\n"
@@ -60,6 +65,7 @@ inspect_help(FILE *f)
 
 typedef struct inspect_opts {
 	bool json;
+	size_t max_value; /* longest value printed whole (--records) */
 	uint64_t from;
 	uint64_t limit; /* 0 = no limit */
 } inspect_opts;
@@ -121,7 +127,8 @@ inspect_records(sluice_store *store, const char *stream, const sluice_trust *tru
 		}
 		inspect_note_times(&fr, rec);
 		sluice_buf_reset(&line);
-		print_record(&line, o->json, rec, sluice_reader_position_get(r)->txseq, r);
+		print_record(&line, o->json, rec, sluice_reader_position_get(r)->txseq, r,
+			     o->max_value);
 		fwrite(line.data, 1, line.len, stdout);
 		if (rec->body_case == SLUICE__V1__RECORD__BODY_COMMIT ||
 		    rec->body_case == SLUICE__V1__RECORD__BODY_SNAPSHOT_END) {
@@ -350,21 +357,17 @@ int
 cmd_inspect(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"stream", required_argument, NULL, 'n'},
-		{"trust", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'j'},
-		{"from", required_argument, NULL, 'F'},
-		{"limit", required_argument, NULL, 'L'},
-		{"records", no_argument, NULL, 'r'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{"store", required_argument, NULL, 's'}, {"stream", required_argument, NULL, 'n'},
+		{"trust", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
+		{"from", required_argument, NULL, 'F'},  {"limit", required_argument, NULL, 'L'},
+		{"records", no_argument, NULL, 'r'},     {"full-values", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
 	};
 	const char *store_spec = NULL, *stream = NULL;
 	char **trust_paths = calloc((size_t)argc + 1, sizeof(char *));
 	size_t ntrust = 0;
 	bool records = false;
-	inspect_opts o = {0};
+	inspect_opts o = {.max_value = PRINT_MAX_VALUE};
 	int rc = SLUICE_EXIT_FAILURE;
 	sluice_store *store = NULL;
 	sluice_trust *trust = NULL;
@@ -400,6 +403,9 @@ cmd_inspect(int argc, char **argv)
 		case 'r':
 			records = true;
 			break;
+		case 'V':
+			o.max_value = SIZE_MAX;
+			break;
 		case 'h':
 			inspect_help(stdout);
 			rc = SLUICE_EXIT_OK;
@@ -419,6 +425,10 @@ cmd_inspect(int argc, char **argv)
 	}
 	if (!sluice_store_valid_stream_name(stream)) {
 		rc = cli_usage_error("inspect", "invalid stream name \"%s\"", stream);
+		goto cleanup;
+	}
+	if (o.max_value == SIZE_MAX && !records) {
+		rc = cli_usage_error("inspect", "--full-values applies to --records only");
 		goto cleanup;
 	}
 	if (records && ntrust == 0) {

@@ -10,29 +10,49 @@
 #include "json.h"
 #include "keys.h"
 
-/* Longest value printed whole; inspect stays fast and small on huge values. */
-#define PRINT_MAX_VALUE ((size_t)1 << 20)
-
 static void
 print_str(sluice_buf *out, const char *s)
 {
 	sluice_json_append_string(out, s, strlen(s));
 }
 
+/*
+ * A value cut at max (JSON) is printed where the whole value would be, as
+ * {"truncated":true,"bytes":N,"prefix":P}: N the size of the value in bytes,
+ * P its beginning written as the whole value would be (print_cut_open, the
+ * prefix, print_cut_close). Every truncated value carries its own marker, so
+ * a line never holds a key twice.
+ */
 static void
-print_base64(sluice_buf *out, const uint8_t *data, size_t len)
+print_cut_open(sluice_buf *out, size_t len)
 {
-	if (len > PRINT_MAX_VALUE) {
-		sluice_buf_printf(out, "\"\",\"truncated\":true,\"bytes\":%zu", len);
-		return;
-	}
-	size_t n = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+	sluice_buf_printf(out, "{\"truncated\":true,\"bytes\":%zu,\"prefix\":", len);
+}
+
+static void
+print_cut_close(sluice_buf *out)
+{
+	sluice_buf_append_byte(out, '}');
+}
+
+/* print_base64 writes bytes as a base64 JSON string; more than max of them cut (prefix: the first
+ * max). */
+static void
+print_base64(sluice_buf *out, const uint8_t *data, size_t len, size_t max)
+{
+	bool cut = len > max;
+	size_t keep = cut ? max : len;
+	if (cut)
+		print_cut_open(out, len);
+	size_t n = sodium_base64_ENCODED_LEN(keep, sodium_base64_VARIANT_ORIGINAL);
 	sluice_buf_reserve(out, n + 2);
 	sluice_buf_append_byte(out, '"');
-	sodium_bin2base64((char *)out->data + out->len, n, data, len,
+	sodium_bin2base64((char *)out->data + out->len, n, data, keep,
 			  sodium_base64_VARIANT_ORIGINAL);
 	out->len += n - 1;
 	sluice_buf_append_byte(out, '"');
+	if (cut)
+		print_cut_close(out);
 }
 
 /* print_relation_of returns the description of relation id, NULL if unknown or no reader. */
@@ -51,49 +71,51 @@ print_column_name(const Sluice__V1__Relation *rel, size_t i, char *tmp, size_t s
 	return tmp;
 }
 
-/* print_row_json renders a row image as {"col": value, ...}. */
 /*
- * print_value writes a text value as a JSON string. A value longer than
- * PRINT_MAX_VALUE is not copied whole into the line: JSON gets
- * {"truncated":true,"bytes":N,"prefix":"<first PRINT_MAX_VALUE bytes>"},
- * text gets the prefix followed by ...<N bytes>.
+ * print_value writes a text value as a JSON string. A value longer than max
+ * bytes is not copied whole into the line: JSON gets the marker of
+ * print_cut_open with the first max bytes as prefix, text gets them followed
+ * by ...<N bytes>.
  */
 static void
-print_value(sluice_buf *out, bool json, const uint8_t *data, size_t len)
+print_value(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t max)
 {
 	const char *p = data ? (const char *)data : "";
-	if (len <= PRINT_MAX_VALUE) {
+	if (len <= max) {
 		sluice_json_append_string(out, p, len);
 		return;
 	}
 	if (json) {
-		sluice_buf_printf(out, "{\"truncated\":true,\"bytes\":%zu,\"prefix\":", len);
-		sluice_json_append_string(out, p, PRINT_MAX_VALUE);
-		sluice_buf_append_byte(out, '}');
+		print_cut_open(out, len);
+		sluice_json_append_string(out, p, max);
+		print_cut_close(out);
 	} else {
-		sluice_json_append_string(out, p, PRINT_MAX_VALUE);
+		sluice_json_append_string(out, p, max);
 		sluice_buf_printf(out, "...<%zu bytes>", len);
 	}
 }
 
 /*
  * print_bson_text_ok tells whether a BSON string can go through libbson's
- * JSON escaping: valid UTF-8, with NUL bytes only in a counted string and
- * never as the overlong C0 80, which bson_utf8_validate lets through and the
- * escaping then refuses (it is the only valid use of the byte 0xC0).
+ * JSON escaping: at most PRINT_BSON_MAX_STRING bytes, valid UTF-8, with NUL
+ * bytes only in a counted string and never as the overlong C0 80, which
+ * bson_utf8_validate lets through and the escaping then refuses (it is the
+ * only valid use of the byte 0xC0).
  */
 static bool
 print_bson_text_ok(const char *s, size_t len, bool counted)
 {
-	return bson_utf8_validate(s, len, counted) && memchr(s, 0xC0, len) == NULL;
+	return len <= PRINT_BSON_MAX_STRING && bson_utf8_validate(s, len, counted) &&
+	       memchr(s, 0xC0, len) == NULL;
 }
 
 /*
  * print_bson_check tells whether doc, nested depth levels deep, can be
  * rendered: every element well formed (bson_iter_next checks lengths and
  * terminators, bson_init_static each embedded document), every key and
- * string accepted by print_bson_text_ok, documents, arrays and code scopes
- * nested at most PRINT_BSON_MAX_DEPTH deep. libbson 1.23 needs this done
+ * string accepted by print_bson_text_ok, binary values of at most
+ * PRINT_BSON_MAX_STRING bytes, documents, arrays and code scopes nested at
+ * most PRINT_BSON_MAX_DEPTH deep. libbson 1.23 needs this done
  * first: bson_validate recurses without a limit, and so does the JSON renderer through code
  * scopes; the renderer prints an embedded document that is not one as
  * nothing at all (invalid JSON) and nesting past 200 levels as "{ ... }".
@@ -147,6 +169,15 @@ print_bson_check(const bson_t *doc, int depth)
 		case BSON_TYPE_ARRAY:
 			bson_iter_array(&it, &sub_len, &sub_data);
 			break;
+		case BSON_TYPE_BINARY: {
+			bson_subtype_t subtype;
+			uint32_t bin_len = 0;
+			const uint8_t *bin = NULL;
+			bson_iter_binary(&it, &subtype, &bin_len, &bin);
+			if (bin_len > PRINT_BSON_MAX_STRING)
+				return false;
+			break;
+		}
 		default:
 			break;
 		}
@@ -186,6 +217,23 @@ print_json_compact(sluice_buf *out, const char *text, size_t len)
 	}
 }
 
+/*
+ * print_utf8_cut returns the longest length <= len of text (valid UTF-8 cut
+ * anywhere) that ends on a character boundary: the prefix stays UTF-8.
+ */
+static size_t
+print_utf8_cut(const uint8_t *text, size_t len)
+{
+	size_t start = len; /* where the last character begins */
+	while (start > 0 && len - start < 3 && (text[start - 1] & 0xC0) == 0x80)
+		start--;
+	if (start == 0)
+		return 0;
+	uint8_t lead = text[--start];
+	size_t need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+	return len - start >= need ? len : start;
+}
+
 bool
 print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t max)
 {
@@ -198,8 +246,11 @@ print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t m
 	 * libbson writes at most as many spaces as other bytes, so its first
 	 * 2 * max + 16 bytes hold more than max without them: enough to tell
 	 * whether the whole text fits, without rendering all of a huge document.
+	 * A text that reaches the limit has been cut by libbson (at the limit,
+	 * maybe inside a character); that happens at PRINT_BSON_MAX_TEXT too
+	 * (a huge max, as with --full-values), and is then printed cut as well.
 	 */
-	size_t limit = max < ((size_t)INT32_MAX - 16) / 2 ? 2 * max + 16 : (size_t)INT32_MAX;
+	size_t limit = max < (PRINT_BSON_MAX_TEXT - 16) / 2 ? 2 * max + 16 : PRINT_BSON_MAX_TEXT;
 	bson_json_opts_t *opts = bson_json_opts_new(
 		json ? BSON_JSON_MODE_CANONICAL : BSON_JSON_MODE_RELAXED, (int32_t)limit);
 	size_t n = 0;
@@ -210,17 +261,14 @@ print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t m
 	sluice_buf compact = {0};
 	print_json_compact(&compact, text, n);
 	bson_free(text);
-	if (compact.len <= max)
+	if (compact.len <= max && n < limit)
 		sluice_buf_append(out, compact.data, compact.len);
 	else {
-		size_t cut = max; /* on a character boundary: the prefix stays UTF-8 */
-		while (cut > 0 && (compact.data[cut] & 0xC0) == 0x80)
-			cut--;
+		size_t cut = print_utf8_cut(compact.data, compact.len < max ? compact.len : max);
 		if (json) {
-			sluice_buf_printf(out,
-					  "{\"truncated\":true,\"bytes\":%zu,\"prefix\":", len);
+			print_cut_open(out, len);
 			sluice_json_append_string(out, (const char *)compact.data, cut);
-			sluice_buf_append_byte(out, '}');
+			print_cut_close(out);
 		} else {
 			sluice_buf_append(out, compact.data, cut);
 			sluice_buf_printf(out, "...<%zu bytes>", len);
@@ -230,8 +278,10 @@ print_bson(sluice_buf *out, bool json, const uint8_t *data, size_t len, size_t m
 	return true;
 }
 
+/* print_row_json renders a row image as {"col": value, ...}. */
 static void
-print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel)
+print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel,
+	       size_t max)
 {
 	char tmp[32];
 	sluice_buf_append_byte(out, '{');
@@ -250,11 +300,11 @@ print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			break;
 		case SLUICE__V1__VALUE_KIND__VALUE_BINARY:
 			sluice_buf_append_str(out, "{\"base64\":");
-			print_base64(out, v ? v->data : NULL, v ? v->len : 0);
+			print_base64(out, v ? v->data : NULL, v ? v->len : 0, max);
 			sluice_buf_append_byte(out, '}');
 			break;
 		default:
-			print_value(out, true, v ? v->data : NULL, v ? v->len : 0);
+			print_value(out, true, v ? v->data : NULL, v ? v->len : 0, max);
 		}
 	}
 	sluice_buf_append_byte(out, '}');
@@ -262,7 +312,8 @@ print_row_json(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 
 /* print_row_text renders a row image as (col=value, ...) with SQL-like quoting. */
 static void
-print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel)
+print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Relation *rel,
+	       size_t max)
 {
 	char tmp[32];
 	sluice_buf_append_byte(out, '(');
@@ -284,7 +335,7 @@ print_row_text(sluice_buf *out, const Sluice__V1__Row *row, const Sluice__V1__Re
 			break;
 		default:
 			/* JSON escaping keeps control bytes and invalid UTF-8 visible. */
-			print_value(out, false, v ? v->data : NULL, v ? v->len : 0);
+			print_value(out, false, v ? v->data : NULL, v ? v->len : 0, max);
 		}
 	}
 	sluice_buf_append_byte(out, ')');
@@ -363,47 +414,49 @@ print_field_lsn(sluice_buf *out, bool json, const char *name, uint64_t lsn)
 
 static void
 print_field_row(sluice_buf *out, bool json, const char *name, const Sluice__V1__Row *row,
-		const Sluice__V1__Relation *rel)
+		const Sluice__V1__Relation *rel, size_t max)
 {
 	if (row == NULL)
 		return;
 	if (json) {
 		sluice_buf_printf(out, ",\"%s\":", name);
-		print_row_json(out, row, rel);
+		print_row_json(out, row, rel, max);
 	} else {
 		sluice_buf_printf(out, " %s", name);
-		print_row_text(out, row, rel);
+		print_row_text(out, row, rel, max);
 	}
 }
 
 /*
  * print_field_bson adds a MongoDB document (raw BSON, untrusted): with json
  * its canonical extended JSON under name and its bytes in base64 under
- * name_bson_base64, as text its relaxed extended JSON. Bytes that do not
- * render give name_invalid (json) or <N bytes invalid BSON> (text) instead.
+ * name_bson_base64, as text its relaxed extended JSON; each cut at max on
+ * its own (print_cut_open). Bytes that do not render give name_invalid
+ * (json) or <N bytes invalid BSON> (text) instead.
  */
 static void
-print_field_bson(sluice_buf *out, bool json, const char *name, const ProtobufCBinaryData *d)
+print_field_bson(sluice_buf *out, bool json, const char *name, const ProtobufCBinaryData *d,
+		 size_t max)
 {
 	size_t mark = out->len;
 	if (json) {
 		sluice_buf_printf(out, ",\"%s\":", name);
-		if (!print_bson(out, true, d->data, d->len, PRINT_MAX_VALUE)) {
+		if (!print_bson(out, true, d->data, d->len, max)) {
 			out->len = mark;
 			sluice_buf_printf(out, ",\"%s_invalid\":true", name);
 		}
 		sluice_buf_printf(out, ",\"%s_bson_base64\":", name);
-		print_base64(out, d->data, d->len);
+		print_base64(out, d->data, d->len, max);
 	} else {
 		sluice_buf_printf(out, " %s=", name);
-		if (!print_bson(out, false, d->data, d->len, PRINT_MAX_VALUE))
+		if (!print_bson(out, false, d->data, d->len, max))
 			sluice_buf_printf(out, "<%zu bytes invalid BSON>", d->len);
 	}
 }
 
 /* print_field_position adds a MongoDB source position: cluster time and resume token. */
 static void
-print_field_position(sluice_buf *out, bool json, const Sluice__V1__SourcePosition *p)
+print_field_position(sluice_buf *out, bool json, const Sluice__V1__SourcePosition *p, size_t max)
 {
 	if (p == NULL)
 		return;
@@ -418,7 +471,7 @@ print_field_position(sluice_buf *out, bool json, const Sluice__V1__SourcePositio
 					  t, i);
 	}
 	if (p->has_resume_token)
-		print_field_bson(out, json, "resume_token", &p->resume_token);
+		print_field_bson(out, json, "resume_token", &p->resume_token, max);
 }
 
 /* print_source_name names a relation's source kind; NULL if unknown. */
@@ -437,7 +490,7 @@ print_source_name(Sluice__V1__SourceKind k)
 
 void
 print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txseq,
-	     const sluice_reader *reader)
+	     const sluice_reader *reader, size_t max)
 {
 	const char *type = sluice_records_type_name(rec);
 	if (json) {
@@ -464,7 +517,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_u64(out, json, "xid", b->source_xid);
 		print_field_str(out, json, "origin", b->origin_node);
 		if (b->has_source_token)
-			print_field_bson(out, json, "resume_token", &b->source_token);
+			print_field_bson(out, json, "resume_token", &b->source_token, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_COMMIT: {
@@ -474,7 +527,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_lsn(out, json, "end_lsn", c->end_lsn);
 		if (c->has_change_count)
 			print_field_u64(out, json, "changes", c->change_count);
-		print_field_position(out, json, c->position);
+		print_field_position(out, json, c->position, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_RELATION: {
@@ -524,9 +577,9 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		const Sluice__V1__Insert *x = rec->insert;
 		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
-		print_field_row(out, json, "new", x->new_row, rel);
+		print_field_row(out, json, "new", x->new_row, rel, max);
 		if (x->has_document)
-			print_field_bson(out, json, "document", &x->document);
+			print_field_bson(out, json, "document", &x->document, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_UPDATE: {
@@ -535,14 +588,15 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		print_relation_name(out, json, x->relation_id, reader);
 		if (x->old_row != NULL)
 			print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
-		print_field_row(out, json, "old", x->old_row, rel);
-		print_field_row(out, json, "new", x->new_row, rel);
+		print_field_row(out, json, "old", x->old_row, rel, max);
+		print_field_row(out, json, "new", x->new_row, rel, max);
 		if (x->has_document_key)
-			print_field_bson(out, json, "document_key", &x->document_key);
+			print_field_bson(out, json, "document_key", &x->document_key, max);
 		if (x->has_update_description)
-			print_field_bson(out, json, "update_description", &x->update_description);
+			print_field_bson(out, json, "update_description", &x->update_description,
+					 max);
 		if (x->has_document)
-			print_field_bson(out, json, "document", &x->document);
+			print_field_bson(out, json, "document", &x->document, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_DELETE: {
@@ -550,9 +604,9 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
 		print_field_str(out, json, "old_kind", print_old_kind(x->old_kind));
-		print_field_row(out, json, "old", x->old_row, rel);
+		print_field_row(out, json, "old", x->old_row, rel, max);
 		if (x->has_document_key)
-			print_field_bson(out, json, "document_key", &x->document_key);
+			print_field_bson(out, json, "document_key", &x->document_key, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_TRUNCATE: {
@@ -589,7 +643,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 			print_field_str(out, json, "prefix", m->prefix);
 		if (json) {
 			sluice_buf_append_str(out, ",\"content\":");
-			print_value(out, true, m->content.data, m->content.len);
+			print_value(out, true, m->content.data, m->content.len, max);
 		} else
 			sluice_buf_printf(out, " content=<%zu bytes>", m->content.len);
 		break;
@@ -602,16 +656,16 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		if (s->snapshot_name)
 			print_field_str(out, json, "snapshot", s->snapshot_name);
 		print_field_str(out, json, "origin", s->origin_node);
-		print_field_position(out, json, s->position);
+		print_field_position(out, json, s->position, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW: {
 		const Sluice__V1__SnapshotRow *x = rec->snapshot_row;
 		const Sluice__V1__Relation *rel = print_relation_of(reader, x->relation_id);
 		print_relation_name(out, json, x->relation_id, reader);
-		print_field_row(out, json, "row", x->row, rel);
+		print_field_row(out, json, "row", x->row, rel, max);
 		if (x->has_document)
-			print_field_bson(out, json, "document", &x->document);
+			print_field_bson(out, json, "document", &x->document, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_END: {
@@ -627,7 +681,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		print_field_time(out, json, "time", h->time_us);
 		if (h->has_source_lsn)
 			print_field_lsn(out, json, "lsn", h->source_lsn);
-		print_field_position(out, json, h->position);
+		print_field_position(out, json, h->position, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_KEY_HANDOVER: {
@@ -656,7 +710,7 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		if (x->to_collection)
 			print_field_str(out, json, "to_collection", x->to_collection);
 		if (x->has_event)
-			print_field_bson(out, json, "event", &x->event);
+			print_field_bson(out, json, "event", &x->event, max);
 		break;
 	}
 	default:

@@ -91,6 +91,14 @@ assert all(f["verified"] for f in frames)
 PY
 "$SLUICE" inspect --store "$S" --stream bench --records 2>/dev/null
 check "inspect --records without --trust" 2 $?
+# --full-values: values under 1 MiB print the same; it needs --records
+"$SLUICE" inspect --store "$S" --stream bench --trust "$P" --records --json --full-values \
+	--from 5 --limit 3 >"$T/rec_full.json"
+check "inspect records --full-values" 0 $?
+assert "--full-values changes nothing under 1 MiB" \
+	cmp -s <(grep -v '"type":"stream"' "$T/rec.json") <(grep -v '"type":"stream"' "$T/rec_full.json")
+"$SLUICE" inspect --store "$S" --stream bench --trust "$P" --full-values 2>/dev/null
+check "inspect --full-values without --records" 2 $?
 
 # Tamper: one flipped byte in a sealed segment is reported with segment and offset
 first=$(ls "$S/bench" | head -1)

@@ -1,9 +1,11 @@
 /*
  * Fuzz target for inspect's rendering of records (tools/print.c), above all
  * of MongoDB's raw BSON fields, whose bytes come from the store: every JSON
- * line must be one line of strict, compact JSON, every text line one line,
- * and print_bson must judge the bytes the same way in both modes and at any
- * cut. Input layout: fuzz_bson_print.h.
+ * line must be one line of strict, compact JSON whose record object never
+ * holds a key twice (a cut value carries its own marker), without any
+ * marker when nothing is cut, every text line one line, and print_bson must
+ * judge the bytes the same way in both modes and at any cut. Input layout:
+ * fuzz_bson_print.h.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,10 +32,19 @@ fbp_fail(const char *what, const sluice_buf *out)
 	abort();
 }
 
-/* A strict JSON (RFC 8259) checker that also refuses whitespace: print writes none. */
+/*
+ * A strict JSON (RFC 8259) checker that also refuses whitespace: print writes
+ * none. With distinct, the members of the outermost object (a record's own
+ * fields) must have distinct keys; other objects may repeat one (a BSON
+ * document can).
+ */
 typedef struct fbp_json {
 	const uint8_t *p, *end;
+	bool distinct;
 } fbp_json;
+
+/* Most members of a record object: far more than print writes. */
+#define FBP_MAX_MEMBERS 64
 
 static bool fbp_json_value(fbp_json *j, int depth);
 
@@ -156,13 +167,27 @@ static bool
 fbp_json_members(fbp_json *j, int depth, bool object)
 {
 	char close = object ? '}' : ']';
+	const uint8_t *keys[FBP_MAX_MEMBERS];
+	size_t key_lens[FBP_MAX_MEMBERS], nkeys = 0;
 	if (j->p < j->end && *j->p == close) {
 		j->p++;
 		return true;
 	}
 	for (;;) {
+		const uint8_t *key = j->p;
 		if (object && (!fbp_json_string(j) || j->p == j->end || *j->p++ != ':'))
 			return false;
+		if (object && depth == 0 &&
+		    j->distinct) { /* written by print: compared as written */
+			size_t len = (size_t)(j->p - 1 - key);
+			for (size_t k = 0; k < nkeys; k++)
+				if (key_lens[k] == len && memcmp(keys[k], key, len) == 0)
+					return false;
+			if (nkeys == FBP_MAX_MEMBERS)
+				return false;
+			keys[nkeys] = key;
+			key_lens[nkeys++] = len;
+		}
 		if (!fbp_json_value(j, depth + 1) || j->p == j->end)
 			return false;
 		char c = (char)*j->p++;
@@ -196,9 +221,9 @@ fbp_json_value(fbp_json *j, int depth)
 }
 
 static bool
-fbp_json_ok(const uint8_t *p, size_t len)
+fbp_json_ok(const uint8_t *p, size_t len, bool distinct)
 {
-	fbp_json j = {p, p + len};
+	fbp_json j = {p, p + len, distinct};
 	return fbp_json_value(&j, 0) && j.p == j.end;
 }
 
@@ -211,18 +236,42 @@ fbp_one_line(const sluice_buf *out, size_t from)
 }
 
 /*
- * fbp_print_record prints rec both ways. JSON must be one line of JSON; text
- * one line too when text_line (strings from decoded records are printed raw).
+ * fbp_has_marker tells whether a JSON line holds a truncation marker: data
+ * never looks like one (in canonical Extended JSON a document's field is
+ * never a bare number, and strings have their quotes escaped).
+ */
+static bool
+fbp_has_marker(const sluice_buf *out)
+{
+	static const char marker[] = "{\"truncated\":true,\"bytes\":";
+	size_t n = sizeof(marker) - 1;
+	for (const uint8_t *p = out->data; out->len >= n && p <= out->data + out->len - n; p++) {
+		p = memchr(p, '{', (size_t)(out->data + out->len - n + 1 - p));
+		if (p == NULL)
+			return false;
+		if (memcmp(p, marker, n) == 0 && p[n] >= '0' && p[n] <= '9')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * fbp_print_record prints rec both ways, values cut at max. JSON must be one
+ * line of JSON whose record object has no key twice, and without a marker
+ * when max cuts nothing; text one line too when text_line (strings from
+ * decoded records are printed raw).
  */
 static void
-fbp_print_record(const sluice_record *rec, bool text_line)
+fbp_print_record(const sluice_record *rec, bool text_line, size_t max)
 {
 	sluice_buf out = {0};
-	print_record(&out, true, rec, 3, NULL);
-	if (!fbp_one_line(&out, 0) || !fbp_json_ok(out.data, out.len - 1))
-		fbp_fail("a JSON line that is not one line of JSON", &out);
+	print_record(&out, true, rec, 3, NULL, max);
+	if (!fbp_one_line(&out, 0) || !fbp_json_ok(out.data, out.len - 1, true))
+		fbp_fail("a JSON line that is not one line of JSON with distinct keys", &out);
+	if (max == SIZE_MAX && fbp_has_marker(&out))
+		fbp_fail("a value cut though nothing is", &out);
 	sluice_buf_reset(&out);
-	print_record(&out, false, rec, 3, NULL);
+	print_record(&out, false, rec, 3, NULL, max);
 	if (text_line && !fbp_one_line(&out, 0))
 		fbp_fail("a text line that is not one line", &out);
 	sluice_buf_free(&out);
@@ -268,7 +317,7 @@ fbp_print_bson(const uint8_t *bson, size_t len, size_t max)
 		sluice_buf_reset(&whole);
 		sluice_buf_reset(&cut);
 		bool ok = print_bson(&whole, json, bson, len, SIZE_MAX);
-		if (ok != (whole.len > 0) || (ok && !fbp_json_ok(whole.data, whole.len)))
+		if (ok != (whole.len > 0) || (ok && !fbp_json_ok(whole.data, whole.len, false)))
 			fbp_fail("extended JSON that is not JSON", &whole);
 		if (print_bson(&cut, json, bson, len, max) != ok)
 			fbp_fail("bytes judged otherwise when cut", &cut);
@@ -278,7 +327,7 @@ fbp_print_bson(const uint8_t *bson, size_t len, size_t max)
 			continue;
 		sluice_buf_reset(&cut);
 		(void)print_bson(&cut, json, bson, len, max);
-		if (json && !fbp_json_ok(cut.data, cut.len))
+		if (json && !fbp_json_ok(cut.data, cut.len, false))
 			fbp_fail("a cut rendering that is not JSON", &cut);
 		fbp_check_cut(&whole, &cut, json, len, max);
 	}
@@ -286,9 +335,12 @@ fbp_print_bson(const uint8_t *bson, size_t len, size_t max)
 	sluice_buf_free(&cut);
 }
 
-/* fbp_print_slot puts the bytes into one MongoDB BSON field of a record and prints it. */
+/*
+ * fbp_print_slot puts the bytes into one MongoDB BSON field of a record and
+ * prints it, values cut at max and whole.
+ */
 static void
-fbp_print_slot(unsigned slot, const uint8_t *bson, size_t len)
+fbp_print_slot(unsigned slot, const uint8_t *bson, size_t len, size_t max)
 {
 	ProtobufCBinaryData d = {len, (uint8_t *)bson};
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
@@ -367,10 +419,12 @@ fbp_print_slot(unsigned slot, const uint8_t *bson, size_t len)
 		rec.namespace_change = &ns;
 		break;
 	}
-	fbp_print_record(&rec, true);
+	fbp_print_record(&rec, true, max);
+	if (max != SIZE_MAX)
+		fbp_print_record(&rec, true, SIZE_MAX);
 }
 
-/* fbp_print_records decodes records (as in a frame payload) and prints each. */
+/* fbp_print_records decodes records (as in a frame payload) and prints each, whole and cut. */
 static void
 fbp_print_records(const uint8_t *data, size_t size)
 {
@@ -378,8 +432,10 @@ fbp_print_records(const uint8_t *data, size_t size)
 	sluice_arena_set_limit(arena, (size_t)64 << 20);
 	size_t off = 0;
 	sluice_record *rec;
-	while (sluice_records_unpack(data, size, &off, arena, &rec) == SLUICE_RECORDS_OK)
-		fbp_print_record(rec, false);
+	while (sluice_records_unpack(data, size, &off, arena, &rec) == SLUICE_RECORDS_OK) {
+		fbp_print_record(rec, false, SIZE_MAX);
+		fbp_print_record(rec, false, FBP_RECORDS_CUT);
+	}
 	sluice_arena_free(arena);
 }
 
@@ -396,7 +452,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *bson = data + 2;
 	size_t len = size - 2;
-	fbp_print_slot(data[0] % FBP_NSLOTS, bson, len);
-	fbp_print_bson(bson, len, data[1] == FBP_NO_CUT ? SIZE_MAX : (size_t)data[1] * 8);
+	size_t max = data[1] == FBP_NO_CUT ? SIZE_MAX : (size_t)data[1] * 8;
+	fbp_print_slot(data[0] % FBP_NSLOTS, bson, len, max);
+	fbp_print_bson(bson, len, max);
 	return 0;
 }

@@ -3,11 +3,13 @@
  *
  * Byte 0 selects what the rest is:
  *   FBP_RECORDS      encoded records (varint length + protobuf each, as in a
- *                    frame payload), decoded and printed as JSON and text
+ *                    frame payload), decoded and printed as JSON and text,
+ *                    whole and with values cut at FBP_RECORDS_CUT bytes
  *   anything else    a field: slot (byte 0 % FBP_NSLOTS) names the MongoDB
- *                    BSON field of a record; byte 1 sets the cut of a direct
- *                    print_bson call (FBP_NO_CUT: none, else byte * 8 bytes);
- *                    the rest is the field's bytes
+ *                    BSON field of a record; byte 1 sets the cut of the
+ *                    record's values and of a direct print_bson call
+ *                    (FBP_NO_CUT: none, else byte * 8 bytes; the record is
+ *                    printed whole too); the rest is the field's bytes
  */
 #ifndef SLUICE_TESTS_FUZZ_BSON_PRINT_H
 #define SLUICE_TESTS_FUZZ_BSON_PRINT_H
@@ -27,5 +29,8 @@ enum fbp_slot {
 
 #define FBP_RECORDS 0xFF
 #define FBP_NO_CUT  0xFF
+
+/* Cut of the values of decoded records (FBP_RECORDS), as inspect's 1 MiB on small inputs. */
+#define FBP_RECORDS_CUT 16
 
 #endif

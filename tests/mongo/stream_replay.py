@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""Reads a MongoDB stream through `sluice inspect --records --json`, lists its
-transactions and replays it into a dict-of-collections model.
+"""Reads a MongoDB stream through `sluice inspect --records --json
+--full-values`, lists its transactions and replays it into a
+dict-of-collections model. --full-values makes inspect print every document
+whole (up to MongoDB's 16 MiB), where it would otherwise cut one over 1 MiB.
 
 Documents are handled as raw BSON bytes throughout: the model holds, per
 namespace "db.coll", the raw bytes of every document keyed by its `_id`
@@ -24,6 +26,7 @@ Replay rules (the snapshot, then the changes in txseq order):
 
 Usage:
   stream_replay.py txns   (--json FILE | --sluice BIN --store S --stream N --trust PUB)
+      FILE: the output of inspect --records --json --full-values
   stream_replay.py replay (--json FILE | ...) [--uri URI [--db DB ...]]
       prints the model (or compares it with the source's collections: exit 1 on a difference)
 """
@@ -258,33 +261,47 @@ def apply_update(doc_raw, ud_raw):
 
 # ---------------------------------------------------------------- records
 
+def load_record(line):
+    """One JSON line of inspect: the record, refused if the record repeats a
+    key (each cut value carries its own marker; a document may repeat one)."""
+    keys = []
+
+    def pairs(kv):
+        keys.append([k for k, _ in kv])
+        return dict(kv)
+    rec = json.loads(line, object_pairs_hook=pairs)
+    own = keys[-1]  # the record's object is the last one closed
+    if len(own) != len(set(own)):
+        raise ValueError("a key twice in an inspect line: %s" % line[:300])
+    return rec
+
+
 def parse_records(lines):
-    """Records from inspect --records --json lines; every X_bson_base64 field is
-    decoded into rec["bson"]["X"] (bytes)."""
+    """Records from inspect --records --json --full-values lines; every
+    X_bson_base64 field is decoded into rec["bson"]["X"] (bytes)."""
     out = []
     for line in lines:
         line = line.strip()
         if not line:
             continue
-        rec = json.loads(line)
+        rec = load_record(line)
         raw = {}
         for k, v in rec.items():
-            if k.endswith("_bson_base64") and isinstance(v, str):
-                if v == "" and rec.get("truncated"):
-                    # inspect prints no value over 1 MiB (tools/print.c PRINT_MAX_VALUE)
-                    raise ValueError("inspect left out a BSON value of %s bytes (%s of txseq %s): "
-                                     "it cannot be checked from inspect's output"
-                                     % (rec.get("bytes"), k, rec.get("txseq")))
-                raw[k[:-len("_bson_base64")]] = base64.b64decode(v)
+            if not k.endswith("_bson_base64"):
+                continue
+            if isinstance(v, dict) and v.get("truncated"):
+                raise ValueError("inspect cut %s of txseq %s (%s bytes): run it with --full-values"
+                                 % (k, rec.get("txseq"), v.get("bytes")))
+            raw[k[:-len("_bson_base64")]] = base64.b64decode(v)
         rec["bson"] = raw
         out.append(rec)
     return out
 
 
 def inspect_records(sluice, store, stream, trust, extra=()):
-    """Runs sluice inspect --records --json; [] when the stream has nothing yet."""
+    """Runs sluice inspect --records --json --full-values; [] when the stream has nothing yet."""
     p = subprocess.run([sluice, "inspect", "--store", store, "--stream", stream, "--trust", trust,
-                        "--records", "--json"] + list(extra),
+                        "--records", "--json", "--full-values"] + list(extra),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
         raise RuntimeError("sluice inspect failed (%d): %s" % (p.returncode, p.stderr.strip()))
@@ -503,7 +520,7 @@ def source_collections(client, dbs=None, namespaces=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["txns", "replay"])
-    ap.add_argument("--json", help="inspect --records --json output (- for stdin)")
+    ap.add_argument("--json", help="inspect --records --json --full-values output (- for stdin)")
     ap.add_argument("--sluice")
     ap.add_argument("--store")
     ap.add_argument("--stream")

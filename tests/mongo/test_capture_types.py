@@ -6,17 +6,22 @@ with -0.0, NaN and infinities; dates before and after 1970; timestamps;
 binary subtypes 0, 3, 4, 5 and 0x80; regex; min/max key; code and code with
 scope; ObjectId; nested arrays and documents, empty ones too; field names
 with dots and with a leading $ below the top level; unicode names and
-strings, a string with a NUL; a 1 MB string and a 20000-element array; the
-deprecated undefined, symbol and DBPointer where the server takes them) are
-written as raw BSON (pymongo RawBSONDocument, no client-side key checks).
-Some exist before `capture --snapshot`, the rest are inserted after it
-starts; then updated ($set of such values and a new field, $unset, $inc past
-int32, dotted paths on a real server), replaced (other key order) and one
-deleted. Checks:
+strings, a string with a NUL; a 1 MB and a 2 MB string and a 20000-element
+array; the deprecated undefined, symbol and DBPointer where the server takes
+them) are written as raw BSON (pymongo RawBSONDocument, no client-side key
+checks). Some exist before `capture --snapshot --full-document updateLookup`,
+the rest are inserted after it starts; then updated ($set of such values and
+a new field, a 2 MB $set, $unset, $inc past int32, dotted paths on a real
+server), replaced (other key order) and one deleted. The stream is read
+through `inspect --full-values` (stream_replay.py), which prints documents
+over 1 MiB whole. Checks:
   - every snapshot_row's document is the source's raw BSON of that document;
   - the change records equal the source's change events byte for byte
     (document, document_key, update_description), transaction by transaction;
   - the replay equals the source byte for byte;
+  - the 2 MB $set is one update whose update_description and looked-up
+    document (each over 1 MiB: inspect would cut both) are whole, the
+    document the source's;
   - where inspect prints canonical Extended JSON (`document`, ...), it means
     the same values as pymongo's canonical Extended JSON of those bytes.
 """
@@ -176,15 +181,16 @@ def main():
         if insert(t, c, zoo(i, i % 2), "zoo document %d" % i):
             ids.append(i)
     t.check("the server took the zoo documents", len(ids) == 4)
-    # inspect prints BSON values up to 1 MiB (larger ones only as their size)
     insert(t, c, SON([("_id", "big"), ("s", "x" * 1000000)]), "a 1 MB document")
+    # over inspect's 1 MiB cut: read with --full-values
+    insert(t, c, SON([("_id", "big2"), ("s", "x" * 2000000)]), "a 2 MB document")
     insert(t, c, SON([("_id", "bigarr"), ("arr", list(range(20000)))]), "a 20000-element array")
     deprecated = insert(t, c, deprecated_doc("deprecated"), "undefined/symbol/DBPointer")
     insert(t, c, SON([("_id", "top$"), ("$top", 1)]), "a top-level $-prefixed name")
     insert(t, c, SON([("_id", SON([("compound", 1), ("k", Decimal128("2"))])), ("v", 1)]), "a document _id")
     insert(t, c, SON([("_id", Binary(bytes(16), 4)), ("v", 2)]), "a UUID _id")
     before = sr.source_collections(client, dbs=[db])
-    cap = t.capture("ty", "--db", db, "--snapshot")
+    cap = t.capture("ty", "--db", db, "--snapshot", "--full-document", "updateLookup")
     cap.start()
     t.wait_marker(client, cap, db)
 
@@ -200,6 +206,7 @@ def main():
                                        "ts": Timestamp(1, 1), "date": datetime.datetime(1970, 1, 1)}})
     c.update_one({"_id": 5}, {"$set": {"dec": Decimal128("NaN"), "nan": float("-nan")}})
     c.update_one({"_id": "big"}, {"$set": {"s": "y" * 1000000}})
+    c.update_one({"_id": "big2"}, {"$set": {"s": "z" * 2000000}})
     c.update_one({"_id": "bigarr"}, {"$set": {"arr": list(range(19999, -1, -1))}})
     if t.real_uri:  # dotted paths in updates: the peer refuses them
         c.update_one({"_id": 6}, {"$set": {"doc.a.b.c": [1], "arr.1": "TWO", "doc.new.deep": 1}})
@@ -239,6 +246,14 @@ def main():
     diffs = sr.compare(model.nonempty(lambda ns: ns == db + ".zoo"),
                        sr.source_collections(client, namespaces=[db + ".zoo"]))
     t.check("the replay equals the source, byte for byte", not diffs, "\n".join(diffs))
+    big2 = sr.id_key(bson.encode({"_id": "big2"}))
+    ups = [ch for tx in txns for ch in tx.changes if ch.type == "update" and ch.id == big2]
+    src = sr.source_collections(client, namespaces=[db + ".zoo"]).get(db + ".zoo", {})
+    t.check("the 2 MB $set: one update, its update_description and looked-up document "
+            "(each over 1 MiB) whole, the document the source's",
+            len(ups) == 1 and len(ups[0].update_description or b"") > 2000000
+            and ups[0].document is not None and ups[0].document == src.get(big2),
+            [(len(u.update_description or b""), len(u.document or b"")) for u in ups])
     check_extjson(t, records)
     if t.real_uri:
         client.drop_database(db)

@@ -12,6 +12,9 @@ workload.py), the replay reader (stream_replay.py) and the exactly-once checks
    transaction per source transaction), must pass check_writer_txns and replay
    to exactly the source's documents; a stream with one transaction dropped,
    one duplicated, one split, or an aborted write added must fail them.
+3. parse_records on hand-made inspect lines: a record that repeats a key is
+   refused (a document may repeat one), a cut document's base64 (inspect
+   without --full-values) is refused with that advice, a 2 MB one is decoded.
 """
 import base64
 import json
@@ -79,6 +82,28 @@ def test_apply_update(t):
                ("m", bson.MinKey()), ("M", bson.MaxKey()), ("b", bson.Binary(b"\x01", 0x80))])
     t.check("elements/build round-trip keeps the bytes", sr.build(sr.elements(raw)) == raw)
     t.check("tree/untree round-trip keeps the bytes", sr.untree(sr.tree(raw)) == raw)
+
+
+def test_parse_records(t):
+    big = enc([("_id", 1), ("s", "x" * 2000000)])
+    line = ('{"type":"update","txseq":3,"document":{"twice":1,"twice":2},'
+            '"document_bson_base64":"%s"}' % b64(big))
+    recs = sr.parse_records([line])
+    t.check("parse_records: a 2 MB document decoded; a document may repeat a key",
+            len(recs) == 1 and recs[0]["bson"]["document"] == big)
+
+    def refused(desc, line, says):
+        try:
+            sr.parse_records([line])
+            t.check("parse_records refuses " + desc, False)
+        except ValueError as e:
+            t.check("parse_records refuses " + desc, says in str(e), str(e))
+    refused("a record with a key twice",
+            '{"type":"update","txseq":3,"document_bson_base64":"","truncated":true,"bytes":9,'
+            '"document_key_bson_base64":"","truncated":true,"bytes":9}', "twice")
+    refused("a cut document",
+            '{"type":"insert","txseq":3,"document_bson_base64":'
+            '{"truncated":true,"bytes":2000030,"prefix":"AAAA"}}', "--full-values")
 
 
 def b64(raw):
@@ -225,6 +250,7 @@ class Quiet:
 def main():
     t = mt.Test("mongo_tools", __doc__)
     test_apply_update(t)
+    test_parse_records(t)
     test_writers(t)
     return t.finish()
 

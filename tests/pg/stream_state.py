@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replays a sluice stream (via `sluice inspect --records --json`) into table
+"""Replays a sluice stream (via `sluice inspect --records --json --full-values`) into table
 states and compares them with a live PostgreSQL database.
 
   stream_state.py compare --sluice BIN --store S --stream N --trust PUB \
@@ -25,8 +25,9 @@ import sys
 
 
 def records(args):
+    # --full-values: every value whole (inspect cuts one over 1 MiB otherwise)
     cmd = [args.sluice, "inspect", "--store", args.store, "--stream", args.stream,
-           "--trust", args.trust, "--records", "--json"]
+           "--trust", args.trust, "--records", "--json", "--full-values"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         yield json.loads(line)

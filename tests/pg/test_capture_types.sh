@@ -2,6 +2,8 @@
 # Capture of every kind of column value: each value read back from the stream
 # equals PostgreSQL's own text form; NULL and unchanged TOAST stay distinct;
 # old keys (DEFAULT identity) and old rows (FULL identity) are captured.
+# Values over 1 MiB: inspect cuts each in its own marker, and prints them
+# whole with --full-values (which stream_state.py uses).
 # Usage: test_capture_types.sh SLUICE
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +54,9 @@ INSERT INTO zoo VALUES
  (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL);
+-- Two values over inspect's 1 MiB cut in one row (bytea as its 3 MB hex text).
+INSERT INTO zoo (id, by, big) VALUES (4, decode(repeat('ab', 1500000), 'hex'),
+  repeat('0123456789', 200000));
 -- An update that leaves the TOASTed value alone: pgoutput sends it as unchanged.
 UPDATE zoo SET i4 = 42 WHERE id = 1;
 -- An update of the key: the old key is sent.
@@ -71,7 +76,20 @@ python3 "$HERE/stream_state.py" compare --sluice "$SLUICE" --store "$W/store" --
 
 python3 - "$W/records.json" <<'PY'
 import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1])]
+
+
+def record(line):  # a record object that repeats a key is refused
+    keys = []
+
+    def pairs(kv):
+        keys.append([k for k, _ in kv])
+        return dict(kv)
+    rec = json.loads(line, object_pairs_hook=pairs)
+    assert len(keys[-1]) == len(set(keys[-1])), keys[-1]
+    return rec
+
+
+recs = [record(l) for l in open(sys.argv[1])]
 ups = [r for r in recs if r["type"] == "update" and r["relation"] == "public.zoo"]
 # the i4 update: big is unchanged TOAST, distinct from NULL
 toast = [u for u in ups if u["new"]["id"] == "1"][0]
@@ -92,6 +110,24 @@ rel = [r for r in recs if r["type"] == "relation" and r["relation"] == "public.z
 types = {c["name"]: c["type"] for c in rel["columns"]}
 assert types["num_s"] == "numeric(12,3)" and types["e"] == "mood" and types["ai"] == "integer[]", types
 assert types["dom"] == "posint" and types["vc"] == "character varying(20)", types
-print("type zoo: unchanged TOAST, NULL, old keys, old rows and type names as expected")
+# values over 1 MiB: each cut in its own marker, in place of the value
+big4 = [r for r in recs if r["type"] == "insert" and r.get("relation") == "public.zoo"
+        and r["new"]["id"] == "4"][0]["new"]
+assert big4["big"] == {"truncated": True, "bytes": 2000000,
+                       "prefix": ("0123456789" * 104858)[:1 << 20]}, str(big4["big"])[:200]
+assert big4["by"]["truncated"] is True and big4["by"]["bytes"] == 3000002, str(big4["by"])[:200]
+assert big4["by"]["prefix"] == "\\x" + "ab" * ((1 << 19) - 1), str(big4["by"])[:200]
+print("type zoo: unchanged TOAST, NULL, old keys, old rows, type names and cut values as expected")
+PY
+"$SLUICE" inspect --store "$W/store" --stream zoo --trust "$W/k.pub" --records --json \
+	--full-values >"$W/records-full.json"
+python3 - "$W/records-full.json" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+big4 = [r for r in recs if r["type"] == "insert" and r.get("relation") == "public.zoo"
+        and r["new"]["id"] == "4"][0]["new"]
+assert big4["big"] == "0123456789" * 200000 and big4["by"] == "\\x" + "ab" * 1500000
+assert not any("truncated" in l for l in open(sys.argv[1]))
+print("type zoo: --full-values prints the values over 1 MiB whole")
 PY
 echo "test_capture_types: passed"
