@@ -225,6 +225,109 @@ def test_change_stream(db):
         check("the stream is closed after invalidate", not s5.alive)
 
 
+def raw_stream(db, coll, opts, n, after=None):
+    """A change stream by hand (pymongo 3.11 has no fullDocumentBeforeChange):
+    up to n events after the token `after`, or the OperationFailure that ends it."""
+    cs = dict(opts)
+    if after is not None:
+        cs["resumeAfter"] = after
+    try:
+        r = db.command("aggregate", coll, pipeline=[{"$changeStream": cs}],
+                       cursor={})
+        out = list(r["cursor"]["firstBatch"])
+        cid = r["cursor"]["id"]
+        deadline = time.time() + 10
+        while len(out) < n and cid and time.time() < deadline:
+            r = db.command("getMore", cid, collection=coll, maxTimeMS=200)
+            out += r["cursor"]["nextBatch"]
+            cid = r["cursor"]["id"]
+        if cid:
+            db.command("killCursors", coll, cursors=[cid])
+        return out, None
+    except OperationFailure as e:
+        return None, e
+
+
+def test_images(db):
+    """changeStreamPreAndPostImages, fullDocumentBeforeChange, fullDocument whenAvailable/required."""
+    db.drop_collection("img")
+    db.drop_collection("noimg")
+    db.create_collection("img")
+    db.create_collection("noimg", changeStreamPreAndPostImages={"enabled": False})
+    r = db.command("collMod", "img", changeStreamPreAndPostImages={"enabled": True})
+    check("collMod changeStreamPreAndPostImages answers ok", r["ok"] == 1)
+    opts = {c["name"]: c.get("options", {}) for c in db.command(
+        "listCollections")["cursor"]["firstBatch"]}
+    check("listCollections shows the enabled option",
+          opts["img"].get("changeStreamPreAndPostImages") == {"enabled": True})
+    try:
+        db.command("collMod", "img", changeStreamPreAndPostImages={"enabled": 1})
+        check("a non-bool enabled is refused", False)
+    except OperationFailure as e:
+        check("a non-bool enabled is refused (TypeMismatch)", e.code == 14)
+    try:
+        db.command("collMod", "nosuch", changeStreamPreAndPostImages={"enabled": True})
+        check("collMod of a missing collection fails", False)
+    except OperationFailure as e:
+        check("collMod of a missing collection fails (NamespaceNotFound)", e.code == 26)
+    bad = raw_stream(db, "img", {"fullDocumentBeforeChange": "sometimes"}, 0)[1]
+    check("fullDocumentBeforeChange 'sometimes' is refused (BadValue)",
+          bad is not None and bad.code == 2)
+
+    # A database stream's high-water mark: no collection in it, so both may resume there.
+    start = db.watch(max_await_time_ms=100)
+    start.try_next()
+    token = start.resume_token
+    start.close()
+    for c in (db.img, db.noimg):
+        c.insert_one({"_id": 1, "a": 1})
+        c.update_one({"_id": 1}, {"$set": {"a": 2}})
+        c.replace_one({"_id": 1}, {"b": 3})
+        c.delete_one({"_id": 1})
+    befores = [{"_id": 1, "a": 1}, {"_id": 1, "a": 2}, {"_id": 1, "b": 3}]
+
+    evs, err = raw_stream(db, "img", {"fullDocumentBeforeChange": "whenAvailable"}, 4,
+                          after=token)
+    check("whenAvailable on an enabled collection: four events",
+          err is None and len(evs) == 4)
+    if evs and len(evs) == 4:
+        check("the insert has no fullDocumentBeforeChange",
+              "fullDocumentBeforeChange" not in evs[0])
+        check("update, replace and delete carry the document before the change",
+              [e.get("fullDocumentBeforeChange") for e in evs[1:]] == befores)
+        check("an update without fullDocument options still has no fullDocument",
+              "fullDocument" not in evs[1])
+    evs, err = raw_stream(db, "img", {"fullDocumentBeforeChange": "required",
+                                      "fullDocument": "required"}, 4, after=token)
+    check("required on an enabled collection works", err is None and evs and len(evs) == 4)
+    if evs and len(evs) == 4:
+        check("fullDocument required gives the update's post-image",
+              evs[1].get("fullDocument") == {"_id": 1, "a": 2})
+    evs, err = raw_stream(db, "img", {"fullDocumentBeforeChange": "off"}, 4, after=token)
+    check("off gives no fullDocumentBeforeChange",
+          err is None and evs and all("fullDocumentBeforeChange" not in e for e in evs))
+
+    evs, err = raw_stream(db, "noimg", {"fullDocumentBeforeChange": "whenAvailable",
+                                        "fullDocument": "whenAvailable"}, 4, after=token)
+    check("whenAvailable without enabled images gives null pre-images",
+          err is None and evs and len(evs) == 4
+          and all("fullDocumentBeforeChange" in e and e["fullDocumentBeforeChange"] is None
+                  for e in evs[1:]))
+    if evs and len(evs) == 4:
+        check("and fullDocument whenAvailable gives null for the update",
+              "fullDocument" in evs[1] and evs[1]["fullDocument"] is None)
+    evs, err = raw_stream(db, "noimg", {"fullDocumentBeforeChange": "required"}, 4,
+                          after=token)
+    check("required without images fails with 47 NoMatchingDocument",
+          err is not None and err.code == 47
+          and "require a pre-image" in str(err))
+    evs, err = raw_stream(db, "noimg", {"fullDocument": "required"}, 4, after=token)
+    check("fullDocument required without images fails with 47",
+          err is not None and err.code == 47 and "post-image" in str(err))
+    db.drop_collection("img")
+    db.drop_collection("noimg")
+
+
 def test_failpoints(client, db):
     c = db.fp
     c.insert_one({"_id": "seed"})
@@ -297,6 +400,9 @@ def test_restart(binary):
     c.insert_many([{"_id": i, "x": "y" * i} for i in range(5)])
     evs = read_events(s, 5)
     s.close()
+    client.keep.create_collection("img", changeStreamPreAndPostImages={"enabled": True})
+    client.keep.img.insert_one({"_id": 1, "v": 1})
+    client.keep.img.update_one({"_id": 1}, {"$set": {"v": 2}})
     client.close()
     peer.stop()
     peer = Peer(binary, state=state)
@@ -312,6 +418,15 @@ def test_restart(binary):
                   [e["documentKey"]["_id"] for e in got] == [3, 4])
         c.insert_one({"_id": 5})
         check("writes after the restart work", c.find_one({"_id": 5}) == {"_id": 5})
+        got, err = raw_stream(client.keep, "img", {"fullDocumentBeforeChange": "required"},
+                              2, after=evs[4]["_id"])
+        check("pre-images and the collection's option survive the restart",
+              err is None and got and got[-1].get("fullDocumentBeforeChange") == {"_id": 1, "v": 1})
+        client.keep.img.update_one({"_id": 1}, {"$set": {"v": 3}})
+        got, err = raw_stream(client.keep, "img", {"fullDocumentBeforeChange": "required"},
+                              3, after=evs[4]["_id"])
+        check("and writes after it still keep pre-images",
+              err is None and got and got[-1].get("fullDocumentBeforeChange") == {"_id": 1, "v": 2})
         client.close()
     finally:
         peer.stop()
@@ -342,6 +457,7 @@ def main():
         test_transactions(client, db)
         test_change_stream(db)
         test_failpoints(client, db)
+        test_images(db)
         client.drop_database(db.name)
         client.close()
     finally:

@@ -33,6 +33,7 @@
 #define MPEER_E_NS_NOT_FOUND       26
 #define MPEER_E_CONFLICTING_OPS    40
 #define MPEER_E_CURSOR_NOT_FOUND   43
+#define MPEER_E_NO_MATCHING_DOC    47
 #define MPEER_E_CMD_NOT_FOUND      59
 #define MPEER_E_IMMUTABLE_FIELD    66
 #define MPEER_E_INVALID_NS         73
@@ -123,6 +124,7 @@ typedef struct {
 	char name[MPEER_COLL_MAX];
 	bson_t **docs; /* owned, each owned; _id is every document's first field */
 	size_t n, cap;
+	bool images; /* changeStreamPreAndPostImages.enabled: writes keep the pre-image */
 } mpeer_coll;
 
 static mpeer_coll **mpeer_colls; /* owned */
@@ -162,6 +164,7 @@ mpeer_coll_copy(const mpeer_coll *src)
 		return NULL;
 	}
 	c->cap = src->n ? src->n : 1;
+	c->images = src->images;
 	for (size_t i = 0; i < src->n; i++)
 		c->docs[c->n++] = bson_copy(src->docs[i]);
 	return c;
@@ -377,7 +380,7 @@ mpeer_match(const bson_t *doc, const bson_t *filter)
 /* mpeer_err carries a MongoDB error from deep helpers up to the command that answers it. */
 typedef struct {
 	int32_t code;
-	char msg[256];
+	char msg[512];
 } mpeer_err;
 
 static bool mpeer_fail(mpeer_err *e, int32_t code, const char *fmt, ...) BSON_GNUC_PRINTF(3, 4);
@@ -635,6 +638,8 @@ typedef struct {
 	bson_t *key;  /* owned: documentKey {_id} */
 	bson_t *doc;  /* owned: full document (insert, replace) or post-image (update) */
 	bson_t *upd;  /* owned: updateDescription (update) */
+	bson_t *pre;  /* owned: the document before an update, replace or delete, when the
+			 collection kept images then (NULL: none) */
 	bson_t *lsid; /* owned: the transaction's lsid, NULL outside transactions */
 	int64_t txn_number;
 } mpeer_entry;
@@ -654,6 +659,8 @@ mpeer_entry_clear(mpeer_entry *e)
 		bson_destroy(e->doc);
 	if (e->upd)
 		bson_destroy(e->upd);
+	if (e->pre)
+		bson_destroy(e->pre);
 	if (e->lsid)
 		bson_destroy(e->lsid);
 	memset(e, 0, sizeof *e);
@@ -818,6 +825,8 @@ mpeer_parse_token(bson_iter_t *tok, uint64_t *ts, uint32_t *idx, int *kind)
 /* ---- cursors ---- */
 
 typedef enum { MPEER_CURSOR_FIND, MPEER_CURSOR_STREAM } mpeer_cursor_kind;
+/* A change stream's use of the stored pre- and post-images. */
+enum { MPEER_IMAGE_OFF, MPEER_IMAGE_WHEN_AVAILABLE, MPEER_IMAGE_REQUIRED };
 typedef enum { MPEER_LEVEL_COLL, MPEER_LEVEL_DB, MPEER_LEVEL_CLUSTER } mpeer_level;
 
 typedef struct mpeer_cursor {
@@ -832,6 +841,8 @@ typedef struct mpeer_cursor {
 	char db[MPEER_DB_MAX];
 	char coll[MPEER_COLL_MAX];
 	bool lookup;
+	int post;        /* fullDocument for updates from the stored images: MPEER_IMAGE_* */
+	int before;      /* fullDocumentBeforeChange: MPEER_IMAGE_* */
 	uint64_t pos_ts; /* the last position delivered: events after it come next */
 	int64_t pos_idx;
 	struct mpeer_cursor *next;
@@ -1062,6 +1073,8 @@ mpeer_code_name(int32_t code)
 		return "ConflictingUpdateOperators";
 	case MPEER_E_CURSOR_NOT_FOUND:
 		return "CursorNotFound";
+	case MPEER_E_NO_MATCHING_DOC:
+		return "NoMatchingDocument";
 	case MPEER_E_CMD_NOT_FOUND:
 		return "CommandNotFound";
 	case MPEER_E_IMMUTABLE_FIELD:
@@ -1404,6 +1417,8 @@ mpeer_update_doc(mpeer_coll *coll, size_t i, const bson_t *u, mpeer_entries *eff
 		} else {
 			en->key = mpeer_key_of(old);
 			en->doc = bson_copy(out);
+			if (coll->images)
+				en->pre = bson_copy(old);
 			if (op) {
 				bson_t arr;
 				en->upd = bson_new();
@@ -1619,8 +1634,11 @@ mpeer_cmd_delete(mpeer_ctx *c)
 				continue;
 			}
 			mpeer_entry *en = mpeer_entries_add(&effects, MPEER_OP_DELETE, c->db, name);
-			if (en != NULL)
+			if (en != NULL) {
 				en->key = mpeer_key_of(coll->docs[i]);
+				if (coll->images)
+					en->pre = bson_copy(coll->docs[i]);
+			}
 			mpeer_coll_remove(coll, i);
 			n++;
 			if (limit == 1)
@@ -1806,9 +1824,29 @@ mpeer_op_name(char op)
 	}
 }
 
-/* mpeer_build_event renders one oplog entry as a change event. */
+/*
+ * mpeer_image_missing fails a change event that needs an image it has not
+ * (mode required): 47 NoMatchingDocument, worded as MongoDB 6.0+ does.
+ */
 static bson_t *
-mpeer_build_event(const mpeer_cursor *cur, const mpeer_entry *e)
+mpeer_image_missing(bson_t *ev, const char *which, mpeer_err *err)
+{
+	char *json = bson_as_relaxed_extended_json(ev, NULL);
+	mpeer_fail(err, MPEER_E_NO_MATCHING_DOC,
+		   "Change stream was configured to require a %s for all update, delete and "
+		   "replace events, but the %s was not found for event: %s",
+		   which, which, json ? json : "?");
+	bson_free(json);
+	bson_destroy(ev);
+	return NULL;
+}
+
+/*
+ * mpeer_build_event renders one oplog entry as a change event; NULL with *err
+ * when the stream requires an image the entry has not.
+ */
+static bson_t *
+mpeer_build_event(const mpeer_cursor *cur, const mpeer_entry *e, mpeer_err *err)
 {
 	bson_t *ev = bson_new();
 	mpeer_append_token(ev, "_id", e->ts, e->idx, MPEER_TOKEN_EVENT);
@@ -1835,10 +1873,30 @@ mpeer_build_event(const mpeer_cursor *cur, const mpeer_entry *e)
 			bson_append_document(ev, "fullDocument", -1, coll->docs[i]);
 		else
 			bson_append_null(ev, "fullDocument", -1);
+	} else if (e->op == MPEER_OP_UPDATE && cur->post != MPEER_IMAGE_OFF) {
+		/*
+		 * whenAvailable / required: the post-image comes from the stored
+		 * images, so only where the collection kept them at the time.
+		 */
+		if (e->pre != NULL)
+			bson_append_document(ev, "fullDocument", -1, e->doc);
+		else if (cur->post == MPEER_IMAGE_REQUIRED)
+			return mpeer_image_missing(ev, "post-image", err);
+		else
+			bson_append_null(ev, "fullDocument", -1);
 	}
 	if (e->lsid != NULL) {
 		bson_append_int64(ev, "txnNumber", -1, e->txn_number);
 		bson_append_document(ev, "lsid", -1, e->lsid);
+	}
+	if (cur->before != MPEER_IMAGE_OFF &&
+	    (e->op == MPEER_OP_UPDATE || e->op == MPEER_OP_REPLACE || e->op == MPEER_OP_DELETE)) {
+		if (e->pre != NULL)
+			bson_append_document(ev, "fullDocumentBeforeChange", -1, e->pre);
+		else if (cur->before == MPEER_IMAGE_REQUIRED)
+			return mpeer_image_missing(ev, "pre-image", err);
+		else
+			bson_append_null(ev, "fullDocumentBeforeChange", -1);
 	}
 	return ev;
 }
@@ -1884,11 +1942,14 @@ mpeer_oplog_first_after(uint64_t ts, int64_t idx)
  * mpeer_stream_fill appends to arr the cursor's next events (at most limit;
  * 0 no limit but the batch bytes, negative none),
  * advancing its position; *closed when an invalidate ended the stream.
- * Returns the number of events; *pbrt gets the postBatchResumeToken.
+ * Returns the number of events; *pbrt gets the postBatchResumeToken. An
+ * event that cannot be built fails the whole batch: *err, and *failed.
  */
 static uint32_t
-mpeer_stream_fill(mpeer_cursor *cur, bson_t *arr, int64_t limit, bool *closed, bson_t *pbrt)
+mpeer_stream_fill(mpeer_cursor *cur, bson_t *arr, int64_t limit, bool *closed, bson_t *pbrt,
+		  bool *failed, mpeer_err *err)
 {
+	*failed = false;
 	uint32_t k = 0;
 	size_t bytes = 0;
 	bool last_is_event = false;
@@ -1903,7 +1964,11 @@ mpeer_stream_fill(mpeer_cursor *cur, bson_t *arr, int64_t limit, bool *closed, b
 		char key[16];
 		const char *ks;
 		if (scope == 1 || scope == 2) {
-			bson_t *ev = mpeer_build_event(cur, e);
+			bson_t *ev = mpeer_build_event(cur, e, err);
+			if (ev == NULL) {
+				*failed = true;
+				return 0;
+			}
 			bson_uint32_to_string(k++, &ks, key, sizeof key);
 			bson_append_document(arr, ks, -1, ev);
 			bytes += ev->len;
@@ -1990,13 +2055,43 @@ mpeer_cmd_change_stream(mpeer_ctx *c, const bson_t *opts, const bson_t *pipeline
 		level = MPEER_LEVEL_DB;
 	}
 	bool lookup = false;
+	int post = MPEER_IMAGE_OFF, before = MPEER_IMAGE_OFF;
 	if (bson_iter_init_find(&it, opts, "fullDocument")) {
-		const char *fd = BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL) : "";
+		if (!BSON_ITER_HOLDS_UTF8(&it))
+			return mpeer_errorf(c, MPEER_E_TYPE_MISMATCH,
+					    "BSON field '$changeStream.fullDocument' is the wrong "
+					    "type, expected type 'string'");
+		const char *fd = bson_iter_utf8(&it, NULL);
 		if (strcmp(fd, "updateLookup") == 0)
 			lookup = true;
-		else if (strcmp(fd, "default") != 0 && strcmp(fd, "whenAvailable") != 0)
+		else if (strcmp(fd, "whenAvailable") == 0)
+			post = MPEER_IMAGE_WHEN_AVAILABLE;
+		else if (strcmp(fd, "required") == 0)
+			post = MPEER_IMAGE_REQUIRED;
+		else if (strcmp(fd, "default") != 0)
 			return mpeer_errorf(c, MPEER_E_BAD_VALUE,
-					    "fullDocument '%s' is not implemented by the peer", fd);
+					    "Enumeration value '%s' for field "
+					    "'$changeStream.fullDocument' is not a valid value.",
+					    fd);
+	}
+	if (bson_iter_init_find(&it, opts, "fullDocumentBeforeChange")) {
+		if (!BSON_ITER_HOLDS_UTF8(&it))
+			return mpeer_errorf(
+				c, MPEER_E_TYPE_MISMATCH,
+				"BSON field '$changeStream.fullDocumentBeforeChange' is "
+				"the wrong type, expected type 'string'");
+		const char *fb = bson_iter_utf8(&it, NULL);
+		if (strcmp(fb, "whenAvailable") == 0)
+			before = MPEER_IMAGE_WHEN_AVAILABLE;
+		else if (strcmp(fb, "required") == 0)
+			before = MPEER_IMAGE_REQUIRED;
+		else if (strcmp(fb, "off") != 0)
+			return mpeer_errorf(
+				c, MPEER_E_BAD_VALUE,
+				"Enumeration value '%s' for field "
+				"'$changeStream.fullDocumentBeforeChange' is not a valid "
+				"value.",
+				fb);
 	}
 	if (mpeer_get_doc(c->cmd, "cursor", &cursor_opts))
 		mpeer_get_int64(&cursor_opts, "batchSize", &batch);
@@ -2057,12 +2152,21 @@ mpeer_cmd_change_stream(mpeer_ctx *c, const bson_t *opts, const bson_t *pipeline
 		return mpeer_errorf(c, 1, "out of memory");
 	cur->level = level;
 	cur->lookup = lookup;
+	cur->post = post;
+	cur->before = before;
 	cur->pos_ts = pos_ts;
 	cur->pos_idx = pos_idx;
 	bson_t arr = BSON_INITIALIZER, pbrt = BSON_INITIALIZER;
-	bool closed = false;
+	bool closed = false, failed;
+	mpeer_err err;
 	/* batchSize 0 asks for an empty first batch (limit -1 delivers nothing). */
-	mpeer_stream_fill(cur, &arr, batch <= 0 ? -1 : batch, &closed, &pbrt);
+	mpeer_stream_fill(cur, &arr, batch <= 0 ? -1 : batch, &closed, &pbrt, &failed, &err);
+	if (failed) {
+		mpeer_cursor_kill(cur->id);
+		bson_destroy(&arr);
+		bson_destroy(&pbrt);
+		return mpeer_errorf(c, err.code, "%s", err.msg);
+	}
 	int64_t id = cur->id;
 	char ns[sizeof cur->ns];
 	bson_strncpy(ns, cur->ns, sizeof ns);
@@ -2107,8 +2211,17 @@ static mpeer_outcome
 mpeer_getmore_stream(mpeer_ctx *c, mpeer_cursor *cur, int64_t batch, bool deadline_passed)
 {
 	bson_t arr = BSON_INITIALIZER, pbrt = BSON_INITIALIZER;
-	bool closed;
-	uint32_t n = mpeer_stream_fill(cur, &arr, batch, &closed, &pbrt);
+	bool closed, failed;
+	mpeer_err err;
+	uint32_t n = mpeer_stream_fill(cur, &arr, batch, &closed, &pbrt, &failed, &err);
+	if (failed) {
+		/* As a server does: the error ends the cursor. */
+		mpeer_cursor_kill(cur->id);
+		bson_destroy(&arr);
+		bson_destroy(&pbrt);
+		bson_reinit(c->reply);
+		return mpeer_errorf(c, err.code, "%s", err.msg);
+	}
 	if (n == 0 && !deadline_passed) {
 		bson_destroy(&arr);
 		bson_destroy(&pbrt);
@@ -2375,17 +2488,102 @@ mpeer_cmd_rename(mpeer_ctx *c)
 	return mpeer_ok(c);
 }
 
+/*
+ * mpeer_images_option reads changeStreamPreAndPostImages: {enabled: <bool>}
+ * of create or collMod: 0 absent, 1 read into *enabled, -1 an error answered.
+ */
+static int
+mpeer_images_option(mpeer_ctx *c, bool *enabled, mpeer_outcome *out)
+{
+	bson_iter_t it, sub;
+	if (!bson_iter_init_find(&it, c->cmd, "changeStreamPreAndPostImages"))
+		return 0;
+	if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
+		*out = mpeer_errorf(c, MPEER_E_TYPE_MISMATCH,
+				    "BSON field 'changeStreamPreAndPostImages' is the wrong type, "
+				    "expected type 'object'");
+		return -1;
+	}
+	bool found = false;
+	bson_iter_recurse(&it, &sub);
+	while (bson_iter_next(&sub)) {
+		if (strcmp(bson_iter_key(&sub), "enabled") != 0) {
+			*out = mpeer_errorf(c, 40415,
+					    "BSON field 'changeStreamPreAndPostImages.%s' is an "
+					    "unknown field.",
+					    bson_iter_key(&sub));
+			return -1;
+		}
+		if (!BSON_ITER_HOLDS_BOOL(&sub)) {
+			*out = mpeer_errorf(c, MPEER_E_TYPE_MISMATCH,
+					    "BSON field 'changeStreamPreAndPostImages.enabled' is "
+					    "the wrong type, expected type 'bool'");
+			return -1;
+		}
+		*enabled = bson_iter_bool(&sub);
+		found = true;
+	}
+	if (!found) {
+		*out = mpeer_errorf(c, 40414,
+				    "BSON field 'changeStreamPreAndPostImages.enabled' is missing "
+				    "but a required field");
+		return -1;
+	}
+	return 1;
+}
+
 static mpeer_outcome
 mpeer_cmd_create(mpeer_ctx *c)
 {
 	char name[MPEER_COLL_MAX];
+	bool images = false;
+	mpeer_outcome out;
 	if (!mpeer_coll_name(c, name, sizeof name))
 		return mpeer_errorf(c, MPEER_E_INVALID_NS, "invalid collection name");
+	if (mpeer_images_option(c, &images, &out) < 0)
+		return out;
 	if (mpeer_find_coll(c->db, name) != NULL)
 		return mpeer_errorf(c, 48, "Collection %s.%s already exists.", c->db, name);
-	if (mpeer_get_coll(c->db, name) == NULL)
+	mpeer_coll *coll = mpeer_get_coll(c->db, name);
+	if (coll == NULL)
 		return mpeer_errorf(c, 1, "out of memory");
+	coll->images = images;
 	c->mutated = true;
+	return mpeer_ok(c);
+}
+
+/* mpeer_cmd_coll_mod: only changeStreamPreAndPostImages; it leaves no change event. */
+static mpeer_outcome
+mpeer_cmd_coll_mod(mpeer_ctx *c)
+{
+	char name[MPEER_COLL_MAX];
+	bool images = false;
+	mpeer_outcome out;
+	bson_iter_t it;
+	if (!mpeer_coll_name(c, name, sizeof name))
+		return mpeer_errorf(c, MPEER_E_INVALID_NS, "invalid collection name");
+	bson_iter_init(&it, c->cmd);
+	bson_iter_next(&it);
+	while (bson_iter_next(&it)) {
+		const char *k = bson_iter_key(&it);
+		if (k[0] != '$' && strcmp(k, "changeStreamPreAndPostImages") != 0 &&
+		    strcmp(k, "lsid") != 0 && strcmp(k, "txnNumber") != 0 &&
+		    strcmp(k, "writeConcern") != 0 && strcmp(k, "comment") != 0)
+			return mpeer_errorf(c, MPEER_E_BAD_VALUE,
+					    "collMod option '%s' is not implemented by the peer",
+					    k);
+	}
+	int r = mpeer_images_option(c, &images, &out);
+	if (r < 0)
+		return out;
+	mpeer_coll *coll = mpeer_find_coll(c->db, name);
+	if (coll == NULL)
+		return mpeer_errorf(c, MPEER_E_NS_NOT_FOUND, "ns does not exist: %s.%s", c->db,
+				    name);
+	if (r > 0 && coll->images != images) {
+		coll->images = images;
+		c->mutated = true;
+	}
 	return mpeer_ok(c);
 }
 
@@ -2406,6 +2604,12 @@ mpeer_cmd_list_collections(mpeer_ctx *c)
 		bson_append_utf8(&d, "name", 4, mpeer_colls[i]->name, -1);
 		bson_append_utf8(&d, "type", 4, "collection", -1);
 		bson_append_document_begin(&d, "options", -1, &o);
+		if (mpeer_colls[i]->images) {
+			bson_t img;
+			bson_append_document_begin(&o, "changeStreamPreAndPostImages", -1, &img);
+			bson_append_bool(&img, "enabled", -1, true);
+			bson_append_document_end(&o, &img);
+		}
 		bson_append_document_end(&d, &o);
 		bson_append_document_begin(&d, "info", -1, &info);
 		bson_append_bool(&info, "readOnly", -1, false);
@@ -2755,6 +2959,8 @@ mpeer_run(mpeer_ctx *c)
 		return mpeer_ok(c); /* only _id is indexed; other indexes change nothing here */
 	if (strcmp(n, "create") == 0)
 		return mpeer_cmd_create(c);
+	if (strcmp(n, "collMod") == 0)
+		return mpeer_cmd_coll_mod(c);
 	if (strcmp(n, "drop") == 0)
 		return mpeer_cmd_drop(c);
 	if (strcmp(n, "dropDatabase") == 0)
@@ -2916,6 +3122,7 @@ mpeer_state_save(void)
 		bson_append_utf8(&b, "kind", -1, "coll", -1);
 		bson_append_utf8(&b, "db", -1, coll->db, -1);
 		bson_append_utf8(&b, "coll", -1, coll->name, -1);
+		bson_append_bool(&b, "images", -1, coll->images);
 		ok = mpeer_state_write_doc(f, &b);
 		for (size_t j = 0; ok && j < coll->n; j++) {
 			bson_reinit(&b);
@@ -2942,6 +3149,8 @@ mpeer_state_save(void)
 			bson_append_document(&b, "doc", -1, e->doc);
 		if (e->upd)
 			bson_append_document(&b, "upd", -1, e->upd);
+		if (e->pre)
+			bson_append_document(&b, "pre", -1, e->pre);
 		if (e->lsid) {
 			bson_append_document(&b, "lsid", -1, e->lsid);
 			bson_append_int64(&b, "txnNumber", -1, e->txn_number);
@@ -3027,6 +3236,8 @@ mpeer_state_load(void)
 			ok = mpeer_state_str(b, "db", db, sizeof db) &&
 			     mpeer_state_str(b, "coll", name, sizeof name) &&
 			     (coll = mpeer_get_coll(db, name)) != NULL;
+			if (ok)
+				coll->images = mpeer_get_bool(b, "images", false);
 		} else if (strcmp(kind, "doc") == 0) {
 			bson_t *doc = mpeer_state_sub(b, "doc");
 			ok = coll != NULL && doc != NULL && mpeer_coll_push(coll, doc);
@@ -3048,6 +3259,7 @@ mpeer_state_load(void)
 			e.key = mpeer_state_sub(b, "key");
 			e.doc = mpeer_state_sub(b, "doc");
 			e.upd = mpeer_state_sub(b, "upd");
+			e.pre = mpeer_state_sub(b, "pre");
 			e.lsid = mpeer_state_sub(b, "lsid");
 			mpeer_get_int64(b, "txnNumber", &e.txn_number);
 			bool shaped = (e.op != MPEER_OP_INSERT && e.op != MPEER_OP_REPLACE &&
