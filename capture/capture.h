@@ -39,6 +39,8 @@ typedef struct sluice_capture_options {
 	size_t n_collections;
 	const char
 		*full_document; /* --full-document: NULL (default), updateLookup, whenAvailable */
+	/* --full-document-before-change: NULL (off), whenAvailable, required */
+	const char *full_document_before_change;
 	sluice_writer_options writer;
 	volatile sig_atomic_t *stop; /* set by a signal handler: flush, acknowledge, exit */
 } sluice_capture_options;

@@ -95,7 +95,8 @@ sluice_mongo_event_decode(const uint8_t *data, size_t len, sluice_mongo_event *e
 	if (!event_doc(&b, "lsid", &ev->lsid, &ev->lsid_len) ||
 	    !event_doc(&b, "fullDocument", &ev->full, &ev->full_len) ||
 	    !event_doc(&b, "documentKey", &ev->key, &ev->key_len) ||
-	    !event_doc(&b, "updateDescription", &ev->update, &ev->update_len)) {
+	    !event_doc(&b, "updateDescription", &ev->update, &ev->update_len) ||
+	    !event_doc(&b, "fullDocumentBeforeChange", &ev->before, &ev->before_len)) {
 		*why = "a malformed embedded document";
 		return false;
 	}

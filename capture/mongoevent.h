@@ -29,6 +29,8 @@ typedef struct sluice_mongo_event {
 	uint32_t key_len;
 	const uint8_t *update; /* updateDescription */
 	uint32_t update_len;
+	const uint8_t *before; /* fullDocumentBeforeChange (the pre-image); NULL when null */
+	uint32_t before_len;
 } sluice_mongo_event;
 
 /*

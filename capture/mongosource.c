@@ -16,12 +16,14 @@
 #include "records.h"
 
 /* Server error codes that end a change stream for good (docs/architecture.md). */
-#define MONGO_E_HISTORY_LOST  286         /* ChangeStreamHistoryLost */
-#define MONGO_E_FATAL         280         /* ChangeStreamFatalError */
-#define MONGO_E_BAD_RESUME    260         /* InvalidResumeToken */
-#define MONGO_RELATION_MAX    100000      /* distinct namespaces one run keeps ids for */
-#define MONGO_SNAPSHOT_LOG_MS 5000        /* progress of a long copy */
-#define MONGO_QUEUE_BYTES     (32u << 20) /* events fetched ahead of the engine, at most */
+#define MONGO_E_HISTORY_LOST    286         /* ChangeStreamHistoryLost */
+#define MONGO_E_FATAL           280         /* ChangeStreamFatalError */
+#define MONGO_E_BAD_RESUME      260         /* InvalidResumeToken */
+#define MONGO_E_NO_MATCHING_DOC 47          /* NoMatchingDocument: a required image is missing */
+#define MONGO_E_NO_PRE_IMAGE_ID 51770       /* the same, from servers that record no image id */
+#define MONGO_RELATION_MAX      100000      /* distinct namespaces one run keeps ids for */
+#define MONGO_SNAPSHOT_LOG_MS   5000        /* progress of a long copy */
+#define MONGO_QUEUE_BYTES       (32u << 20) /* events fetched ahead of the engine, at most */
 
 /* What the fetcher thread hands over: an event, an empty batch, or the error that ended it. */
 typedef enum mongo_item_kind {
@@ -660,6 +662,25 @@ mongo_stream_error(mongo *s, const bson_error_t *err, const char *when)
 		s->fatal = true;
 		return;
 	}
+	if (err->code == MONGO_E_NO_MATCHING_DOC || err->code == MONGO_E_NO_PRE_IMAGE_ID) {
+		/*
+		 * fullDocumentBeforeChange (or fullDocument) "required" and the
+		 * server has no image for an event: it is not resumable, and a
+		 * resume would meet the same event again.
+		 */
+		sluice_log_error("%s the change stream of %s: %s (%s, code %" PRIu32
+				 "): --full-document-before-change required, but the server "
+				 "has no pre-image for a change (the collection does not keep "
+				 "them: changeStreamPreAndPostImages, or they expired). Enable "
+				 "them with collMod for later changes, or continue with "
+				 "--full-document-before-change whenAvailable",
+				 when, s->hosts, mongo_error_text(err),
+				 err->code == MONGO_E_NO_MATCHING_DOC ? "NoMatchingDocument"
+								      : "pre-image id missing",
+				 err->code);
+		s->fatal = true;
+		return;
+	}
 	sluice_log_warn("%s the change stream of %s: %s (code %" PRIu32 ")", when, s->hosts,
 			mongo_error_text(err), err->code);
 }
@@ -708,6 +729,8 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 	BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", await);
 	if (o->full_document != NULL)
 		BSON_APPEND_UTF8(&opts, "fullDocument", o->full_document);
+	if (o->full_document_before_change != NULL)
+		BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange", o->full_document_before_change);
 	if (token_len > 0) {
 		bson_t tok;
 		if (!bson_init_static(&tok, token, token_len)) {
@@ -928,6 +951,8 @@ mongo_emit_change(mongo *s, sluice_capture_sink *sink, const sluice_mongo_event 
 		del.relation_id = id;
 		del.has_document_key = true;
 		del.document_key = mongo_bin(ev->key, ev->key_len);
+		del.has_document_before = ev->before != NULL;
+		del.document_before = mongo_bin(ev->before, ev->before_len);
 		rec.body_case = SLUICE__V1__RECORD__BODY_DELETE;
 		rec.delete_ = &del;
 	} else {
@@ -940,6 +965,8 @@ mongo_emit_change(mongo *s, sluice_capture_sink *sink, const sluice_mongo_event 
 		upd.update_description = mongo_bin(ev->update, ev->update_len);
 		upd.has_document = ev->full != NULL;
 		upd.document = mongo_bin(ev->full, ev->full_len);
+		upd.has_document_before = ev->before != NULL;
+		upd.document_before = mongo_bin(ev->before, ev->before_len);
 		rec.body_case = SLUICE__V1__RECORD__BODY_UPDATE;
 		rec.update = &upd;
 	}

@@ -205,7 +205,7 @@ records_row_plain(const Sluice__V1__Row *row)
 static bool
 records_pack_fast(const sluice_record *rec, sluice_buf *out)
 {
-	records_field f[8];
+	records_field f[10];
 	size_t nf = 0;
 	if (rec->base.n_unknown_fields != 0)
 		return false;
@@ -261,6 +261,8 @@ records_pack_fast(const sluice_record *rec, sluice_buf *out)
 			RECORDS_ADD_BYTES(6, &x->update_description);
 		if (x->has_document)
 			RECORDS_ADD_BYTES(7, &x->document);
+		if (x->has_document_before)
+			RECORDS_ADD_BYTES(8, &x->document_before);
 		records_pack_fields(out, 5, f, nf);
 		return true;
 	}
@@ -273,6 +275,8 @@ records_pack_fast(const sluice_record *rec, sluice_buf *out)
 			RECORDS_ADD_ROW(3, x->old_row);
 		if (x->has_document_key)
 			RECORDS_ADD_BYTES(4, &x->document_key);
+		if (x->has_document_before)
+			RECORDS_ADD_BYTES(5, &x->document_before);
 		records_pack_fields(out, 6, f, nf);
 		return true;
 	}

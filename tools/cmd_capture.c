@@ -30,6 +30,7 @@ capture_help(FILE *f)
 		"                      --stream NAME --key PREFIX.key [--node NAME] [--db DB ...]\n"
 		"                      [--collection DB.COLL ...] [--snapshot]\n"
 		"                      [--full-document default|updateLookup|whenAvailable]\n"
+		"                      [--full-document-before-change off|whenAvailable|required]\n"
 		"                      [--until-time TIME] [--exit-when-caught-up]\n"
 		"\n"
 		"Stream committed transactions of a PostgreSQL database (logical replication,\n"
@@ -80,6 +81,11 @@ capture_help(FILE *f)
 		"      --full-document MODE  MongoDB: default, updateLookup (updates carry the\n"
 		"                          document as it is when the event is read) or\n"
 		"                          whenAvailable\n"
+		"      --full-document-before-change MODE  MongoDB: off (default), whenAvailable\n"
+		"                          (updates, replacements and deletes carry the document\n"
+		"                          before the change where the collection keeps\n"
+		"                          pre-images: changeStreamPreAndPostImages) or required\n"
+		"                          (a change without one stops capture)\n"
 		"      --exit-when-caught-up  stop once everything committed before the start is\n"
 		"                          durable\n"
 		"      --forward-origins   also capture transactions written by a replication\n"
@@ -134,6 +140,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		OPT_DB,
 		OPT_COLLECTION,
 		OPT_FULL_DOCUMENT,
+		OPT_FULL_DOCUMENT_BEFORE,
 	};
 	static const struct option opts[] = {
 		{"source", required_argument, NULL, OPT_SOURCE},
@@ -159,6 +166,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		{"db", required_argument, NULL, OPT_DB},
 		{"collection", required_argument, NULL, OPT_COLLECTION},
 		{"full-document", required_argument, NULL, OPT_FULL_DOCUMENT},
+		{"full-document-before-change", required_argument, NULL, OPT_FULL_DOCUMENT_BEFORE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -244,6 +252,17 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 						       "--full-document must be default, "
 						       "updateLookup or whenAvailable");
 			break;
+		case OPT_FULL_DOCUMENT_BEFORE:
+			if (strcmp(optarg, "off") == 0)
+				o.full_document_before_change = NULL;
+			else if (strcmp(optarg, "whenAvailable") == 0 ||
+				 strcmp(optarg, "required") == 0)
+				o.full_document_before_change = optarg;
+			else
+				return cli_usage_error("capture",
+						       "--full-document-before-change must be off, "
+						       "whenAvailable or required");
+			break;
 		case OPT_FORWARD:
 			o.forward_origins = true;
 			break;
@@ -299,9 +318,11 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 					       "--messages, --forward-origins and "
 					       "--allow-no-identity are PostgreSQL options");
 	} else {
-		if (o.n_databases || o.n_collections || o.full_document)
-			return cli_usage_error("capture", "--db, --collection and --full-document "
-							  "are MongoDB options");
+		if (o.n_databases || o.n_collections || o.full_document ||
+		    o.full_document_before_change)
+			return cli_usage_error("capture",
+					       "--db, --collection, --full-document and "
+					       "--full-document-before-change are MongoDB options");
 		if (o.snapshot && !o.create)
 			return cli_usage_error("capture",
 					       "--snapshot needs --create: the snapshot is taken "

@@ -597,6 +597,8 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 					 max);
 		if (x->has_document)
 			print_field_bson(out, json, "document", &x->document, max);
+		if (x->has_document_before)
+			print_field_bson(out, json, "document_before", &x->document_before, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_DELETE: {
@@ -607,6 +609,8 @@ print_record(sluice_buf *out, bool json, const sluice_record *rec, uint64_t txse
 		print_field_row(out, json, "old", x->old_row, rel, max);
 		if (x->has_document_key)
 			print_field_bson(out, json, "document_key", &x->document_key, max);
+		if (x->has_document_before)
+			print_field_bson(out, json, "document_before", &x->document_before, max);
 		break;
 	}
 	case SLUICE__V1__RECORD__BODY_TRUNCATE: {

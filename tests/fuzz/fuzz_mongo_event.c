@@ -65,6 +65,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_doc(data, size, ev.full, ev.full_len);
 		fuzz_doc(data, size, ev.key, ev.key_len);
 		fuzz_doc(data, size, ev.update, ev.update_len);
+		fuzz_doc(data, size, ev.before, ev.before_len);
 		if (ev.in_txn && ev.lsid == NULL)
 			abort();
 		if (sluice_mongo_event_is_row(ev.op)) {

@@ -101,6 +101,18 @@ main(int argc, char **argv)
 	bson_append_document_end(ren, &to);
 	write_seed(dir, "rename", ren);
 	bson_destroy(ren);
+	/* fullDocumentBeforeChange: a pre-image on an update, null on a delete. */
+	bson_t *pre = event("update", 1796325701, 2, false, true, true, true), doc;
+	BSON_APPEND_DOCUMENT_BEGIN(pre, "fullDocumentBeforeChange", &doc);
+	BSON_APPEND_INT32(&doc, "_id", 7);
+	BSON_APPEND_INT64(&doc, "n", 1);
+	bson_append_document_end(pre, &doc);
+	write_seed(dir, "update-before", pre);
+	bson_destroy(pre);
+	bson_t *del = event("delete", 1796325702, 3, false, false, true, false);
+	BSON_APPEND_NULL(del, "fullDocumentBeforeChange");
+	write_seed(dir, "delete-before-null", del);
+	bson_destroy(del);
 	bson_t *tok = bson_zoo_resume_token(42);
 	write_seed(dir, "token", tok);
 	bson_destroy(tok);
