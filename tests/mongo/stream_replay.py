@@ -323,6 +323,7 @@ class Change:
         self.document = b.get("document")
         self.document_key = b.get("document_key")
         self.update_description = b.get("update_description")
+        self.document_before = b.get("document_before")
         self.event = b.get("event")
         if self.type == "update" and self.update_description is None:
             self.type = "replace"
