@@ -8,7 +8,7 @@
 # duplicate, and change w and acct (inserts, updates, key changes, deletes,
 # unchanged TOAST).
 #  1. catch-up: a captured stream of a snapshot (txseq 1, 100k rows), a few
-#     thousand small transactions and three large ones (33k rows each); apply
+#     thousand small transactions and ten larger ones (10k rows each); apply
 #     is killed with SIGKILL at random moments while it applies the snapshot
 #     (the delay grows while a kill comes before any progress), then soon
 #     after each restarted run moved the origin (at least $CATCHUP_KILLS kills in
@@ -116,7 +116,7 @@ INSERT INTO hist VALUES (:client_id, -1, clock_timestamp(), 'rolled back');
 ROLLBACK;
 SQL
 
-# Small transactions, three large ones (33k row updates, several frames each), small ones.
+# Small transactions, ten larger ones (10k row updates each), small ones.
 for part in 1 2; do
 	pgbench -n -c 4 -j 2 -t $((TXNS_PER_CLIENT / 2)) -f "$W/a.sql@3" -f "$W/b.sql@1" -f "$W/rollback.sql@1" \
 		"$SRC" >"$W/pgbench1.log" 2>&1 || {
@@ -124,8 +124,8 @@ for part in 1 2; do
 		fail "pgbench (catch-up stream)"
 	}
 	[ "$part" = 2 ] && break
-	for k in 0 1 2; do
-		pg_psql src postgres -c "BEGIN" -c "UPDATE bulk SET v = v + 1, pad = md5(pad) WHERE id % 3 = $k" \
+	for k in 0 1 2 3 4 5 6 7 8 9; do
+		pg_psql src postgres -c "BEGIN" -c "UPDATE bulk SET v = v + 1, pad = md5(pad) WHERE id % 10 = $k" \
 			-c "UPDATE c SET n = n + 1 WHERE id = 1" -c "INSERT INTO hist VALUES (9, NULL, clock_timestamp(), 'large')" \
 			-c "COMMIT" || fail "large transaction"
 	done
@@ -209,7 +209,7 @@ check_exit() {
 # all or the end: 0-20 ms after the restarted apply was seen to move the
 # origin's live progress, so that every run applies something and the number
 # of kills depends little on how fast apply is on this machine (pipelined
-# small transactions apply by the thousand between two polls; the three large
+# small transactions apply by the thousand between two polls; the ten larger
 # ones do not).
 kills=0
 immediate=0
@@ -291,7 +291,7 @@ if [ "$ENDED" = 0 ]; then
 fi
 say "catch-up done after $kills kills ($snapshot_kills during the snapshot, $immediate restarted at once), $RUN apply runs"
 [ "$kills" -ge "$CATCHUP_KILLS" ] || fail "only $kills kills happened during catch-up (want at least $CATCHUP_KILLS)"
-# the three large transactions each take longer than a kill's delay
+# the ten larger transactions each take longer than a kill's delay
 [ $((kills - snapshot_kills)) -ge 2 ] || fail "only $((kills - snapshot_kills)) kills happened after the snapshot (want at least 2)"
 python3 "$HERE/compare_dbs.py" compare "$SRC" "$DST" || fail "catch-up: the target differs from the source"
 [ "$(pg_psql dst postgres -c 'SELECT n FROM c')" = "$SRC_N" ] || fail "catch-up: target c.n differs from the source's $SRC_N"
