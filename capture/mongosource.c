@@ -54,7 +54,8 @@ mongo_item_free(mongo_item *item)
 
 typedef struct mongo_relation {
 	uint32_t id;
-	char *ns; /* owned: "db.coll" */
+	char *ns;       /* owned: "db.coll" */
+	bool announced; /* its Relation record went to the writer since the last start */
 } mongo_relation;
 
 struct sluice_mongosource {
@@ -95,13 +96,10 @@ struct sluice_mongosource {
 	/* namespaces with a Relation record written since start */
 	mongo_relation *rels;
 	size_t nrels;
-	uint32_t *announced; /* ids announced to the writer since the last start */
-	size_t nannounced;
 
 	bool fatal;         /* the stream cannot go on: start says FATAL */
 	bool invalidated;   /* an invalidate ended the stream: start after it */
 	bool warned_filter; /* said once that filtering happens here */
-	char busy[64];
 };
 
 typedef struct sluice_mongosource mongo;
@@ -144,7 +142,8 @@ mongo_relation_hash(const char *ns)
  * mongo_relation_id finds the relation id of db.coll: a hash of the name, the
  * same in every run, so that a stream names a collection the same way across
  * restarts. Two names with one hash in a run stop capture (never seen in
- * practice; said plainly if it happens).
+ * practice; said plainly if it happens). *fresh: the caller is to write its
+ * Relation record now (the first use since the writer was opened).
  */
 static bool
 mongo_relation_id(mongo *s, const char *db, const char *coll, uint32_t *id, bool *fresh)
@@ -163,11 +162,8 @@ mongo_relation_id(mongo *s, const char *db, const char *coll, uint32_t *id, bool
 			return false;
 		}
 		*id = h;
-		*fresh = false;
-		for (size_t k = 0; k < s->nannounced; k++)
-			if (s->announced[k] == h)
-				return true;
-		*fresh = true;
+		*fresh = !s->rels[i].announced;
+		s->rels[i].announced = true;
 		return true;
 	}
 	if (s->nrels >= MONGO_RELATION_MAX) {
@@ -180,6 +176,7 @@ mongo_relation_id(mongo *s, const char *db, const char *coll, uint32_t *id, bool
 		abort();
 	s->rels = r;
 	s->rels[s->nrels].id = h;
+	s->rels[s->nrels].announced = true;
 	s->rels[s->nrels].ns = strdup(ns);
 	if (s->rels[s->nrels].ns == NULL)
 		abort();
@@ -187,17 +184,6 @@ mongo_relation_id(mongo *s, const char *db, const char *coll, uint32_t *id, bool
 	*id = h;
 	*fresh = true;
 	return true;
-}
-
-/* mongo_announce notes that the writer holds the Relation record of id. */
-static void
-mongo_announce(mongo *s, uint32_t id)
-{
-	uint32_t *a = realloc(s->announced, (s->nannounced + 1) * sizeof(*a));
-	if (a == NULL)
-		abort();
-	s->announced = a;
-	s->announced[s->nannounced++] = id;
 }
 
 /* mongo_relation_record fills a Relation record describing db.coll. */
@@ -617,7 +603,6 @@ mongo_snapshot(mongo *s, sluice_capture_sink *sink, uint64_t *resume)
 		rr.relation = &rel;
 		if (!sluice_writer_append(w, &rr))
 			goto done;
-		mongo_announce(s, id);
 		if (!mongo_copy_collection(s, w, db, coll, id, t, i, &at_time, &rows, &last_log))
 			goto done;
 	}
@@ -694,7 +679,8 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 	const sluice_capture_options *o = s->o;
 	if (s->fatal)
 		return SLUICE_SOURCE_FATAL;
-	s->nannounced = 0; /* a reopened writer has forgotten every relation */
+	for (size_t k = 0; k < s->nrels; k++)
+		s->rels[k].announced = false; /* a reopened writer has forgotten every relation */
 	s->open = false;
 	sluice_buf_reset(&s->last_token);
 	sluice_writer *w = sluice_capture_sink_writer(sink);
@@ -935,7 +921,6 @@ mongo_emit_change(mongo *s, sluice_capture_sink *sink, const sluice_mongo_event 
 		rr.relation = &rel;
 		if (!sluice_capture_sink_relation(sink, &rr))
 			return false;
-		mongo_announce(s, id);
 	}
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	Sluice__V1__Insert ins = SLUICE__V1__INSERT__INIT;
@@ -1175,9 +1160,8 @@ mongo_ack(void *state, uint64_t received, uint64_t durable, bool reply_requested
 static const char *
 mongo_busy_subject(void *state)
 {
-	mongo *s = state;
-	snprintf(s->busy, sizeof(s->busy), "the MongoDB deployment");
-	return s->busy;
+	(void)state;
+	return "the MongoDB deployment";
 }
 
 static const char *
@@ -1218,7 +1202,6 @@ sluice_mongosource_free(sluice_mongosource *s)
 	for (size_t i = 0; i < s->nrels; i++)
 		free(s->rels[i].ns);
 	free(s->rels);
-	free(s->announced);
 	sluice_buf_free(&s->open_lsid);
 	sluice_buf_free(&s->last_token);
 	pthread_mutex_destroy(&s->mu);

@@ -3,9 +3,8 @@
 
 #include <stdint.h>
 
-/* json_utf8_len returns the length of the valid UTF-8 sequence at p, or 0. */
-static size_t
-json_utf8_len(const uint8_t *p, size_t avail)
+size_t
+sluice_json_utf8_len(const uint8_t *p, size_t avail)
 {
 	uint8_t c = p[0];
 	size_t n;
@@ -72,7 +71,7 @@ sluice_json_append_string(sluice_buf *b, const char *s, size_t len)
 			json_append_u00(b, c);
 			i++;
 		} else {
-			size_t n = json_utf8_len(p + i, len - i);
+			size_t n = sluice_json_utf8_len(p + i, len - i);
 			if (n == 0) {
 				json_append_u00(b, c);
 				i++;

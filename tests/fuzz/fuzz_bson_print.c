@@ -16,6 +16,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "fuzz_bson_print.h"
+#include "json.h"
 #include "print.h"
 #include "records.h"
 
@@ -64,39 +65,6 @@ fbp_json_literal(fbp_json *j, const char *lit)
 	return true;
 }
 
-/* fbp_utf8_len returns the length of the valid UTF-8 sequence at p, or 0. */
-static size_t
-fbp_utf8_len(const uint8_t *p, size_t avail)
-{
-	uint8_t c = p[0];
-	size_t n;
-	uint32_t cp;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xE0) == 0xC0) {
-		n = 2;
-		cp = c & 0x1F;
-	} else if ((c & 0xF0) == 0xE0) {
-		n = 3;
-		cp = c & 0x0F;
-	} else if ((c & 0xF8) == 0xF0) {
-		n = 4;
-		cp = c & 0x07;
-	} else
-		return 0;
-	if (n > avail)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3F);
-	}
-	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-	    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 static bool
 fbp_json_string(fbp_json *j)
 {
@@ -125,7 +93,7 @@ fbp_json_string(fbp_json *j)
 				return false;
 			continue;
 		}
-		size_t n = fbp_utf8_len(j->p, (size_t)(j->end - j->p));
+		size_t n = sluice_json_utf8_len(j->p, (size_t)(j->end - j->p));
 		if (n == 0)
 			return false;
 		j->p += n;
