@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "clock.h"
@@ -235,6 +237,23 @@ mongo_log_handler(mongoc_log_level_t level, const char *domain, const char *mess
 	(void)data;
 	if (level <= MONGOC_LOG_LEVEL_WARNING)
 		sluice_log_warn("libmongoc (%s): %s", domain, message);
+}
+
+/*
+ * mongo_unpublish_counters: libmongoc as Debian builds it sets itself up in a shared-library
+ * constructor, before main, in every process linked with it (a PostgreSQL capture too), and
+ * publishes its counters as the POSIX shared memory object "/mongoc-<pid>", which it removes only
+ * at a normal exit. A sluice killed with kill -9 left one behind, and the next process given that
+ * pid printed "Falling back to malloc for counters" raw onto stderr. Nothing reads those counters,
+ * so the name is removed as soon as the process starts (this constructor runs after the
+ * libraries'): the mapping stays and a killed process leaves nothing in /dev/shm.
+ */
+__attribute__((constructor)) static void
+mongo_unpublish_counters(void)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "/mongoc-%u", (unsigned)getpid());
+	shm_unlink(name);
 }
 
 /* mongo_init sets libmongoc up once per process (it may be set up only once). */

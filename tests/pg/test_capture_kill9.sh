@@ -258,6 +258,9 @@ check_alive
 	wait "$CAP_PID"
 } 2>/dev/null || true
 echo "kill9: $((SECONDS - T0)) s: workload done, capture run $RUN killed with SIGKILL"
+# libmongoc's counters (a shared memory object per process) must not outlive a killed capture:
+# left behind, they made a later process with the same pid print a raw warning on stderr.
+[ ! -e "/dev/shm/mongoc-$CAP_PID" ] || fail "killed capture $CAP_PID left /dev/shm/mongoc-$CAP_PID behind"
 grep -E '^(number of transactions actually processed|number of failed transactions|tps)' "$W/pgbench.log" || true
 
 RUN=$((RUN + 1))
