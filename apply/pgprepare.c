@@ -1,7 +1,6 @@
 /* Node set-up for active-active apply: sluice's schema, version functions, delete tracking. */
 #include "pgprepare.h"
 
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,22 +75,6 @@ static const char *const prepare_schema_sql[] = {
 	"  RETURN NULL; "
 	"END $$",
 };
-
-bool
-sluice_filter_match(const sluice_table_filter *f, const char *schema, const char *table)
-{
-	char name[512];
-	snprintf(name, sizeof(name), "%s.%s", schema, table);
-	bool included = f->ninclude == 0;
-	for (size_t i = 0; i < f->ninclude && !included; i++)
-		included = fnmatch(f->include[i], name, 0) == 0;
-	if (!included)
-		return false;
-	for (size_t i = 0; i < f->nexclude; i++)
-		if (fnmatch(f->exclude[i], name, 0) == 0)
-			return false;
-	return true;
-}
 
 int
 sluice_prepare_installed(PGconn *conn)

@@ -6,16 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Table filters: schema.table globs; an empty include list means every user table. */
-typedef struct sluice_table_filter {
-	const char **include; /* borrowed */
-	size_t ninclude;
-	const char **exclude; /* borrowed */
-	size_t nexclude;
-} sluice_table_filter;
-
-/* sluice_filter_match tells whether schema.table passes the filter. */
-bool sluice_filter_match(const sluice_table_filter *f, const char *schema, const char *table);
+#include "filter.h"
 
 /*
  * sluice_prepare_install creates (idempotently) the sluice schema on the

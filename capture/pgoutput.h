@@ -6,9 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
-#define SLUICE_PGO_EPOCH_OFFSET_US INT64_C(946684800000000)
-
 typedef enum sluice_pgo_status {
 	SLUICE_PGO_OK = 0,
 	SLUICE_PGO_E_TRUNCATED = -1, /* message ends before a field */

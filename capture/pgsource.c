@@ -305,7 +305,7 @@ static bool
 pgsource_begin(pgsource *c, const sluice_pgo_msg *m)
 {
 	Sluice__V1__Begin b = SLUICE__V1__BEGIN__INIT;
-	b.commit_time_us = m->begin.commit_time + SLUICE_PGO_EPOCH_OFFSET_US;
+	b.commit_time_us = m->begin.commit_time + SLUICE_PG_EPOCH_OFFSET_US;
 	b.has_source_lsn = true;
 	b.source_lsn = m->begin.final_lsn;
 	b.has_source_xid = true;

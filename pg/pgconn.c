@@ -8,7 +8,6 @@
 
 #include "clock.h"
 #include "log.h"
-#include "pgoutput.h"
 
 const char *
 sluice_pg_error_line(PGconn *conn)
@@ -136,5 +135,5 @@ sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size)
 int64_t
 sluice_pg_now(void)
 {
-	return sluice_clock_unix_us() - SLUICE_PGO_EPOCH_OFFSET_US;
+	return sluice_clock_unix_us() - SLUICE_PG_EPOCH_OFFSET_US;
 }

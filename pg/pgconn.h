@@ -1,6 +1,6 @@
 /* libpq helpers: connections (normal and replication), queries with logged errors, LSNs. */
-#ifndef SLUICE_CAPTURE_PGCONN_H
-#define SLUICE_CAPTURE_PGCONN_H
+#ifndef SLUICE_PG_PGCONN_H
+#define SLUICE_PG_PGCONN_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -50,6 +50,9 @@ PGresult *sluice_pg_query(PGconn *conn, const char *sql, int nparams, const char
 bool sluice_pg_lsn_parse(const char *text, uint64_t *lsn);
 /* sluice_pg_lsn_format writes "X/X" into out (at least 24 bytes). */
 void sluice_pg_lsn_format(uint64_t lsn, char *out, size_t size);
+
+/* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC). */
+#define SLUICE_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
 
 /* sluice_pg_now returns the current time in PostgreSQL-epoch microseconds. */
 int64_t sluice_pg_now(void);
