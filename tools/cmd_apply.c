@@ -10,7 +10,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "log.h"
-#include "pgapply.h"
+#include "apply.h"
 #include "pgconn.h"
 #include "pgprepare.h"
 #include "verify.h"

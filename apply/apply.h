@@ -1,26 +1,25 @@
-/* PostgreSQL apply: verified replay of a stream, exactly-once progress, conflict strategies. */
-#ifndef SLUICE_APPLY_PGAPPLY_H
-#define SLUICE_APPLY_PGAPPLY_H
+/*
+ * Apply: verified replay of a stream into a target database, exactly once,
+ * with the conflict strategies of conflicts.md. The target kind comes from
+ * the --target URI; the engine (engine.c) is the same for every target.
+ */
+#ifndef SLUICE_APPLY_APPLY_H
+#define SLUICE_APPLY_APPLY_H
 
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "backend.h"
+#include "conflict.h"
+#include "filter.h"
 #include "keys.h"
-#include "pgprepare.h"
-
-typedef enum sluice_strategy {
-	SLUICE_STRATEGY_REPLACE = 0,   /* the stream is the source of truth */
-	SLUICE_STRATEGY_APPEND = 1,    /* only add what is missing */
-	SLUICE_STRATEGY_TIMESTAMP = 2, /* last writer wins (conflicts.md) */
-} sluice_strategy;
 
 typedef struct sluice_apply_options {
-	const char *target; /* libpq conninfo */
+	const char *target; /* libpq conninfo, or a mongodb:// URI */
 	const char *stream;
-	const char *origin; /* replication origin; NULL: sluice_<stream>@<database> (or
-			       an existing sluice_<stream> this database owns) */
+	const char *origin; /* PostgreSQL: replication origin; NULL: sluice_<stream>@<database>
+			       (or an existing sluice_<stream> this database owns) */
 	sluice_strategy strategy;
 	sluice_table_filter filter;
 	const char **ts_columns; /* "schema.table=column" or "table=column", borrowed */
@@ -39,43 +38,22 @@ typedef struct sluice_apply_options {
 
 void sluice_apply_default_options(sluice_apply_options *o);
 
-/* Conflict cases of conflicts.md, counted per run. */
-typedef enum sluice_conflict {
-	SLUICE_CONFLICT_INSERT_EXISTS = 0,
-	SLUICE_CONFLICT_INSERT_DELETED,
-	SLUICE_CONFLICT_UPDATE_NEWER_LOCAL,
-	SLUICE_CONFLICT_UPDATE_MISSING,
-	SLUICE_CONFLICT_UPDATE_DELETED,
-	SLUICE_CONFLICT_DELETE_NEWER_LOCAL,
-	SLUICE_CONFLICT_DELETE_MISSING,
-	SLUICE_CONFLICT_COUNT,
-} sluice_conflict;
-
-const char *sluice_conflict_name(sluice_conflict c);
-
 /*
  * Transient target failures: the transaction is rolled back and applied
  * again after a capped, jittered backoff (or after a reconnect), never
  * skipped. Counted per cause.
  */
 typedef enum sluice_retry_cause {
-	SLUICE_RETRY_DEADLOCK = 0,  /* 40P01 */
-	SLUICE_RETRY_SERIALIZATION, /* 40001 */
-	SLUICE_RETRY_LOCK_TIMEOUT,  /* 55P03 lock_not_available */
-	SLUICE_RETRY_CANCELED,      /* 57014: statement_timeout, pg_cancel_backend */
-	SLUICE_RETRY_SHUTDOWN,      /* 57P01..57P03: the server stops, restarts or starts */
-	SLUICE_RETRY_CONNECTION,    /* 08xxx, a lost or refused connection */
+	SLUICE_RETRY_DEADLOCK = 0,  /* PostgreSQL 40P01 */
+	SLUICE_RETRY_SERIALIZATION, /* PostgreSQL 40001 */
+	SLUICE_RETRY_LOCK_TIMEOUT,  /* PostgreSQL 55P03 lock_not_available */
+	SLUICE_RETRY_CANCELED,      /* PostgreSQL 57014: statement_timeout, pg_cancel_backend */
+	SLUICE_RETRY_SHUTDOWN,      /* PostgreSQL 57P01..57P03: the server stops or starts */
+	SLUICE_RETRY_CONNECTION,    /* a lost or refused connection (PostgreSQL 08xxx) */
 	SLUICE_RETRY_COUNT,
 } sluice_retry_cause;
 
 const char *sluice_retry_cause_name(sluice_retry_cause c);
-
-/*
- * sluice_apply_classify tells whether a SQLSTATE is transient: which cause,
- * or -1 for a permanent error (schema mismatch, constraint, type error, ...)
- * that stops apply.
- */
-int sluice_apply_classify(const char *sqlstate);
 
 typedef struct sluice_apply_stats {
 	uint64_t transactions;
@@ -84,7 +62,7 @@ typedef struct sluice_apply_stats {
 	uint64_t clock_skew_warnings;
 	uint64_t retries[SLUICE_RETRY_COUNT]; /* transient failures, by cause */
 	uint64_t first_txseq, last_txseq;     /* applied this run */
-	uint64_t resumed_after;               /* origin progress at start */
+	uint64_t resumed_after;               /* the target's progress at start */
 	bool refused;                         /* the stream failed verification */
 } sluice_apply_stats;
 

@@ -1,6 +1,6 @@
 /* Node set-up for active-active apply: sluice's schema, version functions, delete tracking. */
-#ifndef SLUICE_APPLY_PGPREPARE_H
-#define SLUICE_APPLY_PGPREPARE_H
+#ifndef SLUICE_APPLY_POSTGRES_PGPREPARE_H
+#define SLUICE_APPLY_POSTGRES_PGPREPARE_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>

@@ -1,49 +1,54 @@
-/* PostgreSQL apply: verified replay of a stream, exactly-once progress, conflict strategies. */
-#include "pgapply.h"
+/*
+ * The PostgreSQL target (target.h): SQL through libpq's pipeline mode,
+ * batched inserts, the stream's progress in a replication origin committed
+ * with each transaction, the conflict strategies through locked probes and
+ * sluice's schema (tombstones, conflict log) on a prepared node.
+ */
+#include "pgtarget.h"
 
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "backoff.h"
 #include "buf.h"
-#include "clock.h"
 #include "json.h"
 #include "log.h"
 #include "pgconn.h"
-#include "reader.h"
+#include "pgprepare.h"
 #include "records.h"
+#include "target.h"
 
 /* Statement results are read back at least this often inside one transaction. */
-#define APPLY_MAX_PENDING 1000
+#define PGT_MAX_PENDING 1000
 
 /* What a queued pipeline command was, to interpret its result. */
-typedef enum apply_kind {
-	APPLY_K_CONTROL,        /* BEGIN, COMMIT, set-up: must succeed */
-	APPLY_K_PREPARE,        /* PQsendPrepare */
-	APPLY_K_INSERT_UPSERT,  /* RETURNING (xmax = 0): inserted, or updated an existing row */
-	APPLY_K_UPDATE_UPSERT,  /* update with a full row: inserted when missing */
-	APPLY_K_UPDATE_PLAIN,   /* UPDATE: 0 rows when missing */
-	APPLY_K_DELETE,         /* DELETE: 0 rows when missing */
-	APPLY_K_INSERT_NOTHING, /* INSERT ... DO NOTHING: 0 rows when present */
-	APPLY_K_APPEND_UPDATE,  /* append: insert a missing row, never overwrite */
-	APPLY_K_PROBE_ROW,      /* timestamp: version of the target row */
-	APPLY_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
-	APPLY_K_TS_WRITE,       /* timestamp: the write it decided on */
-	APPLY_K_BATCH_INSERT, /* many inserts in one statement: count written, keys that existed */
-	APPLY_K_APPEND_PROBE_UPD, /* append: partial update, does the row exist? */
-	APPLY_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
-	APPLY_K_BATCH_PLAIN,      /* many inserts, no conflict handling: fails if a row exists */
-	APPLY_K_COMMIT,           /* COMMIT: its transaction is applied once this succeeds */
-	APPLY_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
+typedef enum pgt_kind {
+	PGT_K_CONTROL,        /* BEGIN, COMMIT, set-up: must succeed */
+	PGT_K_PREPARE,        /* PQsendPrepare */
+	PGT_K_INSERT_UPSERT,  /* RETURNING (xmax = 0): inserted, or updated an existing row */
+	PGT_K_UPDATE_UPSERT,  /* update with a full row: inserted when missing */
+	PGT_K_UPDATE_PLAIN,   /* UPDATE: 0 rows when missing */
+	PGT_K_DELETE,         /* DELETE: 0 rows when missing */
+	PGT_K_INSERT_NOTHING, /* INSERT ... DO NOTHING: 0 rows when present */
+	PGT_K_APPEND_UPDATE,  /* append: insert a missing row, never overwrite */
+	PGT_K_PROBE_ROW,      /* timestamp: version of the target row */
+	PGT_K_PROBE_TOMB,     /* timestamp: version of a tombstone */
+	PGT_K_TS_WRITE,       /* timestamp: the write it decided on */
+	PGT_K_BATCH_INSERT,   /* many inserts in one statement: count written, keys that existed */
+	PGT_K_APPEND_PROBE_UPD, /* append: partial update, does the row exist? */
+	PGT_K_APPEND_PROBE_DEL, /* append: delete, does the row exist? */
+	PGT_K_BATCH_PLAIN,      /* many inserts, no conflict handling: fails if a row exists */
+	PGT_K_COMMIT,           /* COMMIT: its transaction is applied once this succeeds */
+	PGT_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
 				     changed */
-	APPLY_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
-} apply_kind;
+	PGT_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
+} pgt_kind;
 
-typedef struct apply_pending {
-	apply_kind kind;
+typedef struct pgt_pending {
+	pgt_kind kind;
 	uint32_t rel_index;
 	char *key;      /* owned: JSON array of the key values, for the conflict log */
 	PGresult *res;  /* probes keep their result */
@@ -52,11 +57,11 @@ typedef struct apply_pending {
 	int64_t commit_us;
 	uint32_t node; /* index into apply.nodes */
 	char op;       /* 'I', 'U', 'D' of the change it belongs to, 0 for none */
-} apply_pending;
+} pgt_pending;
 
-typedef struct apply_rel {
-	uint32_t id;
-	uint32_t generation; /* bumps when the stream redefines the relation */
+typedef struct pgt_rel {
+	bool defined;        /* the engine described it */
+	uint32_t generation; /* the engine's: names this definition's statements */
 	char *schema, *name; /* owned */
 	char *qname;         /* owned: "schema"."name" */
 	char *label;         /* owned: schema.name, for messages and tombstones */
@@ -73,35 +78,33 @@ typedef struct apply_rel {
 	bool overriding;    /* inserts need OVERRIDING SYSTEM VALUE */
 	int nkeys;
 	bool full_identity; /* no key: every column identifies the row */
-	bool included;
-	bool local;      /* in sluice's own schema: node-local, never written from a stream */
-	bool warned;     /* the skip of a local relation was logged */
-	bool checked;    /* compared with the target table */
-	bool has_unique; /* the target has a unique index on exactly the key columns */
-	bool tracked;    /* the target table has sluice's delete tracking */
-	int ts_col;      /* --timestamp-column index, -1 */
-} apply_rel;
+	bool has_unique;    /* the target has a unique index on exactly the key columns */
+	bool tracked;       /* the target table has sluice's delete tracking */
+	int ts_col;         /* --timestamp-column index, -1 */
+} pgt_rel;
 
-typedef struct apply_stmt {
+typedef struct pgt_stmt {
 	char *key;  /* owned */
 	char *name; /* owned: returned to callers, so it stays put when stmts grows */
-} apply_stmt;
+} pgt_stmt;
 
-typedef struct apply {
+typedef struct pgt {
+	sluice_target base; /* first: the engine sees this */
+	sluice_apply_ctx *ctx;
 	const sluice_apply_options *o;
-	sluice_apply_stats *stats;
-	PGconn *conn; /* owned */
+	sluice_apply_stats *stats; /* the engine's: results are counted into it */
+	PGconn *conn;              /* owned */
 	char origin[600];
+	char progress_name[640];
 	bool schema_installed;
 	char local_node[256];
 
-	apply_rel *rels; /* owned */
+	pgt_rel *rels; /* owned, by the engine's relation index */
 	size_t nrels;
-	uint32_t next_generation;
-	apply_stmt *stmts; /* owned */
+	pgt_stmt *stmts; /* owned */
 	size_t nstmts;
 
-	apply_pending *pending; /* owned queue of the current pipeline batch */
+	pgt_pending *pending; /* owned queue of the current pipeline batch */
 	size_t npending, cap_pending;
 	char first_error[1024];
 	int error_index;
@@ -117,11 +120,6 @@ typedef struct apply {
 	char cur_op;
 	uint32_t cur_rel;
 
-	uint64_t expect_txseq; /* the next transaction must be this one */
-	char **nodes;          /* owned: origin node names seen, interned */
-	uint32_t nnodes;
-	uint32_t cur_node;
-
 	/* the transaction being applied */
 	bool in_txn;
 	bool txn_open_on_target;
@@ -129,6 +127,7 @@ typedef struct apply {
 	int64_t commit_us;
 	char commit_ts[64]; /* as timestamptz text */
 	char node[256];
+	uint32_t cur_node; /* the engine's interned node index */
 	char last_origin_node[256];
 	bool dry_open;
 
@@ -146,54 +145,27 @@ typedef struct apply {
 
 	/* conflicts found after a pipelined commit (replace, append) */
 	sluice_buf conflict_rows; /* owned: queued conflict log inserts as JSON lines */
-	bool done;
-	bool busy; /* the origin was still held by another session */
+	size_t committed_rows;    /* as of the last COMMIT result: what a rollback returns to */
+	bool busy;                /* the origin was still held by another session */
 
 	/*
 	 * Replace inserts batches of new rows with a plain INSERT (no ON CONFLICT:
 	 * about half the server time). When a row exists after all, the
 	 * transaction fails (unique violation), is rolled back with everything
-	 * after it, and is applied again with conflict handling.
+	 * after it, and is applied again with conflict handling (EXISTS).
 	 */
-	/* counts and conflict rows as of the last COMMIT result: what a rollback returns to */
-	sluice_apply_stats committed_stats;
-	size_t committed_rows;
-
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
-	bool moved;            /* the last APPLY_K_IDENT_MOVE deleted the row it re-inserts */
-	bool resume_unique;    /* resuming after such a row: the failed one cannot have committed */
+	bool moved;            /* the last PGT_K_IDENT_MOVE deleted the row it re-inserts */
+} pgt;
 
-	/* the transaction failing transiently, for backoff and the loud report */
-	uint64_t retry_txseq;
-	int retry_attempts;
-	int64_t retry_since_ms, retry_report_ms;
-	int64_t last_log_ms;
-} apply;
-
-static const char *const apply_conflict_names[SLUICE_CONFLICT_COUNT] = {
-	"insert_exists",  "insert_deleted",     "update_newer_local", "update_missing",
-	"update_deleted", "delete_newer_local", "delete_missing",
-};
-
-const char *
-sluice_conflict_name(sluice_conflict c)
-{
-	return c < SLUICE_CONFLICT_COUNT ? apply_conflict_names[c] : "unknown";
-}
-
-static const char *const apply_retry_names[SLUICE_RETRY_COUNT] = {
-	"deadlock", "serialization", "lock_timeout", "canceled", "shutdown", "connection",
-};
-
-const char *
-sluice_retry_cause_name(sluice_retry_cause c)
-{
-	return c < SLUICE_RETRY_COUNT ? apply_retry_names[c] : "unknown";
-}
-
-int
-sluice_apply_classify(const char *sqlstate)
+/*
+ * pgt_classify tells whether a SQLSTATE is transient: which cause, or -1 for
+ * a permanent error (schema mismatch, constraint, type error, ...) that stops
+ * apply.
+ */
+static int
+pgt_classify(const char *sqlstate)
 {
 	if (sqlstate == NULL || strlen(sqlstate) != 5)
 		return -1;
@@ -212,21 +184,9 @@ sluice_apply_classify(const char *sqlstate)
 	return -1;
 }
 
-void
-sluice_apply_default_options(sluice_apply_options *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->strategy = SLUICE_STRATEGY_REPLACE;
-	o->follow = true;
-	o->conflict_log = true;
-	o->tombstone_horizon_s = 7 * 24 * 3600;
-	o->clock_skew_tolerance_us = 1000000;
-	o->retry_report_s = 300;
-}
-
-/* apply_format_ts writes µs since the epoch as a timestamptz literal. */
+/* pgt_format_ts writes µs since the epoch as a timestamptz literal. */
 static void
-apply_format_ts(int64_t us, char *out, size_t size)
+pgt_format_ts(int64_t us, char *out, size_t size)
 {
 	time_t sec = (time_t)(us / 1000000);
 	int64_t frac = us % 1000000;
@@ -243,30 +203,30 @@ apply_format_ts(int64_t us, char *out, size_t size)
 /* ---- pipeline plumbing ------------------------------------------------- */
 
 static void
-apply_push(apply *a, apply_kind kind, uint32_t rel_index, char *key)
+pgt_push(pgt *a, pgt_kind kind, uint32_t rel_index, char *key)
 {
 	if (a->cur_op != 0)
 		rel_index = a->cur_rel; /* prepares and tombstones of a change too */
 	if (a->npending == a->cap_pending) {
 		a->cap_pending = a->cap_pending ? 2 * a->cap_pending : 256;
-		apply_pending *p = realloc(a->pending, a->cap_pending * sizeof(*p));
+		pgt_pending *p = realloc(a->pending, a->cap_pending * sizeof(*p));
 		if (p == NULL)
 			abort();
 		a->pending = p;
 	}
-	a->pending[a->npending++] = (apply_pending){.kind = kind,
-						    .rel_index = rel_index,
-						    .key = key,
-						    .txseq = a->txseq,
-						    .commit_us = a->commit_us,
-						    .node = a->cur_node,
-						    .op = a->cur_op};
+	a->pending[a->npending++] = (pgt_pending){.kind = kind,
+						  .rel_index = rel_index,
+						  .key = key,
+						  .txseq = a->txseq,
+						  .commit_us = a->commit_us,
+						  .node = a->cur_node,
+						  .op = a->cur_op};
 }
 
-/* apply_send_params queues a prepared statement. */
+/* pgt_send_params queues a prepared statement. */
 static bool
-apply_send_prepared(apply *a, const char *stmt, int n, const char *const *values, apply_kind kind,
-		    uint32_t rel_index, char *key)
+pgt_send_prepared(pgt *a, const char *stmt, int n, const char *const *values, pgt_kind kind,
+		  uint32_t rel_index, char *key)
 {
 	if (!PQsendQueryPrepared(a->conn, stmt, n, values, NULL, NULL, 0)) {
 		sluice_log_error("could not send a statement to the target: %s",
@@ -274,64 +234,39 @@ apply_send_prepared(apply *a, const char *stmt, int n, const char *const *values
 		free(key);
 		return false;
 	}
-	apply_push(a, kind, rel_index, key);
+	pgt_push(a, kind, rel_index, key);
 	return true;
 }
 
 static bool
-apply_send_sql(apply *a, const char *sql, int n, const char *const *values, apply_kind kind)
+pgt_send_sql(pgt *a, const char *sql, int n, const char *const *values, pgt_kind kind)
 {
 	if (!PQsendQueryParams(a->conn, sql, n, NULL, values, NULL, NULL, 0)) {
 		sluice_log_error("could not send \"%.60s\" to the target: %s", sql,
 				 sluice_pg_error_line(a->conn));
 		return false;
 	}
-	apply_push(a, kind, 0, NULL);
+	pgt_push(a, kind, 0, NULL);
 	return true;
 }
 
-static void apply_count_result(apply *a, apply_pending *p, PGresult *res);
+static void pgt_count_result(pgt *a, pgt_pending *p, PGresult *res);
 
-/*
- * apply_restore_committed forgets the counts and conflict rows of
- * transactions that did not commit (rolled back, or lost with the
- * connection): they are counted when applied again.
- */
+/* pgt_restore_rows forgets the conflict rows of transactions that did not commit. */
 static void
-apply_restore_committed(apply *a)
+pgt_restore_rows(pgt *a)
 {
-	sluice_apply_stats *s = a->stats;
-	bool refused = s->refused;
-	uint64_t resumed_after = s->resumed_after;
-	uint64_t retries[SLUICE_RETRY_COUNT];
-	memcpy(retries, s->retries, sizeof(retries));
-	*s = a->committed_stats;
-	s->refused = refused;
-	s->resumed_after = resumed_after;
-	memcpy(s->retries, retries, sizeof(retries)); /* retries happened, committed or not */
 	if (a->conflict_rows.len > a->committed_rows)
 		a->conflict_rows.len = a->committed_rows;
 }
 
-/* apply_count_txn counts an applied transaction (at its COMMIT's result). */
-static void
-apply_count_txn(apply *a, uint64_t txseq)
-{
-	a->stats->transactions++;
-	if (a->stats->first_txseq == 0)
-		a->stats->first_txseq = txseq;
-	a->stats->last_txseq = txseq;
-	if (txseq >= a->retry_txseq)
-		a->retry_attempts = 0; /* the transaction that kept failing went through */
-}
-
 /*
- * apply_drain sends a sync and reads every queued result. Results of probes
+ * pgt_drain sends a sync and reads every queued result. Results of probes
  * stay in their entries (keep_probes) for the caller. Returns false when a
  * statement failed (the error is in a->first_error) or the connection broke.
  */
 static bool
-apply_drain(apply *a, bool keep_probes)
+pgt_drain(pgt *a, bool keep_probes)
 {
 	a->error_lost = false;
 	if (PQpipelineSync(a->conn) != 1) {
@@ -357,7 +292,7 @@ apply_drain(apply *a, bool keep_probes)
 			return false;
 		}
 		ExecStatusType st = PQresultStatus(res);
-		apply_pending *p = &a->pending[i];
+		pgt_pending *p = &a->pending[i];
 		if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
 			if (ok && st == PGRES_FATAL_ERROR) {
 				const char *msg = PQresultErrorMessage(res);
@@ -372,22 +307,21 @@ apply_drain(apply *a, bool keep_probes)
 				const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 				snprintf(a->error_state, sizeof(a->error_state), "%s",
 					 state ? state : "");
-				a->error_transient = sluice_apply_classify(state) >= 0;
-				a->retry_safe = p->kind == APPLY_K_BATCH_PLAIN && state != NULL &&
+				a->error_transient = pgt_classify(state) >= 0;
+				a->retry_safe = p->kind == PGT_K_BATCH_PLAIN && state != NULL &&
 						strcmp(state, "23505") == 0;
 			}
 			ok = false;
 			PQclear(res);
 		} else if (keep_probes &&
-			   (p->kind == APPLY_K_PROBE_ROW || p->kind == APPLY_K_PROBE_TOMB)) {
+			   (p->kind == PGT_K_PROBE_ROW || p->kind == PGT_K_PROBE_TOMB)) {
 			p->res = res;
 		} else {
-			if (ok && p->kind == APPLY_K_COMMIT) {
-				apply_count_txn(a, p->txseq);
-				a->committed_stats = *a->stats;
+			if (ok && p->kind == PGT_K_COMMIT) {
+				sluice_apply_committed(a->ctx, p->txseq);
 				a->committed_rows = a->conflict_rows.len;
 			} else if (ok)
-				apply_count_result(a, p, res);
+				pgt_count_result(a, p, res);
 			PQclear(res);
 		}
 		/* Each command's results end with a NULL. */
@@ -399,8 +333,6 @@ apply_drain(apply *a, bool keep_probes)
 			return false;
 		}
 	}
-	if (!ok && a->retry_safe)
-		apply_restore_committed(a);
 	PGresult *sync = PQgetResult(a->conn);
 	if (sync == NULL || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
 		PQclear(sync);
@@ -415,7 +347,7 @@ apply_drain(apply *a, bool keep_probes)
 }
 
 static void
-apply_clear_pending(apply *a)
+pgt_clear_pending(pgt *a)
 {
 	for (size_t i = 0; i < a->npending; i++) {
 		free(a->pending[i].key);
@@ -426,11 +358,11 @@ apply_clear_pending(apply *a)
 
 /* ---- conflicts --------------------------------------------------------- */
 
-/* apply_conflict counts a case and queues its log row. */
+/* pgt_conflict counts a case and queues its log row. */
 static void
-apply_conflict_at(apply *a, uint64_t txseq, int64_t commit_us, const char *node, sluice_conflict c,
-		  const apply_rel *rel, const char *key, const char *local_time,
-		  const char *local_node, const char *resolution)
+pgt_conflict_at(pgt *a, uint64_t txseq, int64_t commit_us, const char *node, sluice_conflict c,
+		const pgt_rel *rel, const char *key, const char *local_time, const char *local_node,
+		const char *resolution)
 {
 	a->stats->conflicts[c]++;
 	if (!a->o->conflict_log || !a->schema_installed || a->o->dry_run)
@@ -442,7 +374,7 @@ apply_conflict_at(apply *a, uint64_t txseq, int64_t commit_us, const char *node,
 	sluice_buf_printf(b, ",\"txseq\":%" PRIu64 ",\"relation\":", txseq);
 	sluice_json_append_string(b, rel->label, strlen(rel->label));
 	sluice_buf_printf(b, ",\"key\":%s,\"kind\":\"%s\",\"local_time\":", key ? key : "null",
-			  apply_conflict_names[c]);
+			  sluice_conflict_name(c));
 	if (local_time && local_time[0])
 		sluice_json_append_string(b, local_time, strlen(local_time));
 	else
@@ -453,30 +385,30 @@ apply_conflict_at(apply *a, uint64_t txseq, int64_t commit_us, const char *node,
 	else
 		sluice_buf_append_str(b, "null");
 	char ts[64];
-	apply_format_ts(commit_us, ts, sizeof(ts));
+	pgt_format_ts(commit_us, ts, sizeof(ts));
 	sluice_buf_printf(b, ",\"remote_time\":\"%s\",\"remote_node\":", ts);
 	sluice_json_append_string(b, node, strlen(node));
 	sluice_buf_printf(b, ",\"resolution\":\"%s\"}\n", resolution);
 }
 
-/* apply_conflict records a conflict of the transaction being applied now. */
+/* pgt_conflict records a conflict of the transaction being applied now. */
 static void
-apply_conflict(apply *a, sluice_conflict c, const apply_rel *rel, const char *key,
-	       const char *local_time, const char *local_node, const char *resolution)
+pgt_conflict(pgt *a, sluice_conflict c, const pgt_rel *rel, const char *key, const char *local_time,
+	     const char *local_node, const char *resolution)
 {
-	apply_conflict_at(a, a->txseq, a->commit_us, a->node, c, rel, key, local_time, local_node,
-			  resolution);
+	pgt_conflict_at(a, a->txseq, a->commit_us, a->node, c, rel, key, local_time, local_node,
+			resolution);
 }
 
-/* apply_send_conflict_log queues the INSERT of every conflict row collected so far. */
+/* pgt_send_conflict_log queues the INSERT of every conflict row collected so far. */
 static bool
-apply_send_conflict_log(apply *a)
+pgt_send_conflict_log(pgt *a)
 {
 	if (a->conflict_rows.len == 0)
 		return true;
 	sluice_buf_append_byte(&a->conflict_rows, '\0');
 	const char *params[1] = {(const char *)a->conflict_rows.data};
-	bool ok = apply_send_sql(
+	bool ok = pgt_send_sql(
 		a,
 		"INSERT INTO sluice.conflicts (stream, txseq, relation, key, kind, local_time, "
 		"local_node, remote_time, remote_node, resolution) "
@@ -484,78 +416,81 @@ apply_send_conflict_log(apply *a)
 		"r.remote_time, r.remote_node, r.resolution "
 		"FROM regexp_split_to_table(rtrim($1, E'\\n'), E'\\n') AS l, "
 		"json_populate_record(NULL::sluice.conflicts, l::json) AS r",
-		1, params, APPLY_K_CONTROL);
+		1, params, PGT_K_CONTROL);
 	sluice_buf_reset(&a->conflict_rows);
 	a->committed_rows = 0;
 	return ok;
 }
 
 static void
-apply_count_result(apply *a, apply_pending *p, PGresult *res)
+pgt_count_result(pgt *a, pgt_pending *p, PGresult *res)
 {
-	const apply_rel *rel = p->kind == APPLY_K_CONTROL || p->kind == APPLY_K_PREPARE
-				       ? NULL
-				       : &a->rels[p->rel_index];
+	const pgt_rel *rel = p->kind == PGT_K_CONTROL || p->kind == PGT_K_PREPARE
+				     ? NULL
+				     : &a->rels[p->rel_index];
 	long tuples = strtol(PQcmdTuples(res), NULL, 10);
 	bool first_true = PQntuples(res) > 0 && PQgetvalue(res, 0, 0)[0] == 't';
 	switch (p->kind) {
-	case APPLY_K_INSERT_UPSERT:
+	case PGT_K_INSERT_UPSERT:
 		if (PQntuples(res) == 0 || first_true)
 			a->stats->inserts++;
 		else {
 			a->stats->updates++;
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
-					  "remote");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL, "remote");
 		}
 		break;
-	case APPLY_K_IDENT_MOVE:
+	case PGT_K_IDENT_MOVE:
 		a->moved = tuples > 0;
 		break;
-	case APPLY_K_MOVED_UPSERT:
+	case PGT_K_MOVED_UPSERT:
 		a->stats->updates++;
 		if (!a->moved)
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-					  "inserted");
+			pgt_conflict_at(a, p->txseq, p->commit_us,
+					sluice_apply_node(a->ctx, p->node),
+					SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					"inserted");
 		a->moved = false;
 		break;
-	case APPLY_K_UPDATE_UPSERT:
+	case PGT_K_UPDATE_UPSERT:
 		a->stats->updates++;
 		if (first_true && !a->moved)
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-					  "inserted");
+			pgt_conflict_at(a, p->txseq, p->commit_us,
+					sluice_apply_node(a->ctx, p->node),
+					SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					"inserted");
 		a->moved = false;
 		break;
-	case APPLY_K_UPDATE_PLAIN:
+	case PGT_K_UPDATE_PLAIN:
 		if (tuples > 0)
 			a->stats->updates++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-					  "skipped");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
-	case APPLY_K_DELETE:
+	case PGT_K_DELETE:
 		if (tuples > 0)
 			a->stats->deletes++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
-					  "skipped");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
-	case APPLY_K_INSERT_NOTHING:
+	case PGT_K_INSERT_NOTHING:
 		if (PQntuples(res) > 0)
 			a->stats->inserts++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
-					  "kept_local");
+			pgt_conflict_at(a, p->txseq, p->commit_us,
+					sluice_apply_node(a->ctx, p->node),
+					SLUICE_CONFLICT_INSERT_EXISTS, rel, p->key, NULL, NULL,
+					"kept_local");
 		break;
-	case APPLY_K_BATCH_PLAIN:
+	case PGT_K_BATCH_PLAIN:
 		a->stats->inserts += (uint64_t)tuples;
 		break;
-	case APPLY_K_BATCH_INSERT: {
+	case PGT_K_BATCH_INSERT: {
 		/* A row with the count of rows written; the key of each row that existed. */
 		uint32_t written = 0, existed = 0;
 		for (int i = 0; i < PQntuples(res); i++) {
@@ -565,40 +500,42 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 			}
 			existed++;
 			a->stats->updates++;
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 0),
-					  NULL, NULL, "remote");
+			pgt_conflict_at(a, p->txseq, p->commit_us,
+					sluice_apply_node(a->ctx, p->node),
+					SLUICE_CONFLICT_INSERT_EXISTS, rel, PQgetvalue(res, i, 0),
+					NULL, NULL, "remote");
 		}
 		a->stats->inserts += written - existed;
 		/* DO NOTHING writes no row for a key that exists. */
 		for (uint32_t i = written; i < p->rows; i++)
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL,
-					  "kept_local");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_INSERT_EXISTS, rel, NULL, NULL, NULL, "kept_local");
 		break;
 	}
-	case APPLY_K_APPEND_PROBE_UPD:
+	case PGT_K_APPEND_PROBE_UPD:
 		if (first_true)
 			a->stats->skipped++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-					  "skipped");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
-	case APPLY_K_APPEND_PROBE_DEL:
+	case PGT_K_APPEND_PROBE_DEL:
 		if (first_true)
 			a->stats->skipped++;
 		else
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL,
-					  "skipped");
+			pgt_conflict_at(
+				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
+				SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
-	case APPLY_K_APPEND_UPDATE:
+	case PGT_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
-			apply_conflict_at(a, p->txseq, p->commit_us, a->nodes[p->node],
-					  SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
-					  "inserted");
+			pgt_conflict_at(a, p->txseq, p->commit_us,
+					sluice_apply_node(a->ctx, p->node),
+					SLUICE_CONFLICT_UPDATE_MISSING, rel, p->key, NULL, NULL,
+					"inserted");
 		} else
 			a->stats->skipped++;
 		break;
@@ -610,7 +547,7 @@ apply_count_result(apply *a, apply_pending *p, PGresult *res)
 /* ---- relations and statements ------------------------------------------ */
 
 static void
-apply_free_rel(apply_rel *r)
+pgt_free_rel(pgt_rel *r)
 {
 	for (int i = 0; i < r->ncols; i++) {
 		free(r->cols[i]);
@@ -632,7 +569,7 @@ apply_free_rel(apply_rel *r)
 }
 
 static char *
-apply_strdup(const char *s)
+pgt_strdup(const char *s)
 {
 	char *d = strdup(s);
 	if (d == NULL)
@@ -640,47 +577,28 @@ apply_strdup(const char *s)
 	return d;
 }
 
-/* apply_ts_column finds --timestamp-column for a table, or NULL. */
-static const char *
-apply_ts_column(const apply *a, const char *schema, const char *name)
-{
-	char full[600];
-	snprintf(full, sizeof(full), "%s.%s", schema, name);
-	for (size_t i = 0; i < a->o->nts_columns; i++) {
-		const char *spec = a->o->ts_columns[i];
-		const char *eq = strchr(spec, '=');
-		if (eq == NULL)
-			continue;
-		size_t n = (size_t)(eq - spec);
-		if ((strlen(full) == n && strncmp(spec, full, n) == 0) ||
-		    (strlen(name) == n && strncmp(spec, name, n) == 0))
-			return eq + 1;
-	}
-	return NULL;
-}
-
-/* apply_relation takes a (new) description of a relation from the stream. */
+/* pgt_relation takes the stream's (new) description of relation ri. */
 static void
-apply_relation(apply *a, const Sluice__V1__Relation *src)
+pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 {
-	apply_rel *r = NULL;
-	for (size_t i = 0; i < a->nrels; i++)
-		if (a->rels[i].id == src->id)
-			r = &a->rels[i];
-	if (r != NULL) {
-		apply_free_rel(r);
-	} else {
-		apply_rel *p = realloc(a->rels, (a->nrels + 1) * sizeof(*p));
+	pgt *a = (pgt *)t;
+	if (ri >= a->nrels) {
+		pgt_rel *p = realloc(a->rels, (ri + 1) * sizeof(*p));
 		if (p == NULL)
 			abort();
+		memset(p + a->nrels, 0, (ri + 1 - a->nrels) * sizeof(*p));
 		a->rels = p;
-		r = &a->rels[a->nrels++];
+		a->nrels = ri + 1;
 	}
+	pgt_rel *r = &a->rels[ri];
+	if (r->defined)
+		pgt_free_rel(r);
 	memset(r, 0, sizeof(*r));
-	r->id = src->id;
-	r->generation = ++a->next_generation;
-	r->schema = apply_strdup(src->schema);
-	r->name = apply_strdup(src->name);
+	const sluice_apply_rel *er = sluice_apply_rel_at(a->ctx, ri);
+	r->defined = true;
+	r->generation = er->generation;
+	r->schema = pgt_strdup(src->schema);
+	r->name = pgt_strdup(src->name);
 	char *qs = PQescapeIdentifier(a->conn, src->schema, strlen(src->schema));
 	char *qn = PQescapeIdentifier(a->conn, src->name, strlen(src->name));
 	size_t len = strlen(qs) + strlen(qn) + 2;
@@ -688,11 +606,7 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 	if (r->qname == NULL)
 		abort();
 	snprintf(r->qname, len, "%s.%s", qs, qn);
-	size_t llen = strlen(src->schema) + strlen(src->name) + 2;
-	r->label = malloc(llen);
-	if (r->label == NULL)
-		abort();
-	snprintf(r->label, llen, "%s.%s", src->schema, src->name);
+	r->label = pgt_strdup(er->label);
 	PQfreemem(qs);
 	PQfreemem(qn);
 	r->ncols = (int)src->n_columns;
@@ -707,8 +621,8 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
 		r->types[i] =
-			apply_strdup(src->columns[i]->type_name ? src->columns[i]->type_name : "");
-		r->cols[i] = apply_strdup(src->columns[i]->name);
+			pgt_strdup(src->columns[i]->type_name ? src->columns[i]->type_name : "");
+		r->cols[i] = pgt_strdup(src->columns[i]->name);
 		r->qcols[i] = PQescapeIdentifier(a->conn, r->cols[i], strlen(r->cols[i]));
 		r->key[i] = src->columns[i]->has_key && src->columns[i]->key;
 		if (r->key[i])
@@ -721,17 +635,14 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
 			r->key[i] = true;
 			r->nkeys++;
 		}
-	r->local = strcmp(r->schema, SLUICE_PG_LOCAL_SCHEMA) == 0;
-	r->included = !r->local && sluice_filter_match(&a->o->filter, r->schema, r->name);
 	r->ts_col = -1;
-	const char *tsc = apply_ts_column(a, r->schema, r->name);
-	for (int i = 0; tsc && i < r->ncols; i++)
-		if (strcmp(r->cols[i], tsc) == 0)
+	for (int i = 0; er->ts_column && i < r->ncols; i++)
+		if (strcmp(r->cols[i], er->ts_column) == 0)
 			r->ts_col = i;
 }
 
 /*
- * apply_check_equality finds the columns of a table identified by all its
+ * pgt_check_equality finds the columns of a table identified by all its
  * columns whose type has no equality (json, point, xml, box, ... and arrays,
  * domains and composites of them): those are matched by their text form,
  * which is what the stream's old row image holds. A type has equality when
@@ -741,7 +652,7 @@ apply_relation(apply *a, const Sluice__V1__Relation *src)
  * and composites have it when every type inside them does.
  */
 static bool
-apply_check_equality(apply *a, apply_rel *r)
+pgt_check_equality(pgt *a, pgt_rel *r)
 {
 	const char *params[2] = {r->schema, r->name};
 	PGresult *res = PQexecParams(
@@ -783,12 +694,12 @@ apply_check_equality(apply *a, apply_rel *r)
 }
 
 /*
- * apply_check_rel compares a relation of the stream with the target table
+ * pgt_check_rel compares a relation of the stream with the target table
  * before anything is written to it: every stream column must exist with the
  * same type, and target-only columns must be fillable by default.
  */
 static bool
-apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
+pgt_check_rel(pgt *a, pgt_rel *r, const Sluice__V1__Relation *src)
 {
 	const char *params[2] = {r->schema, r->name};
 	PGresult *res = PQexecParams(
@@ -854,7 +765,7 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 	free(r->qtarget);
 	r->qtarget = NULL;
 	if (PQntuples(res) > 0) {
-		r->tomb_rel = apply_strdup(PQgetvalue(res, 0, 5));
+		r->tomb_rel = pgt_strdup(PQgetvalue(res, 0, 5));
 		bool partitioned = PQgetvalue(res, 0, 7)[0] == 'p';
 		sluice_buf q = {0};
 		sluice_buf_printf(&q, "%s%s", partitioned ? "" : "ONLY ", r->qname);
@@ -899,15 +810,14 @@ apply_check_rel(apply *a, apply_rel *r, const Sluice__V1__Relation *src)
 	r->has_unique = !r->full_identity && PQgetvalue(res, 0, 0)[0] == 't';
 	r->tracked = PQgetvalue(res, 0, 1)[0] == 't';
 	PQclear(res);
-	if (r->full_identity && !apply_check_equality(a, r))
+	if (r->full_identity && !pgt_check_equality(a, r))
 		return false;
-	r->checked = true;
 	return true;
 }
 
-/* apply_stmt_find returns the prepared statement named by key, or NULL. */
+/* pgt_stmt_find returns the prepared statement named by key, or NULL. */
 static const char *
-apply_stmt_find(const apply *a, const char *key)
+pgt_stmt_find(const pgt *a, const char *key)
 {
 	for (size_t i = 0; i < a->nstmts; i++)
 		if (strcmp(a->stmts[i].key, key) == 0)
@@ -916,25 +826,25 @@ apply_stmt_find(const apply *a, const char *key)
 }
 
 /*
- * apply_stmt_get returns the prepared statement for key, preparing sql if it
- * is new. Callers on the per-row path check apply_stmt_find first, so that
+ * pgt_stmt_get returns the prepared statement for key, preparing sql if it
+ * is new. Callers on the per-row path check pgt_stmt_find first, so that
  * the SQL text is only built once per statement.
  */
 static const char *
-apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok)
+pgt_stmt_get(pgt *a, const char *key, const char *sql, int nparams, bool *ok)
 {
-	const char *found = apply_stmt_find(a, key);
+	const char *found = pgt_stmt_find(a, key);
 	if (found != NULL)
 		return found;
-	apply_stmt *p = realloc(a->stmts, (a->nstmts + 1) * sizeof(*p));
+	pgt_stmt *p = realloc(a->stmts, (a->nstmts + 1) * sizeof(*p));
 	if (p == NULL)
 		abort();
 	a->stmts = p;
-	apply_stmt *s = &a->stmts[a->nstmts];
+	pgt_stmt *s = &a->stmts[a->nstmts];
 	char name[24];
 	snprintf(name, sizeof(name), "sl%zu", a->nstmts);
-	s->key = apply_strdup(key);
-	s->name = apply_strdup(name);
+	s->key = pgt_strdup(key);
+	s->name = pgt_strdup(name);
 	if (!PQsendPrepare(a->conn, s->name, sql, nparams, NULL)) {
 		sluice_log_error("could not prepare a statement on the target: %s",
 				 sluice_pg_error_line(a->conn));
@@ -943,28 +853,28 @@ apply_stmt_get(apply *a, const char *key, const char *sql, int nparams, bool *ok
 		*ok = false;
 		return NULL;
 	}
-	apply_push(a, APPLY_K_PREPARE, 0, NULL);
+	pgt_push(a, PGT_K_PREPARE, 0, NULL);
 	a->nstmts++;
 	return s->name;
 }
 
-/* apply_stmt_prepare terminates sql and prepares it under key. */
+/* pgt_stmt_prepare terminates sql and prepares it under key. */
 static const char *
-apply_stmt_prepare(apply *a, const char *key, sluice_buf *sql, int nparams, bool *ok)
+pgt_stmt_prepare(pgt *a, const char *key, sluice_buf *sql, int nparams, bool *ok)
 {
 	sluice_buf_append_byte(sql, '\0');
-	return apply_stmt_get(a, key, (const char *)sql->data, nparams, ok);
+	return pgt_stmt_get(a, key, (const char *)sql->data, nparams, ok);
 }
 
 /* A row image with the values to send. */
-typedef struct apply_row {
+typedef struct pgt_row {
 	const char **v; /* value per column, NULL for SQL NULL */
 	bool *present;  /* false for an unchanged TOAST value */
 	bool complete;  /* every column known */
-} apply_row;
+} pgt_row;
 
 static void
-apply_row_from(const apply_rel *r, const Sluice__V1__Row *row, apply_row *out, sluice_buf *text)
+pgt_row_from(const pgt_rel *r, const Sluice__V1__Row *row, pgt_row *out, sluice_buf *text)
 {
 	/* Values are not NUL-terminated in the record: copy them into one buffer. */
 	size_t *offs = calloc((size_t)r->ncols + 1, sizeof(size_t));
@@ -1000,9 +910,9 @@ apply_row_from(const apply_rel *r, const Sluice__V1__Row *row, apply_row *out, s
 	free(offs);
 }
 
-/* apply_key_json renders the key values of row as a JSON array of strings. */
+/* pgt_key_json renders the key values of row as a JSON array of strings. */
 static char *
-apply_key_json(const apply_rel *r, const apply_row *row)
+pgt_key_json(const pgt_rel *r, const pgt_row *row)
 {
 	sluice_buf b = {0};
 	sluice_buf_append_byte(&b, '[');
@@ -1024,12 +934,12 @@ apply_key_json(const apply_rel *r, const apply_row *row)
 }
 
 /*
- * apply_param appends parameter $n for column i with the column's type, so
+ * pgt_param appends parameter $n for column i with the column's type, so
  * that the server reads the value with that type's input function (an
  * untyped composite or domain-over-composite parameter cannot be read).
  */
 static void
-apply_param(sluice_buf *sql, const apply_rel *r, int i, int n)
+pgt_param(sluice_buf *sql, const pgt_rel *r, int i, int n)
 {
 	if (r->types[i][0])
 		sluice_buf_printf(sql, "$%d::%s", n, r->types[i]);
@@ -1037,21 +947,21 @@ apply_param(sluice_buf *sql, const apply_rel *r, int i, int n)
 		sluice_buf_printf(sql, "$%d", n);
 }
 
-/* apply_settable tells whether an UPDATE may write column i (present, not ALWAYS identity). */
+/* pgt_settable tells whether an UPDATE may write column i (present, not ALWAYS identity). */
 static bool
-apply_settable(const apply_rel *r, const bool *present, int i)
+pgt_settable(const pgt_rel *r, const bool *present, int i)
 {
 	return present[i] && !r->ident_always[i];
 }
 
 /*
- * apply_where appends the key condition with parameters from *next on. A
+ * pgt_where appends the key condition with parameters from *next on. A
  * table identified by all its columns and without a unique key can hold equal
  * rows: the condition then picks one of them by ctid, so that deleting or
  * updating one of two equal rows changes one row on the target too.
  */
 static void
-apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
+pgt_where(sluice_buf *sql, const pgt_rel *r, const char *alias, int *next)
 {
 	bool one = r->full_identity && !r->has_unique;
 	/* tableoid too: ctids repeat across the partitions of a partitioned table */
@@ -1072,7 +982,7 @@ apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 		else {
 			sluice_buf_append_str(sql,
 					      r->full_identity ? " IS NOT DISTINCT FROM " : " = ");
-			apply_param(sql, r, i, *next);
+			pgt_param(sql, r, i, *next);
 			/*
 			 * Rows that are equal but not identical (1.0 and 1.00, 0 and -0,
 			 * '1 day' and '24 hours'): the one the source changed is the one
@@ -1093,14 +1003,14 @@ apply_where(sluice_buf *sql, const apply_rel *r, const char *alias, int *next)
 }
 
 /*
- * apply_existed_sql appends whether the row an upsert wrote existed before
+ * pgt_existed_sql appends whether the row an upsert wrote existed before
  * (it was updated, not inserted). xmax tells it for a table, but a system
  * column cannot be returned from a partitioned table: there, look the key
  * up in the statement's snapshot, which does not see the statement's own
  * writes.
  */
 static void
-apply_existed_sql(sluice_buf *sql, const apply_rel *r)
+pgt_existed_sql(sluice_buf *sql, const pgt_rel *r)
 {
 	if (!r->has_unique) {
 		sluice_buf_append_str(sql, "false"); /* no ON CONFLICT: every row is new */
@@ -1118,9 +1028,9 @@ apply_existed_sql(sluice_buf *sql, const apply_rel *r)
 	sluice_buf_append_str(sql, ")");
 }
 
-/* apply_insert_sql builds INSERT of the present columns; tail is the conflict clause. */
+/* pgt_insert_sql builds INSERT of the present columns; tail is the conflict clause. */
 static void
-apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const char *mode)
+pgt_insert_sql(sluice_buf *sql, const pgt_rel *r, const bool *present, const char *mode)
 {
 	sluice_buf_printf(sql, "INSERT INTO %s AS sluice_new", r->qname);
 	int n = 0;
@@ -1136,7 +1046,7 @@ apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const
 		for (int i = 0, k = 1; i < r->ncols; i++)
 			if (present[i]) {
 				sluice_buf_append_str(sql, k > 1 ? ", " : "");
-				apply_param(sql, r, i, k++);
+				pgt_param(sql, r, i, k++);
 			}
 		sluice_buf_append_str(sql, ")");
 	}
@@ -1149,14 +1059,14 @@ apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const
 		sluice_buf_append_str(sql, ")");
 		int set = 0;
 		for (int i = 0; i < r->ncols; i++)
-			if (apply_settable(r, present, i) && !r->key[i])
+			if (pgt_settable(r, present, i) && !r->key[i])
 				sluice_buf_printf(sql, "%s%s = EXCLUDED.%s",
 						  set++ ? ", " : " DO UPDATE SET ", r->qcols[i],
 						  r->qcols[i]);
 		if (set == 0)
 			sluice_buf_append_str(sql, " DO NOTHING");
 		sluice_buf_append_str(sql, " RETURNING NOT ");
-		apply_existed_sql(sql, r);
+		pgt_existed_sql(sql, r);
 	} else if (strcmp(mode, "nothing") == 0) {
 		sluice_buf_append_str(sql, " ON CONFLICT DO NOTHING RETURNING true");
 	} else {
@@ -1164,9 +1074,9 @@ apply_insert_sql(sluice_buf *sql, const apply_rel *r, const bool *present, const
 	}
 }
 
-/* apply_colset_key names a statement: relation generation, operation, column set. */
+/* pgt_colset_key names a statement: relation generation, operation, column set. */
 static void
-apply_colset_key(char *out, size_t size, const apply_rel *r, const char *op, const bool *present)
+pgt_colset_key(char *out, size_t size, const pgt_rel *r, const char *op, const bool *present)
 {
 	int n = snprintf(out, size, "%" PRIu32 ":%s:", r->generation, op);
 	for (int i = 0; i < r->ncols && (size_t)n + 2 < size; i++)
@@ -1177,95 +1087,95 @@ apply_colset_key(char *out, size_t size, const apply_rel *r, const char *op, con
 /* ---- applying changes ---------------------------------------------------- */
 
 /* Parameters for one statement: values in order, owned text in a buffer. */
-typedef struct apply_params {
+typedef struct pgt_params {
 	const char **v;
 	int n;
-} apply_params;
+} pgt_params;
 
 static void
-apply_params_add(apply_params *p, const char *v)
+pgt_params_add(pgt_params *p, const char *v)
 {
 	p->v[p->n++] = v;
 }
 
-/* apply_params_present adds the values of row's present columns; returns how many. */
+/* pgt_params_present adds the values of row's present columns; returns how many. */
 static int
-apply_params_present(apply_params *p, const apply_rel *r, const apply_row *row)
+pgt_params_present(pgt_params *p, const pgt_rel *r, const pgt_row *row)
 {
 	int n = 0;
 	for (int i = 0; i < r->ncols; i++)
 		if (row->present[i]) {
-			apply_params_add(p, row->v[i]);
+			pgt_params_add(p, row->v[i]);
 			n++;
 		}
 	return n;
 }
 
-/* apply_params_set adds the values of the columns an UPDATE of row writes. */
+/* pgt_params_set adds the values of the columns an UPDATE of row writes. */
 static void
-apply_params_set(apply_params *p, const apply_rel *r, const apply_row *row)
+pgt_params_set(pgt_params *p, const pgt_rel *r, const pgt_row *row)
 {
 	for (int i = 0; i < r->ncols; i++)
-		if (apply_settable(r, row->present, i))
-			apply_params_add(p, row->v[i]);
+		if (pgt_settable(r, row->present, i))
+			pgt_params_add(p, row->v[i]);
 }
 
-/* apply_params_key adds the values of row's key columns. */
+/* pgt_params_key adds the values of row's key columns. */
 static void
-apply_params_key(apply_params *p, const apply_rel *r, const apply_row *row)
+pgt_params_key(pgt_params *p, const pgt_rel *r, const pgt_row *row)
 {
 	for (int i = 0; i < r->ncols; i++)
 		if (r->key[i])
-			apply_params_add(p, row->v[i]);
+			pgt_params_add(p, row->v[i]);
 }
 
 /*
- * apply_update_sql appends an UPDATE of the columns apply_params_set sends
+ * pgt_update_sql appends an UPDATE of the columns pgt_params_set sends
  * (parameters from *next on), then the key condition. With nothing to write
  * (every column is the key, or an ALWAYS identity column) it is a locking
  * SELECT of the row, whose row count tells whether it exists.
  */
 static void
-apply_update_sql(sluice_buf *sql, const apply_rel *r, const bool *present, int *next)
+pgt_update_sql(sluice_buf *sql, const pgt_rel *r, const bool *present, int *next)
 {
 	int first = *next;
 	for (int i = 0; i < r->ncols; i++)
-		if (apply_settable(r, present, i)) {
+		if (pgt_settable(r, present, i)) {
 			if (*next == first)
 				sluice_buf_printf(sql, "UPDATE %s SET ", r->qtarget);
 			else
 				sluice_buf_append_str(sql, ", ");
 			sluice_buf_printf(sql, "%s = ", r->qcols[i]);
-			apply_param(sql, r, i, (*next)++);
+			pgt_param(sql, r, i, (*next)++);
 		}
 	if (*next == first) {
 		sluice_buf_printf(sql, "SELECT 1 FROM %s", r->qtarget);
-		apply_where(sql, r, "", next);
+		pgt_where(sql, r, "", next);
 		sluice_buf_append_str(sql, " FOR UPDATE");
 		return;
 	}
-	apply_where(sql, r, "", next);
+	pgt_where(sql, r, "", next);
 }
 
-/* apply_maybe_drain reads results back when many are queued (large transactions). */
+/* pgt_maybe_drain reads results back when many are queued (large transactions). */
 static bool
-apply_maybe_drain(apply *a)
+pgt_maybe_drain(pgt *a)
 {
-	if (a->npending < APPLY_MAX_PENDING)
+	if (a->npending < PGT_MAX_PENDING)
 		return true;
-	bool ok = apply_drain(a, false);
-	apply_clear_pending(a);
+	bool ok = pgt_drain(a, false);
+	pgt_clear_pending(a);
 	return ok;
 }
 
 /* ---- batched inserts ------------------------------------------------------ */
 
-#define APPLY_BATCH_ROWS  1000
-#define APPLY_BATCH_SLOTS 4096 /* hash set size: > 2 * APPLY_BATCH_ROWS */
+#define PGT_BATCH_ROWS  1000
+#define PGT_BATCH_SLOTS 4096 /* hash set size: > 2 * PGT_BATCH_ROWS */
 
-/* apply_hash is FNV-1a over a key's JSON text. */
+/* pgt_hash is FNV-1a over a key's JSON text. */
 static uint64_t
-apply_hash(const char *s)
+pgt_hash(const char *s)
 {
 	uint64_t h = 1469598103934665603ULL;
 	for (; *s; s++) {
@@ -1275,9 +1185,9 @@ apply_hash(const char *s)
 	return h ? h : 1;
 }
 
-/* apply_array_elem appends one element to a text[] literal. */
+/* pgt_array_elem appends one element to a text[] literal. */
 static void
-apply_array_elem(sluice_buf *b, const char *v)
+pgt_array_elem(sluice_buf *b, const char *v)
 {
 	sluice_buf_append_byte(b, b->len == 0 ? '{' : ',');
 	if (v == NULL) {
@@ -1293,9 +1203,9 @@ apply_array_elem(sluice_buf *b, const char *v)
 	sluice_buf_append_byte(b, '"');
 }
 
-/* apply_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
+/* pgt_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
 static void
-apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
+pgt_batch_insert_sql(sluice_buf *sql, const pgt_rel *r)
 {
 	sluice_buf_printf(sql, "INSERT INTO %s AS sluice_new (", r->qname);
 	for (int i = 0; i < r->ncols; i++)
@@ -1312,14 +1222,14 @@ apply_batch_insert_sql(sluice_buf *sql, const apply_rel *r)
 	sluice_buf_append_str(sql, ")");
 }
 
-/* apply_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
+/* pgt_batch_flush queues the batched rows as one INSERT ... SELECT FROM unnest(...). */
 static bool
-apply_batch_flush(apply *a)
+pgt_batch_flush(pgt *a)
 {
 	if (!a->batch_open)
 		return true;
 	a->batch_open = false;
-	apply_rel *r = &a->rels[a->batch_rel];
+	pgt_rel *r = &a->rels[a->batch_rel];
 	bool append = a->o->strategy == SLUICE_STRATEGY_APPEND;
 	bool ok = true;
 	char key[64];
@@ -1337,17 +1247,17 @@ apply_batch_flush(apply *a)
 			off += strlen(v) + 1;
 		}
 		char skey[512];
-		apply_colset_key(skey, sizeof(skey), r, "iu", present);
-		const char *name = apply_stmt_find(a, skey);
+		pgt_colset_key(skey, sizeof(skey), r, "iu", present);
+		const char *name = pgt_stmt_find(a, skey);
 		if (name == NULL) {
 			sluice_buf sql = {0};
-			apply_insert_sql(&sql, r, present, "upsert");
-			name = apply_stmt_prepare(a, skey, &sql, r->ncols, &ok);
+			pgt_insert_sql(&sql, r, present, "upsert");
+			name = pgt_stmt_prepare(a, skey, &sql, r->ncols, &ok);
 			sluice_buf_free(&sql);
 		}
 		if (ok)
-			ok = apply_send_prepared(a, name, r->ncols, vals, APPLY_K_INSERT_UPSERT,
-						 a->batch_rel, a->batch_first_key);
+			ok = pgt_send_prepared(a, name, r->ncols, vals, PGT_K_INSERT_UPSERT,
+					       a->batch_rel, a->batch_first_key);
 		else
 			free(a->batch_first_key);
 		a->batch_first_key = NULL;
@@ -1356,18 +1266,18 @@ apply_batch_flush(apply *a)
 		for (int i = 0; i < a->batch_ncols; i++)
 			sluice_buf_reset(&a->batch_cols[i]);
 		a->batch_rows = 0;
-		return ok && apply_maybe_drain(a);
+		return ok && pgt_maybe_drain(a);
 	}
 	free(a->batch_first_key);
 	a->batch_first_key = NULL;
 	bool plain = a->o->strategy == SLUICE_STRATEGY_REPLACE && !a->o->dry_run && r->has_unique &&
 		     a->txseq > a->safe_through;
 	snprintf(key, sizeof(key), "%" PRIu32 ":%s", r->generation, plain ? "plain" : "batch");
-	const char *name = apply_stmt_find(a, key);
+	const char *name = pgt_stmt_find(a, key);
 	if (name == NULL && plain) {
 		sluice_buf sql = {0};
-		apply_batch_insert_sql(&sql, r);
-		name = apply_stmt_prepare(a, key, &sql, r->ncols, &ok);
+		pgt_batch_insert_sql(&sql, r);
+		name = pgt_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	} else if (name == NULL) {
 		sluice_buf sql = {0};
@@ -1381,7 +1291,7 @@ apply_batch_flush(apply *a)
 			if (r->key[i])
 				sluice_buf_printf(&sql, ", k%d", k++);
 		sluice_buf_append_str(&sql, ") AS (");
-		apply_batch_insert_sql(&sql, r);
+		pgt_batch_insert_sql(&sql, r);
 		if (append)
 			sluice_buf_append_str(&sql, " ON CONFLICT DO NOTHING");
 		else if (r->has_unique) {
@@ -1402,7 +1312,7 @@ apply_batch_flush(apply *a)
 				sluice_buf_append_str(&sql, " DO NOTHING");
 		}
 		sluice_buf_append_str(&sql, " RETURNING ");
-		apply_existed_sql(&sql, r);
+		pgt_existed_sql(&sql, r);
 		int nk = 0;
 		for (int i = 0; i < r->ncols; i++)
 			if (r->key[i]) {
@@ -1414,7 +1324,7 @@ apply_batch_flush(apply *a)
 		for (int k = 0; k < nk; k++)
 			sluice_buf_printf(&sql, "%sformat('%%s', k%d)", k ? ", " : "", k);
 		sluice_buf_append_str(&sql, "]::text[])::text, NULL FROM ins WHERE upd");
-		name = apply_stmt_prepare(a, key, &sql, r->ncols, &ok);
+		name = pgt_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	}
 	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
@@ -1426,52 +1336,52 @@ apply_batch_flush(apply *a)
 		vals[i] = (const char *)a->batch_cols[i].data;
 	}
 	if (ok)
-		ok = apply_send_prepared(a, name, r->ncols, vals,
-					 plain ? APPLY_K_BATCH_PLAIN : APPLY_K_BATCH_INSERT,
-					 a->batch_rel, NULL);
+		ok = pgt_send_prepared(a, name, r->ncols, vals,
+				       plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT, a->batch_rel,
+				       NULL);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
 	free(vals);
 	for (int i = 0; i < a->batch_ncols; i++)
 		sluice_buf_reset(&a->batch_cols[i]);
 	a->batch_rows = 0;
-	return ok && apply_maybe_drain(a);
+	return ok && pgt_maybe_drain(a);
 }
 
 /*
- * apply_batch_add adds a complete insert to the batch (flushing first when it
+ * pgt_batch_add adds a complete insert to the batch (flushing first when it
  * belongs to another relation, repeats a key or the batch is full).
  * @return false only on failure; *taken tells whether the row was batched.
  */
 static bool
-apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson, bool *taken)
+pgt_batch_add(pgt *a, uint32_t ri, const pgt_row *row, const char *keyjson, bool *taken)
 {
-	apply_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	*taken = false;
 	if (r->ncols == 0)
-		return apply_batch_flush(a); /* nothing to unnest: INSERT ... DEFAULT VALUES */
+		return pgt_batch_flush(a); /* nothing to unnest: INSERT ... DEFAULT VALUES */
 	/*
 	 * One at a time when a column has no type to cast to, or is a regclass:
 	 * text::regclass is not its input function (it refuses "-", the zero oid).
 	 */
 	for (int i = 0; i < r->ncols; i++)
 		if (r->types[i][0] == '\0' || strncmp(r->types[i], "regclass", 8) == 0)
-			return apply_batch_flush(a);
+			return pgt_batch_flush(a);
 	/* Append logs each kept row with its key: one statement per row there. */
 	if (a->o->strategy == SLUICE_STRATEGY_APPEND || (!r->has_unique && !r->full_identity))
-		return apply_batch_flush(a);
-	uint64_t h = apply_hash(keyjson);
-	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= APPLY_BATCH_ROWS)) {
-		if (!apply_batch_flush(a))
+		return pgt_batch_flush(a);
+	uint64_t h = pgt_hash(keyjson);
+	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= PGT_BATCH_ROWS)) {
+		if (!pgt_batch_flush(a))
 			return false;
 	}
 	if (a->batch_open) {
 		/* The same key twice in one statement is not allowed by ON CONFLICT. */
-		for (size_t s = h % APPLY_BATCH_SLOTS;; s = (s + 1) % APPLY_BATCH_SLOTS) {
+		for (size_t s = h % PGT_BATCH_SLOTS;; s = (s + 1) % PGT_BATCH_SLOTS) {
 			if (a->batch_hashes[s] == 0)
 				break;
 			if (a->batch_hashes[s] == h) {
-				if (!apply_batch_flush(a))
+				if (!pgt_batch_flush(a))
 					return false;
 				break;
 			}
@@ -1488,18 +1398,18 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 			a->batch_ncols = r->ncols;
 		}
 		if (a->batch_hashes == NULL) {
-			a->batch_hashes = calloc(APPLY_BATCH_SLOTS, sizeof(uint64_t));
+			a->batch_hashes = calloc(PGT_BATCH_SLOTS, sizeof(uint64_t));
 			if (a->batch_hashes == NULL)
 				abort();
 		} else
-			memset(a->batch_hashes, 0, APPLY_BATCH_SLOTS * sizeof(uint64_t));
+			memset(a->batch_hashes, 0, PGT_BATCH_SLOTS * sizeof(uint64_t));
 		for (int i = 0; i < a->batch_ncols; i++)
 			sluice_buf_reset(&a->batch_cols[i]);
 		a->batch_open = true;
 		a->batch_rel = ri;
 		a->batch_rows = 0;
 	}
-	for (size_t s = h % APPLY_BATCH_SLOTS;; s = (s + 1) % APPLY_BATCH_SLOTS)
+	for (size_t s = h % PGT_BATCH_SLOTS;; s = (s + 1) % PGT_BATCH_SLOTS)
 		if (a->batch_hashes[s] == 0) {
 			a->batch_hashes[s] = h;
 			break;
@@ -1519,17 +1429,17 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
 			sluice_buf_append_byte(&a->batch_first, '\0');
 		}
 		free(a->batch_first_key);
-		a->batch_first_key = apply_strdup(keyjson);
+		a->batch_first_key = pgt_strdup(keyjson);
 	}
 	for (int i = 0; i < r->ncols; i++)
-		apply_array_elem(&a->batch_cols[i], row->v[i]);
+		pgt_array_elem(&a->batch_cols[i], row->v[i]);
 	a->batch_rows++;
 	*taken = true;
 	return true;
 }
 
 /*
- * apply_ident_move prepares the update of a complete row into a table with
+ * pgt_ident_move prepares the update of a complete row into a table with
  * GENERATED ALWAYS identity columns, which no UPDATE (nor ON CONFLICT DO
  * UPDATE) may set: when the row's identity value or key changes, the old
  * row is deleted here and the upsert that follows inserts the new one
@@ -1537,57 +1447,56 @@ apply_batch_add(apply *a, uint32_t ri, const apply_row *row, const char *keyjson
  * updates the row in place.
  */
 static bool
-apply_ident_move(apply *a, uint32_t ri, const apply_row *newr, const apply_row *keyrow,
-		 apply_kind kind)
+pgt_ident_move(pgt *a, uint32_t ri, const pgt_row *newr, const pgt_row *keyrow, pgt_kind kind)
 {
-	apply_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	char key[64];
 	bool ok = true;
 	const char **vals = calloc((size_t)r->ncols * 2 + 2, sizeof(char *));
 	if (vals == NULL)
 		abort();
-	apply_params p = {.v = vals};
-	apply_params_key(&p, r, keyrow);
+	pgt_params p = {.v = vals};
+	pgt_params_key(&p, r, keyrow);
 	for (int i = 0; i < r->ncols; i++)
 		if (r->ident_always[i] || r->key[i])
-			apply_params_add(&p, newr->v[i]);
+			pgt_params_add(&p, newr->v[i]);
 	snprintf(key, sizeof(key), "%" PRIu32 ":move", r->generation);
-	const char *name = apply_stmt_find(a, key);
+	const char *name = pgt_stmt_find(a, key);
 	if (name == NULL) {
 		sluice_buf sql = {0};
 		sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
 		int next = 1;
-		apply_where(&sql, r, "", &next);
+		pgt_where(&sql, r, "", &next);
 		sluice_buf_append_str(&sql, " AND (false");
 		for (int i = 0; i < r->ncols; i++)
 			if (r->ident_always[i] || r->key[i]) {
 				sluice_buf_printf(&sql, " OR %s IS DISTINCT FROM ", r->qcols[i]);
-				apply_param(&sql, r, i, next++);
+				pgt_param(&sql, r, i, next++);
 			}
 		sluice_buf_append_str(&sql, ")");
-		name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		name = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 		sluice_buf_free(&sql);
 	}
 	if (ok)
-		ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, NULL);
+		ok = pgt_send_prepared(a, name, p.n, p.v, kind, ri, NULL);
 	free(vals);
 	return ok;
 }
 
-/* apply_pipelined queues the pipelined write of replace/append for one change. */
+/* pgt_pipelined queues the pipelined write of replace/append for one change. */
 static bool
-apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
+pgt_pipelined(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *oldr)
 {
-	apply_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	bool ok = true;
 	char key[512];
 	sluice_buf sql = {0};
-	const apply_row *keyrow = oldr ? oldr : newr;
+	const pgt_row *keyrow = oldr ? oldr : newr;
 	const char **vals = calloc((size_t)r->ncols * 2 + 2, sizeof(char *));
 	if (vals == NULL)
 		abort();
-	apply_params p = {.v = vals};
-	char *keyjson = apply_key_json(r, keyrow);
+	pgt_params p = {.v = vals};
+	char *keyjson = pgt_key_json(r, keyrow);
 	bool append = a->o->strategy == SLUICE_STRATEGY_APPEND;
 	bool key_changed = false;
 	if (oldr && newr)
@@ -1599,43 +1508,43 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 
 	if (op == 'I' && newr->complete) {
 		bool taken = false;
-		if (!apply_batch_add(a, ri, newr, keyjson, &taken))
+		if (!pgt_batch_add(a, ri, newr, keyjson, &taken))
 			ok = false;
 		if (!ok || taken)
 			goto out;
-	} else if (!apply_batch_flush(a)) {
+	} else if (!pgt_batch_flush(a)) {
 		ok = false;
 		goto out;
 	}
 	bool keyed = r->has_unique || !r->full_identity;
-	apply_kind kind;
+	pgt_kind kind;
 	const char *name = NULL;
 	if (op == 'I' || (op == 'U' && newr->complete && !key_changed && keyed)) {
 		/* insert, or an update that carries the whole row: upsert */
-		kind = op == 'I' ? (append ? APPLY_K_INSERT_NOTHING : APPLY_K_INSERT_UPSERT)
-				 : (append ? APPLY_K_APPEND_UPDATE : APPLY_K_UPDATE_UPSERT);
-		apply_colset_key(key, sizeof(key), r,
-				 op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
-				 newr->present);
+		kind = op == 'I' ? (append ? PGT_K_INSERT_NOTHING : PGT_K_INSERT_UPSERT)
+				 : (append ? PGT_K_APPEND_UPDATE : PGT_K_UPDATE_UPSERT);
+		pgt_colset_key(key, sizeof(key), r,
+			       op == 'I' ? (append ? "in" : "iu") : (append ? "an" : "uu"),
+			       newr->present);
 		/* first: preparing it may move the statement names that name points into */
 		if (op == 'U' && !append && r->overriding && r->has_unique)
-			ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_IDENT_MOVE);
-		int n = apply_params_present(&p, r, newr);
-		if (ok && (name = apply_stmt_find(a, key)) == NULL) {
-			apply_insert_sql(&sql, r, newr->present, append ? "nothing" : "upsert");
-			name = apply_stmt_prepare(a, key, &sql, n, &ok);
+			ok = pgt_ident_move(a, ri, newr, keyrow, PGT_K_IDENT_MOVE);
+		int n = pgt_params_present(&p, r, newr);
+		if (ok && (name = pgt_stmt_find(a, key)) == NULL) {
+			pgt_insert_sql(&sql, r, newr->present, append ? "nothing" : "upsert");
+			name = pgt_stmt_prepare(a, key, &sql, n, &ok);
 		}
 	} else if (append) {
 		/* Never overwrite or delete; a change of a missing row is still counted. */
-		kind = op == 'U' ? APPLY_K_APPEND_PROBE_UPD : APPLY_K_APPEND_PROBE_DEL;
+		kind = op == 'U' ? PGT_K_APPEND_PROBE_UPD : PGT_K_APPEND_PROBE_DEL;
 		snprintf(key, sizeof(key), "%" PRIu32 ":exists", r->generation);
-		apply_params_key(&p, r, keyrow);
-		if ((name = apply_stmt_find(a, key)) == NULL) {
+		pgt_params_key(&p, r, keyrow);
+		if ((name = pgt_stmt_find(a, key)) == NULL) {
 			sluice_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM %s", r->qtarget);
 			int next = 1;
-			apply_where(&sql, r, "", &next);
+			pgt_where(&sql, r, "", &next);
 			sluice_buf_append_str(&sql, ")");
-			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+			name = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
 	} else if (op == 'U' && key_changed && newr->complete && keyed) {
 		/*
@@ -1644,39 +1553,39 @@ apply_pipelined(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 		 * delete and fail on any other unique column of the row). Missing
 		 * only if there was no old row to move.
 		 */
-		kind = APPLY_K_MOVED_UPSERT;
+		kind = PGT_K_MOVED_UPSERT;
 		/* first: preparing it may move the statement names that name points into */
-		ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_IDENT_MOVE);
-		apply_colset_key(key, sizeof(key), r, "iu", newr->present);
-		int n = apply_params_present(&p, r, newr);
-		if (ok && (name = apply_stmt_find(a, key)) == NULL) {
-			apply_insert_sql(&sql, r, newr->present, "upsert");
-			name = apply_stmt_prepare(a, key, &sql, n, &ok);
+		ok = pgt_ident_move(a, ri, newr, keyrow, PGT_K_IDENT_MOVE);
+		pgt_colset_key(key, sizeof(key), r, "iu", newr->present);
+		int n = pgt_params_present(&p, r, newr);
+		if (ok && (name = pgt_stmt_find(a, key)) == NULL) {
+			pgt_insert_sql(&sql, r, newr->present, "upsert");
+			name = pgt_stmt_prepare(a, key, &sql, n, &ok);
 		}
 	} else if (op == 'U') {
 		/* Unchanged TOAST values stay as they are on the target. */
-		kind = APPLY_K_UPDATE_PLAIN;
-		apply_colset_key(key, sizeof(key), r, "up", newr->present);
-		apply_params_set(&p, r, newr);
-		apply_params_key(&p, r, keyrow);
-		if ((name = apply_stmt_find(a, key)) == NULL) {
+		kind = PGT_K_UPDATE_PLAIN;
+		pgt_colset_key(key, sizeof(key), r, "up", newr->present);
+		pgt_params_set(&p, r, newr);
+		pgt_params_key(&p, r, keyrow);
+		if ((name = pgt_stmt_find(a, key)) == NULL) {
 			int next = 1;
-			apply_update_sql(&sql, r, newr->present, &next);
-			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+			pgt_update_sql(&sql, r, newr->present, &next);
+			name = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
 	} else {
-		kind = APPLY_K_DELETE;
+		kind = PGT_K_DELETE;
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
-		apply_params_key(&p, r, keyrow);
-		if ((name = apply_stmt_find(a, key)) == NULL) {
+		pgt_params_key(&p, r, keyrow);
+		if ((name = pgt_stmt_find(a, key)) == NULL) {
 			sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
 			int next = 1;
-			apply_where(&sql, r, "", &next);
-			name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+			pgt_where(&sql, r, "", &next);
+			name = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 		}
 	}
 	if (ok)
-		ok = apply_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
+		ok = pgt_send_prepared(a, name, p.n, p.v, kind, ri, keyjson);
 	else
 		free(keyjson);
 	keyjson = NULL;
@@ -1684,16 +1593,16 @@ out:
 	free(keyjson);
 	free(vals);
 	sluice_buf_free(&sql);
-	return ok && apply_maybe_drain(a);
+	return ok && pgt_maybe_drain(a);
 }
 
 /*
- * apply_tomb_key_expr appends the tombstone key of a row as the trigger
+ * pgt_tomb_key_expr appends the tombstone key of a row as the trigger
  * builds it: each key value through its column type, printed with the
  * canonical settings of this session and of sluice.record_delete().
  */
 static void
-apply_tomb_key_expr(sluice_buf *sql, const apply_rel *r, int first)
+pgt_tomb_key_expr(sluice_buf *sql, const pgt_rel *r, int first)
 {
 	sluice_buf_append_str(sql, "to_jsonb(ARRAY[");
 	int k = 0;
@@ -1708,15 +1617,15 @@ apply_tomb_key_expr(sluice_buf *sql, const apply_rel *r, int first)
 }
 
 /* Result of a timestamp probe. */
-typedef struct apply_probe {
+typedef struct pgt_probe {
 	bool present;
 	bool remote_wins;
 	char at[64];
 	char node[256];
-} apply_probe;
+} pgt_probe;
 
 static void
-apply_read_probe(PGresult *res, apply_probe *p)
+pgt_read_probe(PGresult *res, pgt_probe *p)
 {
 	memset(p, 0, sizeof(*p));
 	if (res == NULL || PQntuples(res) == 0)
@@ -1728,35 +1637,35 @@ apply_read_probe(PGresult *res, apply_probe *p)
 	p->remote_wins = PQgetvalue(res, 0, 2)[0] == 't';
 }
 
-/* apply_timestamp resolves one change by last-writer-wins (conflicts.md). */
+/* pgt_timestamp resolves one change by last-writer-wins (conflicts.md). */
 static bool
-apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const apply_row *oldr)
+pgt_timestamp(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *oldr)
 {
-	apply_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	bool ok = true;
 	char key[512];
 	sluice_buf sql = {0};
-	const apply_row *keyrow = oldr ? oldr : newr;
+	const pgt_row *keyrow = oldr ? oldr : newr;
 	const char **vals = calloc((size_t)r->ncols * 3 + 8, sizeof(char *));
 	if (vals == NULL)
 		abort();
-	char *keyjson = apply_key_json(r, keyrow);
+	char *keyjson = pgt_key_json(r, keyrow);
 
 	/* 1. versions of the row (locked) and of its tombstone */
-	apply_params p = {.v = vals};
+	pgt_params p = {.v = vals};
 	snprintf(key, sizeof(key), "%" PRIu32 ":probe%s", r->generation,
 		 r->ts_col >= 0 ? "ts" : "");
-	apply_params_add(&p, a->commit_ts);
-	apply_params_add(&p, a->node);
+	pgt_params_add(&p, a->commit_ts);
+	pgt_params_add(&p, a->node);
 	int next = 3;
 	const char *tsval = NULL;
 	if (r->ts_col >= 0) {
 		tsval = newr && newr->present[r->ts_col] ? newr->v[r->ts_col] : NULL;
-		apply_params_add(&p, tsval);
+		pgt_params_add(&p, tsval);
 		next = 4;
 	}
-	apply_params_key(&p, r, keyrow);
-	const char *probe = apply_stmt_find(a, key);
+	pgt_params_key(&p, r, keyrow);
+	const char *probe = pgt_stmt_find(a, key);
 	if (probe == NULL) {
 		/*
 		 * The row is locked in a sub-select: when a concurrent local writer
@@ -1779,9 +1688,9 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 				"sluice.remote_wins(x.xm, $1, $2) FROM (SELECT t.xmin AS xm "
 				"FROM %s t",
 				r->qtarget);
-		apply_where(&sql, r, "t.", &next);
+		pgt_where(&sql, r, "t.", &next);
 		sluice_buf_append_str(&sql, " FOR UPDATE OF t) x");
-		probe = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		probe = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 	}
 	/*
 	 * A table without a unique key may hold equal rows, each a row of its
@@ -1789,7 +1698,7 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	 */
 	bool probing = !(op == 'I' && r->full_identity && !r->has_unique);
 	if (ok && probing)
-		ok = apply_send_prepared(a, probe, p.n, p.v, APPLY_K_PROBE_ROW, ri, NULL);
+		ok = pgt_send_prepared(a, probe, p.n, p.v, PGT_K_PROBE_ROW, ri, NULL);
 	/*
 	 * Tombstone keys are built on the server, through the column types. A
 	 * table identified by all its columns has no key to keep a tombstone
@@ -1797,7 +1706,7 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 	 */
 	if (ok && probing && !r->full_identity) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tprobe", r->generation);
-		const char *tname = apply_stmt_find(a, key);
+		const char *tname = pgt_stmt_find(a, key);
 		if (tname == NULL) {
 			sluice_buf_reset(&sql);
 			sluice_buf_append_str(
@@ -1805,145 +1714,126 @@ apply_timestamp(apply *a, uint32_t ri, char op, const apply_row *newr, const app
 				"SELECT v.at, v.node, sluice.remote_wins(tb.xmin, $1, $2) "
 				"FROM sluice.tombstones tb, LATERAL sluice.version(tb.xmin) v "
 				"WHERE tb.rel = $3 AND tb.key = ");
-			apply_tomb_key_expr(&sql, r, 4);
-			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
+			pgt_tomb_key_expr(&sql, r, 4);
+			tname = pgt_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
 		}
-		apply_params tpp = {.v = vals + r->ncols + 2};
-		apply_params_add(&tpp, a->commit_ts);
-		apply_params_add(&tpp, a->node);
-		apply_params_add(&tpp, r->tomb_rel);
-		apply_params_key(&tpp, r, keyrow);
+		pgt_params tpp = {.v = vals + r->ncols + 2};
+		pgt_params_add(&tpp, a->commit_ts);
+		pgt_params_add(&tpp, a->node);
+		pgt_params_add(&tpp, r->tomb_rel);
+		pgt_params_key(&tpp, r, keyrow);
 		if (ok)
-			ok = apply_send_prepared(a, tname, tpp.n, tpp.v, APPLY_K_PROBE_TOMB, ri,
-						 NULL);
+			ok = pgt_send_prepared(a, tname, tpp.n, tpp.v, PGT_K_PROBE_TOMB, ri, NULL);
 	}
-	if (ok && probing && !apply_drain(a, true))
+	if (ok && probing && !pgt_drain(a, true))
 		ok = false;
-	apply_probe row, tomb;
+	pgt_probe row, tomb;
 	memset(&row, 0, sizeof(row));
 	memset(&tomb, 0, sizeof(tomb));
 	for (size_t i = 0; ok && i < a->npending; i++) {
-		if (a->pending[i].kind == APPLY_K_PROBE_ROW)
-			apply_read_probe(a->pending[i].res, &row);
-		else if (a->pending[i].kind == APPLY_K_PROBE_TOMB)
-			apply_read_probe(a->pending[i].res, &tomb);
+		if (a->pending[i].kind == PGT_K_PROBE_ROW)
+			pgt_read_probe(a->pending[i].res, &row);
+		else if (a->pending[i].kind == PGT_K_PROBE_TOMB)
+			pgt_read_probe(a->pending[i].res, &tomb);
 	}
 	if (probing || !ok)
-		apply_clear_pending(a); /* read back (or failed); else still in flight */
+		pgt_clear_pending(a); /* read back (or failed); else still in flight */
 	if (!ok)
 		goto out;
-	/* A tombstone blocks only when the delete is newer than this change. */
-	bool tomb_blocks = tomb.present && !tomb.remote_wins;
-
-	/* 2. decide and write */
-	enum { W_NONE, W_INSERT, W_UPDATE_ALL, W_UPDATE, W_DELETE, W_TOMB } w = W_NONE;
-	if (op == 'I') {
-		if (!row.present) {
-			if (tomb_blocks)
-				apply_conflict(a, SLUICE_CONFLICT_INSERT_DELETED, r, keyjson,
-					       tomb.at, tomb.node, "skipped");
-			else
-				w = W_INSERT;
-		} else if (row.remote_wins) {
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at,
-				       row.node, "remote");
-			w = W_UPDATE_ALL;
-		} else
-			apply_conflict(a, SLUICE_CONFLICT_INSERT_EXISTS, r, keyjson, row.at,
-				       row.node, "kept_local");
-	} else if (op == 'U') {
-		if (row.present && row.remote_wins)
-			w = W_UPDATE;
-		else if (row.present)
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_NEWER_LOCAL, r, keyjson, row.at,
-				       row.node, "kept_local");
-		else if (tomb_blocks)
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_DELETED, r, keyjson, tomb.at,
-				       tomb.node, "skipped");
-		else if (newr->complete) {
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, r, keyjson, NULL, NULL,
-				       "inserted");
-			w = W_INSERT;
-		} else
-			apply_conflict(a, SLUICE_CONFLICT_UPDATE_MISSING, r, keyjson, NULL, NULL,
-				       "skipped");
-	} else {
-		if (row.present && row.remote_wins)
-			w = W_DELETE;
-		else {
-			if (row.present)
-				apply_conflict(a, SLUICE_CONFLICT_DELETE_NEWER_LOCAL, r, keyjson,
-					       row.at, row.node, "kept_local");
-			else
-				apply_conflict(a, SLUICE_CONFLICT_DELETE_MISSING, r, keyjson, NULL,
-					       NULL, "tombstone");
-			w = W_TOMB;
-		}
+	/* 2. decide (conflicts.md) and write */
+	sluice_row_state st = {
+		.present = row.present,
+		.remote_newer = row.remote_wins,
+		/* a tombstone blocks only when the delete is newer than this change */
+		.tombstone_newer = tomb.present && !tomb.remote_wins,
+		.complete = newr != NULL && newr->complete,
+	};
+	sluice_decision d = sluice_conflict_decide(SLUICE_STRATEGY_TIMESTAMP, op, &st);
+	if (d.conflict != SLUICE_CONFLICT_NONE) {
+		/* the local version that decided: the tombstone's, the row's, or none */
+		const pgt_probe *local =
+			d.conflict == SLUICE_CONFLICT_INSERT_DELETED ||
+					d.conflict == SLUICE_CONFLICT_UPDATE_DELETED
+				? &tomb
+			: row.present ? &row
+				      : NULL;
+		pgt_conflict(a, d.conflict, r, keyjson, local ? local->at : NULL,
+			     local ? local->node : NULL, d.resolution);
 	}
+	enum {
+		W_NONE,
+		W_INSERT,
+		W_UPDATE,
+		W_DELETE,
+		W_TOMB
+	} w = d.write == SLUICE_WRITE_INSERT      ? W_INSERT
+	      : d.write == SLUICE_WRITE_UPDATE    ? W_UPDATE
+	      : d.write == SLUICE_WRITE_DELETE    ? W_DELETE
+	      : d.write == SLUICE_WRITE_TOMBSTONE ? W_TOMB
+						  : W_NONE;
 
 	sluice_buf_reset(&sql);
 	p.n = 0;
 	next = 1;
 	if (w == W_INSERT) {
-		apply_colset_key(key, sizeof(key), r, "tin", newr->present);
-		apply_params_present(&p, r, newr);
-		if (apply_stmt_find(a, key) == NULL)
-			apply_insert_sql(&sql, r, newr->present, "nothing");
+		pgt_colset_key(key, sizeof(key), r, "tin", newr->present);
+		pgt_params_present(&p, r, newr);
+		if (pgt_stmt_find(a, key) == NULL)
+			pgt_insert_sql(&sql, r, newr->present, "nothing");
 		a->stats->inserts++;
-	} else if ((w == W_UPDATE || w == W_UPDATE_ALL) && r->overriding && newr->complete &&
-		   r->has_unique) {
+	} else if (w == W_UPDATE && r->overriding && newr->complete && r->has_unique) {
 		/* ALWAYS identity: move the row when its identity or key changes, then upsert */
-		ok = apply_ident_move(a, ri, newr, keyrow, APPLY_K_TS_WRITE);
-		apply_colset_key(key, sizeof(key), r, "tmv", newr->present);
-		apply_params_present(&p, r, newr);
-		if (apply_stmt_find(a, key) == NULL)
-			apply_insert_sql(&sql, r, newr->present, "upsert");
+		ok = pgt_ident_move(a, ri, newr, keyrow, PGT_K_TS_WRITE);
+		pgt_colset_key(key, sizeof(key), r, "tmv", newr->present);
+		pgt_params_present(&p, r, newr);
+		if (pgt_stmt_find(a, key) == NULL)
+			pgt_insert_sql(&sql, r, newr->present, "upsert");
 		a->stats->updates++;
-	} else if (w == W_UPDATE || w == W_UPDATE_ALL) {
-		apply_colset_key(key, sizeof(key), r, "tup", newr->present);
-		apply_params_set(&p, r, newr);
-		apply_params_key(&p, r, keyrow);
-		if (apply_stmt_find(a, key) == NULL)
-			apply_update_sql(&sql, r, newr->present, &next);
+	} else if (w == W_UPDATE) {
+		pgt_colset_key(key, sizeof(key), r, "tup", newr->present);
+		pgt_params_set(&p, r, newr);
+		pgt_params_key(&p, r, keyrow);
+		if (pgt_stmt_find(a, key) == NULL)
+			pgt_update_sql(&sql, r, newr->present, &next);
 		a->stats->updates++;
 	} else if (w == W_DELETE) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":del", r->generation);
-		apply_params_key(&p, r, keyrow);
-		if (apply_stmt_find(a, key) == NULL) {
+		pgt_params_key(&p, r, keyrow);
+		if (pgt_stmt_find(a, key) == NULL) {
 			sluice_buf_printf(&sql, "DELETE FROM %s", r->qtarget);
-			apply_where(&sql, r, "", &next);
+			pgt_where(&sql, r, "", &next);
 		}
 		a->stats->deletes++;
 	}
 	if (w != W_NONE && w != W_TOMB) {
-		const char *name = apply_stmt_prepare(a, key, &sql, p.n, &ok);
+		const char *name = pgt_stmt_prepare(a, key, &sql, p.n, &ok);
 		if (ok)
-			ok = apply_send_prepared(a, name, p.n, p.v, APPLY_K_TS_WRITE, ri, NULL);
+			ok = pgt_send_prepared(a, name, p.n, p.v, PGT_K_TS_WRITE, ri, NULL);
 	}
 	/* Deletes leave a tombstone at the remote version (the trigger does it when tracked). */
 	if (ok && !r->full_identity && (w == W_TOMB || (w == W_DELETE && !r->tracked))) {
 		snprintf(key, sizeof(key), "%" PRIu32 ":tomb", r->generation);
-		const char *tname = apply_stmt_find(a, key);
+		const char *tname = pgt_stmt_find(a, key);
 		if (tname == NULL) {
 			sluice_buf_reset(&sql);
 			sluice_buf_append_str(
 				&sql, "INSERT INTO sluice.tombstones AS t (rel, key) VALUES ($1, ");
-			apply_tomb_key_expr(&sql, r, 4);
+			pgt_tomb_key_expr(&sql, r, 4);
 			sluice_buf_append_str(&sql,
 					      ") ON CONFLICT (rel, key) DO UPDATE SET deleted_at = "
 					      "now() WHERE sluice.remote_wins(t.xmin, $2, $3)");
-			tname = apply_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
+			tname = pgt_stmt_prepare(a, key, &sql, 3 + r->nkeys, &ok);
 		}
-		apply_params up = {.v = vals + r->ncols + 2};
-		apply_params_add(&up, r->tomb_rel);
-		apply_params_add(&up, a->commit_ts);
-		apply_params_add(&up, a->node);
-		apply_params_key(&up, r, keyrow);
+		pgt_params up = {.v = vals + r->ncols + 2};
+		pgt_params_add(&up, r->tomb_rel);
+		pgt_params_add(&up, a->commit_ts);
+		pgt_params_add(&up, a->node);
+		pgt_params_key(&up, r, keyrow);
 		if (ok)
-			ok = apply_send_prepared(a, tname, up.n, up.v, APPLY_K_CONTROL, ri, NULL);
+			ok = pgt_send_prepared(a, tname, up.n, up.v, PGT_K_CONTROL, ri, NULL);
 	}
 	if (ok)
-		ok = apply_maybe_drain(a);
+		ok = pgt_maybe_drain(a);
 out:
 	free(keyjson);
 	free(vals);
@@ -1951,103 +1841,97 @@ out:
 	return ok;
 }
 
+/* ---- status ------------------------------------------------------------------ */
+
 /*
- * apply_rel_ready finds the relation relid of the stream (*ri) and tells
- * whether its changes are applied (*wanted: included by the filters, not in
- * sluice's own schema); a wanted relation is compared with the target table
- * the first time. Returns false on failure (logged).
+ * pgt_status tells the engine what a failed operation means: the connection
+ * is gone (LOST), a row an optimistic insert took for new exists (EXISTS),
+ * a transient error (RETRY), or a permanent one (FAILED); the failure names
+ * the change and carries the server's words.
  */
-static bool
-apply_rel_ready(apply *a, const sluice_reader *reader, uint32_t relid, uint32_t *ri, bool *wanted)
+static sluice_target_status
+pgt_status(pgt *a)
 {
-	*ri = UINT32_MAX;
-	*wanted = false;
-	for (size_t i = 0; i < a->nrels; i++)
-		if (a->rels[i].id == relid)
-			*ri = (uint32_t)i;
-	if (*ri == UINT32_MAX) {
-		const Sluice__V1__Relation *src = sluice_reader_relation(reader, relid);
-		if (src == NULL) {
-			sluice_log_error("txseq %" PRIu64 ": change of relation %" PRIu32
-					 " that the stream never described",
-					 a->txseq, relid);
-			return false;
-		}
-		apply_relation(a, src);
-		*ri = (uint32_t)(a->nrels - 1);
+	sluice_target_failure *f = &a->base.failure;
+	bool lost = a->conn == NULL || PQstatus(a->conn) != CONNECTION_OK || a->error_lost;
+	f->txseq = a->error_txseq;
+	f->op = a->error_op;
+	f->rel = a->error_rel;
+	f->cause = pgt_classify(a->error_state);
+	snprintf(f->code, sizeof(f->code), "%s", a->error_state);
+	snprintf(f->message, sizeof(f->message), "%s", a->first_error);
+	if (a->retry_safe && !lost) {
+		a->safe_through = a->error_txseq;
+		return SLUICE_TARGET_EXISTS;
 	}
-	apply_rel *r = &a->rels[*ri];
-	if (r->local && !r->warned) {
-		sluice_log_warn("stream \"%s\" holds changes of %s, in sluice's own node-local "
-				"schema: not applied (txseq %" PRIu64 ")",
-				a->o->stream, r->label, a->txseq);
-		r->warned = true;
+	if (a->error_transient && !lost)
+		return SLUICE_TARGET_RETRY;
+	if (lost) {
+		if (f->message[0] == '\0' && a->conn != NULL)
+			snprintf(f->message, sizeof(f->message), "%s",
+				 sluice_pg_error_line(a->conn));
+		a->txn_open_on_target = false; /* gone with the connection: nothing to roll back */
+		a->in_txn = false;
+		return SLUICE_TARGET_LOST;
 	}
-	if (!r->included)
-		return true;
-	if (!r->checked) {
-		/* Results of earlier statements first: the check uses plain queries. */
-		if (!apply_batch_flush(a))
-			return false;
-		if (a->npending > 0) {
-			bool ok = apply_drain(a, false);
-			apply_clear_pending(a);
-			if (!ok)
-				return false;
-		}
-		if (PQexitPipelineMode(a->conn) != 1) {
-			sluice_log_error("could not leave pipeline mode: %s",
-					 sluice_pg_error_line(a->conn));
-			return false;
-		}
-		bool ok = apply_check_rel(a, r, sluice_reader_relation(reader, relid));
-		if (PQenterPipelineMode(a->conn) != 1)
-			ok = false;
-		if (!ok)
-			return false;
-	}
-	*wanted = true;
-	return true;
+	return SLUICE_TARGET_FAILED;
 }
 
-/* apply_change routes one row change of the stream. */
-static bool
-apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
+/* pgt_done turns the outcome of a step into a status. */
+static sluice_target_status
+pgt_done(pgt *a, bool ok)
 {
-	uint32_t relid = 0;
+	return ok ? SLUICE_TARGET_OK : pgt_status(a);
+}
+
+/* ---- the target operations ------------------------------------------------------ */
+
+/* pgt_check compares relation ri with the target table before its first change. */
+static sluice_target_status
+pgt_check(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *desc)
+{
+	pgt *a = (pgt *)t;
+	/* Results of earlier statements first: the check uses plain queries. */
+	if (!pgt_batch_flush(a))
+		return pgt_status(a);
+	if (a->npending > 0) {
+		bool ok = pgt_drain(a, false);
+		pgt_clear_pending(a);
+		if (!ok)
+			return pgt_status(a);
+	}
+	if (PQexitPipelineMode(a->conn) != 1) {
+		sluice_log_error("could not leave pipeline mode: %s",
+				 sluice_pg_error_line(a->conn));
+		return pgt_status(a);
+	}
+	bool ok = pgt_check_rel(a, &a->rels[ri], desc);
+	if (PQenterPipelineMode(a->conn) != 1)
+		ok = false;
+	return pgt_done(a, ok);
+}
+
+/* pgt_change writes one row change. */
+static sluice_target_status
+pgt_change(sluice_target *t, uint32_t ri, char op, const sluice_record *rec)
+{
+	pgt *a = (pgt *)t;
 	const Sluice__V1__Row *newrow = NULL, *oldrow = NULL;
-	char op;
 	switch (rec->body_case) {
 	case SLUICE__V1__RECORD__BODY_INSERT:
-		relid = rec->insert->relation_id;
 		newrow = rec->insert->new_row;
-		op = 'I';
 		break;
 	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
-		relid = rec->snapshot_row->relation_id;
 		newrow = rec->snapshot_row->row;
-		op = 'I';
 		break;
 	case SLUICE__V1__RECORD__BODY_UPDATE:
-		relid = rec->update->relation_id;
 		newrow = rec->update->new_row;
 		oldrow = rec->update->old_row;
-		op = 'U';
 		break;
 	default:
-		relid = rec->delete_->relation_id;
 		oldrow = rec->delete_->old_row;
-		op = 'D';
 	}
-	uint32_t ri;
-	bool wanted;
-	if (!apply_rel_ready(a, reader, relid, &ri, &wanted))
-		return false;
-	if (!wanted) {
-		a->stats->skipped++;
-		return true;
-	}
-	apply_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	a->cur_op = op;
 	a->cur_rel = ri;
 	sluice_buf text = {0};
@@ -2057,245 +1941,186 @@ apply_change(apply *a, const sluice_reader *reader, const sluice_record *rec)
 	bool *opr = calloc((size_t)r->ncols + 1, sizeof(bool));
 	if (nv == NULL || ov == NULL || np == NULL || opr == NULL)
 		abort();
-	apply_row newr = {.v = nv, .present = np}, oldr = {.v = ov, .present = opr};
+	pgt_row newr = {.v = nv, .present = np}, oldr = {.v = ov, .present = opr};
 	/* Both rows' text goes into one buffer: fill it fully before taking pointers. */
 	sluice_buf ntext = {0};
 	if (newrow)
-		apply_row_from(r, newrow, &newr, &ntext);
+		pgt_row_from(r, newrow, &newr, &ntext);
 	if (oldrow)
-		apply_row_from(r, oldrow, &oldr, &text);
-	bool ok =
-		a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
-			? apply_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
-			: apply_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
-	a->cur_op = 0; /* a failure is reported by apply_failed, naming the change */
+		pgt_row_from(r, oldrow, &oldr, &text);
+	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
+			  ? pgt_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
+			  : pgt_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
+	a->cur_op = 0; /* a failure is reported by the engine, naming the change */
 	free(opr);
 	free(np);
 	free(ov);
 	free(nv);
 	sluice_buf_free(&ntext);
 	sluice_buf_free(&text);
-	return ok;
+	return pgt_done(a, ok);
 }
 
-/* apply_truncate empties the included tables (replace and timestamp; append keeps data). */
-static bool
-apply_truncate(apply *a, const sluice_reader *reader, const Sluice__V1__Truncate *t)
+/* pgt_truncate empties the tables ris (ONLY each: the source names every table it truncated). */
+static sluice_target_status
+pgt_truncate(sluice_target *t, const uint32_t *ris, size_t n, bool restart_identity, bool cascade)
 {
-	if (!apply_batch_flush(a))
-		return false;
-	if (a->o->strategy == SLUICE_STRATEGY_APPEND) {
-		a->stats->skipped++;
-		return true;
-	}
+	pgt *a = (pgt *)t;
+	if (!pgt_batch_flush(a))
+		return pgt_status(a);
 	sluice_buf sql = {0};
-	int n = 0;
-	bool ok = true;
-	for (size_t i = 0; ok && i < t->n_relation_ids; i++) {
-		if (sluice_reader_relation(reader, t->relation_ids[i]) == NULL)
-			continue;
-		uint32_t ri;
-		bool wanted;
-		ok = apply_rel_ready(a, reader, t->relation_ids[i], &ri, &wanted);
-		/* ONLY each table: the source names every table it truncated */
-		if (ok && wanted)
-			sluice_buf_printf(&sql, "%s%s", n++ ? ", " : "TRUNCATE ",
-					  a->rels[ri].qtarget);
-	}
-	if (ok && n > 0) {
-		if (t->has_restart_identity && t->restart_identity)
-			sluice_buf_append_str(&sql, " RESTART IDENTITY");
-		if (t->has_cascade && t->cascade)
-			sluice_buf_append_str(&sql, " CASCADE");
-		sluice_buf_append_byte(&sql, '\0');
-		ok = apply_send_sql(a, (const char *)sql.data, 0, NULL, APPLY_K_CONTROL);
-		a->stats->truncates++;
-	}
+	for (size_t i = 0; i < n; i++)
+		sluice_buf_printf(&sql, "%s%s", i ? ", " : "TRUNCATE ", a->rels[ris[i]].qtarget);
+	if (restart_identity)
+		sluice_buf_append_str(&sql, " RESTART IDENTITY");
+	if (cascade)
+		sluice_buf_append_str(&sql, " CASCADE");
+	sluice_buf_append_byte(&sql, '\0');
+	bool ok = pgt_send_sql(a, (const char *)sql.data, 0, NULL, PGT_K_CONTROL);
 	sluice_buf_free(&sql);
-	return ok;
+	return pgt_done(a, ok);
 }
-
-/* ---- transactions ------------------------------------------------------ */
 
 static void
-apply_lsn_text(uint64_t v, char *out, size_t size)
+pgt_lsn_text(uint64_t v, char *out, size_t size)
 {
 	snprintf(out, size, "%X/%X", (unsigned)(v >> 32), (unsigned)(v & 0xFFFFFFFFu));
 }
 
-static bool
-apply_begin(apply *a, uint64_t txseq, int64_t commit_us, const char *node)
+/*
+ * pgt_begin opens the transaction: its commit record carries the origin's
+ * progress (the txseq, as an LSN) and the origin commit time.
+ */
+static sluice_target_status
+pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 {
-	if (a->expect_txseq != 0 && txseq != a->expect_txseq) {
-		sluice_log_error("txseq gap: the target has applied up to txseq %" PRIu64
-				 " but the stream continues at %" PRIu64,
-				 a->expect_txseq - 1, txseq);
-		a->stats->refused = true;
-		return false;
-	}
-	a->expect_txseq = txseq + 1;
-	a->txseq = txseq;
-	a->commit_us = commit_us;
-	apply_format_ts(commit_us, a->commit_ts, sizeof(a->commit_ts));
-	snprintf(a->node, sizeof(a->node), "%s", node);
+	pgt *a = (pgt *)t;
+	a->txseq = txn->txseq;
+	a->commit_us = txn->commit_us;
+	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
+	snprintf(a->node, sizeof(a->node), "%s", txn->node);
+	a->cur_node = txn->node_index;
 	a->in_txn = true;
-	uint32_t ni = 0;
-	while (ni < a->nnodes && strcmp(a->nodes[ni], node) != 0)
-		ni++;
-	if (ni == a->nnodes) {
-		char **p = realloc(a->nodes, (a->nnodes + 1) * sizeof(*p));
-		if (p == NULL)
-			abort();
-		a->nodes = p;
-		a->nodes[a->nnodes++] = apply_strdup(node);
-	}
-	a->cur_node = ni;
-	int64_t now_us = sluice_clock_unix_us();
-	if (commit_us - now_us > a->o->clock_skew_tolerance_us) {
-		a->stats->clock_skew_warnings++;
-		sluice_log_warn("txseq %" PRIu64 " from node \"%s\" was committed %.3f s in this "
-				"node's future: clocks disagree (run NTP on every node)",
-				txseq, node, (double)(commit_us - now_us) / 1e6);
-	}
+	const char *node = txn->node;
 	if (a->o->dry_run) {
-		if (!a->dry_open && !apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL))
-			return false;
+		if (!a->dry_open && !pgt_send_sql(a, "BEGIN", 0, NULL, PGT_K_CONTROL))
+			return pgt_status(a);
 		a->dry_open = true;
 		a->txn_open_on_target = true;
-		return true;
+		return SLUICE_TARGET_OK;
 	}
 	char lsn[32];
-	apply_lsn_text(txseq, lsn, sizeof(lsn));
+	pgt_lsn_text(txn->txseq, lsn, sizeof(lsn));
 	const char *params[3] = {lsn, a->commit_ts, node};
 	/* Delete tracking (sluice prepare) records tombstones at the remote version. */
-	if (!apply_send_prepared(a, "sl_begin", 0, NULL, APPLY_K_CONTROL, 0, NULL) ||
+	if (!pgt_send_prepared(a, "sl_begin", 0, NULL, PGT_K_CONTROL, 0, NULL) ||
 	    !(a->schema_installed
-		      ? apply_send_prepared(a, "sl_setup_v", 3, params, APPLY_K_CONTROL, 0, NULL)
-		      : apply_send_prepared(a, "sl_setup", 2, params, APPLY_K_CONTROL, 0, NULL)))
-		return false;
+		      ? pgt_send_prepared(a, "sl_setup_v", 3, params, PGT_K_CONTROL, 0, NULL)
+		      : pgt_send_prepared(a, "sl_setup", 2, params, PGT_K_CONTROL, 0, NULL)))
+		return pgt_status(a);
 	a->txn_open_on_target = true;
 	if (a->schema_installed && strcmp(a->last_origin_node, node) != 0) {
 		const char *op[2] = {a->origin, node};
-		if (!apply_send_sql(
-			    a,
-			    "INSERT INTO sluice.origin_node VALUES ($1, $2) ON CONFLICT (roname) "
-			    "DO UPDATE SET node = EXCLUDED.node",
-			    2, op, APPLY_K_CONTROL))
-			return false;
+		if (!pgt_send_sql(a,
+				  "INSERT INTO sluice.origin_node VALUES ($1, $2) ON CONFLICT "
+				  "(roname) DO UPDATE SET node = EXCLUDED.node",
+				  2, op, PGT_K_CONTROL))
+			return pgt_status(a);
 		snprintf(a->last_origin_node, sizeof(a->last_origin_node), "%s", node);
 	}
-	return true;
+	return SLUICE_TARGET_OK;
 }
 
 /*
- * apply_rollback abandons the open target transaction (rewind, stop, refused
- * stream, a retry after a row that existed). It was not applied: it is the
- * transaction expected next (a restarted writer writes a cut one again with
- * the same txseq), its record of the stream's node may be gone with it, and
- * the counters return to the last COMMIT result. Returns false when the
- * target did not take the ROLLBACK.
+ * pgt_rollback abandons the open target transaction. After a failure the
+ * failed transaction block (and the ones queued after it, which the server
+ * skipped) may still be open, unless its COMMIT was what failed. Its record
+ * of the stream's node may be gone with it, and the conflict rows return to
+ * the last COMMIT result.
  */
-static bool
-apply_rollback(apply *a)
+static sluice_target_status
+pgt_rollback(sluice_target *t, bool after_failure)
 {
-	if (a->in_txn)
-		a->expect_txseq = a->txseq;
+	pgt *a = (pgt *)t;
+	if (after_failure) {
+		pgt_clear_pending(a); /* the failed drain read everything */
+		a->retry_safe = false;
+		a->error_transient = false;
+		a->first_error[0] = '\0';
+		a->txn_open_on_target = PQtransactionStatus(a->conn) != PQTRANS_IDLE;
+	}
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
+	pgt_restore_rows(a);
 	if (!a->txn_open_on_target)
-		return true;
+		return SLUICE_TARGET_OK;
 	a->txn_open_on_target = false;
 	a->dry_open = false;
 	a->last_origin_node[0] = '\0';
-	bool ok = apply_send_sql(a, "ROLLBACK", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
-	apply_clear_pending(a);
-	/* A dry run counts what it would have done: nothing commits there. */
-	if (!a->o->dry_run)
-		apply_restore_committed(a);
-	return ok;
+	bool ok = pgt_send_sql(a, "ROLLBACK", 0, NULL, PGT_K_CONTROL) && pgt_drain(a, false);
+	pgt_clear_pending(a);
+	return pgt_done(a, ok);
 }
 
 /*
- * apply_flush_results reads back everything in flight (between transactions)
+ * pgt_flush_results reads back everything in flight (between transactions)
  * and logs the conflicts it found, in a transaction of their own.
  */
 static bool
-apply_flush_results(apply *a)
+pgt_flush_results(pgt *a)
 {
 	bool ok = true;
 	if (a->npending > 0) {
-		ok = apply_drain(a, false);
-		apply_clear_pending(a);
+		ok = pgt_drain(a, false);
+		pgt_clear_pending(a);
 	}
 	if (ok && a->conflict_rows.len > 0 && !a->in_txn && !a->o->dry_run) {
-		ok = apply_send_sql(a, "BEGIN", 0, NULL, APPLY_K_CONTROL) &&
-		     apply_send_conflict_log(a) &&
-		     apply_send_sql(a, "COMMIT", 0, NULL, APPLY_K_CONTROL) && apply_drain(a, false);
-		apply_clear_pending(a);
+		ok = pgt_send_sql(a, "BEGIN", 0, NULL, PGT_K_CONTROL) && pgt_send_conflict_log(a) &&
+		     pgt_send_sql(a, "COMMIT", 0, NULL, PGT_K_CONTROL) && pgt_drain(a, false);
+		pgt_clear_pending(a);
 	}
 	return ok;
 }
 
+static sluice_target_status
+pgt_flush(sluice_target *t)
+{
+	pgt *a = (pgt *)t;
+	return pgt_done(a, pgt_flush_results(a));
+}
+
 /*
- * apply_commit queues the COMMIT. Several transactions may be in flight
+ * pgt_commit queues the COMMIT. Several transactions may be in flight
  * under one sync: after a failure PostgreSQL skips every command up to the
  * sync, so no later transaction can commit past a failed one, and the
  * origin progress never skips a transaction.
  */
-static bool
-apply_commit(apply *a)
+static sluice_target_status
+pgt_commit(sluice_target *t)
 {
-	bool ok = apply_batch_flush(a);
+	pgt *a = (pgt *)t;
+	bool ok = pgt_batch_flush(a);
 	if (!a->o->dry_run) {
 		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
-			ok = apply_send_conflict_log(a);
-		ok = ok && apply_send_prepared(a, "sl_commit", 0, NULL, APPLY_K_COMMIT, 0, NULL);
+			ok = pgt_send_conflict_log(a);
+		ok = ok && pgt_send_prepared(a, "sl_commit", 0, NULL, PGT_K_COMMIT, 0, NULL);
 		a->txn_open_on_target = false;
 	}
 	a->in_txn = false;
-	if (ok && a->npending >= APPLY_MAX_PENDING)
-		ok = apply_flush_results(a);
-	if (!ok)
-		return false;
-	if (a->o->dry_run)
-		apply_count_txn(a, a->txseq); /* nothing commits: counted as queued */
-	return true;
+	if (ok && a->npending >= PGT_MAX_PENDING)
+		ok = pgt_flush_results(a);
+	return pgt_done(a, ok);
 }
 
-/* ---- set-up and the main loop ---------------------------------------------- */
-
-static void
-apply_log_counters(const apply *a, const char *what)
-{
-	const sluice_apply_stats *s = a->stats;
-	char conflicts[512] = "";
-	size_t n = 0;
-	for (int c = 0; c < SLUICE_CONFLICT_COUNT; c++)
-		if (s->conflicts[c] && n < sizeof(conflicts))
-			n += (size_t)snprintf(conflicts + n, sizeof(conflicts) - n, "%s%s=%" PRIu64,
-					      n ? " " : "", apply_conflict_names[c],
-					      s->conflicts[c]);
-	char retries[256] = "";
-	size_t nr = 0;
-	for (int c = 0; c < SLUICE_RETRY_COUNT; c++)
-		if (s->retries[c] && nr < sizeof(retries))
-			nr += (size_t)snprintf(retries + nr, sizeof(retries) - nr, "%s%s=%" PRIu64,
-					       nr ? " " : "", apply_retry_names[c], s->retries[c]);
-	sluice_log_info("%s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64 "), %" PRIu64
-			" inserts, %" PRIu64 " updates, %" PRIu64 " deletes, %" PRIu64
-			" truncates, %" PRIu64 " skipped; retries: %s; conflicts: %s",
-			what, s->transactions, s->first_txseq, s->last_txseq, s->inserts,
-			s->updates, s->deletes, s->truncates, s->skipped, nr ? retries : "none",
-			n ? conflicts : "none");
-}
+/* ---- set-up ---------------------------------------------------------------- */
 
 /*
- * apply_origin_marker names the database-level setting that marks the
+ * pgt_origin_marker names the database-level setting that marks the
  * database owning a replication origin (origins belong to the cluster).
  */
 static void
-apply_origin_marker(const char *origin, char *marker, size_t size)
+pgt_origin_marker(const char *origin, char *marker, size_t size)
 {
 	snprintf(marker, size, "sluice.origin_");
 	for (const char *c = origin; *c && strlen(marker) + 1 < size; c++) {
@@ -2306,18 +2131,18 @@ apply_origin_marker(const char *origin, char *marker, size_t size)
 }
 
 /*
- * apply_default_origin names the origin when --origin is not given:
+ * pgt_default_origin names the origin when --origin is not given:
  * sluice_<stream>@<database>, so that a second database of the same cluster
  * (a point-in-time replay next to a live copy) gets its own progress. An
  * origin sluice_<stream> (the name before this default) that this database
  * owns keeps being used, so no progress is lost on upgrade.
  */
 static bool
-apply_default_origin(apply *a)
+pgt_default_origin(pgt *a)
 {
 	char legacy[600], marker[128];
 	snprintf(legacy, sizeof(legacy), "sluice_%s", a->o->stream);
-	apply_origin_marker(legacy, marker, sizeof(marker));
+	pgt_origin_marker(legacy, marker, sizeof(marker));
 	const char *params[2] = {legacy, marker};
 	PGresult *res = sluice_pg_query(
 		a->conn,
@@ -2338,9 +2163,9 @@ apply_default_origin(apply *a)
 	return true;
 }
 
-/* apply_setup connects and prepares the session; returns the txseq to resume after. */
+/* pgt_setup connects and prepares the session; returns the txseq to resume after. */
 static bool
-apply_setup(apply *a, uint64_t *resume, bool *fatal)
+pgt_setup(pgt *a, uint64_t *resume, bool *fatal)
 {
 	const sluice_apply_options *o = a->o;
 	*fatal = false;
@@ -2353,7 +2178,7 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 		*fatal = true;
 		return false;
 	}
-	if (a->origin[0] == '\0' && !apply_default_origin(a)) {
+	if (a->origin[0] == '\0' && !pgt_default_origin(a)) {
 		*fatal = true;
 		return false;
 	}
@@ -2372,7 +2197,7 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	 * another database may not take over its progress silently.
 	 */
 	char marker[128];
-	apply_origin_marker(a->origin, marker, sizeof(marker));
+	pgt_origin_marker(a->origin, marker, sizeof(marker));
 	const char *mp[1] = {marker};
 	if (exists) {
 		res = sluice_pg_query(a->conn, "SELECT coalesce(current_setting($1, true), '')", 1,
@@ -2546,36 +2371,15 @@ apply_setup(apply *a, uint64_t *resume, bool *fatal)
 	return true;
 }
 
-/* apply_past_bound tells whether a transaction starting now lies past --until-*. */
-static bool
-apply_past_bound(const apply *a, uint64_t txseq, int64_t time_us, uint64_t lsn)
+/* pgt_progress reads the origin's progress: the last transaction committed on the target. */
+static sluice_target_status
+pgt_progress(sluice_target *t, uint64_t *resume)
 {
-	const sluice_apply_options *o = a->o;
-	if (o->until_txseq && txseq > o->until_txseq)
-		return true;
-	if (o->until_time_us && time_us > o->until_time_us)
-		return true;
-	if (o->until_lsn && lsn > o->until_lsn)
-		return true;
-	return false;
-}
-
-typedef enum apply_outcome {
-	APPLY_DONE,    /* caught up, bound reached, or stopped */
-	APPLY_RETRY,   /* lost the target: reconnect */
-	APPLY_RESUME,  /* a row to insert existed: apply again from the target's progress */
-	APPLY_FAILED,  /* target refused a change, or a schema mismatch */
-	APPLY_REFUSED, /* the stream failed verification */
-} apply_outcome;
-
-/* apply_progress reads the origin's progress: the last transaction committed on the target. */
-static bool
-apply_progress(apply *a, uint64_t *resume)
-{
+	pgt *a = (pgt *)t;
 	if (PQexitPipelineMode(a->conn) != 1) {
 		sluice_log_error("could not leave pipeline mode: %s",
 				 sluice_pg_error_line(a->conn));
-		return false;
+		return pgt_status(a);
 	}
 	const char *params[1] = {a->origin};
 	PGresult *res = sluice_pg_query(a->conn, "SELECT pg_replication_origin_progress($1, false)",
@@ -2587,365 +2391,116 @@ apply_progress(apply *a, uint64_t *resume)
 	PQclear(res);
 	if (PQenterPipelineMode(a->conn) != 1)
 		ok = false;
-	return ok;
+	return pgt_done(a, ok);
 }
 
-/*
- * apply_abandon ends the target transaction that failed on a row that exists
- * (and the ones queued after it, which the server skipped): the transaction
- * is applied again, with conflict handling, from the target's progress.
- */
-static apply_outcome
-apply_abandon(apply *a)
+static const char *
+pgt_progress_name(const sluice_target *t)
 {
-	apply_clear_pending(a); /* the failed drain read everything */
+	return ((const pgt *)t)->progress_name;
+}
+
+/* pgt_open connects and sets the session up; *resume is the origin's progress. */
+static sluice_target_status
+pgt_open(sluice_target *t, uint64_t *resume)
+{
+	pgt *a = (pgt *)t;
+	bool fatal = false;
+	a->busy = false;
+	if (pgt_setup(a, resume, &fatal)) {
+		snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
+			 a->origin);
+		return SLUICE_TARGET_OK;
+	}
+	snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
+		 a->origin);
+	a->base.failure.cause = pgt_classify(a->error_state);
+	if (a->conn == NULL)
+		return SLUICE_TARGET_LOST;
+	if (a->busy)
+		return SLUICE_TARGET_BUSY;
+	return fatal ? SLUICE_TARGET_FAILED : SLUICE_TARGET_LOST;
+}
+
+/* pgt_close drops the connection and what belongs to it: statements, queued results. */
+static void
+pgt_close(sluice_target *t)
+{
+	pgt *a = (pgt *)t;
+	pgt_restore_rows(a);
+	PQfinish(a->conn);
+	a->conn = NULL;
+	a->in_txn = false;
+	a->txn_open_on_target = false;
+	a->dry_open = false;
+	a->batch_open = false;
+	a->batch_rows = 0;
+	a->last_origin_node[0] = '\0';
+	pgt_clear_pending(a);
+	for (size_t i = 0; i < a->nstmts; i++) {
+		free(a->stmts[i].key);
+		free(a->stmts[i].name);
+	}
+	a->nstmts = 0;
+	a->error_state[0] = '\0';
+	a->error_lost = false;
 	a->retry_safe = false;
 	a->error_transient = false;
 	a->first_error[0] = '\0';
-	a->done = false; /* a bound reached past the failure is reached again */
-	/* The failed transaction block is still open on the target (unless COMMIT failed). */
-	a->txn_open_on_target = PQtransactionStatus(a->conn) != PQTRANS_IDLE;
-	if (!apply_rollback(a)) {
-		sluice_log_error("could not roll back on the target: %s", a->first_error);
-		return PQstatus(a->conn) != CONNECTION_OK || a->error_lost ? APPLY_RETRY
-									   : APPLY_FAILED;
-	}
-	return APPLY_RESUME;
 }
 
-/* apply_describe_failure names the change a failed command belonged to. */
 static void
-apply_describe_failure(const apply *a, char *out, size_t size)
+pgt_free(sluice_target *t)
 {
-	uint64_t txseq = a->error_txseq ? a->error_txseq : a->txseq;
-	const char *what = a->error_op == 'I'   ? "insert"
-			   : a->error_op == 'U' ? "update"
-			   : a->error_op == 'D' ? "delete"
-						: NULL;
-	if (what != NULL && a->error_rel < a->nrels)
-		snprintf(out, size, "txseq %" PRIu64 " (%s of %s)", txseq, what,
-			 a->rels[a->error_rel].label);
-	else
-		snprintf(out, size, "txseq %" PRIu64, txseq);
+	pgt *a = (pgt *)t;
+	pgt_close(t);
+	free(a->pending);
+	free(a->stmts);
+	for (size_t i = 0; i < a->nrels; i++)
+		if (a->rels[i].defined)
+			pgt_free_rel(&a->rels[i]);
+	free(a->rels);
+	sluice_buf_free(&a->conflict_rows);
+	for (int i = 0; i < a->batch_ncols; i++)
+		sluice_buf_free(&a->batch_cols[i]);
+	free(a->batch_cols);
+	free(a->batch_hashes);
+	sluice_buf_free(&a->batch_first);
+	free(a->batch_first_null);
+	free(a->batch_first_key);
+	free(a);
 }
 
-/*
- * apply_retry rolls back after a transient failure (deadlock, serialization
- * failure, lock timeout, cancelled statement, server shutting down) and
- * applies the same transaction again from the target's progress after a
- * capped, jittered backoff. A transaction is never skipped: one that keeps
- * failing is reported loudly every --retry-report seconds and still retried.
- */
-static apply_outcome
-apply_retry(apply *a)
-{
-	int cause = sluice_apply_classify(a->error_state);
-	uint64_t failed = a->error_txseq ? a->error_txseq : a->txseq;
-	char what[700];
-	apply_describe_failure(a, what, sizeof(what));
-	int64_t now = sluice_clock_mono_ms();
-	if (failed != a->retry_txseq || a->retry_attempts == 0) {
-		a->retry_txseq = failed;
-		a->retry_attempts = 0;
-		a->retry_since_ms = now;
-		a->retry_report_ms = now + a->o->retry_report_s * 1000;
-	}
-	a->retry_attempts++;
-	int delay = sluice_backoff_ms(a->retry_attempts, 20, 5000);
-	sluice_log_warn("%s failed on the target with SQLSTATE %s (%s), transient: rolled back, "
-			"applying it again in %d ms (attempt %d): %s",
-			what, a->error_state, sluice_retry_cause_name((sluice_retry_cause)cause),
-			delay, a->retry_attempts, a->first_error);
-	if (now >= a->retry_report_ms) {
-		sluice_log_error("txseq %" PRIu64 " has failed transiently for %" PRId64
-				 " s (%d attempts, last SQLSTATE %s): still retrying; look for "
-				 "what holds its rows on the target",
-				 failed, (now - a->retry_since_ms) / 1000, a->retry_attempts,
-				 a->error_state);
-		a->retry_report_ms = now + a->o->retry_report_s * 1000;
-	}
-	apply_outcome out = apply_abandon(a);
-	if (out != APPLY_RESUME)
-		return out;
-	/* A dry run starts over from the target's progress: forget what it counted. */
-	if (a->o->dry_run)
-		apply_restore_committed(a);
-	a->stats->retries[cause]++;
-	a->resume_unique = false;
-	sluice_sleep_ms(delay, a->o->stop);
-	return APPLY_RESUME;
-}
+static const sluice_target_ops pgt_ops = {
+	.kind = "PostgreSQL",
+	.code_name = "SQLSTATE",
+	.open = pgt_open,
+	.progress = pgt_progress,
+	.progress_name = pgt_progress_name,
+	.relation = pgt_relation,
+	.check = pgt_check,
+	.begin = pgt_begin,
+	.change = pgt_change,
+	.truncate = pgt_truncate,
+	.commit = pgt_commit,
+	.flush = pgt_flush,
+	.rollback = pgt_rollback,
+	.close = pgt_close,
+	.free = pgt_free,
+};
 
-/*
- * apply_failed decides what follows a failed statement or a lost target:
- * reconnect, apply again from the target's progress (a row to insert
- * existed), or stop.
- */
-static apply_outcome
-apply_failed(apply *a)
+sluice_target *
+sluice_pg_target_create(sluice_apply_ctx *ctx)
 {
-	bool lost = PQstatus(a->conn) != CONNECTION_OK || a->error_lost;
-	if (a->retry_safe && !lost) {
-		uint64_t failed = a->error_txseq;
-		sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; "
-				"applying it again with conflict handling",
-				failed);
-		apply_outcome out = apply_abandon(a);
-		if (out == APPLY_RESUME) {
-			a->safe_through = failed;
-			a->resume_unique = true;
-		}
-		return out;
-	}
-	if (a->error_transient && !lost)
-		return apply_retry(a);
-	char what[700];
-	apply_describe_failure(a, what, sizeof(what));
-	if (lost)
-		sluice_log_warn("lost the target while applying %s: %s", what,
-				a->first_error[0] ? a->first_error : sluice_pg_error_line(a->conn));
-	else if (a->first_error[0])
-		sluice_log_error("could not apply %s on the target: %s%s%s%s", what, a->first_error,
-				 a->error_state[0] ? " (SQLSTATE " : "", a->error_state,
-				 a->error_state[0] ? ")" : "");
-	a->first_error[0] = '\0';
-	if (lost)
-		a->txn_open_on_target = false; /* gone with the connection: nothing to roll back */
-	if (a->in_txn)
-		apply_rollback(a);
-	return lost ? APPLY_RETRY : APPLY_FAILED;
-}
-
-static apply_outcome
-apply_stream(apply *a, sluice_store *store, const sluice_trust *trust, uint64_t resume)
-{
-	sluice_reader *reader = NULL;
-	apply_outcome out = APPLY_FAILED;
-	if (!sluice_reader_open(store, a->o->stream, trust, resume + 1, &reader))
-		return APPLY_FAILED;
-	a->expect_txseq = resume + 1;
-	a->last_log_ms = sluice_clock_mono_ms();
-	for (;;) {
-		if (*a->o->stop) {
-			if (a->in_txn)
-				apply_rollback(a);
-			if (!apply_flush_results(a))
-				apply_failed(a);
-			sluice_log_info("stopping on signal");
-			out = APPLY_DONE;
-			break;
-		}
-		const sluice_record *rec = NULL;
-		sluice_reader_status st = sluice_reader_next(reader, &rec);
-		if (st == SLUICE_READER_ERROR) {
-			/* Nothing of the bad frame was applied: its transaction is rolled back;
-			 * what was sent before it is read back, so the exit reports it. */
-			if (a->in_txn)
-				apply_rollback(a);
-			else if (!apply_flush_results(a))
-				apply_failed(a);
-			a->stats->refused = true;
-			sluice_log_error("refusing stream \"%s\": %s", a->o->stream,
-					 sluice_reader_error(reader));
-			out = APPLY_REFUSED;
-			break;
-		}
-		if (st == SLUICE_READER_REWIND) {
-			if (a->in_txn)
-				apply_rollback(a);
-			continue;
-		}
-		if (st == SLUICE_READER_WAIT) {
-			if (!a->in_txn && !apply_flush_results(a)) {
-				out = apply_failed(a);
-				break;
-			}
-			if (!a->o->follow) {
-				if (a->in_txn)
-					apply_rollback(a); /* an unfinished tail is not applied */
-				out = APPLY_DONE;
-				break;
-			}
-			sluice_reader_wait(reader, 1000);
-			if (sluice_clock_mono_ms() - a->last_log_ms >= 10000) {
-				apply_log_counters(a, "apply");
-				a->last_log_ms = sluice_clock_mono_ms();
-			}
-			continue;
-		}
-		bool ok = true;
-		switch (rec->body_case) {
-		case SLUICE__V1__RECORD__BODY_RELATION:
-			for (size_t i = 0; i < a->nrels; i++)
-				if (a->rels[i].id == rec->relation->id)
-					apply_relation(a, rec->relation);
-			break;
-		case SLUICE__V1__RECORD__BODY_BEGIN: {
-			const Sluice__V1__Begin *b = rec->begin;
-			if (apply_past_bound(a, b->txseq, b->commit_time_us,
-					     b->has_source_lsn ? b->source_lsn : 0)) {
-				a->done = true;
-				break;
-			}
-			ok = apply_begin(a, b->txseq, b->commit_time_us, b->origin_node);
-			break;
-		}
-		case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN: {
-			const Sluice__V1__SnapshotBegin *b = rec->snapshot_begin;
-			if (apply_past_bound(a, b->txseq, b->time_us,
-					     b->has_consistent_lsn ? b->consistent_lsn : 0)) {
-				a->done = true;
-				break;
-			}
-			ok = apply_begin(a, b->txseq, b->time_us, b->origin_node);
-			break;
-		}
-		case SLUICE__V1__RECORD__BODY_INSERT:
-		case SLUICE__V1__RECORD__BODY_UPDATE:
-		case SLUICE__V1__RECORD__BODY_DELETE:
-		case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
-			if (a->in_txn)
-				ok = apply_change(a, reader, rec);
-			break;
-		case SLUICE__V1__RECORD__BODY_TRUNCATE:
-			if (a->in_txn)
-				ok = apply_truncate(a, reader, rec->truncate);
-			break;
-		case SLUICE__V1__RECORD__BODY_COMMIT:
-		case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
-			if (a->in_txn)
-				ok = apply_commit(a);
-			break;
-		default:
-			break;
-		}
-		if (!ok) {
-			out = apply_failed(a);
-			break;
-		}
-		if (a->done) {
-			out = apply_flush_results(a) ? APPLY_DONE : apply_failed(a);
-			break;
-		}
-	}
-	sluice_reader_close(reader);
-	return out;
-}
-
-bool
-sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
-		 sluice_apply_stats *stats)
-{
-	apply a;
-	memset(&a, 0, sizeof(a));
-	memset(stats, 0, sizeof(*stats));
-	a.o = o;
-	a.stats = stats;
-	if (o->origin != NULL)
-		snprintf(a.origin, sizeof(a.origin), "%s", o->origin); /* else named at set-up */
-	bool ok = false;
-	int attempt = 0;
-	for (;;) {
-		uint64_t resume = 0;
-		bool fatal = false;
-		if (apply_setup(&a, &resume, &fatal)) {
-			if (attempt == 0)
-				stats->resumed_after = resume;
-			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64
-					" (%s strategy%s)",
-					o->stream, resume + 1,
-					o->strategy == SLUICE_STRATEGY_TIMESTAMP ? "timestamp"
-					: o->strategy == SLUICE_STRATEGY_APPEND  ? "append"
-										 : "replace",
-					o->dry_run ? ", dry run: nothing is committed" : "");
-			attempt = 0;
-			apply_outcome out = apply_stream(&a, store, trust, resume);
-			while (out == APPLY_RESUME) {
-				if (!apply_progress(&a, &resume)) {
-					out = PQstatus(a.conn) != CONNECTION_OK ? APPLY_RETRY
-										: APPLY_FAILED;
-					break;
-				}
-				if (a.resume_unique && resume >= a.safe_through) {
-					/* cannot happen: the failed transaction would be committed
-					 */
-					sluice_log_error("txseq %" PRIu64
-							 " failed but the target's progress "
-							 "is %" PRIu64,
-							 a.safe_through, resume);
-					out = APPLY_FAILED;
-					break;
-				}
-				out = apply_stream(&a, store, trust, resume);
-			}
-			if (out == APPLY_DONE) {
-				if (a.dry_open)
-					apply_rollback(&a);
-				ok = true;
-				break;
-			}
-			if (out != APPLY_RETRY)
-				break;
-		} else if (fatal || (a.conn == NULL && attempt == 0) || (a.busy && attempt >= 6)) {
-			if (a.busy)
-				sluice_log_error(
-					"replication origin \"%s\" stayed in use: is another apply "
-					"running for stream \"%s\"?",
-					a.origin, o->stream);
-			break;
-		}
-		a.busy = false;
-		/* Lost the target: start over from its progress. */
-		apply_restore_committed(&a);
-		PQfinish(a.conn);
-		a.conn = NULL;
-		a.in_txn = false;
-		a.txn_open_on_target = false;
-		a.last_origin_node[0] = '\0';
-		apply_clear_pending(&a);
-		for (size_t i = 0; i < a.nstmts; i++) {
-			free(a.stmts[i].key);
-			free(a.stmts[i].name);
-		}
-		a.nstmts = 0;
-		for (size_t i = 0; i < a.nrels; i++)
-			a.rels[i].checked = false;
-		attempt++;
-		int cause = sluice_apply_classify(a.error_state);
-		stats->retries[cause >= 0 ? cause : SLUICE_RETRY_CONNECTION]++;
-		a.error_state[0] = '\0';
-		a.error_lost = false;
-		int delay = sluice_backoff_ms(attempt, 500, 16000);
-		sluice_log_warn("lost the target; reconnecting in %d ms (attempt %d)", delay,
-				attempt);
-		sluice_sleep_ms(delay, o->stop);
-		if (*o->stop) {
-			ok = true;
-			break;
-		}
-	}
-	apply_log_counters(&a, o->dry_run ? "dry run (nothing committed)" : "apply");
-	apply_clear_pending(&a);
-	free(a.pending);
-	for (size_t i = 0; i < a.nstmts; i++) {
-		free(a.stmts[i].key);
-		free(a.stmts[i].name);
-	}
-	free(a.stmts);
-	for (size_t i = 0; i < a.nrels; i++)
-		apply_free_rel(&a.rels[i]);
-	free(a.rels);
-	sluice_buf_free(&a.conflict_rows);
-	for (int i = 0; i < a.batch_ncols; i++)
-		sluice_buf_free(&a.batch_cols[i]);
-	free(a.batch_cols);
-	free(a.batch_hashes);
-	sluice_buf_free(&a.batch_first);
-	free(a.batch_first_null);
-	free(a.batch_first_key);
-	for (uint32_t i = 0; i < a.nnodes; i++)
-		free(a.nodes[i]);
-	free(a.nodes);
-	PQfinish(a.conn);
-	return ok;
+	pgt *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		abort();
+	a->base.ops = &pgt_ops;
+	a->ctx = ctx;
+	a->o = sluice_apply_ctx_options(ctx);
+	a->stats = sluice_apply_ctx_stats(ctx);
+	if (a->o->origin != NULL)
+		snprintf(a->origin, sizeof(a->origin), "%s",
+			 a->o->origin); /* else named at set-up */
+	return &a->base;
 }
