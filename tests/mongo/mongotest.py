@@ -291,7 +291,7 @@ class Test:
             cmd = [PY, os.path.join(HERE, "workload.py")] + common
         out = open(os.path.join(self.dir, name + ".out"), "w")
         # the C writer links libmongoc, whose counters would otherwise stay in /dev/shm when it
-        # is killed (see mongo_unpublish_counters in capture/mongosource.c)
+        # is killed (see mongo_unpublish_counters in capture/mongo/mongosource.c)
         env = dict(os.environ, MONGOC_DISABLE_SHM="1")
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         p.wname = name

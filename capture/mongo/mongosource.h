@@ -1,6 +1,6 @@
 /* MongoDB capture source: libmongoc change streams into the engine. */
-#ifndef SLUICE_CAPTURE_MONGOSOURCE_H
-#define SLUICE_CAPTURE_MONGOSOURCE_H
+#ifndef SLUICE_CAPTURE_MONGO_MONGOSOURCE_H
+#define SLUICE_CAPTURE_MONGO_MONGOSOURCE_H
 
 #include "capture.h"
 #include "source.h"

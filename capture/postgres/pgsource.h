@@ -1,6 +1,6 @@
 /* PostgreSQL capture source: pgoutput over a logical replication connection. */
-#ifndef SLUICE_CAPTURE_PGSOURCE_H
-#define SLUICE_CAPTURE_PGSOURCE_H
+#ifndef SLUICE_CAPTURE_POSTGRES_PGSOURCE_H
+#define SLUICE_CAPTURE_POSTGRES_PGSOURCE_H
 
 #include "capture.h"
 #include "source.h"

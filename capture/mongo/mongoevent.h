@@ -1,6 +1,6 @@
 /* MongoDB change events: the fields capture needs, read from untrusted BSON (libbson only). */
-#ifndef SLUICE_CAPTURE_MONGOEVENT_H
-#define SLUICE_CAPTURE_MONGOEVENT_H
+#ifndef SLUICE_CAPTURE_MONGO_MONGOEVENT_H
+#define SLUICE_CAPTURE_MONGO_MONGOEVENT_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* Initial snapshot: every published table copied inside the slot's exported snapshot. */
-#ifndef SLUICE_CAPTURE_PGSNAPSHOT_H
-#define SLUICE_CAPTURE_PGSNAPSHOT_H
+#ifndef SLUICE_CAPTURE_POSTGRES_PGSNAPSHOT_H
+#define SLUICE_CAPTURE_POSTGRES_PGSNAPSHOT_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>

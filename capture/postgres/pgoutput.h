@@ -1,6 +1,6 @@
 /* pgoutput codec: replication CopyData framing and logical replication messages (protocol 1). */
-#ifndef SLUICE_CAPTURE_PGOUTPUT_H
-#define SLUICE_CAPTURE_PGOUTPUT_H
+#ifndef SLUICE_CAPTURE_POSTGRES_PGOUTPUT_H
+#define SLUICE_CAPTURE_POSTGRES_PGOUTPUT_H
 
 #include <stdbool.h>
 #include <stddef.h>
