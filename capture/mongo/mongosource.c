@@ -7,13 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "mongoconn.h"
 #include "mongoevent.h"
 #include "records.h"
 
@@ -231,41 +231,6 @@ mongo_bin(const uint8_t *data, uint32_t len)
 
 /* ---- connection ------------------------------------------------------------ */
 
-static void
-mongo_log_handler(mongoc_log_level_t level, const char *domain, const char *message, void *data)
-{
-	(void)data;
-	if (level <= MONGOC_LOG_LEVEL_WARNING)
-		sluice_log_warn("libmongoc (%s): %s", domain, message);
-}
-
-/*
- * mongo_unpublish_counters: libmongoc as Debian builds it sets itself up in a shared-library
- * constructor, before main, in every process linked with it (a PostgreSQL capture too), and
- * publishes its counters as the POSIX shared memory object "/mongoc-<pid>", which it removes only
- * at a normal exit. A sluice killed with kill -9 left one behind, and the next process given that
- * pid printed "Falling back to malloc for counters" raw onto stderr. Nothing reads those counters,
- * so the name is removed as soon as the process starts (this constructor runs after the
- * libraries'): the mapping stays and a killed process leaves nothing in /dev/shm.
- */
-__attribute__((constructor)) static void
-mongo_unpublish_counters(void)
-{
-	char name[32];
-	snprintf(name, sizeof(name), "/mongoc-%u", (unsigned)getpid());
-	shm_unlink(name);
-}
-
-/* mongo_init sets libmongoc up once per process (it may be set up only once). */
-static pthread_once_t mongo_init_once = PTHREAD_ONCE_INIT;
-static void
-mongo_init(void)
-{
-	mongoc_init();
-	mongoc_log_set_handler(mongo_log_handler, NULL);
-	atexit(mongoc_cleanup);
-}
-
 sluice_mongosource *
 sluice_mongosource_create(const sluice_capture_options *o)
 {
@@ -273,36 +238,11 @@ sluice_mongosource_create(const sluice_capture_options *o)
 	if (s == NULL)
 		abort();
 	s->o = o;
-	pthread_once(&mongo_init_once, mongo_init);
+	sluice_mongo_init();
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->more, NULL);
 	pthread_cond_init(&s->room, NULL);
 	return s;
-}
-
-/* mongo_hosts writes the URI's host list (no user name, no password) for messages. */
-static void
-mongo_hosts(mongo *s)
-{
-	size_t n = 0;
-	s->hosts[0] = '\0';
-	for (const mongoc_host_list_t *h = mongoc_uri_get_hosts(s->uri); h != NULL; h = h->next) {
-		int w = snprintf(s->hosts + n, sizeof(s->hosts) - n, "%s%s", n ? "," : "",
-				 h->host_and_port);
-		if (w < 0 || (size_t)w >= sizeof(s->hosts) - n)
-			break;
-		n += (size_t)w;
-	}
-	if (n == 0 && mongoc_uri_get_srv_hostname(s->uri) != NULL)
-		snprintf(s->hosts, sizeof(s->hosts), "%s (SRV)",
-			 mongoc_uri_get_srv_hostname(s->uri));
-}
-
-/* mongo_error_text gives a server or driver error without the URI's credentials. */
-static const char *
-mongo_error_text(const bson_error_t *err)
-{
-	return err->message[0] ? err->message : "unknown error";
 }
 
 static sluice_source_status
@@ -314,28 +254,16 @@ mongo_open(void *state, sluice_capture_sink *sink)
 	if (s->fatal)
 		return SLUICE_SOURCE_FATAL;
 	if (s->uri == NULL) {
-		s->uri = mongoc_uri_new_with_error(s->o->source, &err);
-		if (s->uri == NULL) {
-			/* libmongoc's message may quote the password or auth properties */
-			sluice_log_error("invalid MongoDB URI (libmongoc error %" PRIu32
-					 "; the URI is not shown: it may hold credentials)",
-					 err.code);
+		s->uri = sluice_mongo_uri(s->o->source, "sluice-capture");
+		if (s->uri == NULL)
 			return SLUICE_SOURCE_FATAL;
-		}
-		/* Fail over and notice a dead server within seconds, not the driver's minutes. */
-		if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-			mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-						       10000);
-		if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SOCKETTIMEOUTMS))
-			mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
-		if (!mongoc_uri_has_option(s->uri, MONGOC_URI_APPNAME))
-			mongoc_uri_set_appname(s->uri, "sluice-capture");
-		mongo_hosts(s);
+		sluice_mongo_hosts(s->uri, s->hosts, sizeof(s->hosts));
 	}
 	s->client = mongoc_client_new_from_uri_with_error(s->uri, &err);
 	if (s->client == NULL) {
 		/* e.g. a mongodb+srv:// name that does not resolve just now */
-		sluice_log_error("MongoDB client for %s: %s", s->hosts, mongo_error_text(&err));
+		sluice_log_error("MongoDB client for %s: %s", s->hosts,
+				 sluice_mongo_error_text(&err));
 		return s->connected_once ? SLUICE_SOURCE_RETRY : SLUICE_SOURCE_FATAL;
 	}
 	s->connected_once = true;
@@ -347,7 +275,7 @@ mongo_open(void *state, sluice_capture_sink *sink)
 	bson_destroy(&reply);
 	if (!ok) {
 		sluice_log_error("cannot reach MongoDB at %s: %s", s->hosts,
-				 mongo_error_text(&err));
+				 sluice_mongo_error_text(&err));
 		return SLUICE_SOURCE_RETRY;
 	}
 	return SLUICE_SOURCE_OK;
@@ -384,7 +312,7 @@ mongo_cluster_time(mongo *s, uint32_t *t, uint32_t *i)
 	if (!ok) {
 		bson_destroy(&reply);
 		sluice_log_error("cannot read the cluster time of %s: %s", s->hosts,
-				 mongo_error_text(&err));
+				 sluice_mongo_error_text(&err));
 		return false;
 	}
 	bson_iter_t it;
@@ -430,7 +358,7 @@ mongo_list_collections(mongo *s, const char *db, char ***names, size_t *n)
 	mongoc_database_destroy(d);
 	if (got == NULL) {
 		sluice_log_error("cannot list the collections of database %s: %s", db,
-				 mongo_error_text(&err));
+				 sluice_mongo_error_text(&err));
 		return false;
 	}
 	for (char **p = got; *p; p++) {
@@ -461,7 +389,7 @@ mongo_snapshot_namespaces(mongo *s, char ***names, size_t *n)
 		char **dbs = mongoc_client_get_database_names_with_opts(s->client, NULL, &err);
 		if (dbs == NULL) {
 			sluice_log_error("cannot list the databases of %s: %s", s->hosts,
-					 mongo_error_text(&err));
+					 sluice_mongo_error_text(&err));
 			return false;
 		}
 		bool ok = true;
@@ -561,12 +489,12 @@ mongo_copy_collection(mongo *s, sluice_writer *w, const char *db, const char *co
 			sluice_log_info("%s does not read at a cluster time (%s): copying the "
 					"present documents; the change stream from the snapshot's "
 					"time reconciles what moves meanwhile",
-					s->hosts, mongo_error_text(&err));
+					s->hosts, sluice_mongo_error_text(&err));
 			*at_time = false;
 			continue;
 		}
 		sluice_log_error("snapshot of %s.%s failed after %" PRIu64 " documents: %s", db,
-				 coll, copied, mongo_error_text(&err));
+				 coll, copied, sluice_mongo_error_text(&err));
 		mongoc_collection_destroy(c);
 		return false;
 	}
@@ -662,7 +590,7 @@ mongo_stream_error(mongo *s, const bson_error_t *err, const char *when)
 				 "oplog (or its token is not valid there), so the changes since "
 				 "then cannot be read. Recover with a new snapshot into a new "
 				 "stream: sluice capture --snapshot --stream NEW ...",
-				 when, s->hosts, mongo_error_text(err), name, err->code);
+				 when, s->hosts, sluice_mongo_error_text(err), name, err->code);
 		s->fatal = true;
 		return;
 	}
@@ -678,7 +606,7 @@ mongo_stream_error(mongo *s, const bson_error_t *err, const char *when)
 				 "them: changeStreamPreAndPostImages, or they expired). Enable "
 				 "them with collMod for later changes, or continue with "
 				 "--full-document-before-change whenAvailable",
-				 when, s->hosts, mongo_error_text(err),
+				 when, s->hosts, sluice_mongo_error_text(err),
 				 err->code == MONGO_E_NO_MATCHING_DOC ? "NoMatchingDocument"
 								      : "pre-image id missing",
 				 err->code);
@@ -686,7 +614,7 @@ mongo_stream_error(mongo *s, const bson_error_t *err, const char *when)
 		return;
 	}
 	sluice_log_warn("%s the change stream of %s: %s (code %" PRIu32 ")", when, s->hosts,
-			mongo_error_text(err), err->code);
+			sluice_mongo_error_text(err), err->code);
 }
 
 static void *mongo_fetch(void *arg);

@@ -1,0 +1,458 @@
+/* A change event's updateDescription applied to a document as a tree of BSON elements. */
+#include "mongoupdate.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Paths deeper than this, or array indexes past this, are refused (MongoDB nests 100 deep). */
+#define MU_MAX_PARTS 200
+#define MU_MAX_INDEX (1u << 20)
+
+/*
+ * An element. A value from the input (a scalar, or a document or array not
+ * walked into) is kept as an iterator and copied whole at the end, so its
+ * bytes do not change; a document or array a path walks into is expanded
+ * into its elements.
+ */
+typedef struct mu_node {
+	char *name; /* owned */
+	bson_type_t type;
+	bool has_iter; /* the value is it's (else: an expanded container, or a null pad) */
+	bson_iter_t it;
+	bool expanded;
+	struct mu_node *kids; /* owned */
+	size_t nkids, cap;
+} mu_node;
+
+typedef struct mu {
+	char *err;
+	size_t err_size;
+	bool failed;
+} mu;
+
+static bool
+mu_fail(mu *m, const char *fmt, ...)
+{
+	if (!m->failed && m->err_size > 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m->err, m->err_size, fmt, ap);
+		va_end(ap);
+	}
+	m->failed = true;
+	return false;
+}
+
+static bool
+mu_container(bson_type_t t)
+{
+	return t == BSON_TYPE_DOCUMENT || t == BSON_TYPE_ARRAY;
+}
+
+static void
+mu_clear(mu_node *n)
+{
+	for (size_t i = 0; i < n->nkids; i++) {
+		mu_clear(&n->kids[i]);
+		free(n->kids[i].name);
+	}
+	free(n->kids);
+	n->kids = NULL;
+	n->nkids = n->cap = 0;
+	n->expanded = false;
+}
+
+static mu_node *
+mu_append(mu_node *parent, const char *name)
+{
+	if (parent->nkids == parent->cap) {
+		parent->cap = parent->cap ? 2 * parent->cap : 8;
+		mu_node *p = realloc(parent->kids, parent->cap * sizeof(*p));
+		if (p == NULL)
+			abort();
+		parent->kids = p;
+	}
+	mu_node *k = &parent->kids[parent->nkids++];
+	memset(k, 0, sizeof(*k));
+	k->name = strdup(name);
+	if (k->name == NULL)
+		abort();
+	k->type = BSON_TYPE_NULL;
+	return k;
+}
+
+/* mu_expand makes a container's elements nodes (once). */
+static bool
+mu_expand(mu *m, mu_node *n)
+{
+	if (n->expanded || !mu_container(n->type))
+		return true;
+	n->expanded = true;
+	if (!n->has_iter)
+		return true;
+	bson_iter_t child;
+	if (!bson_iter_recurse(&n->it, &child))
+		return mu_fail(m, "field \"%s\" is not a valid BSON %s", n->name,
+			       n->type == BSON_TYPE_ARRAY ? "array" : "document");
+	while (bson_iter_next(&child)) {
+		mu_node *k = mu_append(n, bson_iter_key(&child));
+		k->type = bson_iter_type(&child);
+		k->has_iter = true;
+		k->it = child;
+	}
+	if (child.err_off != 0)
+		return mu_fail(m, "field \"%s\" holds malformed BSON", n->name);
+	n->has_iter = false;
+	return true;
+}
+
+static mu_node *
+mu_find(mu_node *n, const char *name)
+{
+	for (size_t i = 0; i < n->nkids; i++)
+		if (strcmp(n->kids[i].name, name) == 0)
+			return &n->kids[i];
+	return NULL;
+}
+
+static bool
+mu_digits(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* mu_pad fills an array with nulls up to index. */
+static bool
+mu_pad(mu *m, mu_node *arr, const char *index)
+{
+	if (strlen(index) > 7 || strtoul(index, NULL, 10) > MU_MAX_INDEX)
+		return mu_fail(m, "array index %s is too large", index);
+	size_t want = strtoul(index, NULL, 10);
+	while (arr->nkids < want) {
+		char name[24];
+		snprintf(name, sizeof(name), "%zu", arr->nkids);
+		mu_append(arr, name);
+	}
+	return true;
+}
+
+/* mu_set_value makes n the value it points at. */
+static void
+mu_set_value(mu_node *n, const bson_iter_t *v)
+{
+	mu_clear(n);
+	n->type = bson_iter_type(v);
+	n->has_iter = true;
+	n->it = *v;
+}
+
+/* mu_set sets the path parts[0..nparts) below node (a container) to value v. */
+static bool
+mu_set(mu *m, mu_node *node, char **parts, size_t nparts, const bson_iter_t *v)
+{
+	bool is_array = node->type == BSON_TYPE_ARRAY;
+	const char *name = parts[0];
+	if (is_array && !mu_digits(name))
+		return mu_fail(m, "path part \"%s\" names an element of an array", name);
+	mu_node *el = mu_find(node, name);
+	if (nparts == 1) {
+		if (el == NULL) {
+			if (is_array && !mu_pad(m, node, name))
+				return false;
+			el = mu_append(node, name);
+		}
+		mu_set_value(el, v);
+		return true;
+	}
+	if (el == NULL) {
+		if (is_array && !mu_pad(m, node, name))
+			return false;
+		el = mu_append(node, name);
+		el->type = BSON_TYPE_DOCUMENT;
+		el->expanded = true;
+	} else if (!mu_container(el->type) ||
+		   (el->type == BSON_TYPE_ARRAY && !mu_digits(parts[1]))) {
+		/*
+		 * Only when a change is replayed over a later state (a copy newer
+		 * than its snapshot time): a later change in the stream sets it right.
+		 */
+		mu_clear(el);
+		el->type = BSON_TYPE_DOCUMENT;
+		el->has_iter = false;
+		el->expanded = true;
+	}
+	if (!mu_expand(m, el))
+		return false;
+	return mu_set(m, el, parts + 1, nparts - 1, v);
+}
+
+/* mu_walk returns the element at a path, or NULL. */
+static mu_node *
+mu_walk(mu *m, mu_node *root, char **parts, size_t nparts)
+{
+	mu_node *cur = root, *el = NULL;
+	for (size_t i = 0; i < nparts; i++) {
+		if (cur == NULL || !mu_expand(m, cur))
+			return NULL;
+		el = mu_find(cur, parts[i]);
+		if (el == NULL)
+			return NULL;
+		cur = mu_container(el->type) ? el : NULL;
+	}
+	return el;
+}
+
+static void
+mu_unset(mu *m, mu_node *root, char **parts, size_t nparts)
+{
+	mu_node *node = root;
+	if (nparts > 1) {
+		mu_node *parent = mu_walk(m, root, parts, nparts - 1);
+		if (parent == NULL || !mu_container(parent->type) || !mu_expand(m, parent))
+			return;
+		if (parent->type == BSON_TYPE_ARRAY) { /* $unset of an array element leaves null */
+			mu_node *el = mu_find(parent, parts[nparts - 1]);
+			if (el != NULL) {
+				mu_clear(el);
+				el->type = BSON_TYPE_NULL;
+				el->has_iter = false;
+			}
+			return;
+		}
+		node = parent;
+	}
+	for (size_t i = 0; i < node->nkids; i++)
+		if (strcmp(node->kids[i].name, parts[nparts - 1]) == 0) {
+			mu_clear(&node->kids[i]);
+			free(node->kids[i].name);
+			memmove(&node->kids[i], &node->kids[i + 1],
+				(node->nkids - i - 1) * sizeof(node->kids[0]));
+			node->nkids--;
+			return;
+		}
+}
+
+static bool
+mu_write(mu *m, bson_t *out, const mu_node *n)
+{
+	if (n->has_iter)
+		return bson_append_iter(out, n->name, -1, &n->it) ||
+		       mu_fail(m, "could not write field \"%s\"", n->name);
+	if (!mu_container(n->type))
+		return bson_append_null(out, n->name, -1) ||
+		       mu_fail(m, "could not write field \"%s\"", n->name);
+	bson_t child;
+	bool ok = n->type == BSON_TYPE_ARRAY ? bson_append_array_begin(out, n->name, -1, &child)
+					     : bson_append_document_begin(out, n->name, -1, &child);
+	if (!ok)
+		return mu_fail(m, "could not write field \"%s\"", n->name);
+	for (size_t i = 0; ok && i < n->nkids; i++)
+		ok = mu_write(m, &child, &n->kids[i]);
+	bool ended = n->type == BSON_TYPE_ARRAY ? bson_append_array_end(out, &child)
+						: bson_append_document_end(out, &child);
+	return ok && (ended || mu_fail(m, "document too large"));
+}
+
+/* A path split into its parts. */
+typedef struct mu_path {
+	char *buf; /* owned */
+	char *parts[MU_MAX_PARTS];
+	size_t n;
+} mu_path;
+
+/*
+ * mu_path_of finds a path's parts: its disambiguatedPaths entry (strings and
+ * integers) when dis has one, else the path split at dots.
+ */
+static bool
+mu_path_of(mu *m, const char *path, const bson_iter_t *dis, mu_path *p)
+{
+	memset(p, 0, sizeof(*p));
+	bson_iter_t di, arr;
+	if (dis != NULL && bson_iter_recurse(dis, &di) && bson_iter_find(&di, path) &&
+	    BSON_ITER_HOLDS_ARRAY(&di) && bson_iter_recurse(&di, &arr)) {
+		size_t len = 0;
+		char *buf = NULL;
+		while (bson_iter_next(&arr)) {
+			char num[24];
+			const char *part;
+			uint32_t plen = 0;
+			if (BSON_ITER_HOLDS_UTF8(&arr)) {
+				part = bson_iter_utf8(&arr, &plen);
+				if (memchr(part, '\0', plen) != NULL) {
+					free(buf);
+					return mu_fail(m, "a part of path \"%s\" holds a NUL byte",
+						       path);
+				}
+			} else if (BSON_ITER_HOLDS_INT32(&arr) || BSON_ITER_HOLDS_INT64(&arr)) {
+				snprintf(num, sizeof(num), "%" PRId64, bson_iter_as_int64(&arr));
+				part = num;
+				plen = (uint32_t)strlen(num);
+			} else {
+				free(buf);
+				return mu_fail(m,
+					       "disambiguatedPaths of \"%s\" holds a part that is "
+					       "neither a string nor an integer",
+					       path);
+			}
+			if (p->n == MU_MAX_PARTS) {
+				free(buf);
+				return mu_fail(m, "path \"%s\" is too deep", path);
+			}
+			char *nb = realloc(buf, len + plen + 1);
+			if (nb == NULL)
+				abort();
+			buf = nb;
+			memcpy(buf + len, part, plen);
+			buf[len + plen] = '\0';
+			p->parts[p->n++] = (char *)(uintptr_t)len; /* an offset until buf settles */
+			len += plen + 1;
+		}
+		if (p->n == 0) {
+			free(buf);
+			return mu_fail(m, "disambiguatedPaths of \"%s\" is empty", path);
+		}
+		p->buf = buf;
+		for (size_t i = 0; i < p->n; i++)
+			p->parts[i] = buf + (uintptr_t)p->parts[i];
+		return true;
+	}
+	p->buf = strdup(path);
+	if (p->buf == NULL)
+		abort();
+	char *c = p->buf;
+	p->parts[p->n++] = c;
+	for (; *c; c++)
+		if (*c == '.') {
+			if (p->n == MU_MAX_PARTS)
+				return mu_fail(m, "path \"%s\" is too deep", path);
+			*c = '\0';
+			p->parts[p->n++] = c + 1;
+		}
+	return true;
+}
+
+bool
+sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud, size_t ud_len,
+			  bson_t *out, char *err, size_t err_size)
+{
+	mu m = {.err = err, .err_size = err_size};
+	if (err_size > 0)
+		err[0] = '\0';
+	bson_t bdoc, bud;
+	if (!bson_init_static(&bdoc, doc, doc_len))
+		return mu_fail(&m, "the document is not BSON");
+	if (!bson_init_static(&bud, ud, ud_len))
+		return mu_fail(&m, "the update description is not BSON");
+	mu_node root;
+	memset(&root, 0, sizeof(root));
+	root.name = (char *)"";
+	root.type = BSON_TYPE_DOCUMENT;
+	root.expanded = true;
+	bson_iter_t it;
+	if (!bson_iter_init(&it, &bdoc))
+		return mu_fail(&m, "the document is not BSON");
+	while (bson_iter_next(&it)) {
+		mu_node *k = mu_append(&root, bson_iter_key(&it));
+		k->type = bson_iter_type(&it);
+		k->has_iter = true;
+		k->it = it;
+	}
+	if (it.err_off != 0)
+		mu_fail(&m, "the document holds malformed BSON");
+
+	bson_iter_t dis, fields;
+	bool has_dis = bson_iter_init_find(&dis, &bud, "disambiguatedPaths") &&
+		       BSON_ITER_HOLDS_DOCUMENT(&dis);
+	const bson_iter_t *disp = has_dis ? &dis : NULL;
+	mu_path path;
+
+	/* 1. truncatedArrays */
+	if (!m.failed && bson_iter_init_find(&fields, &bud, "truncatedArrays")) {
+		bson_iter_t arr, ta;
+		if (!BSON_ITER_HOLDS_ARRAY(&fields) || !bson_iter_recurse(&fields, &arr))
+			mu_fail(&m, "truncatedArrays is not an array");
+		while (!m.failed && bson_iter_next(&arr)) {
+			const char *name = NULL;
+			int64_t size = -1;
+			if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &ta)) {
+				mu_fail(&m,
+					"truncatedArrays holds something other than a document");
+				break;
+			}
+			while (bson_iter_next(&ta)) {
+				if (strcmp(bson_iter_key(&ta), "field") == 0 &&
+				    BSON_ITER_HOLDS_UTF8(&ta))
+					name = bson_iter_utf8(&ta, NULL);
+				else if (strcmp(bson_iter_key(&ta), "newSize") == 0 &&
+					 (BSON_ITER_HOLDS_INT32(&ta) || BSON_ITER_HOLDS_INT64(&ta)))
+					size = bson_iter_as_int64(&ta);
+			}
+			if (name == NULL || size < 0) {
+				mu_fail(&m,
+					"truncatedArrays holds an entry without field and newSize");
+				break;
+			}
+			if (!mu_path_of(&m, name, disp, &path)) {
+				free(path.buf);
+				break;
+			}
+			mu_node *el = mu_walk(&m, &root, path.parts, path.n);
+			if (el != NULL && el->type == BSON_TYPE_ARRAY && mu_expand(&m, el))
+				while (el->nkids > (uint64_t)size) {
+					mu_node *last = &el->kids[--el->nkids];
+					mu_clear(last);
+					free(last->name);
+				}
+			free(path.buf);
+		}
+	}
+	/* 2. updatedFields */
+	if (!m.failed && bson_iter_init_find(&fields, &bud, "updatedFields")) {
+		bson_iter_t uf;
+		if (!BSON_ITER_HOLDS_DOCUMENT(&fields) || !bson_iter_recurse(&fields, &uf))
+			mu_fail(&m, "updatedFields is not a document");
+		while (!m.failed && bson_iter_next(&uf)) {
+			if (!mu_path_of(&m, bson_iter_key(&uf), disp, &path)) {
+				free(path.buf);
+				break;
+			}
+			mu_set(&m, &root, path.parts, path.n, &uf);
+			free(path.buf);
+		}
+		if (!m.failed && uf.err_off != 0)
+			mu_fail(&m, "updatedFields holds malformed BSON");
+	}
+	/* 3. removedFields */
+	if (!m.failed && bson_iter_init_find(&fields, &bud, "removedFields")) {
+		bson_iter_t rf;
+		if (!BSON_ITER_HOLDS_ARRAY(&fields) || !bson_iter_recurse(&fields, &rf))
+			mu_fail(&m, "removedFields is not an array");
+		while (!m.failed && bson_iter_next(&rf)) {
+			if (!BSON_ITER_HOLDS_UTF8(&rf)) {
+				mu_fail(&m, "removedFields holds something other than a string");
+				break;
+			}
+			if (!mu_path_of(&m, bson_iter_utf8(&rf, NULL), disp, &path)) {
+				free(path.buf);
+				break;
+			}
+			mu_unset(&m, &root, path.parts, path.n);
+			free(path.buf);
+		}
+	}
+	for (size_t i = 0; !m.failed && i < root.nkids; i++)
+		mu_write(&m, out, &root.kids[i]);
+	root.name = NULL;
+	mu_clear(&root);
+	return !m.failed;
+}
