@@ -15,6 +15,7 @@
 #include "backoff.h"
 #include "clock.h"
 #include "log.h"
+#include "mongotarget.h"
 #include "pgtarget.h"
 #include "reader.h"
 #include "records.h"
@@ -674,10 +675,8 @@ static sluice_target *
 engine_target(sluice_apply_ctx *e)
 {
 	const char *uri = e->o->target;
-	if (strncmp(uri, "mongodb://", 10) == 0 || strncmp(uri, "mongodb+srv://", 14) == 0) {
-		sluice_log_error("MongoDB targets are not supported by this version of apply");
-		return NULL;
-	}
+	if (strncmp(uri, "mongodb://", 10) == 0 || strncmp(uri, "mongodb+srv://", 14) == 0)
+		return sluice_mongo_target_create(e);
 	return sluice_pg_target_create(e);
 }
 

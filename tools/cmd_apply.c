@@ -53,14 +53,18 @@ apply_help(FILE *f)
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
 		"                    [--origin NAME] [--retry-report SECONDS] [--max-age "
 		"DURATION]\n"
+		"                    [--at-least-once]\n"
 		"\n"
-		"Replay a verified stream into PostgreSQL: every frame is authenticated before it\n"
+		"Replay a verified stream into PostgreSQL, or a MongoDB stream into MongoDB (a\n"
+		"mongodb:// or mongodb+srv:// --target): every frame is authenticated before it\n"
 		"is decoded; a bad signature, untrusted key, broken chain or txseq gap stops "
 		"apply\n"
 		"before anything of the bad frame is applied. Each source transaction becomes one\n"
 		"target transaction, in txseq order, and records its txseq as the progress of the\n"
 		"replication origin sluice_<stream>@<database>: after a crash apply resumes\n"
-		"exactly there.\n"
+		"exactly there. On MongoDB each source transaction is one multi-document\n"
+		"transaction that also writes the stream's progress document in sluice.progress\n"
+		"(a replica set or mongos is needed: a standalone server has no transactions).\n"
 		"\n"
 		"Transient target errors (deadlock 40P01, serialization failure 40001, lock\n"
 		"timeout 55P03, cancelled statement 57014, server shutting down 57P01-57P03,\n"
@@ -68,7 +72,9 @@ apply_help(FILE *f)
 		"applied again after a capped, jittered backoff (reconnecting when needed),\n"
 		"never skipped. Retries are counted per cause in the exit summary. Any other\n"
 		"error (schema mismatch, a constraint the strategy cannot resolve, a type\n"
-		"error) stops apply with the table, operation and SQLSTATE.\n"
+		"error) stops apply with the table, operation and SQLSTATE. On MongoDB,\n"
+		"TransientTransactionError, WriteConflict (112), a primary stepping down or\n"
+		"shutting down, an unknown commit result and network errors are retried.\n"
 		"\n"
 		"Strategies (docs/conflicts.md):\n"
 		"  replace    the stream is the source of truth (default)\n"
@@ -82,7 +88,8 @@ apply_help(FILE *f)
 		"  -t, --trust PUB          root public key file (repeatable); apply resumes\n"
 		"                           mid-stream, so after sluice rotate-key give the\n"
 		"                           current key too\n"
-		"      --target CONNINFO    target database (libpq URI or key=value)\n"
+		"      --target CONNINFO    target database (libpq URI or key=value), or a\n"
+		"                           mongodb:// or mongodb+srv:// URI\n"
 		"      --strategy S         replace, append or timestamp\n"
 		"      --timestamp-column T=C  compare column C of table T (schema.table or "
 		"table)\n"
@@ -115,6 +122,10 @@ apply_help(FILE *f)
 		"                           and at exit: the source stopped, or the stream was "
 		"cut\n"
 		"                           or rolled back; apply still applies what it holds\n"
+		"      --at-least-once      MongoDB: apply to a standalone server (no "
+		"transactions:\n"
+		"                           after a crash the last transaction may be applied\n"
+		"                           twice)\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -143,6 +154,7 @@ cmd_apply(int argc, char **argv)
 		OPT_ORIGIN,
 		OPT_RETRY_REPORT,
 		OPT_MAX_AGE,
+		OPT_AT_LEAST_ONCE,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -164,6 +176,7 @@ cmd_apply(int argc, char **argv)
 		{"origin", required_argument, NULL, OPT_ORIGIN},
 		{"retry-report", required_argument, NULL, OPT_RETRY_REPORT},
 		{"max-age", required_argument, NULL, OPT_MAX_AGE},
+		{"at-least-once", no_argument, NULL, OPT_AT_LEAST_ONCE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -225,6 +238,9 @@ cmd_apply(int argc, char **argv)
 			break;
 		case OPT_INCLUDE:
 			inc[o.filter.ninclude++] = optarg;
+			break;
+		case OPT_AT_LEAST_ONCE:
+			o.at_least_once = true;
 			break;
 		case OPT_EXCLUDE:
 			exc[o.filter.nexclude++] = optarg;

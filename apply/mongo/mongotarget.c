@@ -1,0 +1,830 @@
+/*
+ * The MongoDB target (target.h): each stream transaction is one
+ * multi-document transaction holding its changes, its conflict-log entries
+ * and the stream's progress document (sluice.progress), so a kill at any
+ * moment leaves either all of it or none. Documents are written as the
+ * stream holds them (raw BSON, no client-side validation): inserts and
+ * replacements whole, updates by applying the event's updateDescription to
+ * the target's copy (mongoupdate.c), deletes by documentKey.
+ */
+#include "mongotarget.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mongoconn.h"
+#include "mongoupdate.h"
+#include "records.h"
+#include "target.h"
+
+#define MT_DB                 "sluice"
+#define MT_PROGRESS           "progress"
+#define MT_CONFLICTS          "conflicts"
+#define MT_MAX_DOCUMENT_BYTES (16 * 1024 * 1024 + 16 * 1024)
+
+typedef struct mt_rel {
+	bool defined;
+	char *db, *coll;        /* owned */
+	char *label;            /* owned: db.coll */
+	mongoc_collection_t *c; /* owned; made at first use on the current client */
+} mt_rel;
+
+typedef struct mt {
+	sluice_target base; /* first: the engine sees this */
+	sluice_apply_ctx *ctx;
+	const sluice_apply_options *o;
+	sluice_apply_stats *stats;
+	mongoc_uri_t *uri; /* owned */
+	char hosts[512];
+	mongoc_client_t *client;        /* owned */
+	mongoc_client_session_t *cs;    /* owned */
+	bool transactions;              /* a replica set or mongos: multi-document transactions */
+	mongoc_collection_t *progress;  /* owned: sluice.progress */
+	mongoc_collection_t *conflicts; /* owned: sluice.conflicts */
+	char progress_name[600];
+
+	mt_rel *rels; /* owned, by the engine's relation index */
+	size_t nrels;
+
+	/* the transaction being applied */
+	bool in_txn;
+	uint64_t txseq;
+	int64_t commit_us;
+	char node[256];
+	uint64_t applied; /* the progress as this target last read or wrote it */
+} mt;
+
+/* ---- errors -------------------------------------------------------------------- */
+
+/*
+ * mt_fail tells the engine what a failed command means. Network and server
+ * selection errors lose the connection; TransientTransactionError,
+ * WriteConflict and a primary stepping down or shutting down are retried
+ * (the whole transaction, from the progress); an unknown commit result is
+ * retried too: the progress document tells whether the commit happened.
+ */
+static sluice_target_status
+mt_fail(mt *t, const char *what, const bson_error_t *err, const bson_t *reply, char op, uint32_t ri)
+{
+	sluice_target_failure *f = &t->base.failure;
+	f->txseq = t->in_txn ? t->txseq : 0;
+	f->op = op;
+	f->rel = ri;
+	f->cause = -1;
+	snprintf(f->code, sizeof(f->code), "%" PRIu32, err->code);
+	snprintf(f->message, sizeof(f->message), "%s: %s", what, sluice_mongo_error_text(err));
+	bool transient = (reply != NULL &&
+			  (mongoc_error_has_label(reply, "TransientTransactionError") ||
+			   mongoc_error_has_label(reply, "UnknownTransactionCommitResult")));
+	if (err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION) {
+		f->cause = SLUICE_RETRY_CONNECTION;
+		return SLUICE_TARGET_LOST;
+	}
+	switch (err->code) {
+	case 112: /* WriteConflict */
+	case 251: /* NoSuchTransaction: the transaction was aborted under us */
+	case 24:  /* LockTimeout */
+		f->cause = SLUICE_RETRY_SERIALIZATION;
+		return SLUICE_TARGET_RETRY;
+	case 91:    /* ShutdownInProgress */
+	case 189:   /* PrimarySteppedDown */
+	case 10107: /* NotWritablePrimary */
+	case 11600: /* InterruptedAtShutdown */
+	case 11602: /* InterruptedDueToReplStateChange */
+	case 13435: /* NotPrimaryNoSecondaryOk */
+	case 13436: /* NotPrimaryOrSecondary */
+		f->cause = SLUICE_RETRY_SHUTDOWN;
+		return SLUICE_TARGET_RETRY;
+	default:
+		break;
+	}
+	if (transient) {
+		f->cause = SLUICE_RETRY_SERIALIZATION;
+		return SLUICE_TARGET_RETRY;
+	}
+	return SLUICE_TARGET_FAILED;
+}
+
+/* mt_failf reports a failure sluice itself found (a record it cannot apply). */
+static sluice_target_status mt_failf(mt *t, char op, uint32_t ri, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static sluice_target_status
+mt_failf(mt *t, char op, uint32_t ri, const char *fmt, ...)
+{
+	sluice_target_failure *f = &t->base.failure;
+	f->txseq = t->in_txn ? t->txseq : 0;
+	f->op = op;
+	f->rel = ri;
+	f->cause = -1;
+	f->code[0] = '\0';
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f->message, sizeof(f->message), fmt, ap);
+	va_end(ap);
+	return SLUICE_TARGET_FAILED;
+}
+
+/* ---- connection ------------------------------------------------------------------- */
+
+/* mt_opts starts command options: the session when a transaction is open, no validation. */
+static bool
+mt_opts(mt *t, bson_t *opts, bson_error_t *err)
+{
+	bson_init(opts);
+	BSON_APPEND_BOOL(opts, "validate", false);
+	if (t->cs != NULL && t->in_txn && t->transactions && !t->o->dry_run)
+		return mongoc_client_session_append(t->cs, opts, err);
+	return true;
+}
+
+/* mt_read_progress reads the last txseq applied from the progress document. */
+static sluice_target_status
+mt_read_progress(mt *t, uint64_t *resume)
+{
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+	BSON_APPEND_UTF8(&filter, "_id", t->o->stream);
+	BSON_APPEND_INT64(&opts, "limit", 1);
+	mongoc_read_concern_t *rc = mongoc_read_concern_new();
+	mongoc_read_concern_set_level(rc, t->transactions ? MONGOC_READ_CONCERN_LEVEL_MAJORITY
+							  : MONGOC_READ_CONCERN_LEVEL_LOCAL);
+	mongoc_read_concern_append(rc, &opts);
+	mongoc_read_concern_destroy(rc);
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(t->progress, &filter, &opts, NULL);
+	bson_destroy(&filter);
+	bson_destroy(&opts);
+	const bson_t *doc;
+	*resume = 0;
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (mongoc_cursor_next(cur, &doc)) {
+		bson_iter_t it;
+		if (bson_iter_init_find(&it, doc, "txseq") &&
+		    (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) &&
+		    bson_iter_as_int64(&it) >= 0)
+			*resume = (uint64_t)bson_iter_as_int64(&it);
+		else
+			st = mt_failf(t, 0, 0,
+				      "the progress document of stream \"%s\" in %s.%s has no "
+				      "txseq: it was not written by sluice",
+				      t->o->stream, MT_DB, MT_PROGRESS);
+	}
+	bson_error_t err;
+	const bson_t *reply = NULL;
+	if (mongoc_cursor_error_document(cur, &err, &reply))
+		st = mt_fail(t, "reading the progress", &err, reply, 0, 0);
+	mongoc_cursor_destroy(cur);
+	if (st == SLUICE_TARGET_OK)
+		t->applied = *resume;
+	return st;
+}
+
+static sluice_target_status
+mt_open(sluice_target *base, uint64_t *resume)
+{
+	mt *t = (mt *)base;
+	bson_error_t err;
+	sluice_mongo_init();
+	if (t->uri == NULL) {
+		t->uri = sluice_mongo_uri(t->o->target, "sluice-apply");
+		if (t->uri == NULL)
+			return mt_failf(t, 0, 0, "%s", "");
+		sluice_mongo_hosts(t->uri, t->hosts, sizeof(t->hosts));
+		snprintf(t->progress_name, sizeof(t->progress_name),
+			 "progress document \"%s\" in %s.%s", t->o->stream, MT_DB, MT_PROGRESS);
+	}
+	t->client = mongoc_client_new_from_uri_with_error(t->uri, &err);
+	if (t->client == NULL) {
+		sluice_log_error("MongoDB client for %s: %s", t->hosts,
+				 sluice_mongo_error_text(&err));
+		t->base.failure.cause = SLUICE_RETRY_CONNECTION;
+		return SLUICE_TARGET_LOST;
+	}
+	mongoc_client_set_error_api(t->client, MONGOC_ERROR_API_VERSION_2);
+	bson_t cmd = BSON_INITIALIZER, reply;
+	BSON_APPEND_INT32(&cmd, "hello", 1);
+	bool ok = mongoc_client_command_simple(t->client, "admin", &cmd, NULL, &reply, &err);
+	bson_destroy(&cmd);
+	if (!ok) {
+		bson_destroy(&reply);
+		sluice_log_error("cannot reach the MongoDB target at %s: %s", t->hosts,
+				 sluice_mongo_error_text(&err));
+		t->base.failure.cause = SLUICE_RETRY_CONNECTION;
+		return SLUICE_TARGET_LOST;
+	}
+	bson_iter_t it;
+	t->transactions = bson_iter_init_find(&it, &reply, "setName") ||
+			  (bson_iter_init_find(&it, &reply, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
+			   strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0);
+	bson_destroy(&reply);
+	if (!t->transactions && !t->o->at_least_once) {
+		sluice_log_error(
+			"the MongoDB target at %s is a standalone server: without multi-document "
+			"transactions a change and the stream's progress cannot commit together, "
+			"so exactly once is impossible there. Run it as a replica set (a single "
+			"member will do: mongod --replSet rs0, then rs.initiate()), or pass "
+			"--at-least-once to apply anyway (after a crash the last transaction may "
+			"be applied twice)",
+			t->hosts);
+		return mt_failf(t, 0, 0, "%s", "");
+	}
+	t->cs = mongoc_client_start_session(t->client, NULL, &err);
+	if (t->cs == NULL) {
+		sluice_log_error("cannot start a session on the MongoDB target at %s: %s", t->hosts,
+				 sluice_mongo_error_text(&err));
+		return mt_fail(t, "starting a session", &err, NULL, 0, 0);
+	}
+	t->progress = mongoc_client_get_collection(t->client, MT_DB, MT_PROGRESS);
+	t->conflicts = mongoc_client_get_collection(t->client, MT_DB, MT_CONFLICTS);
+	if (t->o->strategy == SLUICE_STRATEGY_TIMESTAMP) {
+		sluice_log_error("--strategy timestamp is not available for MongoDB targets yet: "
+				 "use replace or append");
+		return mt_failf(t, 0, 0, "%s", "");
+	}
+	return mt_read_progress(t, resume);
+}
+
+static sluice_target_status
+mt_progress(sluice_target *base, uint64_t *resume)
+{
+	return mt_read_progress((mt *)base, resume);
+}
+
+static const char *
+mt_progress_name(const sluice_target *base)
+{
+	return ((const mt *)base)->progress_name;
+}
+
+/* ---- relations ------------------------------------------------------------------------ */
+
+static void
+mt_free_rel(mt_rel *r)
+{
+	free(r->db);
+	free(r->coll);
+	free(r->label);
+	if (r->c != NULL)
+		mongoc_collection_destroy(r->c);
+	memset(r, 0, sizeof(*r));
+}
+
+static char *
+mt_strdup(const char *s)
+{
+	char *d = strdup(s);
+	if (d == NULL)
+		abort();
+	return d;
+}
+
+static void
+mt_relation(sluice_target *base, uint32_t ri, const Sluice__V1__Relation *desc)
+{
+	mt *t = (mt *)base;
+	if (ri >= t->nrels) {
+		mt_rel *p = realloc(t->rels, (ri + 1) * sizeof(*p));
+		if (p == NULL)
+			abort();
+		memset(p + t->nrels, 0, (ri + 1 - t->nrels) * sizeof(*p));
+		t->rels = p;
+		t->nrels = ri + 1;
+	}
+	mt_rel *r = &t->rels[ri];
+	mt_free_rel(r);
+	r->defined = true;
+	r->db = mt_strdup(desc->schema);
+	r->coll = mt_strdup(desc->name);
+	r->label = mt_strdup(sluice_apply_rel_at(t->ctx, ri)->label);
+}
+
+/* mt_check accepts collections of MongoDB streams (a PostgreSQL stream has rows, not documents). */
+static sluice_target_status
+mt_check(sluice_target *base, uint32_t ri, const Sluice__V1__Relation *desc)
+{
+	mt *t = (mt *)base;
+	if (desc == NULL || !desc->has_source ||
+	    desc->source != SLUICE__V1__SOURCE_KIND__SOURCE_MONGODB)
+		return mt_failf(t, 0, ri,
+				"relation %s of stream \"%s\" is not a MongoDB collection: a "
+				"MongoDB target applies streams captured from MongoDB",
+				t->rels[ri].label, t->o->stream);
+	if (t->rels[ri].db[0] == '\0' || t->rels[ri].coll[0] == '\0')
+		return mt_failf(t, 0, ri, "relation %s has an empty database or collection name",
+				t->rels[ri].label);
+	return SLUICE_TARGET_OK;
+}
+
+static mongoc_collection_t *
+mt_coll(mt *t, uint32_t ri)
+{
+	mt_rel *r = &t->rels[ri];
+	if (r->c == NULL)
+		r->c = mongoc_client_get_collection(t->client, r->db, r->coll);
+	return r->c;
+}
+
+/* ---- transactions ------------------------------------------------------------------ */
+
+static sluice_target_status
+mt_begin(sluice_target *base, const sluice_apply_txn *txn)
+{
+	mt *t = (mt *)base;
+	t->txseq = txn->txseq;
+	t->commit_us = txn->commit_us;
+	snprintf(t->node, sizeof(t->node), "%s", txn->node);
+	t->in_txn = true;
+	if (t->o->dry_run || !t->transactions)
+		return SLUICE_TARGET_OK;
+	bson_error_t err;
+	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
+		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
+	return SLUICE_TARGET_OK;
+}
+
+/*
+ * mt_conflict counts a conflict and, with the conflict log on, records it in
+ * sluice.conflicts in the transaction: stream, txseq, relation, the
+ * documentKey, the case, the remote version and the resolution.
+ */
+static sluice_target_status
+mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char *resolution)
+{
+	t->stats->conflicts[c]++;
+	if (!t->o->conflict_log || t->o->dry_run)
+		return SLUICE_TARGET_OK;
+	bson_t doc = BSON_INITIALIZER, opts;
+	BSON_APPEND_UTF8(&doc, "stream", t->o->stream);
+	BSON_APPEND_INT64(&doc, "txseq", (int64_t)t->txseq);
+	BSON_APPEND_UTF8(&doc, "relation", t->rels[ri].label);
+	BSON_APPEND_DOCUMENT(&doc, "key", key);
+	BSON_APPEND_UTF8(&doc, "kind", sluice_conflict_name(c));
+	BSON_APPEND_NULL(&doc, "local_time");
+	BSON_APPEND_NULL(&doc, "local_node");
+	BSON_APPEND_DATE_TIME(&doc, "remote_time", t->commit_us / 1000);
+	BSON_APPEND_UTF8(&doc, "remote_node", t->node);
+	BSON_APPEND_UTF8(&doc, "resolution", resolution);
+	bson_error_t err;
+	bson_t reply;
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (!mt_opts(t, &opts, &err))
+		st = mt_fail(t, "logging a conflict", &err, NULL, 0, ri);
+	else {
+		if (!mongoc_collection_insert_one(t->conflicts, &doc, &opts, &reply, &err))
+			st = mt_fail(t, "logging a conflict", &err, &reply, 0, ri);
+		bson_destroy(&reply);
+	}
+	bson_destroy(&opts);
+	bson_destroy(&doc);
+	return st;
+}
+
+/* mt_find reads the target's document matching filter (in the transaction), if any. */
+static sluice_target_status
+mt_find(mt *t, uint32_t ri, char op, const bson_t *filter, bson_t *found, bool *present)
+{
+	bson_t opts;
+	bson_error_t err;
+	*present = false;
+	if (!mt_opts(t, &opts, &err)) {
+		bson_destroy(&opts);
+		return mt_fail(t, "reading a document", &err, NULL, op, ri);
+	}
+	BSON_APPEND_INT64(&opts, "limit", 1);
+	mongoc_cursor_t *cur =
+		mongoc_collection_find_with_opts(mt_coll(t, ri), filter, &opts, NULL);
+	bson_destroy(&opts);
+	const bson_t *doc;
+	if (mongoc_cursor_next(cur, &doc)) {
+		bson_copy_to(doc, found);
+		*present = true;
+	}
+	const bson_t *reply = NULL;
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (mongoc_cursor_error_document(cur, &err, &reply)) {
+		st = mt_fail(t, "reading a document", &err, reply, op, ri);
+		if (*present)
+			bson_destroy(found);
+		*present = false;
+	}
+	mongoc_cursor_destroy(cur);
+	return st;
+}
+
+/* mt_write_result reads whether an upsert inserted (upsertedCount) or matched a document. */
+static bool
+mt_upserted(const bson_t *reply)
+{
+	bson_iter_t it;
+	return bson_iter_init_find(&it, reply, "upsertedCount") && bson_iter_as_int64(&it) > 0;
+}
+
+static int64_t
+mt_count(const bson_t *reply, const char *field)
+{
+	bson_iter_t it;
+	return bson_iter_init_find(&it, reply, field) ? bson_iter_as_int64(&it) : 0;
+}
+
+/* mt_replace writes doc over the document matching filter (upsert: or inserts it). */
+static sluice_target_status
+mt_replace(mt *t, uint32_t ri, char op, const bson_t *filter, const bson_t *doc, bool upsert,
+	   bool *inserted, bool *matched)
+{
+	bson_t opts, reply;
+	bson_error_t err;
+	*inserted = *matched = false;
+	if (!mt_opts(t, &opts, &err)) {
+		bson_destroy(&opts);
+		return mt_fail(t, "writing a document", &err, NULL, op, ri);
+	}
+	if (upsert)
+		BSON_APPEND_BOOL(&opts, "upsert", true);
+	bool ok = mongoc_collection_replace_one(mt_coll(t, ri), filter, doc, &opts, &reply, &err);
+	bson_destroy(&opts);
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (!ok)
+		st = mt_fail(t, "writing a document", &err, &reply, op, ri);
+	else {
+		*inserted = mt_upserted(&reply);
+		*matched = mt_count(&reply, "matchedCount") > 0;
+	}
+	bson_destroy(&reply);
+	return st;
+}
+
+static sluice_target_status
+mt_insert(mt *t, uint32_t ri, char op, const bson_t *doc)
+{
+	bson_t opts, reply;
+	bson_error_t err;
+	if (!mt_opts(t, &opts, &err)) {
+		bson_destroy(&opts);
+		return mt_fail(t, "inserting a document", &err, NULL, op, ri);
+	}
+	bool ok = mongoc_collection_insert_one(mt_coll(t, ri), doc, &opts, &reply, &err);
+	bson_destroy(&opts);
+	sluice_target_status st =
+		ok ? SLUICE_TARGET_OK : mt_fail(t, "inserting a document", &err, &reply, op, ri);
+	bson_destroy(&reply);
+	return st;
+}
+
+static sluice_target_status
+mt_delete(mt *t, uint32_t ri, const bson_t *filter, bool *deleted)
+{
+	bson_t opts, reply;
+	bson_error_t err;
+	*deleted = false;
+	if (!mt_opts(t, &opts, &err)) {
+		bson_destroy(&opts);
+		return mt_fail(t, "deleting a document", &err, NULL, 'D', ri);
+	}
+	bool ok = mongoc_collection_delete_one(mt_coll(t, ri), filter, &opts, &reply, &err);
+	bson_destroy(&opts);
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (!ok)
+		st = mt_fail(t, "deleting a document", &err, &reply, 'D', ri);
+	else
+		*deleted = mt_count(&reply, "deletedCount") > 0;
+	bson_destroy(&reply);
+	return st;
+}
+
+/* mt_bson makes a read-only view of a record's raw BSON field; false when absent or bad. */
+static bool
+mt_bson(const ProtobufCBinaryData *b, bool has, bson_t *out)
+{
+	return has && b->len >= 5 && bson_init_static(out, b->data, b->len);
+}
+
+/* mt_id_filter makes {_id: <doc's _id>}; false when the document has none. */
+static bool
+mt_id_filter(const bson_t *doc, bson_t *filter)
+{
+	bson_iter_t it;
+	if (!bson_iter_init_find(&it, doc, "_id"))
+		return false;
+	bson_init(filter);
+	return bson_append_iter(filter, "_id", 3, &it);
+}
+
+/*
+ * mt_apply_change does what the decision says for one change. present is
+ * what the target held (found by a read in the transaction); for replace's
+ * inserts and replacements the upsert tells it instead, without a read.
+ */
+static sluice_target_status
+mt_change(sluice_target *base, uint32_t ri, char op, const sluice_record *rec)
+{
+	mt *t = (mt *)base;
+	bson_t doc, key, ud, filter;
+	const bson_t *keyp = &key; /* the key logged with a conflict */
+	bool has_doc = false, has_key = false, has_ud = false;
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_INSERT:
+		has_doc = mt_bson(&rec->insert->document, rec->insert->has_document, &doc);
+		break;
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+		has_doc = mt_bson(&rec->snapshot_row->document, rec->snapshot_row->has_document,
+				  &doc);
+		break;
+	case SLUICE__V1__RECORD__BODY_UPDATE:
+		has_doc = mt_bson(&rec->update->document, rec->update->has_document, &doc);
+		has_key = mt_bson(&rec->update->document_key, rec->update->has_document_key, &key);
+		has_ud = mt_bson(&rec->update->update_description,
+				 rec->update->has_update_description, &ud);
+		break;
+	default:
+		has_key =
+			mt_bson(&rec->delete_->document_key, rec->delete_->has_document_key, &key);
+	}
+	if (op == 'I') {
+		if (!has_doc || !mt_id_filter(&doc, &filter))
+			return mt_failf(t, op, ri, "an insert without a document with an _id");
+		keyp = &filter;
+	} else {
+		if (!has_key)
+			return mt_failf(t, op, ri, "a change without a documentKey");
+		bson_copy_to(&key, &filter); /* the whole documentKey: shard key fields too */
+	}
+	if (op == 'U' && !has_ud && !has_doc) {
+		bson_destroy(&filter);
+		return mt_failf(t, op, ri, "a replacement without its document");
+	}
+
+	sluice_strategy strategy = t->o->strategy;
+	sluice_target_status st = SLUICE_TARGET_OK;
+	bool dry = t->o->dry_run;
+	bool inserted = false, matched = false, present = false, deleted = false;
+	bson_t found;
+	/* replace: inserts and whole replacements go out as upserts, without a read */
+	if (strategy == SLUICE_STRATEGY_REPLACE && !dry && (op == 'I' || (op == 'U' && !has_ud))) {
+		st = mt_replace(t, ri, op, &filter, &doc, true, &inserted, &matched);
+		if (st == SLUICE_TARGET_OK) {
+			sluice_row_state rs = {.present = !inserted, .complete = true};
+			sluice_decision d = sluice_conflict_decide(strategy, op, &rs);
+			if (op == 'I' && inserted)
+				t->stats->inserts++;
+			else
+				t->stats->updates++;
+			if (d.conflict != SLUICE_CONFLICT_NONE)
+				st = mt_conflict(t, ri, d.conflict, keyp, d.resolution);
+		}
+		bson_destroy(&filter);
+		return st;
+	}
+	if (strategy == SLUICE_STRATEGY_REPLACE && !dry && op == 'D') {
+		st = mt_delete(t, ri, &filter, &deleted);
+		if (st == SLUICE_TARGET_OK) {
+			if (deleted)
+				t->stats->deletes++;
+			else
+				st = mt_conflict(t, ri, SLUICE_CONFLICT_DELETE_MISSING, keyp,
+						 "skipped");
+		}
+		bson_destroy(&filter);
+		return st;
+	}
+	/* everything else reads the target's document first */
+	st = mt_find(t, ri, op, &filter, &found, &present);
+	if (st != SLUICE_TARGET_OK) {
+		bson_destroy(&filter);
+		return st;
+	}
+	sluice_row_state rs = {.present = present, .complete = has_doc};
+	sluice_decision d = sluice_conflict_decide(strategy, op, &rs);
+	switch (d.write) {
+	case SLUICE_WRITE_INSERT:
+		if (!dry)
+			st = mt_insert(t, ri, op, &doc);
+		if (op == 'I' || strategy == SLUICE_STRATEGY_APPEND)
+			t->stats->inserts++;
+		else
+			t->stats->updates++; /* replace counts an update that inserted as an update
+					      */
+		break;
+	case SLUICE_WRITE_UPDATE:
+		if (op == 'U' && has_ud) {
+			bson_t next = BSON_INITIALIZER;
+			char why[256];
+			if (!sluice_mongo_apply_update(bson_get_data(&found), found.len,
+						       bson_get_data(&ud), ud.len, &next, why,
+						       sizeof(why)))
+				st = mt_failf(t, op, ri,
+					      "its update description cannot be applied: %s", why);
+			else if (next.len > MT_MAX_DOCUMENT_BYTES)
+				st = mt_failf(t, op, ri,
+					      "the updated document would take %" PRIu32 " bytes",
+					      next.len);
+			else if (!dry)
+				st = mt_replace(t, ri, op, &filter, &next, false, &inserted,
+						&matched);
+			bson_destroy(&next);
+		} else if (!dry)
+			st = mt_replace(t, ri, op, &filter, &doc, false, &inserted, &matched);
+		t->stats->updates++;
+		break;
+	case SLUICE_WRITE_DELETE:
+		if (!dry)
+			st = mt_delete(t, ri, &filter, &deleted);
+		t->stats->deletes++;
+		break;
+	default:
+		if (d.conflict == SLUICE_CONFLICT_NONE)
+			t->stats->skipped++; /* append keeps what the target has */
+		break;
+	}
+	if (st == SLUICE_TARGET_OK && d.conflict != SLUICE_CONFLICT_NONE)
+		st = mt_conflict(t, ri, d.conflict, keyp, d.resolution);
+	if (present)
+		bson_destroy(&found);
+	bson_destroy(&filter);
+	return st;
+}
+
+static sluice_target_status
+mt_truncate(sluice_target *base, const uint32_t *ris, size_t n, bool restart_identity, bool cascade)
+{
+	mt *t = (mt *)base;
+	(void)restart_identity;
+	(void)cascade;
+	for (size_t i = 0; i < n; i++) {
+		bson_t opts, reply, all = BSON_INITIALIZER;
+		bson_error_t err;
+		if (t->o->dry_run)
+			continue;
+		bool ok = mt_opts(t, &opts, &err) &&
+			  mongoc_collection_delete_many(mt_coll(t, ris[i]), &all, &opts, &reply,
+							&err);
+		bson_destroy(&opts);
+		if (!ok)
+			return mt_fail(t, "emptying a collection", &err, NULL, 0, ris[i]);
+		bson_destroy(&reply);
+	}
+	return SLUICE_TARGET_OK;
+}
+
+/*
+ * mt_write_progress records txseq as applied. The filter holds the progress
+ * this apply read: if another apply moved it in the meantime, nothing
+ * matches, the upsert collides on _id and the transaction fails instead of
+ * applying a transaction twice.
+ */
+static sluice_target_status
+mt_write_progress(mt *t)
+{
+	bson_t filter = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts, reply;
+	bson_error_t err;
+	BSON_APPEND_UTF8(&filter, "_id", t->o->stream);
+	if (t->applied > 0)
+		BSON_APPEND_INT64(&filter, "txseq", (int64_t)t->applied);
+	BSON_APPEND_UTF8(&doc, "_id", t->o->stream);
+	BSON_APPEND_INT64(&doc, "txseq", (int64_t)t->txseq);
+	BSON_APPEND_DATE_TIME(&doc, "commit_time", t->commit_us / 1000);
+	BSON_APPEND_UTF8(&doc, "node", t->node);
+	sluice_target_status st = SLUICE_TARGET_OK;
+	if (!mt_opts(t, &opts, &err))
+		st = mt_fail(t, "recording the progress", &err, NULL, 0, 0);
+	else {
+		BSON_APPEND_BOOL(&opts, "upsert", true);
+		if (!mongoc_collection_replace_one(t->progress, &filter, &doc, &opts, &reply,
+						   &err)) {
+			if (err.code == 11000)
+				st = mt_failf(
+					t, 0, 0,
+					"the progress of stream \"%s\" moved past txseq %" PRIu64
+					" while this apply ran: is another apply running for "
+					"it?",
+					t->o->stream, t->applied);
+			else
+				st = mt_fail(t, "recording the progress", &err, &reply, 0, 0);
+		}
+		bson_destroy(&reply);
+	}
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	bson_destroy(&doc);
+	return st;
+}
+
+static sluice_target_status
+mt_commit(sluice_target *base)
+{
+	mt *t = (mt *)base;
+	if (t->o->dry_run) {
+		t->in_txn = false;
+		return SLUICE_TARGET_OK;
+	}
+	sluice_target_status st = mt_write_progress(t);
+	if (st != SLUICE_TARGET_OK)
+		return st;
+	if (t->transactions) {
+		bson_t reply;
+		bson_error_t err;
+		if (!mongoc_client_session_commit_transaction(t->cs, &reply, &err)) {
+			st = mt_fail(t, "committing", &err, &reply, 0, 0);
+			bson_destroy(&reply);
+			return st;
+		}
+		bson_destroy(&reply);
+	}
+	t->in_txn = false;
+	t->applied = t->txseq;
+	sluice_apply_committed(t->ctx, t->txseq);
+	return SLUICE_TARGET_OK;
+}
+
+static sluice_target_status
+mt_flush(sluice_target *base)
+{
+	(void)base;
+	return SLUICE_TARGET_OK; /* nothing is queued: every command waits for its reply */
+}
+
+static sluice_target_status
+mt_rollback(sluice_target *base, bool after_failure)
+{
+	mt *t = (mt *)base;
+	(void)after_failure;
+	t->in_txn = false;
+	if (t->cs == NULL || !mongoc_client_session_in_transaction(t->cs))
+		return SLUICE_TARGET_OK;
+	/*
+	 * An abort that fails leaves nothing either: a failed command already
+	 * ended the transaction on the server, or the server drops it.
+	 */
+	bson_error_t err;
+	mongoc_client_session_abort_transaction(t->cs, &err);
+	return SLUICE_TARGET_OK;
+}
+
+static void
+mt_close(sluice_target *base)
+{
+	mt *t = (mt *)base;
+	for (size_t i = 0; i < t->nrels; i++)
+		if (t->rels[i].c != NULL) {
+			mongoc_collection_destroy(t->rels[i].c);
+			t->rels[i].c = NULL;
+		}
+	if (t->progress != NULL)
+		mongoc_collection_destroy(t->progress);
+	if (t->conflicts != NULL)
+		mongoc_collection_destroy(t->conflicts);
+	t->progress = t->conflicts = NULL;
+	if (t->cs != NULL)
+		mongoc_client_session_destroy(t->cs);
+	t->cs = NULL;
+	if (t->client != NULL)
+		mongoc_client_destroy(t->client);
+	t->client = NULL;
+	t->in_txn = false;
+}
+
+static void
+mt_free(sluice_target *base)
+{
+	mt *t = (mt *)base;
+	mt_close(base);
+	for (size_t i = 0; i < t->nrels; i++)
+		mt_free_rel(&t->rels[i]);
+	free(t->rels);
+	if (t->uri != NULL)
+		mongoc_uri_destroy(t->uri);
+	free(t);
+}
+
+static const sluice_target_ops mt_ops = {
+	.kind = "MongoDB",
+	.code_name = "code",
+	.open = mt_open,
+	.progress = mt_progress,
+	.progress_name = mt_progress_name,
+	.relation = mt_relation,
+	.check = mt_check,
+	.begin = mt_begin,
+	.change = mt_change,
+	.truncate = mt_truncate,
+	.commit = mt_commit,
+	.flush = mt_flush,
+	.rollback = mt_rollback,
+	.close = mt_close,
+	.free = mt_free,
+};
+
+sluice_target *
+sluice_mongo_target_create(sluice_apply_ctx *ctx)
+{
+	mt *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		abort();
+	t->base.ops = &mt_ops;
+	t->ctx = ctx;
+	t->o = sluice_apply_ctx_options(ctx);
+	t->stats = sluice_apply_ctx_stats(ctx);
+	return &t->base;
+}
