@@ -696,16 +696,31 @@ engine_free(sluice_apply_ctx *e)
 	free(e->nodes);
 }
 
+static sluice_target *
+engine_target_of_uri(sluice_apply_ctx *e, void *arg)
+{
+	(void)arg;
+	return engine_target(e);
+}
+
 bool
 sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
 		 sluice_apply_stats *stats)
+{
+	return sluice_apply_run_target(store, trust, o, stats, engine_target_of_uri, NULL);
+}
+
+bool
+sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
+			const sluice_apply_options *o, sluice_apply_stats *stats,
+			sluice_target *(*make)(sluice_apply_ctx *ctx, void *arg), void *arg)
 {
 	sluice_apply_ctx e;
 	memset(&e, 0, sizeof(e));
 	memset(stats, 0, sizeof(*stats));
 	e.o = o;
 	e.stats = stats;
-	e.t = engine_target(&e);
+	e.t = make(&e, arg);
 	if (e.t == NULL)
 		return false;
 	sluice_target *t = e.t;

@@ -126,4 +126,13 @@ struct sluice_target {
 	sluice_target_failure failure;
 };
 
+/*
+ * sluice_apply_run_target is sluice_apply_run with the target made by make
+ * (which returns NULL after logging why it cannot): the engine's unit tests
+ * drive it with a scripted target. The engine frees the target.
+ */
+bool sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
+			     const sluice_apply_options *o, sluice_apply_stats *stats,
+			     sluice_target *(*make)(sluice_apply_ctx *ctx, void *arg), void *arg);
+
 #endif

@@ -21,7 +21,9 @@
 #
 # MG (not in the default list): MongoDB capture against a plain libmongoc change
 # stream reader on the test peer, run by tools/bench_mongo.sh (see there).
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,MG]
+# MA (not in the default list): MongoDB apply against a plain libmongoc bulk
+# loader on the test peer, run by tools/bench_mongo_apply.sh (see there).
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,MG,MA]
 #                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
 # Output: tables on stdout, progress on stderr, and a JSON summary
 # (default build/bench/summary.json). Exit status: 0 done, 1 a run failed or a
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
 	--latency-rate) lat_rate=$2; shift ;;
 	--latency-seconds) lat_seconds=$2; shift ;;
 	--json) json=$2; shift ;;
-	-h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -56,19 +58,21 @@ pg_workloads=""
 for wl in ${workloads//,/ }; do
 	case "$wl" in
 	W1 | W2 | W3 | W4 | LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
-	MG) ;;
+	MG | MA) ;;
 	*) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;;
 	esac
 done
-# MG: MongoDB capture against a plain libmongoc reader (tools/bench_mongo.sh).
+# MG: MongoDB capture against a plain libmongoc reader (tools/bench_mongo.sh);
+# MA: MongoDB apply against a plain libmongoc loader (tools/bench_mongo_apply.sh).
+mg_args=(--runs "$runs")
+[ "$quick" -eq 1 ] && mg_args+=(--quick)
 case ",$workloads," in
-*,MG,*)
-	mg_args=(--runs "$runs")
-	[ "$quick" -eq 1 ] && mg_args+=(--quick)
-	"$ROOT/tools/bench_mongo.sh" "${mg_args[@]}" || exit 1
-	[ -n "$pg_workloads" ] || exit 0
-	;;
+*,MG,*) "$ROOT/tools/bench_mongo.sh" "${mg_args[@]}" || exit 1 ;;
 esac
+case ",$workloads," in
+*,MA,*) "$ROOT/tools/bench_mongo_apply.sh" "${mg_args[@]}" || exit 1 ;;
+esac
+[ -n "$pg_workloads" ] || case ",$workloads," in *,MG,* | *,MA,*) exit 0 ;; esac
 workloads=$pg_workloads
 
 sluice_install_deps
