@@ -308,6 +308,27 @@ engine_truncate(sluice_apply_ctx *e, const sluice_reader *reader, const Sluice__
 	return st;
 }
 
+/*
+ * engine_namespace_change passes a MongoDB drop, rename or dropDatabase to
+ * the target when the filters take its namespace (a rename: its source), or
+ * counts it as skipped.
+ */
+static sluice_target_status
+engine_namespace_change(sluice_apply_ctx *e, const Sluice__V1__NamespaceChange *nc)
+{
+	const char *db = nc->database ? nc->database : "";
+	const char *coll = nc->collection ? nc->collection : "";
+	bool wanted = e->t->ops->namespace_change != NULL && db[0] != '\0' &&
+		      strcmp(db, SLUICE_APPLY_LOCAL_SPACE) != 0;
+	if (wanted && coll[0] != '\0')
+		wanted = sluice_filter_match(&e->o->filter, db, coll);
+	if (!wanted) {
+		e->stats->skipped++;
+		return SLUICE_TARGET_OK;
+	}
+	return e->t->ops->namespace_change(e->t, nc);
+}
+
 /* ---- transactions ------------------------------------------------------------- */
 
 static sluice_target_status
@@ -647,6 +668,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 		case SLUICE__V1__RECORD__BODY_TRUNCATE:
 			if (e->in_txn)
 				st = engine_truncate(e, reader, rec->truncate);
+			break;
+		case SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE:
+			if (e->in_txn)
+				st = engine_namespace_change(e, rec->namespace_change);
 			break;
 		case SLUICE__V1__RECORD__BODY_COMMIT:
 		case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:

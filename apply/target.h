@@ -106,6 +106,12 @@ typedef struct sluice_target_ops {
 	/* truncate empties relations ris (each included and checked) */
 	sluice_target_status (*truncate)(sluice_target *t, const uint32_t *ris, size_t n,
 					 bool restart_identity, bool cascade);
+	/*
+	 * namespace_change applies a MongoDB drop, rename or dropDatabase (NULL:
+	 * the target's streams have none; the record is skipped)
+	 */
+	sluice_target_status (*namespace_change)(sluice_target *t,
+						 const Sluice__V1__NamespaceChange *nc);
 	/* commit ends the transaction with its progress (a dry run commits nothing) */
 	sluice_target_status (*commit)(sluice_target *t);
 	/* flush waits for everything queued, between transactions */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "filter.h"
 #include "log.h"
 #include "mongoconn.h"
 #include "mongoupdate.h"
@@ -668,6 +669,84 @@ mt_truncate(sluice_target *base, const uint32_t *ris, size_t n, bool restart_ide
 	return SLUICE_TARGET_OK;
 }
 
+/* mt_ns_missing tells a namespace error that means "already done" (26 NamespaceNotFound). */
+static bool
+mt_ns_missing(const bson_error_t *err)
+{
+	return err->code == 26;
+}
+
+/* mt_drop drops db.coll; a collection that is not there is already dropped. */
+static sluice_target_status
+mt_drop(mt *t, const char *db, const char *coll)
+{
+	bson_error_t err;
+	mongoc_collection_t *c = mongoc_client_get_collection(t->client, db, coll);
+	bool ok = mongoc_collection_drop_with_opts(c, NULL, &err) || mt_ns_missing(&err);
+	mongoc_collection_destroy(c);
+	return ok ? SLUICE_TARGET_OK : mt_fail(t, "dropping a collection", &err, NULL, 0, 0);
+}
+
+/*
+ * mt_namespace_change applies a drop, rename or dropDatabase. MongoDB runs
+ * them outside transactions, so the transaction is ended first and the
+ * progress is written after (mt_commit starts one for it): after a crash in
+ * between the change is applied again, which finds it done (a drop of a
+ * missing collection, a rename whose source is gone) and goes on.
+ */
+static sluice_target_status
+mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
+{
+	mt *t = (mt *)base;
+	const char *op = nc->operation ? nc->operation : "";
+	const char *db = nc->database ? nc->database : "";
+	const char *coll = nc->collection ? nc->collection : "";
+	if (t->o->dry_run || (strcmp(op, "drop") != 0 && strcmp(op, "rename") != 0 &&
+			      strcmp(op, "dropDatabase") != 0)) {
+		t->stats->skipped++; /* invalidate, create, index changes: nothing to write */
+		return SLUICE_TARGET_OK;
+	}
+	if (t->transactions && mongoc_client_session_in_transaction(t->cs)) {
+		bson_error_t err;
+		mongoc_client_session_abort_transaction(t->cs, &err);
+	}
+	sluice_target_status st = SLUICE_TARGET_OK;
+	bson_error_t err;
+	if (strcmp(op, "drop") == 0) {
+		st = mt_drop(t, db, coll);
+	} else if (strcmp(op, "rename") == 0) {
+		const char *to_db = nc->to_database ? nc->to_database : "";
+		const char *to_coll = nc->to_collection ? nc->to_collection : "";
+		if (to_db[0] == '\0' || to_coll[0] == '\0')
+			return mt_failf(t, 0, 0, "a rename of %s.%s without its new name", db,
+					coll);
+		mongoc_collection_t *c = mongoc_client_get_collection(t->client, db, coll);
+		bool ok = mongoc_collection_rename_with_opts(c, to_db, to_coll, true, NULL, &err) ||
+			  mt_ns_missing(&err);
+		mongoc_collection_destroy(c);
+		if (!ok)
+			st = mt_fail(t, "renaming a collection", &err, NULL, 0, 0);
+	} else if (t->o->filter.ninclude == 0 && t->o->filter.nexclude == 0) {
+		mongoc_database_t *d = mongoc_client_get_database(t->client, db);
+		bool ok = mongoc_database_drop_with_opts(d, NULL, &err) || mt_ns_missing(&err);
+		mongoc_database_destroy(d);
+		if (!ok)
+			st = mt_fail(t, "dropping a database", &err, NULL, 0, 0);
+	} else {
+		/* with filters, only the collections they take */
+		mongoc_database_t *d = mongoc_client_get_database(t->client, db);
+		char **names = mongoc_database_get_collection_names_with_opts(d, NULL, &err);
+		mongoc_database_destroy(d);
+		if (names == NULL)
+			return mt_fail(t, "listing collections", &err, NULL, 0, 0);
+		for (size_t i = 0; names[i] != NULL && st == SLUICE_TARGET_OK; i++)
+			if (sluice_filter_match(&t->o->filter, db, names[i]))
+				st = mt_drop(t, db, names[i]);
+		bson_strfreev(names);
+	}
+	return st;
+}
+
 /*
  * mt_write_progress records txseq as applied. The filter holds the progress
  * this apply read: if another apply moved it in the meantime, nothing
@@ -718,6 +797,12 @@ mt_commit(sluice_target *base)
 	if (t->o->dry_run) {
 		t->in_txn = false;
 		return SLUICE_TARGET_OK;
+	}
+	if (t->transactions && !mongoc_client_session_in_transaction(t->cs)) {
+		/* a namespace change ended the transaction: the progress gets one of its own */
+		bson_error_t err;
+		if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
+			return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
 	}
 	sluice_target_status st = mt_write_progress(t);
 	if (st != SLUICE_TARGET_OK)
@@ -809,6 +894,7 @@ static const sluice_target_ops mt_ops = {
 	.begin = mt_begin,
 	.change = mt_change,
 	.truncate = mt_truncate,
+	.namespace_change = mt_namespace_change,
 	.commit = mt_commit,
 	.flush = mt_flush,
 	.rollback = mt_rollback,
