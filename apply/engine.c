@@ -552,6 +552,8 @@ engine_failed(sluice_apply_ctx *e, sluice_target_status st)
 		e->in_txn = false;
 	} else if (e->in_txn)
 		engine_rollback(e, false);
+	else if (!e->o->dry_run)
+		engine_restore(e); /* a refused commit or flush: what it held did not commit */
 	return lost ? APPLY_RETRY : APPLY_FAILED;
 }
 
