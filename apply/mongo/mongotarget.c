@@ -751,7 +751,10 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
  * mt_write_progress records txseq as applied. The filter holds the progress
  * this apply read: if another apply moved it in the meantime, nothing
  * matches, the upsert collides on _id and the transaction fails instead of
- * applying a transaction twice.
+ * applying a transaction twice. When this apply read no progress document,
+ * the document is inserted: if another apply wrote one since, the insert
+ * collides on _id (a filter of {_id} alone would match that document and
+ * overwrite its progress).
  */
 static sluice_target_status
 mt_write_progress(mt *t)
@@ -769,9 +772,14 @@ mt_write_progress(mt *t)
 	if (!mt_opts(t, &opts, &err))
 		st = mt_fail(t, "recording the progress", &err, NULL, 0, 0);
 	else {
-		BSON_APPEND_BOOL(&opts, "upsert", true);
-		if (!mongoc_collection_replace_one(t->progress, &filter, &doc, &opts, &reply,
-						   &err)) {
+		bool ok;
+		if (t->applied > 0) {
+			BSON_APPEND_BOOL(&opts, "upsert", true);
+			ok = mongoc_collection_replace_one(t->progress, &filter, &doc, &opts,
+							   &reply, &err);
+		} else
+			ok = mongoc_collection_insert_one(t->progress, &doc, &opts, &reply, &err);
+		if (!ok) {
 			if (err.code == 11000)
 				st = mt_failf(
 					t, 0, 0,

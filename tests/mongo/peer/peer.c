@@ -28,6 +28,7 @@
 
 /* Error codes the peer answers with (MongoDB's error_codes.yml). */
 #define MPEER_E_BAD_VALUE          2
+#define MPEER_E_ILLEGAL_OPERATION  20
 #define MPEER_E_FAILED_TO_PARSE    9
 #define MPEER_E_TYPE_MISMATCH      14
 #define MPEER_E_NS_NOT_FOUND       26
@@ -52,6 +53,7 @@ static volatile sig_atomic_t mpeer_stop;
 static int mpeer_port;
 static char mpeer_host[64];
 static const char *mpeer_state_path; /* borrowed from argv */
+static bool mpeer_standalone;        /* --standalone: no replica set, no transactions */
 static size_t mpeer_history = 100000;
 static int32_t mpeer_next_conn_id = 1;
 
@@ -1067,6 +1069,8 @@ mpeer_code_name(int32_t code)
 		return "FailedToParse";
 	case MPEER_E_TYPE_MISMATCH:
 		return "TypeMismatch";
+	case MPEER_E_ILLEGAL_OPERATION:
+		return "IllegalOperation";
 	case MPEER_E_NS_NOT_FOUND:
 		return "NamespaceNotFound";
 	case MPEER_E_CONFLICTING_OPS:
@@ -2697,16 +2701,19 @@ mpeer_cmd_hello(mpeer_ctx *c, bool legacy)
 	snprintf(me, sizeof me, "%s:%d", mpeer_host, mpeer_port);
 	bson_append_bool(c->reply, legacy ? "ismaster" : "isWritablePrimary", -1, true);
 	bson_append_bool(c->reply, "helloOk", -1, true);
-	bson_append_utf8(c->reply, "setName", -1, "rs0", -1);
-	bson_append_int32(c->reply, "setVersion", -1, 1);
-	bson_append_array_begin(c->reply, "hosts", -1, &hosts);
-	bson_append_utf8(&hosts, "0", 1, me, -1);
-	bson_append_array_end(c->reply, &hosts);
-	bson_append_utf8(c->reply, "me", -1, me, -1);
-	bson_append_utf8(c->reply, "primary", -1, me, -1);
-	bson_append_bool(c->reply, "secondary", -1, false);
-	bson_oid_init_from_string(&election, "7fffffff0000000000000001");
-	bson_append_oid(c->reply, "electionId", -1, &election);
+	/* a standalone mongod names no set, hosts, primary, election (but has sessions) */
+	if (!mpeer_standalone) {
+		bson_append_utf8(c->reply, "setName", -1, "rs0", -1);
+		bson_append_int32(c->reply, "setVersion", -1, 1);
+		bson_append_array_begin(c->reply, "hosts", -1, &hosts);
+		bson_append_utf8(&hosts, "0", 1, me, -1);
+		bson_append_array_end(c->reply, &hosts);
+		bson_append_utf8(c->reply, "me", -1, me, -1);
+		bson_append_utf8(c->reply, "primary", -1, me, -1);
+		bson_append_bool(c->reply, "secondary", -1, false);
+		bson_oid_init_from_string(&election, "7fffffff0000000000000001");
+		bson_append_oid(c->reply, "electionId", -1, &election);
+	}
 	/* Integer widths matter: libmongoc marks a server failed on a wrong type. */
 	bson_append_int32(c->reply, "maxBsonObjectSize", -1, 16777216);
 	bson_append_int32(c->reply, "maxMessageSizeBytes", -1, MPW_MAX_MESSAGE);
@@ -2856,6 +2863,13 @@ mpeer_begin_session(mpeer_ctx *c, bson_t **cached)
 		mpeer_errorf(c, MPEER_E_TYPE_MISMATCH, "txnNumber must be an int64");
 		return false;
 	}
+	if (mpeer_standalone) {
+		/* what mongod answers a transaction or retryable write without a replica set */
+		mpeer_errorf(c, MPEER_E_ILLEGAL_OPERATION,
+			     "Transaction numbers are only allowed on a replica set member or "
+			     "mongos");
+		return false;
+	}
 	int64_t n = bson_iter_int64(&it);
 	c->txn_number = n;
 	if (n < s->txn) {
@@ -2972,13 +2986,15 @@ mpeer_run(mpeer_ctx *c)
 	return mpeer_errorf(c, MPEER_E_CMD_NOT_FOUND, "no such command: '%s'", n);
 }
 
-/* mpeer_finish_reply adds the cluster time every reply gossips. */
+/* mpeer_finish_reply adds the cluster time every reply gossips (a standalone has none). */
 static void
 mpeer_finish_reply(bson_t *reply)
 {
 	uint64_t now = mpeer_ts_now();
 	bson_t ct, sig;
 	uint8_t hash[20] = {0};
+	if (mpeer_standalone)
+		return;
 	bson_append_document_begin(reply, "$clusterTime", -1, &ct);
 	mpeer_append_ts(&ct, "clusterTime", now);
 	bson_append_document_begin(&ct, "signature", -1, &sig);
@@ -3489,13 +3505,16 @@ mpeer_serve(int lfd)
 static void
 mpeer_usage(FILE *f)
 {
-	fputs("usage: sluice-mongo-peer --port PORT [--state FILE] [--history N]\n"
+	fputs("usage: sluice-mongo-peer --port PORT [--state FILE] [--history N] [--standalone]\n"
 	      "\n"
 	      "A MongoDB replica-set primary (setName rs0) for tests, on 127.0.0.1:PORT\n"
 	      "(PORT 0 picks a free one). Connect with mongodb://127.0.0.1:PORT/?replicaSet=rs0.\n"
 	      "  --state FILE  keep the data and the oplog in FILE across restarts\n"
 	      "  --history N   keep N oplog entries (default 100000); older resume points\n"
 	      "                answer ChangeStreamHistoryLost (286)\n"
+	      "  --standalone  answer hello like a standalone mongod (no setName, hosts,\n"
+	      "                primary): connect with ?directConnection=true; txnNumber\n"
+	      "                (transactions, retryable writes) is refused with 20\n"
 	      "Runs until SIGTERM or SIGINT. See tests/mongo/README.md.\n",
 	      f);
 }
@@ -3521,6 +3540,10 @@ main(int argc, char **argv)
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			mpeer_usage(stdout);
 			return 0;
+		}
+		if (strcmp(a, "--standalone") == 0) {
+			mpeer_standalone = true;
+			continue;
 		}
 		if (i + 1 >= argc) {
 			mpeer_usage(stderr);
