@@ -310,8 +310,10 @@ engine_truncate(sluice_apply_ctx *e, const sluice_reader *reader, const Sluice__
 
 /*
  * engine_namespace_change passes a MongoDB drop, rename or dropDatabase to
- * the target when the filters take its namespace (a rename: its source), or
- * counts it as skipped.
+ * the target when the filters take its namespace, or counts it as skipped.
+ * A rename out of the namespaces the filters take is a drop there; a rename
+ * into them brings documents the target never received: apply warns (a new
+ * snapshot is needed for them) and skips it.
  */
 static sluice_target_status
 engine_namespace_change(sluice_apply_ctx *e, const Sluice__V1__NamespaceChange *nc)
@@ -322,6 +324,24 @@ engine_namespace_change(sluice_apply_ctx *e, const Sluice__V1__NamespaceChange *
 		      strcmp(db, SLUICE_APPLY_LOCAL_SPACE) != 0;
 	if (wanted && coll[0] != '\0')
 		wanted = sluice_filter_match(&e->o->filter, db, coll);
+	const char *op = nc->operation ? nc->operation : "";
+	if (strcmp(op, "rename") == 0 && e->t->ops->namespace_change != NULL && nc->to_database &&
+	    nc->to_collection) {
+		bool to_wanted =
+			strcmp(nc->to_database, SLUICE_APPLY_LOCAL_SPACE) != 0 &&
+			sluice_filter_match(&e->o->filter, nc->to_database, nc->to_collection);
+		if (wanted && !to_wanted) {
+			Sluice__V1__NamespaceChange drop = *nc;
+			drop.operation = (char *)"drop";
+			drop.to_database = drop.to_collection = NULL;
+			return e->t->ops->namespace_change(e->t, &drop);
+		}
+		if (!wanted && to_wanted)
+			sluice_log_warn("txseq %" PRIu64 ": %s.%s was renamed to %s.%s, which the "
+					"filters take: its documents are not on the target (take "
+					"a new snapshot to have them)",
+					e->txn.txseq, db, coll, nc->to_database, nc->to_collection);
+	}
 	if (!wanted) {
 		e->stats->skipped++;
 		return SLUICE_TARGET_OK;
