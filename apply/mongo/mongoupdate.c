@@ -12,17 +12,22 @@
 #define MU_MAX_PARTS 200
 #define MU_MAX_INDEX (1u << 20)
 
+/* Input documents nested deeper than this are refused (MongoDB stores 100 levels at most). */
+#define MU_MAX_DEPTH 200
+
 /*
  * An element. A value from the input (a scalar, or a document or array not
- * walked into) is kept as an iterator and copied whole at the end, so its
- * bytes do not change; a document or array a path walks into is expanded
- * into its elements.
+ * walked into) is kept as a pointer to its bytes in the input and copied
+ * whole at the end, so its bytes do not change (libbson's typed appends would
+ * rewrite some: regex options sorted, code cut at a NUL); a document or array
+ * a path walks into is expanded into its elements.
  */
 typedef struct mu_node {
 	char *name; /* owned */
 	bson_type_t type;
-	bool has_iter; /* the value is it's (else: an expanded container, or a null pad) */
-	bson_iter_t it;
+	bool has_val; /* the value is val (else: an expanded container, or a null pad) */
+	const uint8_t *val;
+	uint32_t val_len;
 	bool expanded;
 	struct mu_node *kids; /* owned */
 	size_t nkids, cap;
@@ -32,6 +37,8 @@ typedef struct mu {
 	char *err;
 	size_t err_size;
 	bool failed;
+	uint8_t *el; /* mu_write's buffer of one element */
+	size_t el_cap;
 } mu;
 
 static bool
@@ -85,6 +92,20 @@ mu_append(mu_node *parent, const char *name)
 	return k;
 }
 
+/*
+ * mu_set_value makes n the value v points at: its bytes in the input, the
+ * value's first byte (d1) to the next element (next_off).
+ */
+static void
+mu_set_value(mu_node *n, const bson_iter_t *v)
+{
+	mu_clear(n);
+	n->type = bson_iter_type(v);
+	n->has_val = true;
+	n->val = v->raw + v->d1;
+	n->val_len = v->next_off - v->d1;
+}
+
 /* mu_expand makes a container's elements nodes (once). */
 static bool
 mu_expand(mu *m, mu_node *n)
@@ -92,21 +113,18 @@ mu_expand(mu *m, mu_node *n)
 	if (n->expanded || !mu_container(n->type))
 		return true;
 	n->expanded = true;
-	if (!n->has_iter)
+	if (!n->has_val)
 		return true;
+	bson_t b;
 	bson_iter_t child;
-	if (!bson_iter_recurse(&n->it, &child))
+	if (!bson_init_static(&b, n->val, n->val_len) || !bson_iter_init(&child, &b))
 		return mu_fail(m, "field \"%s\" is not a valid BSON %s", n->name,
 			       n->type == BSON_TYPE_ARRAY ? "array" : "document");
-	while (bson_iter_next(&child)) {
-		mu_node *k = mu_append(n, bson_iter_key(&child));
-		k->type = bson_iter_type(&child);
-		k->has_iter = true;
-		k->it = child;
-	}
+	while (bson_iter_next(&child))
+		mu_set_value(mu_append(n, bson_iter_key(&child)), &child);
 	if (child.err_off != 0)
 		return mu_fail(m, "field \"%s\" holds malformed BSON", n->name);
-	n->has_iter = false;
+	n->has_val = false;
 	return true;
 }
 
@@ -145,16 +163,6 @@ mu_pad(mu *m, mu_node *arr, const char *index)
 	return true;
 }
 
-/* mu_set_value makes n the value it points at. */
-static void
-mu_set_value(mu_node *n, const bson_iter_t *v)
-{
-	mu_clear(n);
-	n->type = bson_iter_type(v);
-	n->has_iter = true;
-	n->it = *v;
-}
-
 /* mu_set sets the path parts[0..nparts) below node (a container) to value v. */
 static bool
 mu_set(mu *m, mu_node *node, char **parts, size_t nparts, const bson_iter_t *v)
@@ -187,7 +195,7 @@ mu_set(mu *m, mu_node *node, char **parts, size_t nparts, const bson_iter_t *v)
 		 */
 		mu_clear(el);
 		el->type = BSON_TYPE_DOCUMENT;
-		el->has_iter = false;
+		el->has_val = false;
 		el->expanded = true;
 	}
 	if (!mu_expand(m, el))
@@ -224,7 +232,7 @@ mu_unset(mu *m, mu_node *root, char **parts, size_t nparts)
 			if (el != NULL) {
 				mu_clear(el);
 				el->type = BSON_TYPE_NULL;
-				el->has_iter = false;
+				el->has_val = false;
 			}
 			return;
 		}
@@ -241,12 +249,43 @@ mu_unset(mu *m, mu_node *root, char **parts, size_t nparts)
 		}
 }
 
+/* mu_write_raw appends an element of n's name, type and value bytes, as they are. */
+static bool
+mu_write_raw(mu *m, bson_t *out, const mu_node *n)
+{
+	size_t name_len = strlen(n->name);
+	size_t len = 4 + 1 + name_len + 1 + (size_t)n->val_len + 1;
+	if (len > INT32_MAX)
+		return mu_fail(m, "document too large");
+	if (len > m->el_cap) {
+		uint8_t *p = realloc(m->el, len);
+		if (p == NULL)
+			abort();
+		m->el = p;
+		m->el_cap = len;
+	}
+	uint8_t *e = m->el;
+	uint32_t le = (uint32_t)len;
+	e[0] = (uint8_t)le;
+	e[1] = (uint8_t)(le >> 8);
+	e[2] = (uint8_t)(le >> 16);
+	e[3] = (uint8_t)(le >> 24);
+	e[4] = (uint8_t)n->type;
+	memcpy(e + 5, n->name, name_len + 1);
+	if (n->val_len > 0)
+		memcpy(e + 5 + name_len + 1, n->val, n->val_len);
+	e[len - 1] = 0;
+	bson_t one;
+	if (!bson_init_static(&one, e, len) || !bson_concat(out, &one))
+		return mu_fail(m, "could not write field \"%s\"", n->name);
+	return true;
+}
+
 static bool
 mu_write(mu *m, bson_t *out, const mu_node *n)
 {
-	if (n->has_iter)
-		return bson_append_iter(out, n->name, -1, &n->it) ||
-		       mu_fail(m, "could not write field \"%s\"", n->name);
+	if (n->has_val)
+		return mu_write_raw(m, out, n);
 	if (!mu_container(n->type))
 		return bson_append_null(out, n->name, -1) ||
 		       mu_fail(m, "could not write field \"%s\"", n->name);
@@ -361,12 +400,8 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 	bson_iter_t it;
 	if (!bson_iter_init(&it, &bdoc))
 		return mu_fail(&m, "the document is not BSON");
-	while (bson_iter_next(&it)) {
-		mu_node *k = mu_append(&root, bson_iter_key(&it));
-		k->type = bson_iter_type(&it);
-		k->has_iter = true;
-		k->it = it;
-	}
+	while (bson_iter_next(&it))
+		mu_set_value(mu_append(&root, bson_iter_key(&it)), &it);
 	if (it.err_off != 0)
 		mu_fail(&m, "the document holds malformed BSON");
 
@@ -454,5 +489,6 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 		mu_write(&m, out, &root.kids[i]);
 	root.name = NULL;
 	mu_clear(&root);
+	free(m.el);
 	return !m.failed;
 }
