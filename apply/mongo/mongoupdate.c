@@ -301,6 +301,36 @@ mu_write(mu *m, bson_t *out, const mu_node *n)
 	return ok && (ended || mu_fail(m, "document too large"));
 }
 
+/*
+ * mu_check walks raw BSON whole: every element well formed, and every nested
+ * document, array and code-with-scope scope too, MU_MAX_DEPTH levels at most
+ * (deeper input would overflow this recursive walk). A value no path
+ * walks into is copied as its bytes, so this is where its bytes are checked.
+ */
+static bool
+mu_check(mu *m, const uint8_t *data, size_t len, int depth, const char *what)
+{
+	if (depth > MU_MAX_DEPTH)
+		return mu_fail(m, "%s is nested more than %d levels deep", what, MU_MAX_DEPTH);
+	bson_t b;
+	bson_iter_t it;
+	if (!bson_init_static(&b, data, len) || !bson_iter_init(&it, &b))
+		return mu_fail(m, "%s holds malformed BSON", what);
+	while (bson_iter_next(&it)) {
+		const uint8_t *sub = NULL;
+		uint32_t sub_len = 0, code_len;
+		if (BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) {
+			sub = it.raw + it.d1;
+			sub_len = it.next_off - it.d1;
+		} else if (BSON_ITER_HOLDS_CODEWSCOPE(&it)) {
+			(void)bson_iter_codewscope(&it, &code_len, &sub_len, &sub);
+		}
+		if (sub != NULL && !mu_check(m, sub, sub_len, depth + 1, what))
+			return false;
+	}
+	return it.err_off == 0 || mu_fail(m, "%s holds malformed BSON", what);
+}
+
 /* A path split into its parts. */
 typedef struct mu_path {
 	char *buf; /* owned */
@@ -392,6 +422,9 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 		return mu_fail(&m, "the document is not BSON");
 	if (!bson_init_static(&bud, ud, ud_len))
 		return mu_fail(&m, "the update description is not BSON");
+	if (!mu_check(&m, doc, doc_len, 0, "the document") ||
+	    !mu_check(&m, ud, ud_len, 0, "the update description"))
+		return false;
 	mu_node root;
 	memset(&root, 0, sizeof(root));
 	root.name = (char *)"";
