@@ -11,6 +11,8 @@
 /* Paths deeper than this, or array indexes past this, are refused (MongoDB nests 100 deep). */
 #define MU_MAX_PARTS 200
 #define MU_MAX_INDEX (1u << 20)
+/* MongoDB's largest document. */
+#define MU_MAX_SIZE (16u << 20)
 
 /* Input documents nested deeper than this are refused (MongoDB stores 100 levels at most). */
 #define MU_MAX_DEPTH 200
@@ -37,7 +39,8 @@ typedef struct mu {
 	char *err;
 	size_t err_size;
 	bool failed;
-	uint8_t *el; /* mu_write's buffer of one element */
+	size_t padded; /* bytes of the null elements mu_pad added */
+	uint8_t *el;   /* mu_write's buffer of one element */
 	size_t el_cap;
 } mu;
 
@@ -157,7 +160,15 @@ mu_pad(mu *m, mu_node *arr, const char *index)
 	size_t want = strtoul(index, NULL, 10);
 	while (arr->nkids < want) {
 		char name[24];
-		snprintf(name, sizeof(name), "%zu", arr->nkids);
+		int len = snprintf(name, sizeof(name), "%zu", arr->nkids);
+		/*
+		 * Each pad is an element of the result (the server's change event
+		 * does not remove what it sets): stop before memory goes on pads
+		 * of a result that would pass 16 MiB anyway.
+		 */
+		m->padded += 2 + (size_t)len;
+		if (m->padded > MU_MAX_SIZE)
+			return mu_fail(m, "the update pads arrays with more than 16 MiB of nulls");
 		mu_append(arr, name);
 	}
 	return true;
@@ -518,8 +529,12 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 			free(path.buf);
 		}
 	}
+	uint32_t start = out->len;
 	for (size_t i = 0; !m.failed && i < root.nkids; i++)
 		mu_write(&m, out, &root.kids[i]);
+	if (!m.failed && (size_t)(out->len - start) + 5 > MU_MAX_SIZE)
+		mu_fail(&m, "the result is %zu bytes, more than MongoDB's 16 MiB",
+			(size_t)(out->len - start) + 5);
 	root.name = NULL;
 	mu_clear(&root);
 	free(m.el);
