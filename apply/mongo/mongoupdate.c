@@ -31,6 +31,7 @@ typedef struct mu_node {
 	const uint8_t *val;
 	uint32_t val_len;
 	bool expanded;
+	bool irregular;       /* a kid's name is not its index (else kids[i] is named i) */
 	struct mu_node *kids; /* owned */
 	size_t nkids, cap;
 } mu_node;
@@ -74,11 +75,31 @@ mu_clear(mu_node *n)
 	n->kids = NULL;
 	n->nkids = n->cap = 0;
 	n->expanded = false;
+	n->irregular = false;
+}
+
+/* mu_index_of reads a name that is an index as BSON writes one (no sign, no leading zero). */
+static bool
+mu_index_of(const char *name, size_t *index)
+{
+	size_t len = strlen(name), v = 0;
+	if (len == 0 || len > 18 || (name[0] == '0' && len > 1))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+		v = v * 10 + (size_t)(name[i] - '0');
+	}
+	*index = v;
+	return true;
 }
 
 static mu_node *
 mu_append(mu_node *parent, const char *name)
 {
+	size_t index;
+	if (!parent->irregular && (!mu_index_of(name, &index) || index != parent->nkids))
+		parent->irregular = true;
 	if (parent->nkids == parent->cap) {
 		parent->cap = parent->cap ? 2 * parent->cap : 8;
 		mu_node *p = realloc(parent->kids, parent->cap * sizeof(*p));
@@ -134,6 +155,13 @@ mu_expand(mu *m, mu_node *n)
 static mu_node *
 mu_find(mu_node *n, const char *name)
 {
+	if (n->type == BSON_TYPE_ARRAY && !n->irregular) {
+		/* kids[i] is named i: an index is found at once, and any other name is in no kid */
+		size_t index;
+		if (!mu_index_of(name, &index) || index >= n->nkids)
+			return NULL;
+		return &n->kids[index];
+	}
 	for (size_t i = 0; i < n->nkids; i++)
 		if (strcmp(n->kids[i].name, name) == 0)
 			return &n->kids[i];
