@@ -45,6 +45,8 @@ typedef struct mu {
 	size_t el_cap;
 } mu;
 
+static bool mu_fail(mu *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static bool
 mu_fail(mu *m, const char *fmt, ...)
 {
