@@ -398,10 +398,12 @@ mu_path_of(mu *m, const char *path, const bson_iter_t *dis, mu_path *p)
 			uint32_t plen = 0;
 			if (BSON_ITER_HOLDS_UTF8(&arr)) {
 				part = bson_iter_utf8(&arr, &plen);
-				if (memchr(part, '\0', plen) != NULL) {
+				/* It may become a field name: UTF-8 without NUL, as names are. */
+				if (!bson_utf8_validate(part, plen, false)) {
 					free(buf);
-					return mu_fail(m, "a part of path \"%s\" holds a NUL byte",
-						       path);
+					return mu_fail(
+						m, "a part of path \"%s\" is not UTF-8 without NUL",
+						path);
 				}
 			} else if (BSON_ITER_HOLDS_INT32(&arr) || BSON_ITER_HOLDS_INT64(&arr)) {
 				snprintf(num, sizeof(num), "%" PRId64, bson_iter_as_int64(&arr));
