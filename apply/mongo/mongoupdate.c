@@ -11,19 +11,27 @@
 /* Paths deeper than this, or array indexes past this, are refused (MongoDB nests 100 deep). */
 #define MU_MAX_PARTS 200
 #define MU_MAX_INDEX (1u << 20)
+/* MongoDB's largest document. */
+#define MU_MAX_SIZE (16u << 20)
+
+/* Input documents nested deeper than this are refused (MongoDB stores 100 levels at most). */
+#define MU_MAX_DEPTH 200
 
 /*
  * An element. A value from the input (a scalar, or a document or array not
- * walked into) is kept as an iterator and copied whole at the end, so its
- * bytes do not change; a document or array a path walks into is expanded
- * into its elements.
+ * walked into) is kept as a pointer to its bytes in the input and copied
+ * whole at the end, so its bytes do not change (libbson's typed appends would
+ * rewrite some: regex options sorted, code cut at a NUL); a document or array
+ * a path walks into is expanded into its elements.
  */
 typedef struct mu_node {
 	char *name; /* owned */
 	bson_type_t type;
-	bool has_iter; /* the value is it's (else: an expanded container, or a null pad) */
-	bson_iter_t it;
+	bool has_val; /* the value is val (else: an expanded container, or a null pad) */
+	const uint8_t *val;
+	uint32_t val_len;
 	bool expanded;
+	bool irregular;       /* a kid's name is not its index (else kids[i] is named i) */
 	struct mu_node *kids; /* owned */
 	size_t nkids, cap;
 } mu_node;
@@ -32,7 +40,12 @@ typedef struct mu {
 	char *err;
 	size_t err_size;
 	bool failed;
+	size_t padded; /* bytes of the null elements mu_pad added */
+	uint8_t *el;   /* mu_write's buffer of one element */
+	size_t el_cap;
 } mu;
+
+static bool mu_fail(mu *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static bool
 mu_fail(mu *m, const char *fmt, ...)
@@ -64,11 +77,31 @@ mu_clear(mu_node *n)
 	n->kids = NULL;
 	n->nkids = n->cap = 0;
 	n->expanded = false;
+	n->irregular = false;
+}
+
+/* mu_index_of reads a name that is an index as BSON writes one (no sign, no leading zero). */
+static bool
+mu_index_of(const char *name, size_t *index)
+{
+	size_t len = strlen(name), v = 0;
+	if (len == 0 || len > 18 || (name[0] == '0' && len > 1))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+		v = v * 10 + (size_t)(name[i] - '0');
+	}
+	*index = v;
+	return true;
 }
 
 static mu_node *
 mu_append(mu_node *parent, const char *name)
 {
+	size_t index;
+	if (!parent->irregular && (!mu_index_of(name, &index) || index != parent->nkids))
+		parent->irregular = true;
 	if (parent->nkids == parent->cap) {
 		parent->cap = parent->cap ? 2 * parent->cap : 8;
 		mu_node *p = realloc(parent->kids, parent->cap * sizeof(*p));
@@ -85,6 +118,20 @@ mu_append(mu_node *parent, const char *name)
 	return k;
 }
 
+/*
+ * mu_set_value makes n the value v points at: its bytes in the input, the
+ * value's first byte (d1) to the next element (next_off).
+ */
+static void
+mu_set_value(mu_node *n, const bson_iter_t *v)
+{
+	mu_clear(n);
+	n->type = bson_iter_type(v);
+	n->has_val = true;
+	n->val = v->raw + v->d1;
+	n->val_len = v->next_off - v->d1;
+}
+
 /* mu_expand makes a container's elements nodes (once). */
 static bool
 mu_expand(mu *m, mu_node *n)
@@ -92,27 +139,31 @@ mu_expand(mu *m, mu_node *n)
 	if (n->expanded || !mu_container(n->type))
 		return true;
 	n->expanded = true;
-	if (!n->has_iter)
+	if (!n->has_val)
 		return true;
+	bson_t b;
 	bson_iter_t child;
-	if (!bson_iter_recurse(&n->it, &child))
+	if (!bson_init_static(&b, n->val, n->val_len) || !bson_iter_init(&child, &b))
 		return mu_fail(m, "field \"%s\" is not a valid BSON %s", n->name,
 			       n->type == BSON_TYPE_ARRAY ? "array" : "document");
-	while (bson_iter_next(&child)) {
-		mu_node *k = mu_append(n, bson_iter_key(&child));
-		k->type = bson_iter_type(&child);
-		k->has_iter = true;
-		k->it = child;
-	}
+	while (bson_iter_next(&child))
+		mu_set_value(mu_append(n, bson_iter_key(&child)), &child);
 	if (child.err_off != 0)
 		return mu_fail(m, "field \"%s\" holds malformed BSON", n->name);
-	n->has_iter = false;
+	n->has_val = false;
 	return true;
 }
 
 static mu_node *
 mu_find(mu_node *n, const char *name)
 {
+	if (n->type == BSON_TYPE_ARRAY && !n->irregular) {
+		/* kids[i] is named i: an index is found at once, and any other name is in no kid */
+		size_t index;
+		if (!mu_index_of(name, &index) || index >= n->nkids)
+			return NULL;
+		return &n->kids[index];
+	}
 	for (size_t i = 0; i < n->nkids; i++)
 		if (strcmp(n->kids[i].name, name) == 0)
 			return &n->kids[i];
@@ -139,20 +190,18 @@ mu_pad(mu *m, mu_node *arr, const char *index)
 	size_t want = strtoul(index, NULL, 10);
 	while (arr->nkids < want) {
 		char name[24];
-		snprintf(name, sizeof(name), "%zu", arr->nkids);
+		int len = snprintf(name, sizeof(name), "%zu", arr->nkids);
+		/*
+		 * Each pad is an element of the result (the server's change event
+		 * does not remove what it sets): stop before memory goes on pads
+		 * of a result that would pass 16 MiB anyway.
+		 */
+		m->padded += 2 + (size_t)len;
+		if (m->padded > MU_MAX_SIZE)
+			return mu_fail(m, "the update pads arrays with more than 16 MiB of nulls");
 		mu_append(arr, name);
 	}
 	return true;
-}
-
-/* mu_set_value makes n the value it points at. */
-static void
-mu_set_value(mu_node *n, const bson_iter_t *v)
-{
-	mu_clear(n);
-	n->type = bson_iter_type(v);
-	n->has_iter = true;
-	n->it = *v;
 }
 
 /* mu_set sets the path parts[0..nparts) below node (a container) to value v. */
@@ -187,7 +236,7 @@ mu_set(mu *m, mu_node *node, char **parts, size_t nparts, const bson_iter_t *v)
 		 */
 		mu_clear(el);
 		el->type = BSON_TYPE_DOCUMENT;
-		el->has_iter = false;
+		el->has_val = false;
 		el->expanded = true;
 	}
 	if (!mu_expand(m, el))
@@ -224,7 +273,7 @@ mu_unset(mu *m, mu_node *root, char **parts, size_t nparts)
 			if (el != NULL) {
 				mu_clear(el);
 				el->type = BSON_TYPE_NULL;
-				el->has_iter = false;
+				el->has_val = false;
 			}
 			return;
 		}
@@ -241,12 +290,43 @@ mu_unset(mu *m, mu_node *root, char **parts, size_t nparts)
 		}
 }
 
+/* mu_write_raw appends an element of n's name, type and value bytes, as they are. */
+static bool
+mu_write_raw(mu *m, bson_t *out, const mu_node *n)
+{
+	size_t name_len = strlen(n->name);
+	size_t len = 4 + 1 + name_len + 1 + (size_t)n->val_len + 1;
+	if (len > INT32_MAX)
+		return mu_fail(m, "document too large");
+	if (len > m->el_cap) {
+		uint8_t *p = realloc(m->el, len);
+		if (p == NULL)
+			abort();
+		m->el = p;
+		m->el_cap = len;
+	}
+	uint8_t *e = m->el;
+	uint32_t le = (uint32_t)len;
+	e[0] = (uint8_t)le;
+	e[1] = (uint8_t)(le >> 8);
+	e[2] = (uint8_t)(le >> 16);
+	e[3] = (uint8_t)(le >> 24);
+	e[4] = (uint8_t)n->type;
+	memcpy(e + 5, n->name, name_len + 1);
+	if (n->val_len > 0)
+		memcpy(e + 5 + name_len + 1, n->val, n->val_len);
+	e[len - 1] = 0;
+	bson_t one;
+	if (!bson_init_static(&one, e, len) || !bson_concat(out, &one))
+		return mu_fail(m, "could not write field \"%s\"", n->name);
+	return true;
+}
+
 static bool
 mu_write(mu *m, bson_t *out, const mu_node *n)
 {
-	if (n->has_iter)
-		return bson_append_iter(out, n->name, -1, &n->it) ||
-		       mu_fail(m, "could not write field \"%s\"", n->name);
+	if (n->has_val)
+		return mu_write_raw(m, out, n);
 	if (!mu_container(n->type))
 		return bson_append_null(out, n->name, -1) ||
 		       mu_fail(m, "could not write field \"%s\"", n->name);
@@ -260,6 +340,36 @@ mu_write(mu *m, bson_t *out, const mu_node *n)
 	bool ended = n->type == BSON_TYPE_ARRAY ? bson_append_array_end(out, &child)
 						: bson_append_document_end(out, &child);
 	return ok && (ended || mu_fail(m, "document too large"));
+}
+
+/*
+ * mu_check walks raw BSON whole: every element well formed, and every nested
+ * document, array and code-with-scope scope too, MU_MAX_DEPTH levels at most
+ * (deeper input would overflow this recursive walk). A value no path
+ * walks into is copied as its bytes, so this is where its bytes are checked.
+ */
+static bool
+mu_check(mu *m, const uint8_t *data, size_t len, int depth, const char *what)
+{
+	if (depth > MU_MAX_DEPTH)
+		return mu_fail(m, "%s is nested more than %d levels deep", what, MU_MAX_DEPTH);
+	bson_t b;
+	bson_iter_t it;
+	if (!bson_init_static(&b, data, len) || !bson_iter_init(&it, &b))
+		return mu_fail(m, "%s holds malformed BSON", what);
+	while (bson_iter_next(&it)) {
+		const uint8_t *sub = NULL;
+		uint32_t sub_len = 0, code_len;
+		if (BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) {
+			sub = it.raw + it.d1;
+			sub_len = it.next_off - it.d1;
+		} else if (BSON_ITER_HOLDS_CODEWSCOPE(&it)) {
+			(void)bson_iter_codewscope(&it, &code_len, &sub_len, &sub);
+		}
+		if (sub != NULL && !mu_check(m, sub, sub_len, depth + 1, what))
+			return false;
+	}
+	return it.err_off == 0 || mu_fail(m, "%s holds malformed BSON", what);
 }
 
 /* A path split into its parts. */
@@ -288,10 +398,12 @@ mu_path_of(mu *m, const char *path, const bson_iter_t *dis, mu_path *p)
 			uint32_t plen = 0;
 			if (BSON_ITER_HOLDS_UTF8(&arr)) {
 				part = bson_iter_utf8(&arr, &plen);
-				if (memchr(part, '\0', plen) != NULL) {
+				/* It may become a field name: UTF-8 without NUL, as names are. */
+				if (!bson_utf8_validate(part, plen, false)) {
 					free(buf);
-					return mu_fail(m, "a part of path \"%s\" holds a NUL byte",
-						       path);
+					return mu_fail(
+						m, "a part of path \"%s\" is not UTF-8 without NUL",
+						path);
 				}
 			} else if (BSON_ITER_HOLDS_INT32(&arr) || BSON_ITER_HOLDS_INT64(&arr)) {
 				snprintf(num, sizeof(num), "%" PRId64, bson_iter_as_int64(&arr));
@@ -353,6 +465,9 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 		return mu_fail(&m, "the document is not BSON");
 	if (!bson_init_static(&bud, ud, ud_len))
 		return mu_fail(&m, "the update description is not BSON");
+	if (!mu_check(&m, doc, doc_len, 0, "the document") ||
+	    !mu_check(&m, ud, ud_len, 0, "the update description"))
+		return false;
 	mu_node root;
 	memset(&root, 0, sizeof(root));
 	root.name = (char *)"";
@@ -361,12 +476,8 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 	bson_iter_t it;
 	if (!bson_iter_init(&it, &bdoc))
 		return mu_fail(&m, "the document is not BSON");
-	while (bson_iter_next(&it)) {
-		mu_node *k = mu_append(&root, bson_iter_key(&it));
-		k->type = bson_iter_type(&it);
-		k->has_iter = true;
-		k->it = it;
-	}
+	while (bson_iter_next(&it))
+		mu_set_value(mu_append(&root, bson_iter_key(&it)), &it);
 	if (it.err_off != 0)
 		mu_fail(&m, "the document holds malformed BSON");
 
@@ -450,9 +561,14 @@ sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud,
 			free(path.buf);
 		}
 	}
+	uint32_t start = out->len;
 	for (size_t i = 0; !m.failed && i < root.nkids; i++)
 		mu_write(&m, out, &root.kids[i]);
+	if (!m.failed && (size_t)(out->len - start) + 5 > MU_MAX_SIZE)
+		mu_fail(&m, "the result is %zu bytes, more than MongoDB's 16 MiB",
+			(size_t)(out->len - start) + 5);
 	root.name = NULL;
 	mu_clear(&root);
+	free(m.el);
 	return !m.failed;
 }

@@ -24,7 +24,8 @@
  * sluice_mongo_apply_update applies update description ud (raw BSON) to doc
  * (raw BSON) into out (initialised by the caller, appended to).
  * @return true; false with the reason in err (err_size bytes) when doc or ud
- * is not valid BSON, a path is malformed, or the result would pass 16 MiB.
+ * is not valid BSON (nested values included, 200 levels deep at most), a path
+ * is malformed, or the result would pass 16 MiB.
  */
 bool sluice_mongo_apply_update(const uint8_t *doc, size_t doc_len, const uint8_t *ud, size_t ud_len,
 			       bson_t *out, char *err, size_t err_size);
