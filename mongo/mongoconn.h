@@ -6,6 +6,17 @@
 #include <stddef.h>
 
 /*
+ * sluice's node-local database on a MongoDB deployment: never captured, never
+ * written from a stream. Apply keeps each stream's progress document in its
+ * progress collection, written first in every apply transaction, which is how
+ * a capture on the same deployment recognises (and leaves out) apply's
+ * transactions.
+ */
+#define SLUICE_MONGO_LOCAL_DB  "sluice"
+#define SLUICE_MONGO_PROGRESS  "progress"
+#define SLUICE_MONGO_CONFLICTS "conflicts"
+
+/*
  * sluice_mongo_init sets libmongoc up once per process (its warnings go to
  * sluice's log; it is cleaned up at exit). Any thread may call it, any number
  * of times.

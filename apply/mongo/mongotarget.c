@@ -22,9 +22,9 @@
 #include "records.h"
 #include "target.h"
 
-#define MT_DB                 "sluice"
-#define MT_PROGRESS           "progress"
-#define MT_CONFLICTS          "conflicts"
+#define MT_DB                 SLUICE_MONGO_LOCAL_DB
+#define MT_PROGRESS           SLUICE_MONGO_PROGRESS
+#define MT_CONFLICTS          SLUICE_MONGO_CONFLICTS
 #define MT_MAX_DOCUMENT_BYTES (16 * 1024 * 1024 + 16 * 1024)
 
 typedef struct mt_rel {
@@ -56,7 +56,8 @@ typedef struct mt {
 	uint64_t txseq;
 	int64_t commit_us;
 	char node[256];
-	uint64_t applied; /* the progress as this target last read or wrote it */
+	uint64_t applied;      /* the progress as this target last read or wrote it */
+	bool progress_written; /* the open transaction has written its progress */
 } mt;
 
 /* ---- errors -------------------------------------------------------------------- */
@@ -330,6 +331,8 @@ mt_coll(mt *t, uint32_t ri)
 
 /* ---- transactions ------------------------------------------------------------------ */
 
+static sluice_target_status mt_write_progress(mt *t);
+
 static sluice_target_status
 mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 {
@@ -338,12 +341,19 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	t->commit_us = txn->commit_us;
 	snprintf(t->node, sizeof(t->node), "%s", txn->node);
 	t->in_txn = true;
+	t->progress_written = false;
 	if (t->o->dry_run || !t->transactions)
 		return SLUICE_TARGET_OK;
 	bson_error_t err;
 	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
 		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
-	return SLUICE_TARGET_OK;
+	/*
+	 * The progress first: a capture on this deployment sees it as the
+	 * transaction's first event and leaves the whole transaction out.
+	 */
+	sluice_target_status st = mt_write_progress(t);
+	t->progress_written = st == SLUICE_TARGET_OK;
+	return st;
 }
 
 /*
@@ -709,6 +719,7 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
 	if (t->transactions && mongoc_client_session_in_transaction(t->cs)) {
 		bson_error_t err;
 		mongoc_client_session_abort_transaction(t->cs, &err);
+		t->progress_written = false;
 	}
 	sluice_target_status st = SLUICE_TARGET_OK;
 	bson_error_t err;
@@ -812,7 +823,8 @@ mt_commit(sluice_target *base)
 		if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
 			return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
 	}
-	sluice_target_status st = mt_write_progress(t);
+	/* without transactions (--at-least-once) the progress comes after the changes */
+	sluice_target_status st = t->progress_written ? SLUICE_TARGET_OK : mt_write_progress(t);
 	if (st != SLUICE_TARGET_OK)
 		return st;
 	if (t->transactions) {

@@ -684,7 +684,31 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 		BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", (uint32_t)(after >> 32),
 				      (uint32_t)after);
 	}
-	if (o->n_databases == 0 && o->n_collections == 1) {
+	/*
+	 * sluice apply marks its transactions with a write to sluice.progress,
+	 * which a database or collection stream does not see: where an apply
+	 * writes to this deployment, watch all of it so that apply's transactions
+	 * are left out (no echo in two-way replication).
+	 */
+	bool narrow = (o->n_databases == 0 && o->n_collections == 1) ||
+		      (o->n_databases == 1 && o->n_collections == 0);
+	if (narrow) {
+		bson_error_t herr;
+		mongoc_database_t *sd =
+			mongoc_client_get_database(s->client, SLUICE_MONGO_LOCAL_DB);
+		if (mongoc_database_has_collection(sd, SLUICE_MONGO_PROGRESS, &herr)) {
+			narrow = false;
+			if (!s->warned_filter)
+				sluice_log_info("sluice apply writes to this deployment (%s.%s "
+						"exists): watching the deployment, so that its "
+						"transactions are left out, and keeping the named "
+						"database or collection",
+						SLUICE_MONGO_LOCAL_DB, SLUICE_MONGO_PROGRESS);
+			s->warned_filter = true;
+		}
+		mongoc_database_destroy(sd);
+	}
+	if (narrow && o->n_databases == 0 && o->n_collections == 1) {
 		const char *c = o->collections[0];
 		const char *dot = strchr(c, '.');
 		char db[256];
@@ -692,7 +716,7 @@ mongo_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 		mongoc_collection_t *coll = mongoc_client_get_collection(s->client, db, dot + 1);
 		s->stream = mongoc_collection_watch(coll, &pipeline, &opts);
 		mongoc_collection_destroy(coll);
-	} else if (o->n_databases == 1 && o->n_collections == 0) {
+	} else if (narrow && o->n_databases == 1 && o->n_collections == 0) {
 		mongoc_database_t *d = mongoc_client_get_database(s->client, o->databases[0]);
 		s->stream = mongoc_database_watch(d, &pipeline, &opts);
 		mongoc_database_destroy(d);
@@ -964,7 +988,16 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 
 	bool ok = true;
 	bool invalidate = strcmp(ev.op, "invalidate") == 0;
-	if (sluice_mongo_event_is_row(ev.op)) {
+	if (ev.db != NULL && strcmp(ev.db, SLUICE_MONGO_LOCAL_DB) == 0) {
+		/*
+		 * sluice's node-local database is never captured. sluice apply writes
+		 * the stream's progress document there first in every transaction:
+		 * a transaction that starts with it is apply's, and is left out (no
+		 * echo in two-way replication).
+		 */
+		if (ev.coll != NULL && strcmp(ev.coll, SLUICE_MONGO_PROGRESS) == 0)
+			sluice_capture_sink_origin(sink, "sluice apply", 0, true);
+	} else if (sluice_mongo_event_is_row(ev.op)) {
 		if (mongo_watched(s, ev.db, ev.coll))
 			ok = mongo_emit_change(s, sink, &ev);
 	} else if (invalidate || ev.db == NULL || mongo_watched(s, ev.db, ev.coll) ||

@@ -15,7 +15,6 @@ on top of mongotest.py (run with /usr/bin/python3).
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
@@ -85,34 +84,23 @@ def resumed_from(text):
             for m in [re.search(r'applying stream "[^"]*" from txseq (\d+)', msg)] if m]
 
 
-class Apply:
+class Apply(mt.Command):
     """`sluice apply` of STREAM into URI with fixed options; every run logs to apply-NAME-N.log."""
 
     def __init__(self, t, name, stream, uri, *options, store=None):
-        self.t, self.name = t, name
-        self.cmd = [t.sluice, "--log-format", "json", "apply", "--store", store or t.store,
-                    "--stream", stream, "--trust", t.pub, "--target", uri] + list(options)
-        self.proc = None
-        self.runs = 0
-        self.logpath = None
+        super().__init__(t, [t.sluice, "--log-format", "json", "apply", "--store", store or t.store,
+                             "--stream", stream, "--trust", t.pub, "--target", uri] + list(options))
+        self.name = name
         self.stdout = ""
-        t.captures.append(self)  # killed at cleanup (Capture's kill9)
+        t.captures.append(self)  # killed at cleanup (Command's kill9)
 
-    def _new_log(self):
-        self.runs += 1
-        self.logpath = os.path.join(self.t.dir, "apply-%s-%d.log" % (self.name, self.runs))
-        return self.logpath
-
-    def start(self, *more):
-        log = open(self._new_log(), "w")
-        self.proc = subprocess.Popen(self.cmd + list(more), stdout=log, stderr=subprocess.STDOUT)
-        return self.proc
+    def log_name(self, run):
+        return "apply-%s-%d.log" % (self.name, run)
 
     def run(self, *more, timeout=120):
         """Runs in the foreground; the exit status (None on timeout). stdout apart
         (the dry run's counts), stderr (the log) in the log file."""
-        path = self._new_log()
-        with open(path, "w") as log:
+        with self._new_log() as log:
             try:
                 p = subprocess.run(self.cmd + list(more), stdout=subprocess.PIPE, stderr=log,
                                    text=True, timeout=timeout)
@@ -120,35 +108,6 @@ class Apply:
                 return None
         self.stdout = p.stdout
         return p.returncode
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc:
-            self.proc.wait()
-
-    def term(self, timeout=30):
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def log_text(self):
-        try:
-            return open(self.logpath).read()
-        except (OSError, TypeError):
-            return ""
-
-    def tail(self, n=20):
-        return "\n".join(self.log_text().splitlines()[-n:])
 
     def summary(self):
         return summary(self.log_text())

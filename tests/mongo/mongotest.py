@@ -88,23 +88,24 @@ class Peer:
         return None
 
 
-class Capture:
-    """`sluice capture` with fixed options; every run logs to capN.log."""
+class Command:
+    """A sluice command with fixed options, run again and again (every run logs to
+    its own file: DIR/<log_name(run)>): in the background (start, alive, kill9,
+    term) or in the foreground (run)."""
 
-    def __init__(self, test, stream, *options):
+    def __init__(self, test, cmd):
         self.t = test
-        self.stream = stream
-        self.cmd = [test.sluice, "--log-format", "json", "capture", "--source", test.uri,
-                    "--store", test.store, "--stream", stream, "--key", test.key,
-                    "--no-progress"] + list(options)
+        self.cmd = cmd
         self.proc = None
         self.runs = 0
         self.logpath = None
 
+    def log_name(self, run):
+        raise NotImplementedError
+
     def _new_log(self):
         self.runs += 1
-        self.t.capture_runs += 1
-        self.logpath = os.path.join(self.t.dir, "cap-%s-%d.log" % (self.stream, self.runs))
+        self.logpath = os.path.join(self.t.dir, self.log_name(self.runs))
         return open(self.logpath, "w")
 
     def start(self, *more):
@@ -120,16 +121,6 @@ class Capture:
                                   timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             return None
-
-    def wait_watching(self, timeout=20):
-        """Waits until this run logs that its change stream is open; False if it
-        exits or does not within TIMEOUT."""
-        deadline = time.time() + timeout
-        while time.time() < deadline and self.alive():
-            if '"msg":"watching' in self.log_text():
-                return True
-            time.sleep(0.05)
-        return False
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -160,6 +151,30 @@ class Capture:
 
     def tail(self, n=20):
         return "\n".join(self.log_text().splitlines()[-n:])
+
+
+class Capture(Command):
+    """`sluice capture` with fixed options; every run logs to cap-STREAM-N.log."""
+
+    def __init__(self, test, stream, *options):
+        super().__init__(test, [test.sluice, "--log-format", "json", "capture", "--source", test.uri,
+                                "--store", test.store, "--stream", stream, "--key", test.key,
+                                "--no-progress"] + list(options))
+        self.stream = stream
+
+    def log_name(self, run):
+        self.t.capture_runs += 1
+        return "cap-%s-%d.log" % (self.stream, run)
+
+    def wait_watching(self, timeout=20):
+        """Waits until this run logs that its change stream is open; False if it
+        exits or does not within TIMEOUT."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.alive():
+            if '"msg":"watching' in self.log_text():
+                return True
+            time.sleep(0.05)
+        return False
 
 
 class Test:
