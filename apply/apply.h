@@ -28,8 +28,9 @@ typedef struct sluice_apply_options {
 	uint64_t until_txseq;  /* 0: none */
 	uint64_t until_lsn;    /* 0: none; source LSN of the commit */
 	bool dry_run;
-	bool at_least_once; /* MongoDB: apply to a standalone server (no transactions) */
-	bool follow;        /* wait for new transactions at the end of the stream */
+	bool at_least_once;      /* MongoDB: apply to a standalone server (no transactions) */
+	uint32_t max_txn_writes; /* MongoDB: apply a longer source transaction in parts; 0: never */
+	bool follow;             /* wait for new transactions at the end of the stream */
 	bool conflict_log;
 	int64_t tombstone_horizon_s;
 	int64_t clock_skew_tolerance_us;

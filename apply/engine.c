@@ -69,6 +69,7 @@ sluice_apply_default_options(sluice_apply_options *o)
 	o->tombstone_horizon_s = 7 * 24 * 3600;
 	o->clock_skew_tolerance_us = 1000000;
 	o->retry_report_s = 300;
+	o->max_txn_writes = 10000;
 }
 
 /* ---- what targets see ------------------------------------------------------ */

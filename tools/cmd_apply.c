@@ -53,7 +53,7 @@ apply_help(FILE *f)
 		"                    [--follow] [--no-conflict-log] [--tombstone-horizon SECONDS]\n"
 		"                    [--origin NAME] [--retry-report SECONDS] [--max-age "
 		"DURATION]\n"
-		"                    [--at-least-once]\n"
+		"                    [--at-least-once] [--max-txn-writes N]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL, or a MongoDB stream into MongoDB (a\n"
 		"mongodb:// or mongodb+srv:// --target): every frame is authenticated before it\n"
@@ -126,6 +126,11 @@ apply_help(FILE *f)
 		"transactions:\n"
 		"                           after a crash the last transaction may be applied\n"
 		"                           twice)\n"
+		"      --max-txn-writes N   MongoDB: apply a source transaction with more than N\n"
+		"                           writes (a large snapshot) in parts of N, each a\n"
+		"                           transaction with its progress (default 10000; 0:\n"
+		"                           never): a MongoDB transaction may not run long. The\n"
+		"                           parts are not atomic on the target\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -155,6 +160,7 @@ cmd_apply(int argc, char **argv)
 		OPT_RETRY_REPORT,
 		OPT_MAX_AGE,
 		OPT_AT_LEAST_ONCE,
+		OPT_MAX_TXN_WRITES,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -177,6 +183,7 @@ cmd_apply(int argc, char **argv)
 		{"retry-report", required_argument, NULL, OPT_RETRY_REPORT},
 		{"max-age", required_argument, NULL, OPT_MAX_AGE},
 		{"at-least-once", no_argument, NULL, OPT_AT_LEAST_ONCE},
+		{"max-txn-writes", required_argument, NULL, OPT_MAX_TXN_WRITES},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -242,6 +249,19 @@ cmd_apply(int argc, char **argv)
 		case OPT_AT_LEAST_ONCE:
 			o.at_least_once = true;
 			break;
+		case OPT_MAX_TXN_WRITES: {
+			char *end = NULL;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || v > UINT32_MAX) {
+				rc = cli_usage_error("apply",
+						     "--max-txn-writes wants a number of writes "
+						     "(0: never split), not \"%s\"",
+						     optarg);
+				goto cleanup;
+			}
+			o.max_txn_writes = (uint32_t)v;
+			break;
+		}
 		case OPT_EXCLUDE:
 			exc[o.filter.nexclude++] = optarg;
 			break;

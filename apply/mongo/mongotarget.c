@@ -56,8 +56,21 @@ typedef struct mt {
 	uint64_t txseq;
 	int64_t commit_us;
 	char node[256];
-	uint64_t applied;      /* the progress as this target last read or wrote it */
-	bool progress_written; /* the open transaction has written its progress */
+	uint64_t applied;      /* the last complete txseq as this target last read or wrote it */
+	bool progress_written; /* the open transaction's progress says txseq is done */
+	/* the progress document as the open transaction sees it (prog_) and as committed (c_) */
+	uint64_t prog_txseq, c_prog_txseq;
+	bool prog_exists, c_prog_exists;
+	int64_t writes; /* progress writes: each one differs, so each is an event */
+	/*
+	 * A source transaction with more writes than --max-txn-writes is applied
+	 * in parts, each a MongoDB transaction whose progress names the source
+	 * changes done so far (skip_txseq, skip_changes): a later run skips them.
+	 */
+	uint64_t skip_txseq, skip_changes, skip_left;
+	uint64_t txn_changes; /* changes of the open source transaction, earlier parts included */
+	uint32_t part_writes; /* changes in the open MongoDB transaction */
+	bool split_logged;
 } mt;
 
 /* ---- errors -------------------------------------------------------------------- */
@@ -162,8 +175,21 @@ mt_read_progress(mt *t, uint64_t *resume)
 	const bson_t *doc;
 	*resume = 0;
 	sluice_target_status st = SLUICE_TARGET_OK;
+	bool found = false;
+	uint64_t part_txseq = 0, part_changes = 0;
 	if (mongoc_cursor_next(cur, &doc)) {
-		bson_iter_t it;
+		bson_iter_t it, part;
+		found = true;
+		if (bson_iter_init_find(&it, doc, "part") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+		    bson_iter_recurse(&it, &part))
+			while (bson_iter_next(&part)) {
+				if (!BSON_ITER_HOLDS_INT64(&part) && !BSON_ITER_HOLDS_INT32(&part))
+					continue;
+				if (strcmp(bson_iter_key(&part), "txseq") == 0)
+					part_txseq = (uint64_t)bson_iter_as_int64(&part);
+				else if (strcmp(bson_iter_key(&part), "changes") == 0)
+					part_changes = (uint64_t)bson_iter_as_int64(&part);
+			}
 		if (bson_iter_init_find(&it, doc, "txseq") &&
 		    (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) &&
 		    bson_iter_as_int64(&it) >= 0)
@@ -179,8 +205,14 @@ mt_read_progress(mt *t, uint64_t *resume)
 	if (mongoc_cursor_error_document(cur, &err, &reply))
 		st = mt_fail(t, "reading the progress", &err, reply, 0, 0);
 	mongoc_cursor_destroy(cur);
-	if (st == SLUICE_TARGET_OK)
+	if (st == SLUICE_TARGET_OK) {
 		t->applied = *resume;
+		t->prog_txseq = t->c_prog_txseq = *resume;
+		t->prog_exists = t->c_prog_exists = found;
+		bool part = part_txseq == *resume + 1 && part_changes > 0;
+		t->skip_txseq = part ? part_txseq : 0;
+		t->skip_changes = part ? part_changes : 0;
+	}
 	return st;
 }
 
@@ -331,7 +363,7 @@ mt_coll(mt *t, uint32_t ri)
 
 /* ---- transactions ------------------------------------------------------------------ */
 
-static sluice_target_status mt_write_progress(mt *t);
+static sluice_target_status mt_write_progress(mt *t, uint64_t done, uint64_t part_changes);
 
 static sluice_target_status
 mt_begin(sluice_target *base, const sluice_apply_txn *txn)
@@ -342,6 +374,10 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	snprintf(t->node, sizeof(t->node), "%s", txn->node);
 	t->in_txn = true;
 	t->progress_written = false;
+	t->txn_changes = 0;
+	t->part_writes = 0;
+	t->split_logged = false;
+	t->skip_left = txn->txseq == t->skip_txseq ? t->skip_changes : 0;
 	if (t->o->dry_run || !t->transactions)
 		return SLUICE_TARGET_OK;
 	bson_error_t err;
@@ -351,9 +387,45 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	 * The progress first: a capture on this deployment sees it as the
 	 * transaction's first event and leaves the whole transaction out.
 	 */
-	sluice_target_status st = mt_write_progress(t);
+	sluice_target_status st = mt_write_progress(t, t->txseq, 0);
 	t->progress_written = st == SLUICE_TARGET_OK;
 	return st;
+}
+
+/*
+ * mt_split commits the part of the open source transaction applied so far
+ * (its progress names the changes done) and opens the next part, which
+ * again starts with a progress write.
+ */
+static sluice_target_status
+mt_split(mt *t)
+{
+	if (!t->split_logged)
+		sluice_log_info("txseq %" PRIu64 " has more than %" PRIu32
+				" writes: applying it in parts (a MongoDB transaction may not run "
+				"long; the parts are not atomic on the target)",
+				t->txseq, t->o->max_txn_writes);
+	t->split_logged = true;
+	sluice_target_status st = mt_write_progress(t, t->txseq - 1, t->txn_changes);
+	if (st != SLUICE_TARGET_OK)
+		return st;
+	bson_t reply;
+	bson_error_t err;
+	if (!mongoc_client_session_commit_transaction(t->cs, &reply, &err)) {
+		st = mt_fail(t, "committing a part", &err, &reply, 0, 0);
+		bson_destroy(&reply);
+		return st;
+	}
+	bson_destroy(&reply);
+	t->c_prog_txseq = t->prog_txseq;
+	t->c_prog_exists = t->prog_exists;
+	t->skip_txseq = t->txseq;
+	t->skip_changes = t->txn_changes;
+	t->part_writes = 0;
+	t->progress_written = false;
+	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
+		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
+	return mt_write_progress(t, t->txseq - 1, t->txn_changes);
 }
 
 /*
@@ -529,9 +601,8 @@ mt_id_filter(const bson_t *doc, bson_t *filter)
  * inserts and replacements the upsert tells it instead, without a read.
  */
 static sluice_target_status
-mt_change(sluice_target *base, uint32_t ri, char op, const sluice_record *rec)
+mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 {
-	mt *t = (mt *)base;
 	bson_t doc, key, ud, filter;
 	const bson_t *keyp = &key; /* the key logged with a conflict */
 	bool has_doc = false, has_key = false, has_ud = false;
@@ -658,6 +729,22 @@ mt_change(sluice_target *base, uint32_t ri, char op, const sluice_record *rec)
 }
 
 static sluice_target_status
+mt_change(sluice_target *base, uint32_t ri, char op, const sluice_record *rec)
+{
+	mt *t = (mt *)base;
+	t->txn_changes++;
+	if (t->skip_left > 0) {
+		t->skip_left--; /* an earlier part of this transaction applied it */
+		return SLUICE_TARGET_OK;
+	}
+	sluice_target_status st = mt_change_one(t, ri, op, rec);
+	if (st == SLUICE_TARGET_OK && t->transactions && !t->o->dry_run &&
+	    t->o->max_txn_writes > 0 && ++t->part_writes >= t->o->max_txn_writes)
+		st = mt_split(t);
+	return st;
+}
+
+static sluice_target_status
 mt_truncate(sluice_target *base, const uint32_t *ris, size_t n, bool restart_identity, bool cascade)
 {
 	mt *t = (mt *)base;
@@ -720,6 +807,8 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
 		bson_error_t err;
 		mongoc_client_session_abort_transaction(t->cs, &err);
 		t->progress_written = false;
+		t->prog_txseq = t->c_prog_txseq;
+		t->prog_exists = t->c_prog_exists;
 	}
 	sluice_target_status st = SLUICE_TARGET_OK;
 	bson_error_t err;
@@ -759,32 +848,41 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
 }
 
 /*
- * mt_write_progress records txseq as applied. The filter holds the progress
- * this apply read: if another apply moved it in the meantime, nothing
- * matches, the upsert collides on _id and the transaction fails instead of
- * applying a transaction twice. When this apply read no progress document,
- * the document is inserted: if another apply wrote one since, the insert
- * collides on _id (a filter of {_id} alone would match that document and
- * overwrite its progress).
+ * mt_write_progress records DONE as the last complete transaction (and, with
+ * part_changes, how many changes of the open one earlier parts applied). The
+ * filter holds the progress as this transaction sees it: if another apply
+ * moved it in the meantime, nothing matches, the upsert collides on _id and
+ * the transaction fails instead of applying a transaction twice. Where no
+ * progress document existed, it is inserted: if another apply wrote one
+ * since, the insert collides on _id (a filter of {_id} alone would match that
+ * document and overwrite its progress). Every write differs from the one
+ * before (a counter), so each is an event a capture sees.
  */
 static sluice_target_status
-mt_write_progress(mt *t)
+mt_write_progress(mt *t, uint64_t done, uint64_t part_changes)
 {
 	bson_t filter = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts, reply;
 	bson_error_t err;
 	BSON_APPEND_UTF8(&filter, "_id", t->o->stream);
-	if (t->applied > 0)
-		BSON_APPEND_INT64(&filter, "txseq", (int64_t)t->applied);
+	BSON_APPEND_INT64(&filter, "txseq", (int64_t)t->prog_txseq);
 	BSON_APPEND_UTF8(&doc, "_id", t->o->stream);
-	BSON_APPEND_INT64(&doc, "txseq", (int64_t)t->txseq);
+	BSON_APPEND_INT64(&doc, "txseq", (int64_t)done);
+	if (part_changes > 0) {
+		bson_t part;
+		BSON_APPEND_DOCUMENT_BEGIN(&doc, "part", &part);
+		BSON_APPEND_INT64(&part, "txseq", (int64_t)t->txseq);
+		BSON_APPEND_INT64(&part, "changes", (int64_t)part_changes);
+		bson_append_document_end(&doc, &part);
+	}
 	BSON_APPEND_DATE_TIME(&doc, "commit_time", t->commit_us / 1000);
 	BSON_APPEND_UTF8(&doc, "node", t->node);
+	BSON_APPEND_INT64(&doc, "writes", ++t->writes);
 	sluice_target_status st = SLUICE_TARGET_OK;
 	if (!mt_opts(t, &opts, &err))
 		st = mt_fail(t, "recording the progress", &err, NULL, 0, 0);
 	else {
 		bool ok;
-		if (t->applied > 0) {
+		if (t->prog_exists) {
 			BSON_APPEND_BOOL(&opts, "upsert", true);
 			ok = mongoc_collection_replace_one(t->progress, &filter, &doc, &opts,
 							   &reply, &err);
@@ -797,9 +895,12 @@ mt_write_progress(mt *t)
 					"the progress of stream \"%s\" moved past txseq %" PRIu64
 					" while this apply ran: is another apply running for "
 					"it?",
-					t->o->stream, t->applied);
+					t->o->stream, t->prog_txseq);
 			else
 				st = mt_fail(t, "recording the progress", &err, &reply, 0, 0);
+		} else {
+			t->prog_txseq = done;
+			t->prog_exists = true;
 		}
 		bson_destroy(&reply);
 	}
@@ -824,7 +925,8 @@ mt_commit(sluice_target *base)
 			return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
 	}
 	/* without transactions (--at-least-once) the progress comes after the changes */
-	sluice_target_status st = t->progress_written ? SLUICE_TARGET_OK : mt_write_progress(t);
+	sluice_target_status st =
+		t->progress_written ? SLUICE_TARGET_OK : mt_write_progress(t, t->txseq, 0);
 	if (st != SLUICE_TARGET_OK)
 		return st;
 	if (t->transactions) {
@@ -839,6 +941,9 @@ mt_commit(sluice_target *base)
 	}
 	t->in_txn = false;
 	t->applied = t->txseq;
+	t->c_prog_txseq = t->prog_txseq;
+	t->c_prog_exists = t->prog_exists;
+	t->skip_txseq = t->skip_changes = 0;
 	sluice_apply_committed(t->ctx, t->txseq);
 	return SLUICE_TARGET_OK;
 }
@@ -856,6 +961,8 @@ mt_rollback(sluice_target *base, bool after_failure)
 	mt *t = (mt *)base;
 	(void)after_failure;
 	t->in_txn = false;
+	t->prog_txseq = t->c_prog_txseq;
+	t->prog_exists = t->c_prog_exists;
 	if (t->cs == NULL || !mongoc_client_session_in_transaction(t->cs))
 		return SLUICE_TARGET_OK;
 	/*
