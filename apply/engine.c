@@ -112,6 +112,12 @@ engine_count_txn(sluice_apply_ctx *e, uint64_t txseq)
 }
 
 void
+sluice_apply_part_committed(sluice_apply_ctx *ctx)
+{
+	ctx->committed_stats = *ctx->stats;
+}
+
+void
 sluice_apply_committed(sluice_apply_ctx *ctx, uint64_t txseq)
 {
 	engine_count_txn(ctx, txseq);

@@ -82,6 +82,12 @@ const sluice_apply_rel *sluice_apply_rel_at(const sluice_apply_ctx *ctx, uint32_
 const char *sluice_apply_node(const sluice_apply_ctx *ctx, uint32_t node_index);
 /* sluice_apply_committed: the commit of txseq (and of every transaction before it) is confirmed. */
 void sluice_apply_committed(sluice_apply_ctx *ctx, uint64_t txseq);
+/*
+ * sluice_apply_part_committed: a part of the open transaction is committed
+ * (a target that applies a large transaction in parts): what was counted so
+ * far is kept by later rollbacks; the transaction counts at its commit.
+ */
+void sluice_apply_part_committed(sluice_apply_ctx *ctx);
 
 typedef struct sluice_target sluice_target;
 

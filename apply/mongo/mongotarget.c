@@ -94,21 +94,30 @@ mt_fail(mt *t, const char *what, const bson_error_t *err, const bson_t *reply, c
 	snprintf(f->message, sizeof(f->message), "%s: %s", what, sluice_mongo_error_text(err));
 	bool transient = (reply != NULL &&
 			  (mongoc_error_has_label(reply, "TransientTransactionError") ||
-			   mongoc_error_has_label(reply, "UnknownTransactionCommitResult")));
+			   mongoc_error_has_label(reply, "UnknownTransactionCommitResult") ||
+			   mongoc_error_has_label(reply, "RetryableWriteError")));
 	if (err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION) {
 		f->cause = SLUICE_RETRY_CONNECTION;
 		return SLUICE_TARGET_LOST;
 	}
-	switch (err->code) {
+	/* the codes below are the server's: a driver error may reuse the numbers */
+	bool server = err->domain == MONGOC_ERROR_SERVER ||
+		      err->domain == MONGOC_ERROR_WRITE_CONCERN_ERROR;
+	switch (server ? err->code : 0) {
 	case 112: /* WriteConflict */
 	case 251: /* NoSuchTransaction: the transaction was aborted under us */
 	case 24:  /* LockTimeout */
 		f->cause = SLUICE_RETRY_SERIALIZATION;
 		return SLUICE_TARGET_RETRY;
+	case 6:     /* HostUnreachable */
+	case 89:    /* NetworkTimeout */
+	case 9001:  /* SocketException */
 	case 91:    /* ShutdownInProgress */
 	case 189:   /* PrimarySteppedDown */
+	case 262:   /* ExceededTimeLimit */
 	case 10107: /* NotWritablePrimary */
 	case 11600: /* InterruptedAtShutdown */
+	case 11601: /* Interrupted */
 	case 11602: /* InterruptedDueToReplStateChange */
 	case 13435: /* NotPrimaryNoSecondaryOk */
 	case 13436: /* NotPrimaryOrSecondary */
@@ -164,9 +173,12 @@ mt_read_progress(mt *t, uint64_t *resume)
 	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
 	BSON_APPEND_UTF8(&filter, "_id", t->o->stream);
 	BSON_APPEND_INT64(&opts, "limit", 1);
+	/*
+	 * local, not majority: a commit this apply saw acknowledged must be read
+	 * back, or the next progress write would not match and stop apply.
+	 */
 	mongoc_read_concern_t *rc = mongoc_read_concern_new();
-	mongoc_read_concern_set_level(rc, t->transactions ? MONGOC_READ_CONCERN_LEVEL_MAJORITY
-							  : MONGOC_READ_CONCERN_LEVEL_LOCAL);
+	mongoc_read_concern_set_level(rc, MONGOC_READ_CONCERN_LEVEL_LOCAL);
 	mongoc_read_concern_append(rc, &opts);
 	mongoc_read_concern_destroy(rc);
 	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(t->progress, &filter, &opts, NULL);
@@ -363,7 +375,8 @@ mt_coll(mt *t, uint32_t ri)
 
 /* ---- transactions ------------------------------------------------------------------ */
 
-static sluice_target_status mt_write_progress(mt *t, uint64_t done, uint64_t part_changes);
+static sluice_target_status mt_write_progress(mt *t, uint64_t done, uint64_t part_changes,
+					      const Sluice__V1__NamespaceChange *ddl);
 
 static sluice_target_status
 mt_begin(sluice_target *base, const sluice_apply_txn *txn)
@@ -387,7 +400,7 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	 * The progress first: a capture on this deployment sees it as the
 	 * transaction's first event and leaves the whole transaction out.
 	 */
-	sluice_target_status st = mt_write_progress(t, t->txseq, 0);
+	sluice_target_status st = mt_write_progress(t, t->txseq, 0, NULL);
 	t->progress_written = st == SLUICE_TARGET_OK;
 	return st;
 }
@@ -406,7 +419,7 @@ mt_split(mt *t)
 				"long; the parts are not atomic on the target)",
 				t->txseq, t->o->max_txn_writes);
 	t->split_logged = true;
-	sluice_target_status st = mt_write_progress(t, t->txseq - 1, t->txn_changes);
+	sluice_target_status st = mt_write_progress(t, t->txseq - 1, t->txn_changes, NULL);
 	if (st != SLUICE_TARGET_OK)
 		return st;
 	bson_t reply;
@@ -421,11 +434,12 @@ mt_split(mt *t)
 	t->c_prog_exists = t->prog_exists;
 	t->skip_txseq = t->txseq;
 	t->skip_changes = t->txn_changes;
+	sluice_apply_part_committed(t->ctx); /* its counts stay: a resume skips its changes */
 	t->part_writes = 0;
 	t->progress_written = false;
 	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
 		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
-	return mt_write_progress(t, t->txseq - 1, t->txn_changes);
+	return mt_write_progress(t, t->txseq - 1, t->txn_changes, NULL);
 }
 
 /*
@@ -755,13 +769,19 @@ mt_truncate(sluice_target *base, const uint32_t *ris, size_t n, bool restart_ide
 		bson_error_t err;
 		if (t->o->dry_run)
 			continue;
-		bool ok = mt_opts(t, &opts, &err) &&
-			  mongoc_collection_delete_many(mt_coll(t, ris[i]), &all, &opts, &reply,
+		if (!mt_opts(t, &opts, &err)) {
+			bson_destroy(&opts);
+			return mt_fail(t, "emptying a collection", &err, NULL, 0, ris[i]);
+		}
+		bool ok = mongoc_collection_delete_many(mt_coll(t, ris[i]), &all, &opts, &reply,
 							&err);
 		bson_destroy(&opts);
-		if (!ok)
-			return mt_fail(t, "emptying a collection", &err, NULL, 0, ris[i]);
+		sluice_target_status st =
+			ok ? SLUICE_TARGET_OK
+			   : mt_fail(t, "emptying a collection", &err, &reply, 0, ris[i]);
 		bson_destroy(&reply);
+		if (st != SLUICE_TARGET_OK)
+			return st;
 	}
 	return SLUICE_TARGET_OK;
 }
@@ -782,6 +802,34 @@ mt_drop(mt *t, const char *db, const char *coll)
 	bool ok = mongoc_collection_drop_with_opts(c, NULL, &err) || mt_ns_missing(&err);
 	mongoc_collection_destroy(c);
 	return ok ? SLUICE_TARGET_OK : mt_fail(t, "dropping a collection", &err, NULL, 0, 0);
+}
+
+/*
+ * mt_announce_ddl commits a progress write that names the namespace change
+ * about to run outside any transaction: a capture of this deployment leaves
+ * out the event that follows (no echo of apply's drops and renames in two-way
+ * replication). The progress itself stays at the last complete transaction.
+ */
+static sluice_target_status
+mt_announce_ddl(mt *t, const Sluice__V1__NamespaceChange *nc)
+{
+	if (!t->transactions)
+		return SLUICE_TARGET_OK;
+	bson_error_t err;
+	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
+		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
+	sluice_target_status st = mt_write_progress(t, t->prog_txseq, 0, nc);
+	if (st != SLUICE_TARGET_OK)
+		return st;
+	bson_t reply;
+	if (!mongoc_client_session_commit_transaction(t->cs, &reply, &err))
+		st = mt_fail(t, "committing", &err, &reply, 0, 0);
+	bson_destroy(&reply);
+	if (st == SLUICE_TARGET_OK) {
+		t->c_prog_txseq = t->prog_txseq;
+		t->c_prog_exists = t->prog_exists;
+	}
+	return st;
 }
 
 /*
@@ -810,7 +858,9 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
 		t->prog_txseq = t->c_prog_txseq;
 		t->prog_exists = t->c_prog_exists;
 	}
-	sluice_target_status st = SLUICE_TARGET_OK;
+	sluice_target_status st = mt_announce_ddl(t, nc);
+	if (st != SLUICE_TARGET_OK)
+		return st;
 	bson_error_t err;
 	if (strcmp(op, "drop") == 0) {
 		st = mt_drop(t, db, coll);
@@ -859,7 +909,8 @@ mt_namespace_change(sluice_target *base, const Sluice__V1__NamespaceChange *nc)
  * before (a counter), so each is an event a capture sees.
  */
 static sluice_target_status
-mt_write_progress(mt *t, uint64_t done, uint64_t part_changes)
+mt_write_progress(mt *t, uint64_t done, uint64_t part_changes,
+		  const Sluice__V1__NamespaceChange *ddl)
 {
 	bson_t filter = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts, reply;
 	bson_error_t err;
@@ -873,6 +924,14 @@ mt_write_progress(mt *t, uint64_t done, uint64_t part_changes)
 		BSON_APPEND_INT64(&part, "txseq", (int64_t)t->txseq);
 		BSON_APPEND_INT64(&part, "changes", (int64_t)part_changes);
 		bson_append_document_end(&doc, &part);
+	}
+	if (ddl != NULL) {
+		bson_t d;
+		BSON_APPEND_DOCUMENT_BEGIN(&doc, "ddl", &d);
+		BSON_APPEND_UTF8(&d, "op", ddl->operation ? ddl->operation : "");
+		BSON_APPEND_UTF8(&d, "db", ddl->database ? ddl->database : "");
+		BSON_APPEND_UTF8(&d, "coll", ddl->collection ? ddl->collection : "");
+		bson_append_document_end(&doc, &d);
 	}
 	BSON_APPEND_DATE_TIME(&doc, "commit_time", t->commit_us / 1000);
 	BSON_APPEND_UTF8(&doc, "node", t->node);
@@ -926,7 +985,7 @@ mt_commit(sluice_target *base)
 	}
 	/* without transactions (--at-least-once) the progress comes after the changes */
 	sluice_target_status st =
-		t->progress_written ? SLUICE_TARGET_OK : mt_write_progress(t, t->txseq, 0);
+		t->progress_written ? SLUICE_TARGET_OK : mt_write_progress(t, t->txseq, 0, NULL);
 	if (st != SLUICE_TARGET_OK)
 		return st;
 	if (t->transactions) {

@@ -102,6 +102,12 @@ struct sluice_mongosource {
 	bool fatal;         /* the stream cannot go on: start says FATAL */
 	bool invalidated;   /* an invalidate ended the stream: start after it */
 	bool warned_filter; /* said once that filtering happens here */
+	/*
+	 * A namespace change sluice apply announced in its progress document
+	 * (ddl: {op, db, coll}) before running it outside a transaction: the
+	 * matching event is apply's, not the application's, and is left out.
+	 */
+	char ddl_op[32], ddl_db[256], ddl_coll[256];
 };
 
 typedef struct sluice_mongosource mongo;
@@ -948,6 +954,52 @@ mongo_emit_namespace(sluice_capture_sink *sink, const sluice_mongo_event *ev, co
 	return sluice_capture_sink_change(sink, &rec);
 }
 
+/* mongo_note_ddl keeps the namespace change a progress document of apply announces. */
+static void
+mongo_note_ddl(mongo *s, const sluice_mongo_event *ev)
+{
+	bson_t doc;
+	bson_iter_t it, ddl;
+	s->ddl_op[0] = s->ddl_db[0] = s->ddl_coll[0] = '\0';
+	if (ev->full == NULL || !bson_init_static(&doc, ev->full, ev->full_len) ||
+	    !bson_iter_init_find(&it, &doc, "ddl") || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+	    !bson_iter_recurse(&it, &ddl))
+		return;
+	while (bson_iter_next(&ddl)) {
+		if (!BSON_ITER_HOLDS_UTF8(&ddl))
+			continue;
+		const char *k = bson_iter_key(&ddl), *v = bson_iter_utf8(&ddl, NULL);
+		if (strcmp(k, "op") == 0)
+			snprintf(s->ddl_op, sizeof(s->ddl_op), "%s", v);
+		else if (strcmp(k, "db") == 0)
+			snprintf(s->ddl_db, sizeof(s->ddl_db), "%s", v);
+		else if (strcmp(k, "coll") == 0)
+			snprintf(s->ddl_coll, sizeof(s->ddl_coll), "%s", v);
+	}
+}
+
+/*
+ * mongo_apply_ddl tells whether a namespace event is the one apply announced
+ * (a dropDatabase also takes the drops of its collections that come before
+ * it).
+ */
+static bool
+mongo_apply_ddl(mongo *s, const sluice_mongo_event *ev)
+{
+	if (s->ddl_op[0] == '\0' || ev->db == NULL || strcmp(ev->db, s->ddl_db) != 0)
+		return false;
+	const char *coll = ev->coll ? ev->coll : "";
+	if (strcmp(s->ddl_op, "dropDatabase") == 0) {
+		if (strcmp(ev->op, "drop") == 0)
+			return true;
+		if (strcmp(ev->op, "dropDatabase") != 0)
+			return false;
+	} else if (strcmp(ev->op, s->ddl_op) != 0 || strcmp(coll, s->ddl_coll) != 0)
+		return false;
+	s->ddl_op[0] = '\0';
+	return true;
+}
+
 /* mongo_event handles one change event: false when the stream must reconnect. */
 static bool
 mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
@@ -995,8 +1047,12 @@ mongo_event(mongo *s, sluice_capture_sink *sink, const bson_t *raw)
 		 * a transaction that starts with it is apply's, and is left out (no
 		 * echo in two-way replication).
 		 */
-		if (ev.coll != NULL && strcmp(ev.coll, SLUICE_MONGO_PROGRESS) == 0)
+		if (ev.coll != NULL && strcmp(ev.coll, SLUICE_MONGO_PROGRESS) == 0) {
 			sluice_capture_sink_origin(sink, "sluice apply", 0, true);
+			mongo_note_ddl(s, &ev);
+		}
+	} else if (!sluice_mongo_event_is_row(ev.op) && mongo_apply_ddl(s, &ev)) {
+		/* apply's own namespace change (announced): left out */
 	} else if (sluice_mongo_event_is_row(ev.op)) {
 		if (mongo_watched(s, ev.db, ev.coll))
 			ok = mongo_emit_change(s, sink, &ev);

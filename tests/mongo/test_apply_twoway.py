@@ -3,14 +3,17 @@
 their own deployment and an apply of the other's stream (replace strategy),
 while both take writes (inserts, updates, replacements, deletes,
 multi-document transactions; A's documents and B's never collide: conflicting
-writes need the timestamp strategy, which MongoDB targets do not have yet).
+writes need the timestamp strategy, which MongoDB targets do not have yet),
+and a drop on A and a rename on B.
 
 Apply writes the stream's progress document (sluice.progress) first in each
 of its transactions, and a capture leaves out every transaction that starts
 with it. Checked: A and B end equal, byte for byte; stream A holds only
 changes of A's own documents and stream B only B's (nothing applied from the
-other side came back); each capture counted the transactions it left out;
-neither stream holds anything of the sluice database.
+other side came back), and only its own namespace change (apply announces
+the ones it runs in its progress document); each capture counted the
+transactions it left out; neither stream holds anything of the sluice
+database.
 Usage: test_apply_twoway.py --sluice BIN --peer PEER [--writer W]
 """
 import os
@@ -80,8 +83,18 @@ def main():
     app_a.start()
     rng = random.Random(t.seed)
     n = 600 if t.long else 200
+    a[db].tmp_a.insert_many([{"_id": i} for i in range(5)])
+    b[db].ren_b.insert_many([{"_id": i} for i in range(5)])
     workload(a, db, "a", n, rng)
     workload(b, db, "b", n, rng)
+    # namespace changes: apply runs them outside transactions and announces them first
+    wait_ns = time.time() + 30
+    while time.time() < wait_ns and not (db in b.list_database_names() and
+                                         "tmp_a" in b[db].list_collection_names() and
+                                         "ren_b" in a[db].list_collection_names()):
+        time.sleep(0.2)
+    a[db].tmp_a.drop()
+    b[db].ren_b.rename("ren_b2")
 
     deadline = time.time() + 60
     same = False
@@ -100,7 +113,12 @@ def main():
 
     for stream, own, other in (("a", "a-", "b-"), ("b", "b-", "a-")):
         txns = t.txns(stream)
-        ids = [ch.id for tx in txns for ch in tx.changes if ch.type != "namespace_change"]
+        ids = [ch.id for tx in txns for ch in tx.changes if ch.type != "namespace_change"
+               and ch.ns in (db + ".items", db + ".logs")]
+        extra = sorted({ch.ns for tx in txns for ch in tx.changes if ch.type != "namespace_change"
+                        and ch.ns not in (db + ".items", db + ".logs")})
+        t.check("stream %s's other changes are of its own collection (%s)" % (stream, extra),
+                extra == [db + (".tmp_a" if stream == "a" else ".ren_b")])
         strs = [i[1][4:-1].decode("utf-8", "replace") for i in ids if i[0] == 0x02]
         foreign = [i for i in strs if i.startswith(other)]
         t.check("stream %s holds %d changes, none of %s's documents (no echo)" % (stream, len(ids), other),
@@ -108,6 +126,11 @@ def main():
                 "foreign: %s" % foreign[:5])
         t.check("stream %s holds nothing of the sluice database" % stream,
                 all(not ch.ns.startswith("sluice.") for tx in txns for ch in tx.changes))
+        ns_changes = sorted((ch.op, ch.ns) for tx in txns for ch in tx.changes
+                            if ch.type == "namespace_change")
+        own = ("drop", db + ".tmp_a") if stream == "a" else ("rename", db + ".ren_b")
+        t.check("stream %s holds its own namespace change and none of the other side's (%s)"
+                % (stream, ns_changes), ns_changes == [own])
         log = open(os.path.join(t.dir, "cap-%s-1.log" % stream)).read()
         m = re.findall(r"(\d+) skipped \(origin\)", log)
         t.check("capture %s left out apply's transactions (%s)" % (stream, m[-1] if m else None),
