@@ -638,8 +638,15 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			break;
 		}
 		if (rs == SLUICE_READER_REWIND) {
-			if (e->in_txn)
-				engine_rollback(e, false);
+			/*
+			 * The rollback also reads back what was queued before the cut
+			 * transaction: if one of those failed, going on would let later
+			 * transactions commit past it.
+			 */
+			if (e->in_txn && (st = engine_rollback(e, false)) != SLUICE_TARGET_OK) {
+				out = engine_failed(e, st);
+				break;
+			}
 			continue;
 		}
 		if (rs == SLUICE_READER_WAIT) {

@@ -87,12 +87,16 @@ def main():
         ap.start()
         resumes.append((pr, ap.runs))
 
+    idle = [0]  # kills that came when the run had nothing left to apply
+
     def kill_at(delay):
         # once this run has committed something (a kill while it applies, not
         # only while it connects), after a random delay
         deadline = time.time() + 20
         while time.time() < deadline and (at.progress(tgt, "k9")[0] or 0) <= last_progress[0]:
             time.sleep(0.02)
+        if (at.progress(tgt, "k9")[0] or 0) <= last_progress[0]:
+            idle[0] += 1  # caught up with the stream written so far (many kills, --long)
         time.sleep(delay)
         if not ap.alive():
             t.die("apply run %d exited by itself (status %s)" % (ap.runs, ap.proc.returncode), ap)
@@ -139,9 +143,11 @@ def main():
     t.check("each of the %d runs started at the progress it found + 1" % len(resumes), not bad, bad)
     t.check("the progress never went backwards", not backwards, backwards)
     moved = sum(1 for a, b in zip(resumes, resumes[1:]) if b[0] > a[0])
-    t.say("the progress moved between %d of %d restarts" % (moved, len(resumes) - 1))
-    t.check("the kills fell while apply was applying (progress moved between restarts)",
-            moved >= kills - 1, moved)
+    t.say("the progress moved between %d of %d restarts (%d runs had caught up)"
+          % (moved, len(resumes) - 1, idle[0]))
+    t.check("the kills fell while apply was applying (progress moved between restarts "
+            "that had something to apply)", moved >= kills - 1 - idle[0] and moved >= kills // 2,
+            moved)
 
     ctl = at.target_peer(t, "control")
     tc = mt.connect(ctl.uri)
