@@ -22,15 +22,10 @@
 #include "records.h"
 #include "target.h"
 
-#define MT_DB                 SLUICE_MONGO_LOCAL_DB
-#define MT_PROGRESS           SLUICE_MONGO_PROGRESS
-#define MT_CONFLICTS          SLUICE_MONGO_CONFLICTS
 #define MT_MAX_DOCUMENT_BYTES (16 * 1024 * 1024 + 16 * 1024)
 
+/* Per relation of the engine (its names are the engine's: sluice_apply_rel_at). */
 typedef struct mt_rel {
-	bool defined;
-	char *db, *coll;        /* owned */
-	char *label;            /* owned: db.coll */
 	mongoc_collection_t *c; /* owned; made at first use on the current client */
 } mt_rel;
 
@@ -56,7 +51,6 @@ typedef struct mt {
 	uint64_t txseq;
 	int64_t commit_us;
 	char node[256];
-	uint64_t applied;      /* the last complete txseq as this target last read or wrote it */
 	bool progress_written; /* the open transaction's progress says txseq is done */
 	/* the progress document as the open transaction sees it (prog_) and as committed (c_) */
 	uint64_t prog_txseq, c_prog_txseq;
@@ -210,7 +204,7 @@ mt_read_progress(mt *t, uint64_t *resume)
 			st = mt_failf(t, 0, 0,
 				      "the progress document of stream \"%s\" in %s.%s has no "
 				      "txseq: it was not written by sluice",
-				      t->o->stream, MT_DB, MT_PROGRESS);
+				      t->o->stream, SLUICE_MONGO_LOCAL_DB, SLUICE_MONGO_PROGRESS);
 	}
 	bson_error_t err;
 	const bson_t *reply = NULL;
@@ -218,7 +212,6 @@ mt_read_progress(mt *t, uint64_t *resume)
 		st = mt_fail(t, "reading the progress", &err, reply, 0, 0);
 	mongoc_cursor_destroy(cur);
 	if (st == SLUICE_TARGET_OK) {
-		t->applied = *resume;
 		t->prog_txseq = t->c_prog_txseq = *resume;
 		t->prog_exists = t->c_prog_exists = found;
 		bool part = part_txseq == *resume + 1 && part_changes > 0;
@@ -240,7 +233,8 @@ mt_open(sluice_target *base, uint64_t *resume)
 			return mt_failf(t, 0, 0, "%s", "");
 		sluice_mongo_hosts(t->uri, t->hosts, sizeof(t->hosts));
 		snprintf(t->progress_name, sizeof(t->progress_name),
-			 "progress document \"%s\" in %s.%s", t->o->stream, MT_DB, MT_PROGRESS);
+			 "progress document \"%s\" in %s.%s", t->o->stream, SLUICE_MONGO_LOCAL_DB,
+			 SLUICE_MONGO_PROGRESS);
 	}
 	t->client = mongoc_client_new_from_uri_with_error(t->uri, &err);
 	if (t->client == NULL) {
@@ -283,8 +277,10 @@ mt_open(sluice_target *base, uint64_t *resume)
 				 sluice_mongo_error_text(&err));
 		return mt_fail(t, "starting a session", &err, NULL, 0, 0);
 	}
-	t->progress = mongoc_client_get_collection(t->client, MT_DB, MT_PROGRESS);
-	t->conflicts = mongoc_client_get_collection(t->client, MT_DB, MT_CONFLICTS);
+	t->progress = mongoc_client_get_collection(t->client, SLUICE_MONGO_LOCAL_DB,
+						   SLUICE_MONGO_PROGRESS);
+	t->conflicts = mongoc_client_get_collection(t->client, SLUICE_MONGO_LOCAL_DB,
+						    SLUICE_MONGO_CONFLICTS);
 	if (t->o->strategy == SLUICE_STRATEGY_TIMESTAMP) {
 		sluice_log_error("--strategy timestamp is not available for MongoDB targets yet: "
 				 "use replace or append");
@@ -307,30 +303,12 @@ mt_progress_name(const sluice_target *base)
 
 /* ---- relations ------------------------------------------------------------------------ */
 
-static void
-mt_free_rel(mt_rel *r)
-{
-	free(r->db);
-	free(r->coll);
-	free(r->label);
-	if (r->c != NULL)
-		mongoc_collection_destroy(r->c);
-	memset(r, 0, sizeof(*r));
-}
-
-static char *
-mt_strdup(const char *s)
-{
-	char *d = strdup(s);
-	if (d == NULL)
-		abort();
-	return d;
-}
-
+/* mt_relation takes a (new) description of relation ri: its collection handle is made again. */
 static void
 mt_relation(sluice_target *base, uint32_t ri, const Sluice__V1__Relation *desc)
 {
 	mt *t = (mt *)base;
+	(void)desc;
 	if (ri >= t->nrels) {
 		mt_rel *p = realloc(t->rels, (ri + 1) * sizeof(*p));
 		if (p == NULL)
@@ -339,12 +317,16 @@ mt_relation(sluice_target *base, uint32_t ri, const Sluice__V1__Relation *desc)
 		t->rels = p;
 		t->nrels = ri + 1;
 	}
-	mt_rel *r = &t->rels[ri];
-	mt_free_rel(r);
-	r->defined = true;
-	r->db = mt_strdup(desc->schema);
-	r->coll = mt_strdup(desc->name);
-	r->label = mt_strdup(sluice_apply_rel_at(t->ctx, ri)->label);
+	if (t->rels[ri].c != NULL)
+		mongoc_collection_destroy(t->rels[ri].c);
+	t->rels[ri].c = NULL;
+}
+
+/* mt_label names relation ri (db.coll) for messages and the conflict log. */
+static const char *
+mt_label(const mt *t, uint32_t ri)
+{
+	return sluice_apply_rel_at(t->ctx, ri)->label;
 }
 
 /* mt_check accepts collections of MongoDB streams (a PostgreSQL stream has rows, not documents). */
@@ -357,10 +339,11 @@ mt_check(sluice_target *base, uint32_t ri, const Sluice__V1__Relation *desc)
 		return mt_failf(t, 0, ri,
 				"relation %s of stream \"%s\" is not a MongoDB collection: a "
 				"MongoDB target applies streams captured from MongoDB",
-				t->rels[ri].label, t->o->stream);
-	if (t->rels[ri].db[0] == '\0' || t->rels[ri].coll[0] == '\0')
+				mt_label(t, ri), t->o->stream);
+	const sluice_apply_rel *r = sluice_apply_rel_at(t->ctx, ri);
+	if (r->space[0] == '\0' || r->name[0] == '\0')
 		return mt_failf(t, 0, ri, "relation %s has an empty database or collection name",
-				t->rels[ri].label);
+				r->label);
 	return SLUICE_TARGET_OK;
 }
 
@@ -368,8 +351,10 @@ static mongoc_collection_t *
 mt_coll(mt *t, uint32_t ri)
 {
 	mt_rel *r = &t->rels[ri];
-	if (r->c == NULL)
-		r->c = mongoc_client_get_collection(t->client, r->db, r->coll);
+	if (r->c == NULL) {
+		const sluice_apply_rel *er = sluice_apply_rel_at(t->ctx, ri);
+		r->c = mongoc_client_get_collection(t->client, er->space, er->name);
+	}
 	return r->c;
 }
 
@@ -456,7 +441,7 @@ mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char
 	bson_t doc = BSON_INITIALIZER, opts;
 	BSON_APPEND_UTF8(&doc, "stream", t->o->stream);
 	BSON_APPEND_INT64(&doc, "txseq", (int64_t)t->txseq);
-	BSON_APPEND_UTF8(&doc, "relation", t->rels[ri].label);
+	BSON_APPEND_UTF8(&doc, "relation", mt_label(t, ri));
 	BSON_APPEND_DOCUMENT(&doc, "key", key);
 	BSON_APPEND_UTF8(&doc, "kind", sluice_conflict_name(c));
 	BSON_APPEND_NULL(&doc, "local_time");
@@ -999,7 +984,6 @@ mt_commit(sluice_target *base)
 		bson_destroy(&reply);
 	}
 	t->in_txn = false;
-	t->applied = t->txseq;
 	t->c_prog_txseq = t->prog_txseq;
 	t->c_prog_exists = t->prog_exists;
 	t->skip_txseq = t->skip_changes = 0;
@@ -1060,9 +1044,7 @@ static void
 mt_free(sluice_target *base)
 {
 	mt *t = (mt *)base;
-	mt_close(base);
-	for (size_t i = 0; i < t->nrels; i++)
-		mt_free_rel(&t->rels[i]);
+	mt_close(base); /* the collection handles too */
 	free(t->rels);
 	if (t->uri != NULL)
 		mongoc_uri_destroy(t->uri);

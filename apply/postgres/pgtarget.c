@@ -60,11 +60,12 @@ typedef struct pgt_pending {
 } pgt_pending;
 
 typedef struct pgt_rel {
-	bool defined;        /* the engine described it */
-	uint32_t generation; /* the engine's: names this definition's statements */
-	char *schema, *name; /* owned */
-	char *qname;         /* owned: "schema"."name" */
-	char *label;         /* owned: schema.name, for messages and tombstones */
+	bool defined;              /* the engine described it */
+	uint32_t generation;       /* the engine's: names this definition's statements */
+	const char *schema, *name; /* borrowed from the engine's relation (it calls
+				      pgt_relation again when it redefines one) */
+	char *qname;               /* owned: "schema"."name" */
+	const char *label;         /* borrowed likewise: schema.name, for messages and tombstones */
 	char *tomb_rel; /* owned: quote_ident(schema).quote_ident(name), as the trigger names it */
 	char *qtarget;  /* owned: what UPDATE, DELETE and SELECT name: ONLY qname, or qname
 			   for a partitioned table (whose rows are its partitions') */
@@ -561,10 +562,7 @@ pgt_free_rel(pgt_rel *r)
 	free(r->ident_always);
 	free(r->text_eq);
 	free(r->qtarget);
-	free(r->schema);
-	free(r->name);
 	free(r->qname);
-	free(r->label);
 	free(r->tomb_rel);
 }
 
@@ -597,8 +595,8 @@ pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 	const sluice_apply_rel *er = sluice_apply_rel_at(a->ctx, ri);
 	r->defined = true;
 	r->generation = er->generation;
-	r->schema = pgt_strdup(src->schema);
-	r->name = pgt_strdup(src->name);
+	r->schema = er->space;
+	r->name = er->name;
 	char *qs = PQescapeIdentifier(a->conn, src->schema, strlen(src->schema));
 	char *qn = PQescapeIdentifier(a->conn, src->name, strlen(src->name));
 	size_t len = strlen(qs) + strlen(qn) + 2;
@@ -606,7 +604,7 @@ pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 	if (r->qname == NULL)
 		abort();
 	snprintf(r->qname, len, "%s.%s", qs, qn);
-	r->label = pgt_strdup(er->label);
+	r->label = er->label;
 	PQfreemem(qs);
 	PQfreemem(qn);
 	r->ncols = (int)src->n_columns;
