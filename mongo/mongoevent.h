@@ -1,6 +1,7 @@
-/* MongoDB change events: the fields capture needs, read from untrusted BSON (libbson only). */
-#ifndef SLUICE_CAPTURE_MONGO_MONGOEVENT_H
-#define SLUICE_CAPTURE_MONGO_MONGOEVENT_H
+/* MongoDB change events: the fields capture and apply need, read from untrusted BSON (libbson
+ * only). */
+#ifndef SLUICE_MONGO_MONGOEVENT_H
+#define SLUICE_MONGO_MONGOEVENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
