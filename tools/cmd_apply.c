@@ -12,6 +12,7 @@
 #include "log.h"
 #include "apply.h"
 #include "pgconn.h"
+#include "mongoprepare.h"
 #include "pgprepare.h"
 #include "verify.h"
 
@@ -390,6 +391,8 @@ prepare_help(FILE *f)
 		"Usage: sluice prepare --target CONNINFO --node NAME [--include GLOB ...]\n"
 		"                      [--exclude GLOB ...]\n"
 		"       sluice prepare --target CONNINFO --undo [--include GLOB ...] [--all]\n"
+		"       sluice prepare --target mongodb://... --node NAME [--tombstone-horizon S]\n"
+		"       sluice prepare --target mongodb://... --undo --all\n"
 		"\n"
 		"Set up a node for active-active apply, explicitly and idempotently: creates the\n"
 		"schema sluice (node name, tombstones, conflict log, version functions) and\n"
@@ -397,6 +400,14 @@ prepare_help(FILE *f)
 		"matching table, so that local deletes leave tombstones too and an older remote\n"
 		"update cannot bring a deleted row back. --undo removes the triggers from the\n"
 		"matching tables; with --all it also drops the schema sluice.\n"
+		"\n"
+		"With a MongoDB target (a replica set): records the node's name and the point\n"
+		"from which apply --strategy timestamp versions local writes (sluice.node; it\n"
+		"reads them from the deployment's change stream into sluice.versions, since\n"
+		"MongoDB keeps no commit time per document and has no triggers), and creates\n"
+		"the TTL index that removes tombstones past the horizon. NAME must be the\n"
+		"--node of the capture of that deployment. --undo --all drops sluice.node,\n"
+		"sluice.versions and sluice.watch.\n"
 		"\n"
 		"Options:\n"
 		"      --target CONNINFO  the node's database\n"
@@ -406,6 +417,8 @@ prepare_help(FILE *f)
 		"      --exclude GLOB     skip matching tables (repeatable)\n"
 		"      --undo             remove delete tracking\n"
 		"      --all              with --undo: drop the schema sluice as well\n"
+		"      --tombstone-horizon S  MongoDB: tombstones expire after S seconds (default\n"
+		"                         604800, 7 days)\n"
 		"  -h, --help             show this help\n"
 		"\n"
 		"Exit status: 0 done, 2 usage error, 3 failure.\n");
@@ -414,7 +427,15 @@ prepare_help(FILE *f)
 int
 cmd_prepare(int argc, char **argv)
 {
-	enum { OPT_TARGET = 1000, OPT_NODE, OPT_INCLUDE, OPT_EXCLUDE, OPT_UNDO, OPT_ALL };
+	enum {
+		OPT_TARGET = 1000,
+		OPT_NODE,
+		OPT_INCLUDE,
+		OPT_EXCLUDE,
+		OPT_UNDO,
+		OPT_ALL,
+		OPT_HORIZON
+	};
 	static const struct option opts[] = {
 		{"target", required_argument, NULL, OPT_TARGET},
 		{"node", required_argument, NULL, OPT_NODE},
@@ -422,10 +443,13 @@ cmd_prepare(int argc, char **argv)
 		{"exclude", required_argument, NULL, OPT_EXCLUDE},
 		{"undo", no_argument, NULL, OPT_UNDO},
 		{"all", no_argument, NULL, OPT_ALL},
+		{"tombstone-horizon", required_argument, NULL, OPT_HORIZON},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *target = NULL, *node = NULL;
+	uint64_t horizon = 7 * 86400;
+	bool has_horizon = false;
 	bool undo = false, all = false;
 	const char **inc = calloc((size_t)argc + 1, sizeof(char *));
 	const char **exc = calloc((size_t)argc + 1, sizeof(char *));
@@ -455,6 +479,15 @@ cmd_prepare(int argc, char **argv)
 		case OPT_ALL:
 			all = true;
 			break;
+		case OPT_HORIZON:
+			if (!cli_parse_u64("--tombstone-horizon", optarg, &horizon) ||
+			    horizon == 0 || horizon > INT32_MAX) {
+				rc = cli_usage_error("prepare", "--tombstone-horizon takes seconds "
+								"(1 to 2147483647)");
+				goto cleanup;
+			}
+			has_horizon = true;
+			break;
 		case 'h':
 			prepare_help(stdout);
 			rc = SLUICE_EXIT_OK;
@@ -476,7 +509,26 @@ cmd_prepare(int argc, char **argv)
 		rc = cli_usage_error("prepare", "--all goes with --undo");
 		goto cleanup;
 	}
+	bool mongodb = strncmp(target, "mongodb://", 10) == 0 ||
+		       strncmp(target, "mongodb+srv://", 14) == 0;
+	if (mongodb && (f.ninclude > 0 || f.nexclude > 0)) {
+		rc = cli_usage_error("prepare",
+				     "--include and --exclude are for PostgreSQL targets "
+				     "(a MongoDB node versions every collection)");
+		goto cleanup;
+	}
+	if (!mongodb && has_horizon) {
+		rc = cli_usage_error("prepare", "--tombstone-horizon is for MongoDB targets "
+						"(PostgreSQL's is an apply option)");
+		goto cleanup;
+	}
 	rc = SLUICE_EXIT_FAILURE;
+	if (mongodb) {
+		bool ok = undo ? sluice_mongo_prepare_undo(target, all)
+			       : sluice_mongo_prepare_install(target, node, (int64_t)horizon);
+		rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
+		goto cleanup;
+	}
 	conn = sluice_pg_connect(target, false, "the target");
 	if (conn == NULL)
 		goto cleanup;

@@ -15,10 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "filter.h"
 #include "log.h"
 #include "mongoconn.h"
+#include "mongoprepare.h"
 #include "mongoupdate.h"
+#include "mongoversion.h"
+#include "mongowatch.h"
 #include "records.h"
 #include "target.h"
 
@@ -42,6 +46,16 @@ typedef struct mt {
 	mongoc_collection_t *progress;  /* owned: sluice.progress */
 	mongoc_collection_t *conflicts; /* owned: sluice.conflicts */
 	char progress_name[600];
+
+	/* --strategy timestamp: versions of documents (mongoversion.h, mongowatch.h) */
+	mongoc_collection_t *versions; /* owned: sluice.versions */
+	sluice_mongo_watch *watch;     /* owned; made at the first open */
+	bson_t *watch_resume;          /* owned: the watcher's position in the progress */
+	char local_node[SLUICE_MONGO_NODE_NAME_MAX];
+	uint64_t local_start; /* where the watcher starts without a position */
+	/* a document whose entry is behind it was seen in this transaction: caught up since */
+	uint64_t stale_txseq;
+	int stale_attempts;
 
 	mt_rel *rels; /* owned, by the engine's relation index */
 	size_t nrels;
@@ -196,6 +210,15 @@ mt_read_progress(mt *t, uint64_t *resume)
 				else if (strcmp(bson_iter_key(&part), "changes") == 0)
 					part_changes = (uint64_t)bson_iter_as_int64(&part);
 			}
+		if (bson_iter_init_find(&it, doc, "watch") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+			uint32_t wl;
+			const uint8_t *wd;
+			bson_t w;
+			bson_iter_document(&it, &wl, &wd);
+			if (t->watch_resume != NULL)
+				bson_destroy(t->watch_resume);
+			t->watch_resume = bson_init_static(&w, wd, wl) ? bson_copy(&w) : NULL;
+		}
 		if (bson_iter_init_find(&it, doc, "txseq") &&
 		    (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) &&
 		    bson_iter_as_int64(&it) >= 0)
@@ -219,6 +242,48 @@ mt_read_progress(mt *t, uint64_t *resume)
 		t->skip_changes = part ? part_changes : 0;
 	}
 	return st;
+}
+
+/*
+ * mt_open_versions sets last-writer-wins up: the node's name and the start
+ * of its version watcher (sluice prepare), and the watcher itself, which
+ * resumes where the progress says (or at the start).
+ */
+static sluice_target_status
+mt_open_versions(mt *t)
+{
+	if (!t->transactions) {
+		sluice_log_error("--strategy timestamp needs a replica set at %s: document "
+				 "versions are read from the target's change stream",
+				 t->hosts);
+		return mt_failf(t, 0, 0, "%s", "");
+	}
+	bson_error_t err;
+	int found = sluice_mongo_node_read(t->client, t->local_node, sizeof(t->local_node),
+					   &t->local_start, &err);
+	if (found < 0)
+		return mt_fail(t, "reading sluice.node", &err, NULL, 0, 0);
+	if (found == 0) {
+		sluice_log_error("--strategy timestamp: the MongoDB target at %s has no node name "
+				 "and no version tracking: run sluice prepare --target URI --node "
+				 "NAME first (NAME as the --node of a capture of that deployment)",
+				 t->hosts);
+		return mt_failf(t, 0, 0, "%s", "");
+	}
+	if (t->watch == NULL && !t->o->dry_run) {
+		t->watch = sluice_mongo_watch_new(t->uri, t->hosts, t->o->stream, t->local_node,
+						  t->watch_resume, t->local_start);
+		if (t->watch == NULL) {
+			t->base.failure.cause = SLUICE_RETRY_CONNECTION;
+			return SLUICE_TARGET_LOST;
+		}
+		sluice_log_info("last writer wins on node \"%s\": local writes are versioned from "
+				"the target's change stream (%s)",
+				t->local_node,
+				t->watch_resume ? "resuming after apply's last position"
+						: "from sluice prepare on");
+	}
+	return SLUICE_TARGET_OK;
 }
 
 static sluice_target_status
@@ -281,12 +346,12 @@ mt_open(sluice_target *base, uint64_t *resume)
 						   SLUICE_MONGO_PROGRESS);
 	t->conflicts = mongoc_client_get_collection(t->client, SLUICE_MONGO_LOCAL_DB,
 						    SLUICE_MONGO_CONFLICTS);
-	if (t->o->strategy == SLUICE_STRATEGY_TIMESTAMP) {
-		sluice_log_error("--strategy timestamp is not available for MongoDB targets yet: "
-				 "use replace or append");
-		return mt_failf(t, 0, 0, "%s", "");
-	}
-	return mt_read_progress(t, resume);
+	t->versions = mongoc_client_get_collection(t->client, SLUICE_MONGO_LOCAL_DB,
+						   SLUICE_MONGO_VERSIONS);
+	sluice_target_status st = mt_read_progress(t, resume);
+	if (st == SLUICE_TARGET_OK && t->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
+		st = mt_open_versions(t);
+	return st;
 }
 
 static sluice_target_status
@@ -379,6 +444,18 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	if (t->o->dry_run || !t->transactions)
 		return SLUICE_TARGET_OK;
 	bson_error_t err;
+	if (t->watch != NULL) {
+		/* every local write committed before now gets its version first */
+		bson_t reply;
+		if (!sluice_mongo_watch_catch_up(t->watch, &err, &reply)) {
+			sluice_target_status st =
+				mt_fail(t, "reading the target's change stream for versions", &err,
+					&reply, 0, 0);
+			bson_destroy(&reply);
+			return st;
+		}
+		bson_destroy(&reply);
+	}
 	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
 		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
 	/*
@@ -433,7 +510,8 @@ mt_split(mt *t)
  * documentKey, the case, the remote version and the resolution.
  */
 static sluice_target_status
-mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char *resolution)
+mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char *resolution,
+	    const sluice_mongo_version *local)
 {
 	t->stats->conflicts[c]++;
 	if (!t->o->conflict_log || t->o->dry_run)
@@ -444,8 +522,13 @@ mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char
 	BSON_APPEND_UTF8(&doc, "relation", mt_label(t, ri));
 	BSON_APPEND_DOCUMENT(&doc, "key", key);
 	BSON_APPEND_UTF8(&doc, "kind", sluice_conflict_name(c));
-	BSON_APPEND_NULL(&doc, "local_time");
-	BSON_APPEND_NULL(&doc, "local_node");
+	if (local != NULL && local->found) {
+		BSON_APPEND_DATE_TIME(&doc, "local_time", local->t / 1000);
+		BSON_APPEND_UTF8(&doc, "local_node", local->node);
+	} else {
+		BSON_APPEND_NULL(&doc, "local_time");
+		BSON_APPEND_NULL(&doc, "local_node");
+	}
 	BSON_APPEND_DATE_TIME(&doc, "remote_time", t->commit_us / 1000);
 	BSON_APPEND_UTF8(&doc, "remote_node", t->node);
 	BSON_APPEND_UTF8(&doc, "resolution", resolution);
@@ -464,9 +547,10 @@ mt_conflict(mt *t, uint32_t ri, sluice_conflict c, const bson_t *key, const char
 	return st;
 }
 
-/* mt_find reads the target's document matching filter (in the transaction), if any. */
+/* mt_find reads the document of c matching filter (in the transaction), if any. */
 static sluice_target_status
-mt_find(mt *t, uint32_t ri, char op, const bson_t *filter, bson_t *found, bool *present)
+mt_find(mt *t, mongoc_collection_t *c, uint32_t ri, char op, const bson_t *filter, bson_t *found,
+	bool *present)
 {
 	bson_t opts;
 	bson_error_t err;
@@ -476,8 +560,7 @@ mt_find(mt *t, uint32_t ri, char op, const bson_t *filter, bson_t *found, bool *
 		return mt_fail(t, "reading a document", &err, NULL, op, ri);
 	}
 	BSON_APPEND_INT64(&opts, "limit", 1);
-	mongoc_cursor_t *cur =
-		mongoc_collection_find_with_opts(mt_coll(t, ri), filter, &opts, NULL);
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, &opts, NULL);
 	bson_destroy(&opts);
 	const bson_t *doc;
 	if (mongoc_cursor_next(cur, &doc)) {
@@ -595,6 +678,194 @@ mt_id_filter(const bson_t *doc, bson_t *filter)
 }
 
 /*
+ * mt_update writes a remote change over the document found: the update
+ * description (ud) applied to it, or the whole document doc. written
+ * (initialised here) is the document as written (a dry run writes nothing).
+ */
+static sluice_target_status
+mt_update(mt *t, uint32_t ri, char op, const bson_t *filter, const bson_t *found, const bson_t *ud,
+	  const bson_t *doc, bson_t *written)
+{
+	bool inserted, matched;
+	bson_init(written);
+	if (ud == NULL) {
+		bson_concat(written, doc);
+		return t->o->dry_run
+			       ? SLUICE_TARGET_OK
+			       : mt_replace(t, ri, op, filter, doc, false, &inserted, &matched);
+	}
+	char why[256];
+	if (!sluice_mongo_apply_update(bson_get_data(found), found->len, bson_get_data(ud), ud->len,
+				       written, why, sizeof(why)))
+		return mt_failf(t, op, ri, "its update description cannot be applied: %s", why);
+	if (written->len > MT_MAX_DOCUMENT_BYTES)
+		return mt_failf(t, op, ri, "the updated document would take %" PRIu32 " bytes",
+				written->len);
+	return t->o->dry_run ? SLUICE_TARGET_OK
+			     : mt_replace(t, ri, op, filter, written, false, &inserted, &matched);
+}
+
+/*
+ * mt_stale asks for the transaction again: the document was written locally
+ * after the version watcher last caught up (its entry in sluice.versions is
+ * behind it). The next attempt catches the watcher up first.
+ */
+static sluice_target_status
+mt_stale(mt *t, char op, uint32_t ri)
+{
+	sluice_target_failure *f = &t->base.failure;
+	f->txseq = t->txseq;
+	f->op = op;
+	f->rel = ri;
+	f->cause = SLUICE_RETRY_SERIALIZATION;
+	snprintf(f->code, sizeof(f->code), "%s", "stale");
+	snprintf(f->message, sizeof(f->message), "%s",
+		 "a local write to the document is newer than its entry in sluice.versions: "
+		 "reading the target's change stream again");
+	return SLUICE_TARGET_RETRY;
+}
+
+/*
+ * mt_change_lww applies one change under last writer wins: the document and
+ * its version entry are read in the transaction, the version order decides
+ * (conflicts.md), and the entry is written with the document.
+ */
+static sluice_target_status
+mt_change_lww(mt *t, uint32_t ri, char op, const bson_t *filter, const bson_t *keyp,
+	      const bson_t *doc, const bson_t *ud)
+{
+	const sluice_apply_rel *er = sluice_apply_rel_at(t->ctx, ri);
+	bson_iter_t id;
+	if (!bson_iter_init_find(&id, filter, "_id"))
+		return mt_failf(t, op, ri, "a change without an _id");
+	bool dry = t->o->dry_run, present = false, has_entry = false;
+	bson_t vid, vfilter = BSON_INITIALIZER, found, entry;
+	sluice_mongo_version v;
+	memset(&v, 0, sizeof(v));
+	sluice_mongo_version_id(&vid, er->space, er->name, &id);
+	BSON_APPEND_DOCUMENT(&vfilter, "_id", &vid);
+	sluice_target_status st = mt_find(t, t->versions, ri, op, &vfilter, &entry, &has_entry);
+	if (st == SLUICE_TARGET_OK && has_entry) {
+		sluice_mongo_version_parse(bson_get_data(&entry), entry.len, &v);
+		bson_destroy(&entry);
+	}
+	if (st == SLUICE_TARGET_OK)
+		st = mt_find(t, mt_coll(t, ri), ri, op, filter, &found, &present);
+	if (st != SLUICE_TARGET_OK)
+		goto out;
+
+	sluice_version local = {.known = v.found, .time_us = v.t, .node = v.node};
+	bool matches = sluice_mongo_version_matches(&v, present ? bson_get_data(&found) : NULL,
+						    present ? found.len : 0) ||
+		       (!v.found && !present);
+	if (!matches) {
+		if (t->stale_txseq != t->txseq) {
+			t->stale_txseq = t->txseq;
+			t->stale_attempts = 0;
+		}
+		if (!v.found && (t->stale_attempts > 0 || dry)) {
+			/* no entry after a catch-up: written before sluice prepare, older than all
+			 */
+			local.known = false;
+		} else if (t->stale_attempts >= 5 && !dry) {
+			/*
+			 * Still behind after five catch-ups: the document keeps being
+			 * written locally. Its last write is at most as old as now.
+			 */
+			local = (sluice_version){.known = true,
+						 .time_us = sluice_clock_unix_us(),
+						 .node = t->local_node};
+		} else if (!dry) {
+			t->stale_attempts++;
+			st = mt_stale(t, op, ri);
+			goto out;
+		}
+	}
+	sluice_version remote = {.known = true, .time_us = t->commit_us, .node = t->node};
+	sluice_version tomb = {.known = v.tomb, .time_us = v.dt, .node = v.dnode};
+	sluice_row_state rs = {.present = present,
+			       .remote_newer = sluice_version_newer(&remote, &local),
+			       .tombstone_newer = v.tomb && sluice_version_newer(&tomb, &remote),
+			       .complete = doc != NULL};
+	sluice_decision d = sluice_conflict_decide(SLUICE_STRATEGY_TIMESTAMP, op, &rs);
+	sluice_mongo_version nv = v;
+	nv.found = true;
+	bool write_entry = true;
+	switch (d.write) {
+	case SLUICE_WRITE_INSERT:
+		if (!dry)
+			st = mt_insert(t, ri, op, doc);
+		nv.present = sluice_mongo_version_hash(bson_get_data(doc), doc->len, nv.h);
+		if (op == 'I')
+			t->stats->inserts++;
+		else
+			t->stats->updates++;
+		break;
+	case SLUICE_WRITE_UPDATE: {
+		bson_t written;
+		st = mt_update(t, ri, op, filter, &found, op == 'U' ? ud : NULL, doc, &written);
+		nv.present = sluice_mongo_version_hash(bson_get_data(&written), written.len, nv.h);
+		bson_destroy(&written);
+		t->stats->updates++;
+		break;
+	}
+	case SLUICE_WRITE_DELETE: {
+		bool deleted;
+		if (!dry)
+			st = mt_delete(t, ri, filter, &deleted);
+		nv.present = false;
+		sluice_mongo_version_tomb(&nv, t->commit_us, t->node);
+		t->stats->deletes++;
+		break;
+	}
+	case SLUICE_WRITE_TOMBSTONE:
+		/* a delete that lost, or of a missing document: its tombstone is kept */
+		sluice_mongo_version_tomb(&nv, t->commit_us, t->node);
+		if (!v.found || !present) {
+			nv.present = false;
+			nv.t = nv.dt;
+			snprintf(nv.node, sizeof(nv.node), "%s", nv.dnode);
+		}
+		write_entry = !v.found || nv.dt != v.dt || strcmp(nv.dnode, v.dnode) != 0;
+		break;
+	default:
+		write_entry = false;
+		if (d.conflict == SLUICE_CONFLICT_NONE)
+			t->stats->skipped++;
+		break;
+	}
+	if (d.write == SLUICE_WRITE_INSERT || d.write == SLUICE_WRITE_UPDATE ||
+	    d.write == SLUICE_WRITE_DELETE) {
+		nv.t = t->commit_us;
+		snprintf(nv.node, sizeof(nv.node), "%s", t->node);
+	}
+	if (st == SLUICE_TARGET_OK && write_entry && !dry) {
+		bson_t e, opts, reply;
+		bson_error_t err;
+		sluice_mongo_version_build(&e, &vid, &nv);
+		if (!mt_opts(t, &opts, &err))
+			st = mt_fail(t, "writing a version", &err, NULL, op, ri);
+		else {
+			BSON_APPEND_BOOL(&opts, "upsert", true);
+			if (!mongoc_collection_replace_one(t->versions, &vfilter, &e, &opts, &reply,
+							   &err))
+				st = mt_fail(t, "writing a version", &err, &reply, op, ri);
+			bson_destroy(&reply);
+		}
+		bson_destroy(&opts);
+		bson_destroy(&e);
+	}
+	if (st == SLUICE_TARGET_OK && d.conflict != SLUICE_CONFLICT_NONE)
+		st = mt_conflict(t, ri, d.conflict, keyp, d.resolution, &v);
+out:
+	if (present)
+		bson_destroy(&found);
+	bson_destroy(&vfilter);
+	bson_destroy(&vid);
+	return st;
+}
+
+/*
  * mt_apply_change does what the decision says for one change. present is
  * what the target held (found by a read in the transaction); for replace's
  * inserts and replacements the upsert tells it instead, without a read.
@@ -640,6 +911,12 @@ mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 	sluice_strategy strategy = t->o->strategy;
 	sluice_target_status st = SLUICE_TARGET_OK;
 	bool dry = t->o->dry_run;
+	if (strategy == SLUICE_STRATEGY_TIMESTAMP) {
+		st = mt_change_lww(t, ri, op, &filter, keyp, has_doc ? &doc : NULL,
+				   has_ud ? &ud : NULL);
+		bson_destroy(&filter);
+		return st;
+	}
 	bool inserted = false, matched = false, present = false, deleted = false;
 	bson_t found;
 	/* replace: inserts and whole replacements go out as upserts, without a read */
@@ -653,7 +930,7 @@ mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 			else
 				t->stats->updates++;
 			if (d.conflict != SLUICE_CONFLICT_NONE)
-				st = mt_conflict(t, ri, d.conflict, keyp, d.resolution);
+				st = mt_conflict(t, ri, d.conflict, keyp, d.resolution, NULL);
 		}
 		bson_destroy(&filter);
 		return st;
@@ -665,13 +942,13 @@ mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 				t->stats->deletes++;
 			else
 				st = mt_conflict(t, ri, SLUICE_CONFLICT_DELETE_MISSING, keyp,
-						 "skipped");
+						 "skipped", NULL);
 		}
 		bson_destroy(&filter);
 		return st;
 	}
 	/* everything else reads the target's document first */
-	st = mt_find(t, ri, op, &filter, &found, &present);
+	st = mt_find(t, mt_coll(t, ri), ri, op, &filter, &found, &present);
 	if (st != SLUICE_TARGET_OK) {
 		bson_destroy(&filter);
 		return st;
@@ -688,27 +965,14 @@ mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 			t->stats->updates++; /* replace counts an update that inserted as an update
 					      */
 		break;
-	case SLUICE_WRITE_UPDATE:
-		if (op == 'U' && has_ud) {
-			bson_t next = BSON_INITIALIZER;
-			char why[256];
-			if (!sluice_mongo_apply_update(bson_get_data(&found), found.len,
-						       bson_get_data(&ud), ud.len, &next, why,
-						       sizeof(why)))
-				st = mt_failf(t, op, ri,
-					      "its update description cannot be applied: %s", why);
-			else if (next.len > MT_MAX_DOCUMENT_BYTES)
-				st = mt_failf(t, op, ri,
-					      "the updated document would take %" PRIu32 " bytes",
-					      next.len);
-			else if (!dry)
-				st = mt_replace(t, ri, op, &filter, &next, false, &inserted,
-						&matched);
-			bson_destroy(&next);
-		} else if (!dry)
-			st = mt_replace(t, ri, op, &filter, &doc, false, &inserted, &matched);
+	case SLUICE_WRITE_UPDATE: {
+		bson_t written;
+		st = mt_update(t, ri, op, &filter, &found, has_ud && op == 'U' ? &ud : NULL, &doc,
+			       &written);
+		bson_destroy(&written);
 		t->stats->updates++;
 		break;
+	}
 	case SLUICE_WRITE_DELETE:
 		if (!dry)
 			st = mt_delete(t, ri, &filter, &deleted);
@@ -720,7 +984,7 @@ mt_change_one(mt *t, uint32_t ri, char op, const sluice_record *rec)
 		break;
 	}
 	if (st == SLUICE_TARGET_OK && d.conflict != SLUICE_CONFLICT_NONE)
-		st = mt_conflict(t, ri, d.conflict, keyp, d.resolution);
+		st = mt_conflict(t, ri, d.conflict, keyp, d.resolution, NULL);
 	if (present)
 		bson_destroy(&found);
 	bson_destroy(&filter);
@@ -920,6 +1184,9 @@ mt_write_progress(mt *t, uint64_t done, uint64_t part_changes,
 	}
 	BSON_APPEND_DATE_TIME(&doc, "commit_time", t->commit_us / 1000);
 	BSON_APPEND_UTF8(&doc, "node", t->node);
+	const bson_t *watch = t->watch ? sluice_mongo_watch_token(t->watch) : NULL;
+	if (watch != NULL)
+		BSON_APPEND_DOCUMENT(&doc, "watch", watch); /* where a restart resumes versions */
 	BSON_APPEND_INT64(&doc, "writes", ++t->writes);
 	sluice_target_status st = SLUICE_TARGET_OK;
 	if (!mt_opts(t, &opts, &err))
@@ -1030,7 +1297,9 @@ mt_close(sluice_target *base)
 		mongoc_collection_destroy(t->progress);
 	if (t->conflicts != NULL)
 		mongoc_collection_destroy(t->conflicts);
-	t->progress = t->conflicts = NULL;
+	if (t->versions != NULL)
+		mongoc_collection_destroy(t->versions);
+	t->progress = t->conflicts = t->versions = NULL;
 	if (t->cs != NULL)
 		mongoc_client_session_destroy(t->cs);
 	t->cs = NULL;
@@ -1046,6 +1315,9 @@ mt_free(sluice_target *base)
 	mt *t = (mt *)base;
 	mt_close(base); /* the collection handles too */
 	free(t->rels);
+	sluice_mongo_watch_free(t->watch);
+	if (t->watch_resume != NULL)
+		bson_destroy(t->watch_resume);
 	if (t->uri != NULL)
 		mongoc_uri_destroy(t->uri);
 	free(t);
