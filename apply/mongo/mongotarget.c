@@ -56,6 +56,7 @@ typedef struct mt {
 	/* a document whose entry is behind it was seen in this transaction: caught up since */
 	uint64_t stale_txseq;
 	int stale_attempts;
+	bool delta_warned;
 
 	mt_rel *rels; /* owned, by the engine's relation index */
 	size_t nrels;
@@ -803,7 +804,20 @@ mt_change_lww(mt *t, uint32_t ri, char op, const bson_t *filter, const bson_t *k
 		break;
 	case SLUICE_WRITE_UPDATE: {
 		bson_t written;
-		st = mt_update(t, ri, op, filter, &found, op == 'U' ? ud : NULL, doc, &written);
+		/*
+		 * The whole document when the stream has it: a delta applied to
+		 * a document that took other writes than the source's would
+		 * give another document, and the nodes would not converge.
+		 */
+		if (op == 'U' && doc == NULL && !t->delta_warned) {
+			sluice_log_warn("stream \"%s\" has updates without their document: "
+					"applied as deltas, which converge only where both nodes "
+					"held the same document; capture with --full-document "
+					"(required, or updateLookup) for last writer wins",
+					t->o->stream);
+			t->delta_warned = true;
+		}
+		st = mt_update(t, ri, op, filter, &found, doc == NULL ? ud : NULL, doc, &written);
 		nv.present = sluice_mongo_version_hash(bson_get_data(&written), written.len, nv.h);
 		bson_destroy(&written);
 		t->stats->updates++;
