@@ -271,7 +271,7 @@ mt_open_versions(mt *t)
 				 t->hosts);
 		return mt_failf(t, 0, 0, "%s", "");
 	}
-	if (t->watch == NULL && !t->o->dry_run) {
+	if (t->watch == NULL) {
 		t->watch = sluice_mongo_watch_new(t->uri, t->hosts, t->o->stream, t->local_node,
 						  t->watch_resume, t->local_start);
 		if (t->watch == NULL) {
@@ -442,11 +442,12 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 	t->part_writes = 0;
 	t->split_logged = false;
 	t->skip_left = txn->txseq == t->skip_txseq ? t->skip_changes : 0;
-	if (t->o->dry_run || !t->transactions)
-		return SLUICE_TARGET_OK;
 	bson_error_t err;
 	if (t->watch != NULL) {
-		/* every local write committed before now gets its version first */
+		/*
+		 * every local write committed before now gets its version first
+		 * (a dry run too: it records local versions, applies nothing)
+		 */
 		bson_t reply;
 		if (!sluice_mongo_watch_catch_up(t->watch, &err, &reply)) {
 			sluice_target_status st =
@@ -457,6 +458,8 @@ mt_begin(sluice_target *base, const sluice_apply_txn *txn)
 		}
 		bson_destroy(&reply);
 	}
+	if (t->o->dry_run || !t->transactions)
+		return SLUICE_TARGET_OK;
 	if (!mongoc_client_session_start_transaction(t->cs, NULL, &err))
 		return mt_fail(t, "starting a transaction", &err, NULL, 0, 0);
 	/*

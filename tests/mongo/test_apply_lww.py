@@ -24,7 +24,8 @@ own application:
                                              update_missing / skipped (no
                                              document) and / inserted
 
-Checked: the exit summary's conflict counters, the target's documents, the
+Checked: a dry run's report (the same counters, no document changed), the
+exit summary's conflict counters, the target's documents, the
 rows of sluice.conflicts (kind, resolution, local_node), the entries of
 sluice.versions (node and time of the last writer, tombstones). Then apply
 refuses --strategy timestamp on an unprepared target (exit 3, naming sluice
@@ -119,6 +120,14 @@ def main():
     d.replace_one({"_id": "u11"}, SON([("_id", "u11"), ("v", "S")]))
     at.stop_capture(t, src, cap, db, 2)
 
+    want = {"update_newer_local": 1, "delete_newer_local": 1, "update_deleted": 1,
+            "insert_exists": 3, "insert_deleted": 1, "delete_missing": 1, "update_missing": 2}
+    before = at.collections(tgt, [db])
+    rc = a.run("--dry-run")
+    s = a.summary() or {}
+    t.check("a dry run exits 0 and reports the conflicts to come (%s)" % s.get("conflicts"),
+            rc == 0 and s.get("conflicts") == want, a.tail())
+    t.check("the dry run changed no document", at.collections(tgt, [db]) == before)
     rc = a.run()
     t.check("the second apply exits 0", rc == 0, a.tail())
     s = a.summary() or {}
