@@ -254,17 +254,6 @@ def test_write_conflicts(client, db, peer_only):
         except OperationFailure as e:
             check("a commit retried after success answers ok (got %s)" % e.code, False)
 
-    # two open transactions writing one document: the second writer conflicts at once
-    with client.start_session() as s1, client.start_session() as s2:
-        s1.start_transaction()
-        s2.start_transaction()
-        c.update_one({"_id": 5}, {"$set": {"v": "t1"}}, session=s1)
-        expect_error("a transaction's update of X another open transaction updated",
-                     lambda: c.update_one({"_id": 5}, {"$set": {"v": "t2"}}, session=s2))
-        s2.abort_transaction()
-        s1.commit_transaction()
-    check("the first writer commits", c.find_one({"_id": 5})["v"] == "t1")
-
     # pymongo's with_transaction retries the whole transaction
     calls = []
 

@@ -139,8 +139,6 @@ typedef struct {
 	uint64_t stamp;
 } mpeer_tomb;
 
-struct mpeer_session;
-
 typedef struct {
 	char db[MPEER_DB_MAX];
 	char name[MPEER_COLL_MAX];
@@ -155,8 +153,7 @@ typedef struct {
 	uint64_t tomb_lost; /* the stamp of the newest deletion record dropped (0: none) */
 	/* A transaction's copy: no deletion records; the snapshot it reflects. */
 	bool is_copy;
-	const struct mpeer_session *owner; /* borrowed: the copy's session */
-	uint64_t snap;                     /* mpeer_wstamp when the copy was taken */
+	uint64_t snap;        /* mpeer_wstamp when the copy was taken */
 	uint64_t src_created; /* the real collection's created then (0: there was none) */
 } mpeer_coll;
 
@@ -1330,7 +1327,6 @@ mpeer_view(mpeer_ctx *c, const char *coll, bool create)
 		if (copy == NULL)
 			return NULL;
 		copy->is_copy = true;
-		copy->owner = s;
 		copy->snap = snap;
 		copy->src_created = real ? real->created : 0;
 		mpeer_coll **n = realloc(s->copies, (s->ncopies + 1) * sizeof *n);
@@ -1379,35 +1375,13 @@ mpeer_txn_conflict(const mpeer_coll *copy, const bson_value_t *id)
 	return false;
 }
 
-/*
- * mpeer_txn_conflict_doc is, for a write of the document with doc's _id in a
- * transaction's copy: mpeer_txn_conflict, or another open transaction has
- * already written that document (MongoDB: the second writer gets
- * WriteConflict at once; the first one goes on).
- */
+/* mpeer_txn_conflict_doc is mpeer_txn_conflict for the _id of doc, on a transaction's copy. */
 static bool
 mpeer_txn_conflict_doc(const mpeer_coll *coll, const bson_t *doc)
 {
 	bson_iter_t it;
-	if (!coll->is_copy || !mpeer_doc_id(doc, &it))
-		return false;
-	const bson_value_t *id = bson_iter_value(&it);
-	if (mpeer_txn_conflict(coll, id))
-		return true;
-	for (const mpeer_session *s = mpeer_sessions; s; s = s->next) {
-		if (s == coll->owner || s->state != MPEER_TXN_ACTIVE)
-			continue;
-		for (size_t i = 0; i < s->pending.n; i++) {
-			const mpeer_entry *e = &s->pending.v[i];
-			bson_iter_t k;
-			if (e->key != NULL && strcmp(e->db, coll->db) == 0 &&
-			    strcmp(e->coll, coll->name) == 0 &&
-			    bson_iter_init_find(&k, e->key, "_id") &&
-			    mpeer_values_equal(bson_iter_value(&k), id))
-				return true;
-		}
-	}
-	return false;
+	return coll->is_copy && mpeer_doc_id(doc, &it) &&
+	       mpeer_txn_conflict(coll, bson_iter_value(&it));
 }
 
 /* mpeer_write_conflict aborts the open transaction and answers 112 WriteConflict, labelled
