@@ -296,6 +296,17 @@ def test_write_conflicts(client, db, peer_only):
         expect_error("commit of a transaction inserting an _id inserted outside since",
                      lambda: s.commit_transaction())
     check("the outside insert survives the commit", c.find_one({"_id": 201})["v"] == "outside")
+    # two open transactions writing one document (a real server fails the second writer at
+    # once): the first to commit wins, the other fails at its commit
+    with client.start_session() as s1, client.start_session() as s2:
+        s1.start_transaction()
+        s2.start_transaction()
+        c.update_one({"_id": 201}, {"$set": {"v": "t1"}}, session=s1)
+        c.update_one({"_id": 201}, {"$set": {"v": "t2"}}, session=s2)
+        s2.commit_transaction()
+        expect_error("commit of the second of two transactions writing one document",
+                     lambda: s1.commit_transaction())
+    check("the first commit stays", c.find_one({"_id": 201})["v"] == "t2")
     db.wc2.insert_one({"_id": 1})
     with client.start_session() as s:
         s.start_transaction()
