@@ -136,12 +136,51 @@ main(int argc, char **argv)
 	mongoc_cursor_t *cur =
 		mongoc_collection_find_with_opts(coll, &(bson_t)BSON_INITIALIZER, NULL, NULL);
 	const bson_t *doc;
+	bson_iter_t it1;
 	int found = 0;
 	while (mongoc_cursor_next(cur, &doc))
 		found++;
 	tpl_check("find sees the three committed documents",
 		  found == 3 && !mongoc_cursor_error(cur, &err));
 	mongoc_cursor_destroy(cur);
+
+	/* A write conflict: the transaction reads document 1, another write updates it, the
+	 * transaction's update of it fails with 112 labelled TransientTransactionError. */
+	mongoc_client_session_t *s2 = mongoc_client_start_session(client, NULL, &err);
+	bson_t s2opts = BSON_INITIALIZER, reply;
+	bson_t *q1 = BCON_NEW("_id", BCON_INT32(1));
+	bson_t *set_out = BCON_NEW("$set", "{", "v", BCON_UTF8("outside"), "}");
+	bson_t *set_txn = BCON_NEW("$set", "{", "v", BCON_UTF8("txn"), "}");
+	bool wc_ok = s2 && mongoc_client_session_start_transaction(s2, NULL, &err) &&
+		     mongoc_client_session_append(s2, &s2opts, &err);
+	if (wc_ok) {
+		cur = mongoc_collection_find_with_opts(coll, q1, &s2opts, NULL);
+		wc_ok = mongoc_cursor_next(cur, &doc);
+		mongoc_cursor_destroy(cur);
+	}
+	tpl_check("a second transaction reads document 1", wc_ok);
+	tpl_check("an update of document 1 outside the transaction",
+		  mongoc_collection_update_one(coll, q1, set_out, NULL, NULL, &err));
+	bool upd = mongoc_collection_update_one(coll, q1, set_txn, &s2opts, &reply, &err);
+	tpl_check("the transaction's update of document 1 fails with 112 WriteConflict, "
+		  "labelled TransientTransactionError",
+		  !upd && err.domain == MONGOC_ERROR_SERVER && err.code == 112 &&
+			  mongoc_error_has_label(&reply, "TransientTransactionError"));
+	bson_destroy(&reply);
+	if (s2)
+		mongoc_client_session_abort_transaction(s2, NULL);
+	cur = mongoc_collection_find_with_opts(coll, q1, NULL, NULL);
+	tpl_check("the outside update survives",
+		  mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it1, doc, "v") &&
+			  BSON_ITER_HOLDS_UTF8(&it1) &&
+			  strcmp(bson_iter_utf8(&it1, NULL), "outside") == 0);
+	mongoc_cursor_destroy(cur);
+	bson_destroy(q1);
+	bson_destroy(set_out);
+	bson_destroy(set_txn);
+	bson_destroy(&s2opts);
+	if (s2)
+		mongoc_client_session_destroy(s2);
 
 	tpl_free(evs, n);
 	tpl_free(later, m);

@@ -172,6 +172,166 @@ def test_transactions(client, db):
     stream.close()
 
 
+def expect_error(desc, fn, codes=(112,), label="TransientTransactionError"):
+    """Runs fn, which must fail with one of codes (and the label, if given)."""
+    try:
+        fn()
+    except OperationFailure as e:
+        check("%s: code %s%s (got %s %s)" % (desc, "/".join(map(str, codes)),
+                                             " labelled " + label if label else "",
+                                             e.code, e.details.get("errorLabels") if e.details else None),
+              e.code in codes and (label is None or e.has_error_label(label)))
+        return
+    check(desc + ": fails", False)
+
+
+def test_write_conflicts(client, db, peer_only):
+    """A transaction that writes a document another write changed after the
+    transaction's snapshot fails with 112 WriteConflict, labelled
+    TransientTransactionError, and is aborted (later commands: 251)."""
+    db.drop_collection("wc")
+    c = db.wc
+    c.insert_many([{"_id": i, "v": 0} for i in range(1, 9)])
+
+    # updated outside after the transaction read it
+    with client.start_session() as s:
+        s.start_transaction()
+        check("the transaction reads X", c.find_one({"_id": 1}, session=s)["v"] == 0)
+        c.update_one({"_id": 1}, {"$set": {"v": "outside"}})
+        expect_error("update in a transaction of X updated outside since its snapshot",
+                     lambda: c.update_one({"_id": 1}, {"$set": {"v": "txn"}}, session=s))
+        expect_error("the aborted transaction's next command",
+                     lambda: c.find_one({"_id": 2}, session=s), codes=(251,))
+        expect_error("the aborted transaction's commit",
+                     lambda: s.commit_transaction(), codes=(251,))
+    check("the outside update survives", c.find_one({"_id": 1})["v"] == "outside")
+
+    # deleted outside: the transaction updates it, or deletes it
+    for n, (what, op) in enumerate([
+            ("update", lambda s: c.update_one({"_id": 2}, {"$set": {"v": "txn"}}, session=s)),
+            ("replacement", lambda s: c.replace_one({"_id": 3}, {"v": "txn"}, session=s)),
+            ("delete", lambda s: c.delete_one({"_id": 4}, session=s))]):
+        with client.start_session() as s:
+            s.start_transaction()
+            check("the transaction reads X (%s)" % what,
+                  c.find_one({"_id": 2 + n}, session=s) is not None)
+            c.delete_one({"_id": 2 + n})
+            expect_error("%s in a transaction of X deleted outside since its snapshot" % what,
+                         lambda: op(s))
+            s.abort_transaction()
+        check("the outside delete stays (%s)" % what, c.find_one({"_id": 2 + n}) is None)
+
+    # inserted outside with an _id the transaction inserts (a real server may say 11000)
+    with client.start_session() as s:
+        s.start_transaction()
+        c.find_one({"_id": 5}, session=s)
+        c.insert_one({"_id": 100, "v": "outside"})
+        expect_error("insert in a transaction of an _id inserted outside since its snapshot",
+                     lambda: c.insert_one({"_id": 100, "v": "txn"}, session=s),
+                     codes=(112,) if peer_only else (112, 11000), label=None if not peer_only
+                     else "TransientTransactionError")
+        s.abort_transaction()
+    check("the outside insert survives", c.find_one({"_id": 100})["v"] == "outside")
+
+    # a different document: no conflict
+    with client.start_session() as s:
+        s.start_transaction()
+        c.find_one({"_id": 5}, session=s)
+        c.update_one({"_id": 6}, {"$set": {"v": "outside"}})
+        c.insert_one({"_id": 101, "v": "outside"})
+        c.update_one({"_id": 5}, {"$set": {"v": "txn"}}, session=s)
+        c.insert_one({"_id": 102, "v": "txn"}, session=s)
+        c.delete_one({"_id": 7}, session=s)
+        s.commit_transaction()
+        check("a transaction writing other documents commits",
+              c.find_one({"_id": 5})["v"] == "txn" and c.find_one({"_id": 6})["v"] == "outside"
+              and c.find_one({"_id": 102}) is not None and c.find_one({"_id": 7}) is None)
+        before = RECORDER.names.count("commitTransaction")
+        try:
+            s.commit_transaction()
+            check("a commit retried after success answers ok",
+                  RECORDER.names.count("commitTransaction") == before + 1)
+        except OperationFailure as e:
+            check("a commit retried after success answers ok (got %s)" % e.code, False)
+
+    # pymongo's with_transaction retries the whole transaction
+    calls = []
+
+    def callback(s):
+        calls.append(1)
+        doc = c.find_one({"_id": 8}, session=s)
+        if len(calls) == 1:
+            c.update_one({"_id": 8}, {"$inc": {"v": 10}})  # a concurrent writer
+        c.update_one({"_id": 8}, {"$set": {"v": doc["v"] + 1}}, session=s)
+
+    with client.start_session() as s:
+        s.with_transaction(callback)
+    check("with_transaction retries after a WriteConflict and commits (%d calls)" % len(calls),
+          len(calls) == 2 and c.find_one({"_id": 8})["v"] == 11)
+
+    if not peer_only:
+        return
+    # Peer only: a real server makes these outside writes wait for the
+    # transaction; the peer applies them at once and fails the transaction
+    # at commit (the outside write serialized first).
+    c.insert_one({"_id": 200, "v": 0})
+    with client.start_session() as s:
+        s.start_transaction()
+        c.update_one({"_id": 200}, {"$set": {"v": "txn"}}, session=s)
+        c.update_one({"_id": 200}, {"$set": {"v": "outside"}})
+        expect_error("commit of a transaction whose write was overwritten outside before the "
+                     "commit", lambda: s.commit_transaction())
+        expect_error("that commit again", lambda: s.commit_transaction(), codes=(251,))
+    check("the outside update survives the commit", c.find_one({"_id": 200})["v"] == "outside")
+    with client.start_session() as s:
+        s.start_transaction()
+        c.delete_one({"_id": 200}, session=s)
+        c.delete_one({"_id": 200})
+        expect_error("commit of a transaction deleting a document deleted outside since",
+                     lambda: s.commit_transaction())
+    with client.start_session() as s:
+        s.start_transaction()
+        c.insert_one({"_id": 201}, session=s)
+        c.insert_one({"_id": 201, "v": "outside"})
+        expect_error("commit of a transaction inserting an _id inserted outside since",
+                     lambda: s.commit_transaction())
+    check("the outside insert survives the commit", c.find_one({"_id": 201})["v"] == "outside")
+    # two open transactions writing one document (a real server fails the second writer at
+    # once): the first to commit wins, the other fails at its commit
+    with client.start_session() as s1, client.start_session() as s2:
+        s1.start_transaction()
+        s2.start_transaction()
+        c.update_one({"_id": 201}, {"$set": {"v": "t1"}}, session=s1)
+        c.update_one({"_id": 201}, {"$set": {"v": "t2"}}, session=s2)
+        s2.commit_transaction()
+        expect_error("commit of the second of two transactions writing one document",
+                     lambda: s1.commit_transaction())
+    check("the first commit stays", c.find_one({"_id": 201})["v"] == "t2")
+    db.wc2.insert_one({"_id": 1})
+    with client.start_session() as s:
+        s.start_transaction()
+        db.wc2.find_one({"_id": 1}, session=s)
+        db.drop_collection("wc2")
+        db.wc2.insert_one({"_id": 2})
+        expect_error("a write to a collection dropped and recreated since the snapshot",
+                     lambda: db.wc2.insert_one({"_id": 3}, session=s))
+        s.abort_transaction()
+    # many deletions since the snapshot: beyond the kept records, absence is a conflict
+    c.insert_many([{"_id": 1000 + i, "bulk": True} for i in range(10001)] + [{"_id": 999}])
+    with client.start_session() as s:
+        s.start_transaction()
+        c.find_one({"_id": 999}, session=s)
+        c.delete_many({"bulk": True})
+        expect_error("a write after more deletions than are remembered (conservative)",
+                     lambda: c.insert_one({"_id": 998}, session=s))
+        s.abort_transaction()
+    with client.start_session() as s:
+        s.start_transaction()
+        c.insert_one({"_id": 998}, session=s)
+        s.commit_transaction()
+    check("a transaction after those deletions commits", c.find_one({"_id": 998}) is not None)
+
+
 def test_change_stream(db):
     db.drop_collection("cs")
     c = db.cs
@@ -455,6 +615,7 @@ def main():
         db = client.sluice_peer_test
         test_crud(db)
         test_transactions(client, db)
+        test_write_conflicts(client, db, peer is not None)
         test_change_stream(db)
         test_failpoints(client, db)
         test_images(db)

@@ -25,6 +25,7 @@
 #define MPEER_COLL_MAX     256
 #define MPEER_NS_MAX       (MPW_DB_MAX + MPEER_COLL_MAX + 64)
 #define MPEER_BATCH_BYTES  (8 * 1024 * 1024)
+#define MPEER_TOMBS_MAX    10000 /* deleted _ids remembered per collection for write conflicts */
 
 /* Error codes the peer answers with (MongoDB's error_codes.yml). */
 #define MPEER_E_BAD_VALUE          2
@@ -38,6 +39,7 @@
 #define MPEER_E_CMD_NOT_FOUND      59
 #define MPEER_E_IMMUTABLE_FIELD    66
 #define MPEER_E_INVALID_NS         73
+#define MPEER_E_WRITE_CONFLICT     112
 #define MPEER_E_TXN_TOO_OLD        225
 #define MPEER_E_NO_SUCH_TXN        251
 #define MPEER_E_TXN_COMMITTED      256
@@ -121,12 +123,38 @@ mpeer_append_ts(bson_t *b, const char *key, uint64_t ts)
 
 /* ---- collections ---- */
 
+/*
+ * Write stamps, for write conflicts between a transaction and other writes:
+ * every insert, update, replacement and delete of a document, and every
+ * collection coming to be under a name (creation, rename), takes the next
+ * value of mpeer_wstamp. A transaction's copy of a collection remembers the
+ * value when it was taken; a document the transaction writes whose real
+ * stamp (or deletion record) is newer changed after that snapshot.
+ */
+static uint64_t mpeer_wstamp;
+
+/* A deleted document's {_id} and the stamp of its deletion. */
+typedef struct {
+	bson_t *key; /* owned */
+	uint64_t stamp;
+} mpeer_tomb;
+
 typedef struct {
 	char db[MPEER_DB_MAX];
 	char name[MPEER_COLL_MAX];
-	bson_t **docs; /* owned, each owned; _id is every document's first field */
+	bson_t **docs;    /* owned, each owned; _id is every document's first field */
+	uint64_t *stamps; /* owned, parallel to docs: the stamp of each document's last write */
 	size_t n, cap;
-	bool images; /* changeStreamPreAndPostImages.enabled: writes keep the pre-image */
+	bool images;      /* changeStreamPreAndPostImages.enabled: writes keep the pre-image */
+	uint64_t created; /* the stamp when this collection came to be under its name */
+	/* Real collections: the latest MPEER_TOMBS_MAX deletions, a ring in stamp order. */
+	mpeer_tomb *tombs; /* owned */
+	size_t tomb_head, tomb_n, tomb_cap;
+	uint64_t tomb_lost; /* the stamp of the newest deletion record dropped (0: none) */
+	/* A transaction's copy: no deletion records; the snapshot it reflects. */
+	bool is_copy;
+	uint64_t snap;        /* mpeer_wstamp when the copy was taken */
+	uint64_t src_created; /* the real collection's created then (0: there was none) */
 } mpeer_coll;
 
 static mpeer_coll **mpeer_colls; /* owned */
@@ -140,6 +168,10 @@ mpeer_coll_free(mpeer_coll *c)
 	for (size_t i = 0; i < c->n; i++)
 		bson_destroy(c->docs[i]);
 	free(c->docs);
+	free(c->stamps);
+	for (size_t i = 0; i < c->tomb_n; i++)
+		bson_destroy(c->tombs[(c->tomb_head + i) % c->tomb_cap].key);
+	free(c->tombs);
 	free(c);
 }
 
@@ -151,6 +183,7 @@ mpeer_coll_new(const char *db, const char *name)
 		return NULL;
 	bson_strncpy(c->db, db, sizeof c->db);
 	bson_strncpy(c->name, name, sizeof c->name);
+	c->created = ++mpeer_wstamp;
 	return c;
 }
 
@@ -161,18 +194,21 @@ mpeer_coll_copy(const mpeer_coll *src)
 	if (c == NULL)
 		return NULL;
 	c->docs = calloc(src->n ? src->n : 1, sizeof *c->docs);
-	if (c->docs == NULL) {
-		free(c);
+	c->stamps = calloc(src->n ? src->n : 1, sizeof *c->stamps);
+	if (c->docs == NULL || c->stamps == NULL) {
+		mpeer_coll_free(c);
 		return NULL;
 	}
 	c->cap = src->n ? src->n : 1;
 	c->images = src->images;
-	for (size_t i = 0; i < src->n; i++)
+	for (size_t i = 0; i < src->n; i++) {
+		c->stamps[c->n] = src->stamps[i];
 		c->docs[c->n++] = bson_copy(src->docs[i]);
+	}
 	return c;
 }
 
-/* mpeer_coll_push appends doc (taking ownership). */
+/* mpeer_coll_push appends doc (taking ownership), stamped as a new write. */
 static bool
 mpeer_coll_push(mpeer_coll *c, bson_t *doc)
 {
@@ -184,17 +220,75 @@ mpeer_coll_push(mpeer_coll *c, bson_t *doc)
 			return false;
 		}
 		c->docs = d;
+		uint64_t *st = realloc(c->stamps, cap * sizeof *st);
+		if (st == NULL) {
+			bson_destroy(doc);
+			return false;
+		}
+		c->stamps = st;
 		c->cap = cap;
 	}
+	c->stamps[c->n] = ++mpeer_wstamp;
 	c->docs[c->n++] = doc;
 	return true;
 }
 
+/* mpeer_coll_set replaces document i with doc (taking ownership), stamped as a new write. */
+static void
+mpeer_coll_set(mpeer_coll *c, size_t i, bson_t *doc)
+{
+	bson_destroy(c->docs[i]);
+	c->docs[i] = doc;
+	c->stamps[i] = ++mpeer_wstamp;
+}
+
+static bson_t *mpeer_key_of(const bson_t *doc);
+
+/* mpeer_coll_tomb records the deletion of doc from a real collection, dropping the oldest record
+ * past MPEER_TOMBS_MAX (or when memory runs out: the loss is then remembered in tomb_lost). */
+static void
+mpeer_coll_tomb(mpeer_coll *c, const bson_t *doc, uint64_t stamp)
+{
+	if (c->tomb_n == c->tomb_cap && c->tomb_cap < MPEER_TOMBS_MAX) {
+		size_t cap = c->tomb_cap ? c->tomb_cap * 2 : 16;
+		if (cap > MPEER_TOMBS_MAX)
+			cap = MPEER_TOMBS_MAX;
+		mpeer_tomb *t = malloc(cap * sizeof *t);
+		if (t != NULL) {
+			for (size_t i = 0; i < c->tomb_n; i++)
+				t[i] = c->tombs[(c->tomb_head + i) % c->tomb_cap];
+			free(c->tombs);
+			c->tombs = t;
+			c->tomb_cap = cap;
+			c->tomb_head = 0;
+		}
+	}
+	if (c->tomb_cap == 0) {
+		c->tomb_lost = stamp;
+		return;
+	}
+	if (c->tomb_n == c->tomb_cap) {
+		mpeer_tomb *old = &c->tombs[c->tomb_head];
+		c->tomb_lost = old->stamp;
+		bson_destroy(old->key);
+		c->tomb_head = (c->tomb_head + 1) % c->tomb_cap;
+		c->tomb_n--;
+	}
+	mpeer_tomb *t = &c->tombs[(c->tomb_head + c->tomb_n++) % c->tomb_cap];
+	t->key = mpeer_key_of(doc);
+	t->stamp = stamp;
+}
+
+/* mpeer_coll_remove deletes document i; a real collection records the deletion. */
 static void
 mpeer_coll_remove(mpeer_coll *c, size_t i)
 {
+	uint64_t stamp = ++mpeer_wstamp;
+	if (!c->is_copy)
+		mpeer_coll_tomb(c, c->docs[i], stamp);
 	bson_destroy(c->docs[i]);
 	memmove(c->docs + i, c->docs + i + 1, (c->n - i - 1) * sizeof *c->docs);
+	memmove(c->stamps + i, c->stamps + i + 1, (c->n - i - 1) * sizeof *c->stamps);
 	c->n--;
 }
 
@@ -1089,7 +1183,7 @@ mpeer_code_name(int32_t code)
 		return "NetworkTimeout";
 	case 91:
 		return "ShutdownInProgress";
-	case 112:
+	case MPEER_E_WRITE_CONFLICT:
 		return "WriteConflict";
 	case 189:
 		return "PrimarySteppedDown";
@@ -1134,7 +1228,7 @@ mpeer_error_reply(mpeer_ctx *c, int32_t code, const char *msg)
 	bson_append_utf8(c->reply, "errmsg", 6, msg, -1);
 	bson_append_int32(c->reply, "code", 4, code);
 	bson_append_utf8(c->reply, "codeName", 8, mpeer_code_name(code), -1);
-	if (code == MPEER_E_NO_SUCH_TXN || code == 112) {
+	if (code == MPEER_E_NO_SUCH_TXN || code == MPEER_E_WRITE_CONFLICT) {
 		bson_t labels;
 		bson_append_array_begin(c->reply, "errorLabels", 11, &labels);
 		bson_append_utf8(&labels, "0", 1, "TransientTransactionError", -1);
@@ -1228,9 +1322,13 @@ mpeer_view(mpeer_ctx *c, const char *coll, bool create)
 		mpeer_coll *real = mpeer_find_coll(c->db, coll);
 		if (real == NULL && !create)
 			return NULL;
+		uint64_t snap = mpeer_wstamp;
 		mpeer_coll *copy = real ? mpeer_coll_copy(real) : mpeer_coll_new(c->db, coll);
 		if (copy == NULL)
 			return NULL;
+		copy->is_copy = true;
+		copy->snap = snap;
+		copy->src_created = real ? real->created : 0;
 		mpeer_coll **n = realloc(s->copies, (s->ncopies + 1) * sizeof *n);
 		if (n == NULL) {
 			mpeer_coll_free(copy);
@@ -1241,6 +1339,63 @@ mpeer_view(mpeer_ctx *c, const char *coll, bool create)
 		return copy;
 	}
 	return create ? mpeer_get_coll(c->db, coll) : mpeer_find_coll(c->db, coll);
+}
+
+/*
+ * mpeer_txn_conflict says whether the real document with _id id of a
+ * transaction's copy changed after the copy was taken: inserted, updated,
+ * replaced or deleted since (deleted conservatively when the deletion records
+ * no longer reach back that far), or its collection created, dropped or
+ * renamed since. A transaction that writes such a document has a write
+ * conflict (MongoDB: 112 WriteConflict).
+ */
+static bool
+mpeer_txn_conflict(const mpeer_coll *copy, const bson_value_t *id)
+{
+	const mpeer_coll *real = mpeer_find_coll(copy->db, copy->name);
+	if ((real ? real->created : 0) != copy->src_created)
+		return true;
+	if (real == NULL)
+		return false;
+	ssize_t i = mpeer_find_by_id(real, id);
+	if (i >= 0)
+		return real->stamps[i] > copy->snap;
+	if (real->tomb_lost > copy->snap)
+		return true;
+	for (size_t k = real->tomb_n; k > 0; k--) {
+		const mpeer_tomb *t = &real->tombs[(real->tomb_head + k - 1) % real->tomb_cap];
+		bson_iter_t it;
+		if (t->stamp <= copy->snap)
+			break; /* the ring is in stamp order: older ones cannot be newer than snap
+				*/
+		if (bson_iter_init_find(&it, t->key, "_id") &&
+		    mpeer_values_equal(bson_iter_value(&it), id))
+			return true;
+	}
+	return false;
+}
+
+/* mpeer_txn_conflict_doc is mpeer_txn_conflict for the _id of doc, on a transaction's copy. */
+static bool
+mpeer_txn_conflict_doc(const mpeer_coll *coll, const bson_t *doc)
+{
+	bson_iter_t it;
+	return coll->is_copy && mpeer_doc_id(doc, &it) &&
+	       mpeer_txn_conflict(coll, bson_iter_value(&it));
+}
+
+/* mpeer_write_conflict aborts the open transaction and answers 112 WriteConflict, labelled
+ * TransientTransactionError (mpeer_error_reply); a later command of it gets 251. */
+static mpeer_outcome
+mpeer_write_conflict(mpeer_ctx *c, mpeer_entries *effects)
+{
+	mpeer_entries_free(effects);
+	mpeer_txn_discard(c->session);
+	c->session->state = MPEER_TXN_ABORTED;
+	return mpeer_errorf(
+		c, MPEER_E_WRITE_CONFLICT,
+		"WriteConflict error: this operation conflicted with another "
+		"operation. Please retry your operation or multi-document transaction.");
 }
 
 /* mpeer_publish sends a write's effects to the oplog, or into the open transaction. */
@@ -1357,6 +1512,11 @@ mpeer_cmd_insert(mpeer_ctx *c)
 				break;
 			continue;
 		}
+		if (mpeer_txn_conflict_doc(coll, doc)) {
+			bson_destroy(doc);
+			bson_destroy(&errors);
+			return mpeer_write_conflict(c, &effects);
+		}
 		mpeer_entry *en = mpeer_entries_add(&effects, MPEER_OP_INSERT, c->db, name);
 		if (en == NULL || !mpeer_coll_push(coll, bson_copy(doc))) {
 			bson_destroy(doc);
@@ -1412,8 +1572,12 @@ mpeer_update_doc(mpeer_coll *coll, size_t i, const bson_t *u, mpeer_entries *eff
 	bool ok = op ? mpeer_apply_ops(old, u, false, out, &updated, &removed, e)
 		     : mpeer_apply_replacement(old, u, out, e);
 	*changed = false;
-	if (ok &&
-	    (out->len != old->len || memcmp(bson_get_data(out), bson_get_data(old), old->len))) {
+	bool differs = ok && (out->len != old->len ||
+			      memcmp(bson_get_data(out), bson_get_data(old), old->len) != 0);
+	/* A no-op update writes nothing, so it cannot conflict (as in MongoDB). */
+	if (differs && mpeer_txn_conflict_doc(coll, old))
+		ok = mpeer_fail(e, MPEER_E_WRITE_CONFLICT, "write conflict");
+	if (ok && differs) {
 		mpeer_entry *en = mpeer_entries_add(
 			effects, op ? MPEER_OP_UPDATE : MPEER_OP_REPLACE, coll->db, coll->name);
 		if (en == NULL) {
@@ -1431,8 +1595,7 @@ mpeer_update_doc(mpeer_coll *coll, size_t i, const bson_t *u, mpeer_entries *eff
 				bson_append_array_begin(en->upd, "truncatedArrays", -1, &arr);
 				bson_append_array_end(en->upd, &arr);
 			}
-			bson_destroy(coll->docs[i]);
-			coll->docs[i] = out;
+			mpeer_coll_set(coll, i, out);
 			out = NULL;
 			*changed = true;
 		}
@@ -1546,6 +1709,10 @@ mpeer_cmd_update(mpeer_ctx *c)
 					e.code = MPEER_E_DUPLICATE_KEY;
 					failed = true;
 					bson_destroy(doc);
+				} else if (mpeer_txn_conflict_doc(coll, doc)) {
+					mpeer_fail(&e, MPEER_E_WRITE_CONFLICT, "write conflict");
+					failed = true;
+					bson_destroy(doc);
 				} else {
 					mpeer_entry *en = mpeer_entries_add(
 						&effects, MPEER_OP_INSERT, c->db, name);
@@ -1575,6 +1742,11 @@ mpeer_cmd_update(mpeer_ctx *c)
 			bson_destroy(&removed);
 		}
 		n += matched;
+		if (failed && e.code == MPEER_E_WRITE_CONFLICT) {
+			bson_destroy(&errors);
+			bson_destroy(&upserted);
+			return mpeer_write_conflict(c, &effects);
+		}
 		if (failed) {
 			mpeer_append_index_error(&errors, &nerr, index, e.code, e.msg);
 			if (ordered)
@@ -1637,6 +1809,8 @@ mpeer_cmd_delete(mpeer_ctx *c)
 				i++;
 				continue;
 			}
+			if (mpeer_txn_conflict_doc(coll, coll->docs[i]))
+				return mpeer_write_conflict(c, &effects);
 			mpeer_entry *en = mpeer_entries_add(&effects, MPEER_OP_DELETE, c->db, name);
 			if (en != NULL) {
 				en->key = mpeer_key_of(coll->docs[i]);
@@ -2321,8 +2495,7 @@ mpeer_apply_entry(const mpeer_entry *e)
 	}
 	bson_t *doc = bson_copy(e->doc);
 	if (i >= 0) {
-		bson_destroy(coll->docs[i]);
-		coll->docs[i] = doc;
+		mpeer_coll_set(coll, (size_t)i, doc);
 	} else {
 		mpeer_coll_push(coll, doc);
 	}
@@ -2339,6 +2512,29 @@ mpeer_cmd_commit(mpeer_ctx *c)
 	if (s->state != MPEER_TXN_ACTIVE)
 		return mpeer_errorf(c, MPEER_E_NO_SUCH_TXN,
 				    "Transaction %" PRId64 " has been aborted", s->txn);
+	/*
+	 * A document the transaction wrote that another write changed after the
+	 * transaction's copy was taken: MongoDB would have made that write wait
+	 * for the transaction, or failed the transaction's own write; the peer
+	 * applied the other write at once, so the transaction, serialized after
+	 * it, fails now with the same error.
+	 */
+	for (size_t i = 0; i < s->pending.n; i++) {
+		const mpeer_entry *e = &s->pending.v[i];
+		bson_iter_t id;
+		if (e->key == NULL || !bson_iter_init_find(&id, e->key, "_id"))
+			continue;
+		for (size_t k = 0; k < s->ncopies; k++) {
+			const mpeer_coll *copy = s->copies[k];
+			if (strcmp(copy->db, e->db) == 0 && strcmp(copy->name, e->coll) == 0) {
+				if (mpeer_txn_conflict(copy, bson_iter_value(&id))) {
+					mpeer_entries none = {0};
+					return mpeer_write_conflict(c, &none);
+				}
+				break;
+			}
+		}
+	}
 	/* All of a transaction's events share one cluster time, in order (mongo-peer.md §2). */
 	uint64_t ts = s->pending.n > 0 ? mpeer_ts_next() : 0;
 	int64_t wall = mpeer_now_ms();
@@ -2488,6 +2684,7 @@ mpeer_cmd_rename(mpeer_ctx *c)
 	}
 	bson_strncpy(from->db, tdb, sizeof from->db);
 	bson_strncpy(from->name, tcoll, sizeof from->name);
+	from->created = ++mpeer_wstamp; /* a transaction's snapshot of either name is stale now */
 	mpeer_log_ddl(c, MPEER_OP_RENAME, fdb, fcoll, tdb, tcoll);
 	return mpeer_ok(c);
 }
