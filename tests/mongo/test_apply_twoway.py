@@ -3,7 +3,7 @@
 their own deployment and an apply of the other's stream (replace strategy),
 while both take writes (inserts, updates, replacements, deletes,
 multi-document transactions; A's documents and B's never collide: conflicting
-writes need the timestamp strategy, which MongoDB targets do not have yet),
+writes need the timestamp strategy, tested by test_apply_converge.py),
 and a drop on A and a rename on B.
 
 Apply writes the stream's progress document (sluice.progress) first in each
