@@ -8,6 +8,7 @@
 
 #include "backend_file.h"
 #include "backend_ops.h"
+#include "backend_s3.h"
 #include "log.h"
 
 struct sluice_store {
@@ -21,6 +22,7 @@ struct sluice_store {
 /* The backends, by URI scheme; a spec without "://" is a directory path. */
 static const sluice_store_ops *const backend_table[] = {
 	&sluice_backend_file_ops,
+	&sluice_backend_s3_ops,
 };
 
 struct sluice_segment {
