@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,8 @@ typedef enum s3_result {
 } s3_result;
 
 static bool s3_global_ready;
+/* Store calls finish what they started: their waits are not cut short by signals. */
+static const volatile sig_atomic_t s3_never_stop = 0;
 
 static void s3_close_state(s3_store *st);
 
@@ -484,7 +487,7 @@ s3_perform(s3_store *st, s3_req *req)
 			delay = sluice_backoff_ms(attempt + 2, 200, 10000);
 		sluice_log_warn("%s: %s; retrying in %d ms (attempt %d of %d)", what, why, delay,
 				attempt, st->max_attempts);
-		sluice_sleep_ms(delay, NULL);
+		sluice_sleep_ms(delay, &s3_never_stop);
 	}
 	curl_slist_free_all(hdrs);
 	sluice_buf_free(&url);
@@ -1428,7 +1431,7 @@ s3_lock_stream(void *state, const char *stream, void **out)
 		goto fail;
 	if (!mine) {
 		/* Let a writer that raced us write its lease too; then see who won. */
-		sluice_sleep_ms(1000, NULL);
+		sluice_sleep_ms(1000, &s3_never_stop);
 		if (!s3_lease_check(st, stream, &mine, &free_))
 			goto fail;
 		if (!mine) {
