@@ -82,11 +82,23 @@ engine_flush(engine *e)
 	return true;
 }
 
+/* engine_has_unflushed: something received is not durable yet (not acknowledgeable). */
 static bool
 engine_has_unflushed(const engine *e)
 {
 	return sluice_writer_last_txseq(e->w) > sluice_writer_durable_txseq(e->w) ||
 	       e->skipped_end > e->ackable;
+}
+
+/*
+ * engine_has_unsynced: a flush has work to do now. With a store that is
+ * durable only at a seal, what the spool holds waits for the seal by age.
+ */
+static bool
+engine_has_unsynced(const engine *e)
+{
+	return sluice_writer_last_txseq(e->w) > sluice_writer_synced_txseq(e->w) ||
+	       e->skipped_end > e->ackable || sluice_writer_seal_due_ms(e->w) == 0;
 }
 
 /* engine_mark_unflushed starts the max_flush_delay_ms clock at the oldest unflushed commit. */
@@ -378,7 +390,7 @@ static bool
 engine_idle(engine *e)
 {
 	int64_t now = sluice_clock_mono_ms();
-	if (engine_has_unflushed(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
+	if (engine_has_unsynced(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
 		if (!engine_flush(e))
 			return false;
 	}
@@ -419,11 +431,14 @@ engine_wait_ms(const engine *e)
 {
 	int64_t now = sluice_clock_mono_ms();
 	int64_t wait = e->o->status_interval_ms - (now - e->last_status_ms);
-	if (engine_has_unflushed(e)) {
+	if (engine_has_unsynced(e)) {
 		int64_t f = e->o->min_flush_gap_ms - (now - e->last_flush_ms);
 		if (f < wait)
 			wait = f;
 	}
+	int64_t seal = sluice_writer_seal_due_ms(e->w);
+	if (seal >= 0 && seal < wait)
+		wait = seal;
 	if (e->o->heartbeat_interval_ms > 0) {
 		int64_t h = e->o->heartbeat_interval_ms - (now - e->last_heartbeat_ms);
 		if (h < wait)
@@ -556,9 +571,13 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			 * connection shows up in the receive loop, which reconnects. */
 			(void)engine_ack(&e, true);
 			if (engine_stream(&e)) {
-				/* Clean stop: everything complete is made durable and acknowledged.
+				/* Clean stop: everything complete is made durable and acknowledged;
+				 * where readers see only sealed segments, the open one is sealed.
 				 */
-				if (engine_flush(&e)) {
+				bool sealed = sluice_store_caps_get(store)->append_visible ||
+					      sluice_writer_in_transaction(e.w) ||
+					      sluice_writer_seal(e.w);
+				if (sealed && engine_flush(&e)) {
 					engine_ack(&e, false);
 					ok = true;
 				}

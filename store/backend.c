@@ -8,13 +8,21 @@
 
 #include "backend_file.h"
 #include "backend_ops.h"
+#include "backend_s3.h"
 #include "log.h"
 
 struct sluice_store {
 	const sluice_store_ops *ops; /* borrowed, static */
 	void *state;                 /* owned by ops */
 	char *location;              /* owned */
+	sluice_store_caps caps;
 	uint64_t list_calls;
+};
+
+/* The backends, by URI scheme; a spec without "://" is a directory path. */
+static const sluice_store_ops *const backend_table[] = {
+	&sluice_backend_file_ops,
+	&sluice_backend_s3_ops,
 };
 
 struct sluice_segment {
@@ -36,15 +44,30 @@ struct sluice_store_watch {
 bool
 sluice_store_open(const char *spec, sluice_store **out)
 {
+	return sluice_store_open_with(spec, NULL, out);
+}
+
+bool
+sluice_store_open_with(const char *spec, const sluice_store_options *options, sluice_store **out)
+{
+	static const sluice_store_options defaults = {0};
 	const sluice_store_ops *ops = &sluice_backend_file_ops;
 	const char *location = spec;
-	if (strncmp(spec, "file://", 7) == 0)
-		location = spec + 7;
-	else if (strstr(spec, "://") != NULL) {
-		sluice_log_error("unsupported store \"%s\": only local directories (PATH or "
-				 "file://PATH) are supported",
-				 spec);
-		return false;
+	const char *sep = strstr(spec, "://");
+	if (sep != NULL) {
+		size_t len = (size_t)(sep - spec);
+		ops = NULL;
+		for (size_t i = 0; i < sizeof(backend_table) / sizeof(backend_table[0]); i++)
+			if (strlen(backend_table[i]->scheme) == len &&
+			    strncmp(spec, backend_table[i]->scheme, len) == 0)
+				ops = backend_table[i];
+		if (ops == NULL) {
+			sluice_log_error("unsupported store \"%.*s://…\": use a directory (PATH or "
+					 "file://PATH) or s3://BUCKET/PREFIX",
+					 (int)(len > 32 ? 32 : len), spec);
+			return false;
+		}
+		location = sep + 3;
 	}
 	if (location[0] == '\0') {
 		sluice_log_error("store location is empty");
@@ -54,14 +77,20 @@ sluice_store_open(const char *spec, sluice_store **out)
 	if (s == NULL)
 		abort();
 	s->ops = ops;
-	s->location = strdup(location);
-	if (s->location == NULL)
-		abort();
-	if (!ops->open(location, &s->state)) {
-		free(s->location);
+	if (!ops->open(location, options ? options : &defaults, &s->state, &s->caps)) {
 		free(s);
 		return false;
 	}
+	/* Messages name the store without its query (which may carry an endpoint). */
+	size_t shown = ops == &sluice_backend_file_ops ? strlen(location) : strcspn(location, "?");
+	size_t cap = strlen(ops->scheme) + shown + 8;
+	s->location = malloc(cap);
+	if (s->location == NULL)
+		abort();
+	if (ops == &sluice_backend_file_ops)
+		snprintf(s->location, cap, "%s", location);
+	else
+		snprintf(s->location, cap, "%s://%.*s", ops->scheme, (int)shown, location);
 	*out = s;
 	return true;
 }
@@ -80,6 +109,12 @@ const char *
 sluice_store_location(const sluice_store *store)
 {
 	return store->location;
+}
+
+const sluice_store_caps *
+sluice_store_caps_get(const sluice_store *store)
+{
+	return &store->caps;
 }
 
 bool
@@ -127,13 +162,33 @@ sluice_store_segment_open(sluice_store *store, const char *stream, uint64_t firs
 		abort();
 	seg->ops = store->ops;
 	sluice_store_segment_name(first_txseq, seg->name);
-	if (!store->ops->segment_open(store->state, stream, seg->name, writable, create,
-				      &seg->handle)) {
+	bool ok = create ? store->ops->segment_create(store->state, stream, seg->name, &seg->handle)
+			 : store->ops->segment_open(store->state, stream, seg->name, writable,
+						    &seg->handle);
+	if (!ok) {
 		free(seg);
 		return false;
 	}
 	*out = seg;
 	return true;
+}
+
+bool
+sluice_store_segment_probe(sluice_store *store, const char *stream, uint64_t first_txseq,
+			   bool *exists)
+{
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	sluice_store_segment_name(first_txseq, name);
+	return store->ops->segment_probe(store->state, stream, name, exists);
+}
+
+bool
+sluice_store_segment_put(sluice_store *store, const char *stream, uint64_t first_txseq,
+			 const void *data, size_t len)
+{
+	char name[SLUICE_SEGMENT_NAME_SIZE];
+	sluice_store_segment_name(first_txseq, name);
+	return store->ops->segment_put(store->state, stream, name, data, len);
 }
 
 bool
@@ -163,15 +218,9 @@ sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t len, si
 }
 
 bool
-sluice_segment_append(sluice_segment *seg, const void *data, size_t len)
+sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len)
 {
-	return seg->ops->segment_append(seg->handle, data, len);
-}
-
-bool
-sluice_segment_sync(sluice_segment *seg)
-{
-	return seg->ops->segment_sync(seg->handle);
+	return seg->ops->segment_write(seg->handle, chunk, len);
 }
 
 bool
@@ -226,6 +275,10 @@ sluice_store_watch_open(sluice_store *store, const char *stream, sluice_store_wa
 	if (w == NULL)
 		abort();
 	w->ops = store->ops;
+	if (store->ops->watch_open == NULL) {
+		free(w);
+		return false;
+	}
 	if (!store->ops->watch_open(store->state, stream, &w->handle)) {
 		free(w);
 		return false;

@@ -13,15 +13,53 @@ typedef struct sluice_store_lock sluice_store_lock;
 
 #define SLUICE_SEGMENT_NAME_SIZE 21 /* 16 hex digits + ".seg" + NUL */
 
+/* How a store is opened beyond its name (all optional). */
+typedef struct sluice_store_options {
+	/*
+	 * Borrowed: a local directory for the segment being written, for stores
+	 * that cannot append (object stores). Needed only to write.
+	 */
+	const char *spool;
+	/*
+	 * Stores that cannot append: count a frame durable once the spool has
+	 * fsynced it, instead of once the store has confirmed its sealed segment.
+	 */
+	bool ack_local;
+} sluice_store_options;
+
+/* What a backend can do; the writer and the reader adapt to it. */
+typedef struct sluice_store_caps {
+	/* Readers see a segment grow while it is written; otherwise a segment
+	 * appears only once it is sealed, whole. */
+	bool append_visible;
+	/* Changes are notified (sluice_store_watch_*); otherwise readers poll. */
+	bool watch;
+	/* sluice_segment_write makes a chunk durable in the store itself; otherwise
+	 * only sluice_segment_seal does (and a write only protects against a crash
+	 * of the writer, through its spool). */
+	bool durable_write;
+	/* Listing a stream costs about as much as probing one name. */
+	bool cheap_list;
+	/* Largest chunk one sluice_segment_write takes at once (a hint). */
+	size_t max_chunk;
+} sluice_store_caps;
+
 /*
  * sluice_store_open opens a store named by spec: "file://PATH" or a plain
- * path for a local directory (created if missing).
+ * path for a local directory (created if missing), or
+ * "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=1]" for an S3
+ * bucket. The backend is chosen by the URI scheme.
  */
 bool sluice_store_open(const char *spec, sluice_store **out);
+/* sluice_store_open_with is sluice_store_open with options (NULL: defaults). */
+bool sluice_store_open_with(const char *spec, const sluice_store_options *options,
+			    sluice_store **out);
 /* sluice_store_close releases the store; NULL is a no-op. */
 void sluice_store_close(sluice_store *store);
-/* sluice_store_location describes the store for messages. */
+/* sluice_store_location describes the store for messages (never with credentials). */
 const char *sluice_store_location(const sluice_store *store);
+/* sluice_store_caps_get tells what the store's backend can do. */
+const sluice_store_caps *sluice_store_caps_get(const sluice_store *store);
 
 /* sluice_store_valid_stream_name accepts [A-Za-z0-9._-]{1,128}, not starting with '.'. */
 bool sluice_store_valid_stream_name(const char *name);
@@ -43,11 +81,25 @@ uint64_t sluice_store_list_calls(const sluice_store *store);
 
 /*
  * sluice_store_segment_open opens a segment for reading or, with writable,
- * for appending; create makes a new empty segment (failing if it exists) and
- * makes its name durable.
+ * for writing on (the writer's own unsealed segment, after a crash); create
+ * makes a new empty segment (failing if it exists) and makes its name
+ * durable.
  */
 bool sluice_store_segment_open(sluice_store *store, const char *stream, uint64_t first_txseq,
 			       bool writable, bool create, sluice_segment **out);
+/*
+ * sluice_store_segment_probe tells whether the segment starting at
+ * first_txseq exists, without listing the stream (a stat, a HEAD request).
+ */
+bool sluice_store_segment_probe(sluice_store *store, const char *stream, uint64_t first_txseq,
+				bool *exists);
+/*
+ * sluice_store_segment_put stores a whole sealed segment at once. It never
+ * replaces a segment: one with the same name and the same bytes is success
+ * (a repeated copy), one with other bytes is an error.
+ */
+bool sluice_store_segment_put(sluice_store *store, const char *stream, uint64_t first_txseq,
+			      const void *data, size_t len);
 /* sluice_store_segment_remove deletes a segment (only an unsealed, empty one). */
 bool sluice_store_segment_remove(sluice_store *store, const char *stream, uint64_t first_txseq);
 
@@ -55,12 +107,17 @@ const char *sluice_segment_name(const sluice_segment *seg);
 bool sluice_segment_size(sluice_segment *seg, uint64_t *size);
 /* sluice_segment_read reads up to len bytes at off; *got < len only at the end. */
 bool sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t len, size_t *got);
-bool sluice_segment_append(sluice_segment *seg, const void *data, size_t len);
-/* sluice_segment_sync makes everything appended so far durable. */
-bool sluice_segment_sync(sluice_segment *seg);
+/*
+ * sluice_segment_write makes chunk (whole frames) durable after everything
+ * written before it; see sluice_store_caps.durable_write for where.
+ */
+bool sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len);
 /* sluice_segment_truncate cuts the segment to size bytes, durably. */
 bool sluice_segment_truncate(sluice_segment *seg, uint64_t size);
-/* sluice_segment_seal makes a finished segment durable and immutable. */
+/*
+ * sluice_segment_seal makes a finished segment durable in the store and
+ * immutable (an object store uploads it here).
+ */
 bool sluice_segment_seal(sluice_segment *seg);
 /* sluice_segment_close releases the handle; NULL is a no-op. */
 void sluice_segment_close(sluice_segment *seg);
@@ -76,7 +133,7 @@ void sluice_store_unlock(sluice_store_lock *lock);
 
 /*
  * sluice_store_watch_open prepares to wait for changes to a stream (new
- * segments, appended bytes), without polling delays where the backend can.
+ * segments, appended bytes); it fails quietly where caps.watch is false.
  */
 bool sluice_store_watch_open(sluice_store *store, const char *stream, sluice_store_watch **out);
 /* sluice_store_watch_wait: 1 when something may have changed, 0 on timeout, -1 on error. */

@@ -54,8 +54,10 @@ file_fsync_dir(const char *path)
 }
 
 static bool
-file_open(const char *location, void **state)
+file_open(const char *location, const sluice_store_options *options, void **state,
+	  sluice_store_caps *caps)
 {
+	(void)options; /* a directory appends in place: no spool, every write is durable */
 	if (mkdir(location, 0755) != 0 && errno != EEXIST) {
 		sluice_log_error("could not create store directory \"%s\": %m", location);
 		return false;
@@ -76,6 +78,11 @@ file_open(const char *location, void **state)
 	if (fs->root == NULL)
 		abort();
 	*state = fs;
+	caps->append_visible = true;
+	caps->watch = true;
+	caps->durable_write = true;
+	caps->cheap_list = true;
+	caps->max_chunk = 4 * 1024 * 1024;
 	return true;
 }
 
@@ -163,67 +170,84 @@ file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t 
 	return true;
 }
 
-static bool
-file_segment_open(void *state, const char *stream, const char *name, bool writable, bool create,
-		  void **out)
+/* file_segment_new prepares a handle for segment name of stream. */
+static file_segment *
+file_segment_new(const file_store *fs, const char *stream, const char *name, bool writable)
 {
-	file_store *fs = state;
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
 	file_segment *seg = calloc(1, sizeof(*seg));
 	if (seg == NULL)
 		abort();
 	seg->fd = -1;
 	seg->writable = writable;
-	snprintf(seg->path, sizeof(seg->path), "%s/%s", dir, name);
+	snprintf(seg->path, sizeof(seg->path), "%s/%s/%s", fs->root, stream, name);
+	return seg;
+}
 
-	if (create) {
-		if (mkdir(dir, 0755) == 0) {
-			if (!file_fsync_dir(fs->root))
-				goto fail;
-		} else if (errno != EEXIST) {
-			sluice_log_error("could not create stream directory \"%s\": %m", dir);
+static bool
+file_segment_create(void *state, const char *stream, const char *name, void **out)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	file_segment *seg = file_segment_new(fs, stream, name, true);
+	if (mkdir(dir, 0755) == 0) {
+		if (!file_fsync_dir(fs->root))
 			goto fail;
-		}
-		seg->fd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
-		if (seg->fd < 0) {
-			sluice_log_error("could not create segment \"%s\": %m", seg->path);
-			goto fail;
-		}
-		/* The new name must survive a crash before anything is acknowledged in it. */
-		if (!file_fsync_dir(dir))
-			goto fail;
-	} else {
-		/*
-		 * Only regular files are segments. O_NONBLOCK keeps open() from
-		 * waiting on a FIFO and O_NOFOLLOW refuses a symbolic link, so the
-		 * type is known before anything blocks; fstat then checks it.
-		 */
-		int flags = writable ? (O_RDWR | O_APPEND) : O_RDONLY;
-		seg->fd = open(seg->path, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
-		if (seg->fd < 0) {
-			if (errno == ELOOP)
-				sluice_log_error("could not open segment \"%s\": it is a symbolic "
-						 "link (segments must be regular files)",
-						 seg->path);
-			else
-				sluice_log_error("could not open segment \"%s\": %m", seg->path);
-			goto fail;
-		}
-		struct stat st;
-		if (fstat(seg->fd, &st) != 0) {
-			sluice_log_error("could not stat segment \"%s\": %m", seg->path);
-			goto fail;
-		}
-		if (!S_ISREG(st.st_mode)) {
-			sluice_log_error("could not open segment \"%s\": not a regular file",
+	} else if (errno != EEXIST) {
+		sluice_log_error("could not create stream directory \"%s\": %m", dir);
+		goto fail;
+	}
+	seg->fd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+	if (seg->fd < 0) {
+		sluice_log_error("could not create segment \"%s\": %m", seg->path);
+		goto fail;
+	}
+	/* The new name must survive a crash before anything is acknowledged in it. */
+	if (!file_fsync_dir(dir))
+		goto fail;
+	*out = seg;
+	return true;
+
+fail:
+	if (seg->fd >= 0)
+		close(seg->fd);
+	free(seg);
+	return false;
+}
+
+static bool
+file_segment_open(void *state, const char *stream, const char *name, bool writable, void **out)
+{
+	file_store *fs = state;
+	file_segment *seg = file_segment_new(fs, stream, name, writable);
+	/*
+	 * Only regular files are segments. O_NONBLOCK keeps open() from
+	 * waiting on a FIFO and O_NOFOLLOW refuses a symbolic link, so the
+	 * type is known before anything blocks; fstat then checks it.
+	 */
+	int flags = writable ? (O_RDWR | O_APPEND) : O_RDONLY;
+	seg->fd = open(seg->path, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+	if (seg->fd < 0) {
+		if (errno == ELOOP)
+			sluice_log_error("could not open segment \"%s\": it is a symbolic "
+					 "link (segments must be regular files)",
 					 seg->path);
-			goto fail;
-		}
-		if (fcntl(seg->fd, F_SETFL, flags) != 0) {
-			sluice_log_error("could not set flags of segment \"%s\": %m", seg->path);
-			goto fail;
-		}
+		else
+			sluice_log_error("could not open segment \"%s\": %m", seg->path);
+		goto fail;
+	}
+	struct stat st;
+	if (fstat(seg->fd, &st) != 0) {
+		sluice_log_error("could not stat segment \"%s\": %m", seg->path);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		sluice_log_error("could not open segment \"%s\": not a regular file", seg->path);
+		goto fail;
+	}
+	if (fcntl(seg->fd, F_SETFL, flags) != 0) {
+		sluice_log_error("could not set flags of segment \"%s\": %m", seg->path);
+		goto fail;
 	}
 	*out = seg;
 	return true;
@@ -233,6 +257,113 @@ fail:
 		close(seg->fd);
 	free(seg);
 	return false;
+}
+
+static bool
+file_segment_probe(void *state, const char *stream, const char *name, bool *exists)
+{
+	file_store *fs = state;
+	char path[PATH_MAX + 64];
+	snprintf(path, sizeof(path), "%s/%s/%s", fs->root, stream, name);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		*exists = true;
+		return true;
+	}
+	if (errno == ENOENT || errno == ENOTDIR) {
+		*exists = false;
+		return true;
+	}
+	sluice_log_error("could not stat segment \"%s\": %m", path);
+	return false;
+}
+
+/* file_write_all writes len bytes to fd (which appends). */
+static bool
+file_write_all(int fd, const char *path, const void *data, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(fd, (const char *)data + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			sluice_log_error("could not write segment \"%s\": %m", path);
+			return false;
+		}
+		done += (size_t)n;
+	}
+	return true;
+}
+
+/* file_same_content tells whether the file at path holds exactly data. */
+static bool
+file_same_content(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	bool same = false;
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == len) {
+		char buf[65536];
+		size_t off = 0;
+		same = true;
+		while (same && off < len) {
+			size_t want = len - off < sizeof(buf) ? len - off : sizeof(buf);
+			ssize_t n = pread(fd, buf, want, (off_t)off);
+			if (n <= 0 || memcmp(buf, (const char *)data + off, (size_t)n) != 0)
+				same = false;
+			else
+				off += (size_t)n;
+		}
+	}
+	close(fd);
+	return same;
+}
+
+static bool
+file_segment_put(void *state, const char *stream, const char *name, const void *data, size_t len)
+{
+	file_store *fs = state;
+	char dir[PATH_MAX], path[PATH_MAX + 64], tmp[PATH_MAX + 96];
+	snprintf(dir, sizeof(dir), "%s/%s", fs->root, stream);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
+	if (mkdir(dir, 0755) == 0) {
+		if (!file_fsync_dir(fs->root))
+			return false;
+	} else if (errno != EEXIST) {
+		sluice_log_error("could not create stream directory \"%s\": %m", dir);
+		return false;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
+	if (fd < 0) {
+		sluice_log_error("could not create \"%s\": %m", tmp);
+		return false;
+	}
+	bool ok = file_write_all(fd, tmp, data, len);
+	if (ok && fsync(fd) != 0) {
+		sluice_log_error("could not fsync \"%s\": %m", tmp);
+		ok = false;
+	}
+	close(fd);
+	/* link() never replaces: the segment appears whole, once. */
+	if (ok && link(tmp, path) != 0) {
+		if (errno == EEXIST && file_same_content(path, data, len))
+			;
+		else if (errno == EEXIST) {
+			sluice_log_error("segment \"%s\" already exists with other contents; it is "
+					 "never overwritten",
+					 path);
+			ok = false;
+		} else {
+			sluice_log_error("could not create segment \"%s\": %m", path);
+			ok = false;
+		}
+	}
+	(void)unlink(tmp);
+	return ok && file_fsync_dir(dir);
 }
 
 static bool
@@ -286,33 +417,11 @@ file_segment_read(void *handle, uint64_t off, void *buf, size_t len, size_t *got
 }
 
 static bool
-file_segment_append(void *handle, const void *data, size_t len)
+file_segment_write(void *handle, const void *chunk, size_t len)
 {
 	file_segment *seg = handle;
-	size_t done = 0;
-	while (done < len) {
-		ssize_t n = write(seg->fd, (const char *)data + done, len - done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			sluice_log_error("could not write segment \"%s\": %m", seg->path);
-			return false;
-		}
-		done += (size_t)n;
-	}
-#ifdef SYNC_FILE_RANGE_WRITE
-	/* Start writing large appends back now (not waiting), so the fsync that
-	 * makes them durable finds little left to do while the source waits. */
-	if (len >= 64 * 1024)
-		(void)sync_file_range(seg->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#endif
-	return true;
-}
-
-static bool
-file_segment_sync(void *handle)
-{
-	file_segment *seg = handle;
+	if (!file_write_all(seg->fd, seg->path, chunk, len))
+		return false;
 	if (fdatasync(seg->fd) != 0) {
 		sluice_log_error("could not fsync segment \"%s\": %m", seg->path);
 		return false;
@@ -488,12 +597,14 @@ const sluice_store_ops sluice_backend_file_ops = {
 	.open = file_open,
 	.close = file_close,
 	.list = file_list,
+	.segment_probe = file_segment_probe,
 	.segment_open = file_segment_open,
+	.segment_create = file_segment_create,
+	.segment_put = file_segment_put,
 	.segment_remove = file_segment_remove,
 	.segment_size = file_segment_size,
 	.segment_read = file_segment_read,
-	.segment_append = file_segment_append,
-	.segment_sync = file_segment_sync,
+	.segment_write = file_segment_write,
 	.segment_truncate = file_segment_truncate,
 	.segment_seal = file_segment_seal,
 	.segment_close = file_segment_close,

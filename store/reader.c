@@ -9,7 +9,9 @@
 #include <time.h>
 
 #include "arena.h"
+#include "backoff.h"
 #include "chain.h"
+#include "clock.h"
 #include "cursor.h"
 #include "frame.h"
 #include "log.h"
@@ -26,6 +28,8 @@ struct sluice_reader {
 	char *stream;              /* owned */
 	uint64_t from_txseq;
 	sluice_store_watch *watch; /* owned, created on first wait */
+	int idle_polls;            /* waits without news, for the polling backoff */
+	int64_t last_list_ms;      /* when the stream was last listed */
 
 	uint64_t *firsts; /* owned: segment list */
 	size_t nsegs;
@@ -77,7 +81,37 @@ reader_list(sluice_reader *r)
 {
 	free(r->firsts);
 	r->firsts = NULL;
+	r->last_list_ms = sluice_clock_mono_ms();
 	return sluice_store_list(r->store, r->stream, &r->firsts, &r->nsegs, NULL);
+}
+
+/* Stores with costly listings are listed at the live end at most this often. */
+#define READER_RELIST_MS 30000
+
+/*
+ * reader_find_next makes sure the listing names the segment after the open
+ * one if the store has it. Where listing is cheap (a directory) it lists;
+ * elsewhere it asks for the one name the stream goes on in, and lists only
+ * now and then, so that a gap is still noticed.
+ */
+static bool
+reader_find_next(sluice_reader *r)
+{
+	if (sluice_store_caps_get(r->store)->cheap_list ||
+	    sluice_clock_mono_ms() - r->last_list_ms >= READER_RELIST_MS)
+		return reader_list(r);
+	bool exists = false;
+	uint64_t want = r->chain.txseq_end;
+	if (!sluice_store_segment_probe(r->store, r->stream, want, &exists))
+		return false;
+	if (!exists)
+		return true;
+	uint64_t *p = realloc(r->firsts, (r->nsegs + 1) * sizeof(*p));
+	if (p == NULL)
+		abort();
+	r->firsts = p;
+	r->firsts[r->nsegs++] = want; /* after every listed name: the open one is the last */
+	return true;
 }
 
 /* reader_next_listed finds the first listed segment after the open one (nsegs: none). */
@@ -351,6 +385,7 @@ reader_load_frame(sluice_reader *r)
 						   f.hdr.frame_seq, name, f.offset,
 						   sluice_cursor_cause(r->cursor));
 			r->frame_loaded = true;
+			r->idle_polls = 0;
 			r->last_frame_offset = f.offset;
 			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
 			r->consumed_end = sluice_scan_offset(r->scan);
@@ -389,7 +424,7 @@ reader_load_frame(sluice_reader *r)
 			 */
 			size_t next = reader_next_listed(r);
 			if (next >= r->nsegs) {
-				if (!reader_list(r))
+				if (!reader_find_next(r))
 					return reader_fail(
 						r, "could not list segments of stream \"%s\"",
 						r->stream);
@@ -484,8 +519,16 @@ bool
 sluice_reader_wait(sluice_reader *r, int timeout_ms)
 {
 	if (r->watch == NULL) {
-		/* No change notification: fall back to a short sleep. */
-		struct timespec ts = {0, (long)(timeout_ms < 10 ? timeout_ms : 10) * 1000000L};
+		/*
+		 * No change notification: poll, backing off from 20 ms to 1 s while
+		 * nothing new comes (each poll of an object store is a request).
+		 */
+		if (r->idle_polls < 16)
+			r->idle_polls++;
+		int ms = sluice_backoff_ms(r->idle_polls, 20, 1000);
+		if (ms > timeout_ms)
+			ms = timeout_ms;
+		struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
 		return true;
 	}

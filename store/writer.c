@@ -8,6 +8,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "chain.h"
+#include "clock.h"
 #include "cursor.h"
 #include "frame.h"
 #include "log.h"
@@ -35,6 +36,12 @@ struct sluice_writer {
 	uint64_t seg_first;  /* txseq the open segment is named by */
 	uint64_t seg_size;
 	uint64_t seg_frames;
+	int64_t seg_opened_ms; /* monotonic time the open segment was created or reopened */
+	/* encoded frames not yet handed to the store (one sluice_segment_write) */
+	sluice_buf chunk;     /* owned */
+	uint64_t chunk_txseq; /* last committed in a frame of the chunk or before */
+	uint64_t chunk_end_lsn;
+	size_t max_chunk;
 
 	/* chain */
 	uint8_t prev_hash[SLUICE_FRAME_HASH_SIZE];
@@ -50,8 +57,10 @@ struct sluice_writer {
 				  heartbeat */
 	sluice_buf last_token; /* owned: its resume token (MongoDB), empty if none */
 	int64_t last_commit_time;
-	uint64_t written_txseq; /* last committed in a frame handed to the store */
+	uint64_t written_txseq; /* last committed in a frame encoded (in the chunk or the store) */
 	uint64_t written_end_lsn;
+	uint64_t synced_txseq; /* last committed in a frame the store took (sluice_segment_write) */
+	uint64_t synced_end_lsn;
 	uint64_t durable_txseq;
 	uint64_t durable_end_lsn;
 
@@ -371,7 +380,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	w->next_frame_seq = res.boundary_next_frame_seq;
 	w->next_txseq = res.boundary_txseq_end;
 	w->last_txseq = w->next_txseq - 1;
-	w->written_txseq = w->durable_txseq = w->last_txseq;
+	w->written_txseq = w->synced_txseq = w->durable_txseq = w->last_txseq;
 
 	if (res.boundary_off < res.size) {
 		rec->torn_bytes += res.torn_bytes;
@@ -387,6 +396,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		w->seg_size = res.boundary_off;
 		w->seg_frames = res.boundary_frames;
 		w->seg_first = first;
+		w->seg_opened_ms = sluice_clock_mono_ms();
 	} else if (res.boundary_off < res.size) {
 		sluice_log_error("could not recover stream \"%s\": bytes follow the seal of the "
 				 "newest segment",
@@ -413,7 +423,15 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	}
 	sluice_buf_free(&scratch);
 	if (have_pos)
-		w->last_end_lsn = w->written_end_lsn = w->durable_end_lsn = pos;
+		w->last_end_lsn = w->written_end_lsn = w->synced_end_lsn = w->durable_end_lsn = pos;
+	/*
+	 * A segment still being written of a store that is durable only at a
+	 * seal is in the writer's spool alone: what it holds is not durable yet.
+	 */
+	if (w->seg != NULL && !sluice_store_caps_get(w->store)->durable_write) {
+		w->durable_txseq = w->seg_first - 1;
+		w->durable_end_lsn = 0;
+	}
 	if (res.have_commit) {
 		w->last_commit_time = res.commit_time;
 	}
@@ -447,6 +465,9 @@ sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *ke
 	if (w->options.frame_target == 0)
 		w->options.frame_target = 1;
 	w->stream_id = sluice_frame_stream_id(stream);
+	w->max_chunk = sluice_store_caps_get(store)->max_chunk;
+	if (w->max_chunk < w->options.frame_target)
+		w->max_chunk = w->options.frame_target;
 	w->codec = sluice_frame_codec_create(w->options.zstd_level);
 	if (w->codec == NULL) {
 		sluice_log_error("could not create zstd contexts");
@@ -484,6 +505,7 @@ writer_ensure_segment(sluice_writer *w)
 	w->seg_first = w->next_txseq;
 	w->seg_size = 0;
 	w->seg_frames = 0;
+	w->seg_opened_ms = sluice_clock_mono_ms();
 	for (size_t i = 0; i < w->nrels; i++)
 		w->rels[i].emitted = false;
 	return true;
@@ -522,15 +544,38 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 				 hdr.frame_seq, w->stream, sluice_frame_strerror(fs));
 		return false;
 	}
-	if (!sluice_segment_append(w->seg, w->out.data, w->out.len)) {
-		w->failed = true;
-		return false;
-	}
+	sluice_buf_append(&w->chunk, w->out.data, w->out.len);
 	memcpy(w->prev_hash, hash, SLUICE_FRAME_HASH_SIZE);
 	w->next_frame_seq++;
 	w->seg_size += w->out.len;
 	w->seg_frames++;
 	return true;
+}
+
+/*
+ * writer_push hands the chunk of encoded frames to the store, which makes it
+ * durable (in the store, or in the writer's spool: caps.durable_write).
+ */
+static bool
+writer_push(sluice_writer *w)
+{
+	if (w->chunk.len > 0) {
+		if (w->seg == NULL || !sluice_segment_write(w->seg, w->chunk.data, w->chunk.len)) {
+			w->failed = true;
+			return false;
+		}
+		sluice_buf_reset(&w->chunk);
+	}
+	w->synced_txseq = w->written_txseq;
+	w->synced_end_lsn = w->written_end_lsn;
+	return true;
+}
+
+/* writer_push_full hands the chunk over once it is as large as the store takes at once. */
+static bool
+writer_push_full(sluice_writer *w)
+{
+	return w->chunk.len < w->max_chunk || writer_push(w);
 }
 
 /* writer_reset_pending empties the pending frame. */
@@ -566,6 +611,8 @@ writer_write_frame(sluice_writer *w, uint16_t extra_flags, bool all)
 			return false;
 		w->written_txseq = w->cut_last_txseq;
 		w->written_end_lsn = w->cut_last_end_lsn;
+		if (!writer_push_full(w))
+			return false;
 		/* The rest starts with the open transaction's Begin. */
 		size_t rest = w->raw.len - w->cut_len;
 		memmove(w->raw.data, w->raw.data + w->cut_len, rest);
@@ -595,7 +642,7 @@ writer_write_frame(sluice_writer *w, uint16_t extra_flags, bool all)
 	w->written_txseq = w->last_txseq;
 	w->written_end_lsn = w->last_end_lsn;
 	writer_reset_pending(w);
-	return true;
+	return writer_push_full(w);
 }
 
 /* writer_note_record updates the pending frame's bookkeeping after one record. */
@@ -831,20 +878,40 @@ no_txn:
 	return false;
 }
 
+/* writer_seal_due tells whether the open segment has reached its maximum age. */
+static bool
+writer_seal_due(const sluice_writer *w)
+{
+	return w->options.segment_max_age_ms > 0 && w->seg != NULL && w->cur_txseq == 0 &&
+	       w->last_txseq >= w->seg_first &&
+	       sluice_clock_mono_ms() - w->seg_opened_ms >= w->options.segment_max_age_ms;
+}
+
 bool
 sluice_writer_flush(sluice_writer *w)
 {
 	if (w->failed)
 		return false;
+	if (writer_seal_due(w))
+		return sluice_writer_seal(w);
 	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
-	if (w->seg != NULL && !sluice_segment_sync(w->seg)) {
-		w->failed = true;
+	if (!writer_push(w))
 		return false;
+	if (sluice_store_caps_get(w->store)->durable_write) {
+		w->durable_txseq = w->synced_txseq;
+		w->durable_end_lsn = w->synced_end_lsn;
 	}
-	w->durable_txseq = w->written_txseq;
-	w->durable_end_lsn = w->written_end_lsn;
 	return true;
+}
+
+int64_t
+sluice_writer_seal_due_ms(const sluice_writer *w)
+{
+	if (w->options.segment_max_age_ms <= 0 || w->seg == NULL || w->last_txseq < w->seg_first)
+		return -1;
+	int64_t left = w->options.segment_max_age_ms - (sluice_clock_mono_ms() - w->seg_opened_ms);
+	return left > 0 ? left : 0;
 }
 
 bool
@@ -867,14 +934,16 @@ sluice_writer_seal(sluice_writer *w)
 	/* The seal frame has no records: it says that nothing follows. */
 	if (!writer_write_frame(w, SLUICE_FRAME_SEAL, true))
 		return false;
+	if (!writer_push(w))
+		return false;
 	if (!sluice_segment_seal(w->seg)) {
 		w->failed = true;
 		return false;
 	}
 	sluice_segment_close(w->seg);
 	w->seg = NULL;
-	w->durable_txseq = w->written_txseq;
-	w->durable_end_lsn = w->written_end_lsn;
+	w->durable_txseq = w->synced_txseq;
+	w->durable_end_lsn = w->synced_end_lsn;
 	return true;
 }
 
@@ -936,6 +1005,7 @@ sluice_writer_close(sluice_writer *w)
 	free(w->rels);
 	sluice_buf_free(&w->raw);
 	sluice_buf_free(&w->out);
+	sluice_buf_free(&w->chunk);
 	sluice_buf_free(&w->last_token);
 	sluice_frame_codec_free(w->codec);
 	sluice_store_unlock(w->lock);
@@ -954,6 +1024,12 @@ uint64_t
 sluice_writer_durable_txseq(const sluice_writer *w)
 {
 	return w->durable_txseq;
+}
+
+uint64_t
+sluice_writer_synced_txseq(const sluice_writer *w)
+{
+	return w->synced_txseq;
 }
 
 uint64_t

@@ -17,6 +17,12 @@ typedef struct sluice_writer_options {
 	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
 	/*
+	 * Seal the open segment at the first flush between transactions once it
+	 * is this old (0: only by size). Stores that show only sealed segments
+	 * need it for readers to see recent commits.
+	 */
+	int64_t segment_max_age_ms;
+	/*
 	 * Borrowed, may be NULL: earlier keys of the stream. Recovery reads the
 	 * newest frames; those written before the handover to the writer's key
 	 * are signed by the key it succeeded, whose public key it needs.
@@ -55,8 +61,15 @@ bool sluice_writer_open(sluice_store *store, const char *stream, const sluice_ke
  */
 bool sluice_writer_append(sluice_writer *w, sluice_record *rec);
 
-/* sluice_writer_flush writes the pending frame and makes everything durable. */
+/*
+ * sluice_writer_flush writes the pending frame and makes everything durable
+ * (in the store, or in the spool of a store that is durable only at a seal;
+ * see sluice_store_caps). It seals instead when the segment is due by age.
+ */
 bool sluice_writer_flush(sluice_writer *w);
+
+/* sluice_writer_seal_due_ms: ms until the open segment is due to seal by age; -1: not due. */
+int64_t sluice_writer_seal_due_ms(const sluice_writer *w);
 
 /* sluice_writer_seal flushes and seals the open segment (at a transaction boundary). */
 bool sluice_writer_seal(sluice_writer *w);
@@ -74,8 +87,13 @@ bool sluice_writer_handover(sluice_writer *w, const uint8_t next_pk[32], const c
 /* sluice_writer_close flushes (unless the writer failed) and releases; NULL is a no-op. */
 bool sluice_writer_close(sluice_writer *w);
 
-/* Last transaction fully appended (0 if none) and last one durable. */
+/*
+ * Last transaction fully appended (0 if none), last one the store took (safe
+ * from a crash of this process) and last one durable where the store keeps
+ * it (what may be acknowledged).
+ */
 uint64_t sluice_writer_last_txseq(const sluice_writer *w);
+uint64_t sluice_writer_synced_txseq(const sluice_writer *w);
 uint64_t sluice_writer_durable_txseq(const sluice_writer *w);
 /*
  * Source position (docs/format.md §7.6) where the stream ends, 0 if unknown:

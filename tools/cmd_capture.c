@@ -38,6 +38,10 @@ capture_help(FILE *f)
 		"server is the end of the last transaction whose frames are fsynced. After a\n"
 		"crash, the same command continues the chain and the txseq sequence.\n"
 		"\n"
+		"Durability with an S3 store: by default a transaction is acknowledged to the\n"
+		"source only once the segment holding it is uploaded and the bucket confirmed\n"
+		"it (--ack remote); with --ack local, once the spool has fsynced it.\n"
+		"\n"
 		"With a mongodb:// or mongodb+srv:// source, stream a MongoDB deployment's\n"
 		"change events (a change stream; replica set or sharded cluster, 4.2 or later)\n"
 		"as raw BSON, the events of a multi-document transaction as one transaction.\n"
@@ -49,7 +53,23 @@ capture_help(FILE *f)
 		"Options:\n"
 		"      --source CONNINFO   libpq URI or key=value string (PG* variables apply),\n"
 		"                          or a MongoDB URI (mongodb://, mongodb+srv://)\n"
-		"  -s, --store S           store: a directory PATH or file://PATH\n"
+		"  -s, --store S           store: a directory PATH or file://PATH, or\n"
+		"                          "
+		"s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=1]\n"
+		"                          (also AWS_ENDPOINT_URL, AWS_REGION; credentials from\n"
+		"                          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/\n"
+		"                          AWS_SESSION_TOKEN or ~/.aws/credentials, AWS_PROFILE)\n"
+		"      --spool DIR         S3: local directory for the open segment; each\n"
+		"                          segment is uploaded when it seals. Keep it across\n"
+		"                          restarts (it also names this writer in the lease)\n"
+		"      --ack remote|local  S3: acknowledge to the source what the bucket has\n"
+		"                          confirmed (remote, the default: a lost machine loses\n"
+		"                          nothing), or what the spool has fsynced (local: less\n"
+		"                          source history kept, but the spool must survive)\n"
+		"      --segment-seconds N seal a segment once it is N seconds old (default 2\n"
+		"                          for S3, so that readers see a commit within seconds;\n"
+		"                          off for directories, whose readers see every frame)\n"
+		"      --segment-size SIZE seal a segment past SIZE bytes (default 64 MiB)\n"
 		"  -n, --stream NAME       stream name\n"
 		"  -k, --key PREFIX.key    secret signing key (sluice keygen); the stream's key\n"
 		"                          in force: the one it started with, or the successor\n"
@@ -133,6 +153,10 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		OPT_FORWARD,
 		OPT_MESSAGES,
 		OPT_ZSTD,
+		OPT_SPOOL,
+		OPT_ACK,
+		OPT_SEGMENT_SECONDS,
+		OPT_SEGMENT_SIZE,
 		OPT_NO_HEARTBEAT,
 		OPT_NO_PROGRESS,
 		OPT_STATUS_INTERVAL,
@@ -159,6 +183,10 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		{"forward-origins", no_argument, NULL, OPT_FORWARD},
 		{"messages", no_argument, NULL, OPT_MESSAGES},
 		{"zstd-level", required_argument, NULL, OPT_ZSTD},
+		{"spool", required_argument, NULL, OPT_SPOOL},
+		{"ack", required_argument, NULL, OPT_ACK},
+		{"segment-seconds", required_argument, NULL, OPT_SEGMENT_SECONDS},
+		{"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
 		{"no-heartbeat", no_argument, NULL, OPT_NO_HEARTBEAT},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 		{"status-interval", required_argument, NULL, OPT_STATUS_INTERVAL},
@@ -174,6 +202,8 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 	sluice_capture_default_options(&o);
 	o.progress = isatty(STDERR_FILENO);
 	const char *store_spec = NULL, *key_path = NULL;
+	sluice_store_options store_options = {0};
+	int64_t segment_seconds = -1; /* -1: the store's default */
 	char slot[128], pub[128];
 	size_t ntrust = 0;
 	int c;
@@ -277,6 +307,33 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 			o.writer.zstd_level = (int)v;
 			break;
 		}
+		case OPT_SPOOL:
+			store_options.spool = optarg;
+			break;
+		case OPT_ACK:
+			if (strcmp(optarg, "local") == 0)
+				store_options.ack_local = true;
+			else if (strcmp(optarg, "remote") == 0)
+				store_options.ack_local = false;
+			else
+				return cli_usage_error("capture", "--ack must be remote or local");
+			break;
+		case OPT_SEGMENT_SECONDS: {
+			uint64_t v;
+			if (!cli_parse_u64("--segment-seconds", optarg, &v) || v > 86400)
+				return cli_usage_error("capture",
+						       "--segment-seconds must be 0..86400");
+			segment_seconds = (int64_t)v;
+			break;
+		}
+		case OPT_SEGMENT_SIZE: {
+			uint64_t v;
+			if (!cli_parse_u64("--segment-size", optarg, &v) || v < 4096)
+				return cli_usage_error(
+					"capture", "--segment-size must be at least 4096 bytes");
+			o.writer.segment_target = v;
+			break;
+		}
 		case OPT_NO_HEARTBEAT:
 			o.heartbeat_interval_ms = 0;
 			break;
@@ -353,8 +410,12 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 	}
 	if (!sluice_key_load(key_path, &key))
 		goto cleanup;
-	if (!sluice_store_open(store_spec, &store))
+	if (!sluice_store_open_with(store_spec, &store_options, &store))
 		goto cleanup;
+	/* Readers of a store that shows only sealed segments see a commit once it seals. */
+	if (segment_seconds < 0)
+		segment_seconds = sluice_store_caps_get(store)->append_visible ? 0 : 2;
+	o.writer.segment_max_age_ms = segment_seconds * 1000;
 	sluice_capture_stats st;
 	bool ok = sluice_capture_run(store, key, &o, &st);
 	sluice_log_info("capture %s: %" PRIu64 " transactions (txseq %" PRIu64 "..%" PRIu64

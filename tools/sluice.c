@@ -7,6 +7,7 @@
 #include "cmd_apply.h"
 #include "cmd_bench.h"
 #include "cmd_capture.h"
+#include "cmd_copy.h"
 #include "cmd_inspect.h"
 #include "cmd_keygen.h"
 #include "cmd_rotate.h"
@@ -31,6 +32,7 @@ static const sluice_command sluice_commands[] = {
 	{"rotate-key", cmd_rotate_key, "hand a stream over to a successor signing key"},
 	{"verify", cmd_verify, "check every frame, the chain and txseq density of a stream"},
 	{"inspect", cmd_inspect, "list segments and frames, or print records"},
+	{"copy", cmd_copy, "copy the sealed segments of a stream between stores, verified"},
 	{"bench-codec", cmd_bench_codec, "measure encode and decode throughput of the codec"},
 };
 

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 done
 
 sluice_install_deps
+sluice_install_s3rver
 
 jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {
