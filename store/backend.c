@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend_file.h"
+#include "backend_nats.h"
 #include "backend_ops.h"
 #include "backend_s3.h"
 #include "log.h"
@@ -23,6 +24,7 @@ struct sluice_store {
 static const sluice_store_ops *const backend_table[] = {
 	&sluice_backend_file_ops,
 	&sluice_backend_s3_ops,
+	&sluice_backend_nats_ops,
 };
 
 struct sluice_segment {
@@ -62,9 +64,10 @@ sluice_store_open_with(const char *spec, const sluice_store_options *options, sl
 			    strncmp(spec, backend_table[i]->scheme, len) == 0)
 				ops = backend_table[i];
 		if (ops == NULL) {
-			sluice_log_error("unsupported store \"%.*s://…\": use a directory (PATH or "
-					 "file://PATH) or s3://BUCKET/PREFIX",
-					 (int)(len > 32 ? 32 : len), spec);
+			sluice_log_error(
+				"unsupported store \"%.*s://…\": use a directory (PATH or "
+				"file://PATH), s3://BUCKET/PREFIX or nats://HOST:PORT/JSSTREAM",
+				(int)(len > 32 ? 32 : len), spec);
 			return false;
 		}
 		location = sep + 3;
@@ -81,16 +84,33 @@ sluice_store_open_with(const char *spec, const sluice_store_options *options, sl
 		free(s);
 		return false;
 	}
-	/* Messages name the store without its query (which may carry an endpoint). */
+	/*
+	 * Messages name the store without its query (which may carry an endpoint
+	 * or a credentials file) and without user:password@ or token@ of a host.
+	 */
 	size_t shown = ops == &sluice_backend_file_ops ? strlen(location) : strcspn(location, "?");
 	size_t cap = strlen(ops->scheme) + shown + 8;
 	s->location = malloc(cap);
 	if (s->location == NULL)
 		abort();
-	if (ops == &sluice_backend_file_ops)
+	if (ops == &sluice_backend_file_ops) {
 		snprintf(s->location, cap, "%s", location);
-	else
-		snprintf(s->location, cap, "%s://%.*s", ops->scheme, (int)shown, location);
+	} else {
+		int n = snprintf(s->location, cap, "%s://", ops->scheme);
+		size_t hosts = strcspn(location, "/?");
+		for (size_t i = 0; i < shown; i++) {
+			if (i < hosts && location[i] == '@') {
+				/* drop the userinfo of this host (back to the last ',' or the
+				 * start) */
+				while (n > 0 && s->location[n - 1] != ',' &&
+				       s->location[n - 1] != '/')
+					n--;
+				continue;
+			}
+			s->location[n++] = location[i];
+		}
+		s->location[n] = '\0';
+	}
 	*out = s;
 	return true;
 }

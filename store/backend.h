@@ -25,6 +25,11 @@ typedef struct sluice_store_options {
 	 * fsynced it, instead of once the store has confirmed its sealed segment.
 	 */
 	bool ack_local;
+	/*
+	 * Create what the store needs to exist if it is missing (the JetStream
+	 * stream of a nats:// store; a directory is always created).
+	 */
+	bool create;
 } sluice_store_options;
 
 /* What a backend can do; the writer and the reader adapt to it. */
@@ -48,7 +53,9 @@ typedef struct sluice_store_caps {
  * sluice_store_open opens a store named by spec: "file://PATH" or a plain
  * path for a local directory (created if missing), or
  * "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=1]" for an S3
- * bucket. The backend is chosen by the URI scheme.
+ * bucket, or "nats://HOST:PORT[,HOST:PORT...]/JSSTREAM[?creds=FILE&...]" for
+ * a NATS JetStream stream (docs/architecture.md, "Stores"). The backend is
+ * chosen by the URI scheme.
  */
 bool sluice_store_open(const char *spec, sluice_store **out);
 /* sluice_store_open_with is sluice_store_open with options (NULL: defaults). */

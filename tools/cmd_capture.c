@@ -58,7 +58,10 @@ capture_help(FILE *f)
 		"s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=1]\n"
 		"                          (also AWS_ENDPOINT_URL, AWS_REGION; credentials from\n"
 		"                          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/\n"
-		"                          AWS_SESSION_TOKEN or ~/.aws/credentials, AWS_PROFILE)\n"
+		"                          AWS_SESSION_TOKEN or ~/.aws/credentials, AWS_PROFILE),\n"
+		"                          or "
+		"nats://HOST:PORT[,HOST:PORT...]/JSSTREAM[?creds=FILE]\n"
+		"                          (a NATS JetStream stream; docs/architecture.md)\n"
 		"      --spool DIR         S3: local directory for the open segment; each\n"
 		"                          segment is uploaded when it seals. Keep it across\n"
 		"                          restarts (it also names this writer in the lease)\n"
@@ -86,7 +89,9 @@ capture_help(FILE *f)
 		"                          identity exist: PostgreSQL rejects UPDATE and DELETE\n"
 		"                          on a published table without one, which would break\n"
 		"                          the application (give them REPLICA IDENTITY FULL or a\n"
-		"                          key, or create the publication yourself)\n"
+		"                          key, or create the publication yourself). With a\n"
+		"                          nats:// store, also the JetStream stream (URI options\n"
+		"                          replicas=N, max_age=SECONDS, max_bytes=N)\n"
 		"      --allow-no-identity with --create: create it anyway\n"
 		"      --snapshot          with --create: copy every published table into the\n"
 		"                          stream first, consistent with the slot. MongoDB: on a\n"
@@ -238,6 +243,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 			break;
 		case OPT_CREATE:
 			o.create = true;
+			store_options.create = true; /* a nats:// store's JetStream stream too */
 			break;
 		case OPT_SNAPSHOT:
 			o.snapshot = true;
