@@ -142,17 +142,24 @@ nats_last_error(natsStatus s)
 	return text != NULL && text[0] != '\0' ? text : natsStatus_GetText(s);
 }
 
-/* nats_retryable: a failure a server restart or a leader election explains. */
+/*
+ * nats_retryable: a failure a server restart or a leader election explains
+ * (timeouts, no responders while a stream has no leader, a connection being
+ * re-established, JetStream "temporarily unavailable"); not a definite answer
+ * of the JetStream API (wrong last sequence, too large, no such stream).
+ */
 static bool
 nats_retryable(natsStatus s, jsErrCode jerr)
 {
-	if (jerr == JSClusterNotAvailErr)
+	if (jerr == JSClusterNotAvailErr || (jerr > 0 && jerr < 1000)) /* 503, 408 */
+		return true;
+	/* libnats reports no responders as JSNotEnabledErr: a stream without a leader */
+	if (s == NATS_NO_RESPONDERS)
 		return true;
 	if (jerr != 0)
 		return false;
-	return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
-	       s == NATS_NOT_YET_CONNECTED || s == NATS_STALE_CONNECTION || s == NATS_ERR ||
-	       s == NATS_NO_SERVER || s == NATS_IO_ERROR;
+	return s != NATS_INVALID_ARG && s != NATS_NOT_PERMITTED && s != NATS_MAX_PAYLOAD &&
+	       s != NATS_CONNECTION_CLOSED && s != NATS_ILLEGAL_STATE;
 }
 
 static void
@@ -782,7 +789,6 @@ nats_publish(nats_stream *st, const sluice_natslog_msg *m, const void *data, siz
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
 	po.MsgId = id;
-	po.ExpectStream = ns->jsstream;
 	if (expect == 0)
 		po.ExpectNoMessage = true;
 	else
@@ -818,9 +824,11 @@ nats_publish(nats_stream *st, const sluice_natslog_msg *m, const void *data, siz
 			break;
 		}
 		if (!nats_retryable(s, jerr) || sluice_clock_mono_ms() > deadline) {
-			sluice_log_error(
-				"could not publish to %s of JetStream stream \"%s\" on %s: %s",
-				st->subject, ns->jsstream, ns->shown, nats_last_error(s));
+			sluice_log_error("could not publish to %s of JetStream stream \"%s\" on "
+					 "%s: %s (status "
+					 "%d, JetStream error %d)",
+					 st->subject, ns->jsstream, ns->shown, nats_last_error(s),
+					 (int)s, (int)jerr);
 			break;
 		}
 		if (attempt == 0)

@@ -122,7 +122,7 @@ head -1 "$W/verify.out"
 python3 "$HERE/../pg/compare_dbs.py" compare "$(pg_conninfo src)" "$(pg_conninfo dst)"
 check "every table equal between source and target (nothing lost, nothing twice)"
 [ "$FAILS" = 0 ] || {
-	tail -5 "$W/apply1.log" "$W/cap-final.log" >&2
+	tail -n 5 "$W/apply1.log" "$W/cap-final.log" >&2
 	die "$FAILS checks failed"
 }
 echo "nats_pg: all checks passed"
