@@ -226,8 +226,8 @@ nats_shown_hosts(const char *hosts, sluice_buf *out)
 		size_t len = strcspn(p, ",");
 		const char *start = p;
 		for (size_t i = 0; i < len; i++)
-			if (p[i] == '@')
-				start = p + i + 1;
+			if (p[i] == '@' || (i + 3 <= len && memcmp(p + i, "://", 3) == 0))
+				start = p + i + (p[i] == '@' ? 1 : 3);
 		sluice_buf_append(out, start, len - (size_t)(start - p));
 		p += len;
 		if (*p == ',') {
@@ -330,11 +330,9 @@ nats_open(const char *location, const sluice_store_options *options, void **stat
 		query = loc + strlen(loc);
 	char *slash = strchr(loc, '/');
 	if (slash == NULL || !nats_valid_name(slash + 1, 64)) {
-		sluice_log_error(
-			"invalid NATS store \"nats://%s\": use "
-			"nats://HOST:PORT[,HOST:PORT...]/JSSTREAM (a JetStream stream name: "
-			"letters, digits, '_', '-')",
-			slash ? "…" : loc);
+		/* not named: the hosts may carry user:password@ */
+		sluice_log_error("invalid NATS store: use nats://HOST:PORT[,HOST:PORT...]/JSSTREAM "
+				 "(a JetStream stream name: letters, digits, '_', '-')");
 		goto cleanup;
 	}
 	*slash = '\0';
