@@ -23,6 +23,13 @@ void sluice_log_setup(sluice_log_level min_level, sluice_log_format format);
 /* sluice_log_set_component names the subcommand in every line ("capture"). */
 void sluice_log_set_component(const char *component);
 
+/*
+ * sluice_log_set_pipeline names the service pipeline this process runs
+ * ("pipeline" in every JSON line, "component[name]" in text); NULL: none.
+ * The string is borrowed and must outlive the logging.
+ */
+void sluice_log_set_pipeline(const char *pipeline);
+
 void sluice_log_write(sluice_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

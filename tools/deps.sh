@@ -7,6 +7,7 @@ SLUICE_DEB_PACKAGES=(
 	libpq-dev postgresql-15 postgresql-client-15
 	libbson-dev libmongoc-dev python3-pymongo
 	libcurl4-openssl-dev
+	libyaml-dev libmicrohttpd-dev
 )
 
 # The S3 test server (npm); its tests are skipped when it is missing.
