@@ -25,6 +25,18 @@ sluice_log_setup(sluice_log_level min_level, sluice_log_format format)
 	log_format = format;
 }
 
+sluice_log_level
+sluice_log_current_level(void)
+{
+	return log_min_level;
+}
+
+sluice_log_format
+sluice_log_current_format(void)
+{
+	return log_format;
+}
+
 void
 sluice_log_set_component(const char *component)
 {
