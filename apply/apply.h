@@ -14,6 +14,9 @@
 #include "conflict.h"
 #include "filter.h"
 #include "keys.h"
+#include "rate.h"
+
+struct sluice_apply_stats;
 
 typedef struct sluice_apply_options {
 	const char *target; /* libpq conninfo, or a mongodb:// URI */
@@ -36,6 +39,10 @@ typedef struct sluice_apply_options {
 	int64_t clock_skew_tolerance_us;
 	int64_t retry_report_s; /* a transaction failing transiently this long is reported loudly */
 	volatile sig_atomic_t *stop;
+	sluice_rate *rate; /* borrowed, NULL: unlimited: row changes and bytes per second */
+	/* Called about once a second from the engine's loop and at the end (NULL: none). */
+	void (*report)(void *arg, const struct sluice_apply_stats *stats);
+	void *report_arg;
 } sluice_apply_options;
 
 void sluice_apply_default_options(sluice_apply_options *o);
@@ -66,6 +73,13 @@ typedef struct sluice_apply_stats {
 	uint64_t first_txseq, last_txseq;     /* applied this run */
 	uint64_t resumed_after;               /* the target's progress at start */
 	bool refused;                         /* the stream failed verification */
+	/* for metrics (the service): kept up to date while running */
+	bool connected;            /* the target is open */
+	uint64_t applied_txseq;    /* the target's progress: the last transaction committed */
+	int64_t applied_commit_us; /* its commit time at the source, 0: unknown */
+	uint64_t head_txseq;       /* the last complete transaction seen in the stream */
+	int64_t heartbeat_us;      /* the newest signed heartbeat read, 0: none */
+	uint64_t frames, bytes;    /* read from the store and authenticated */
 } sluice_apply_stats;
 
 /*

@@ -47,6 +47,17 @@ struct sluice_apply_ctx {
 	int retry_attempts;
 	int64_t retry_since_ms, retry_report_ms;
 	int64_t last_log_ms;
+
+	/* for metrics */
+	int64_t last_report_ms;
+	uint64_t base_frames, base_bytes; /* read by readers closed before this one */
+	sluice_reader *reader;            /* borrowed: the one open now, or NULL */
+	/* commit times of transactions begun, by txseq modulo the size: a commit
+	 * result arrives after later transactions were begun (pipelining) */
+	struct {
+		uint64_t txseq;
+		int64_t commit_us;
+	} begun[4096];
 };
 
 static const char *const retry_names[SLUICE_RETRY_COUNT] = {
@@ -98,11 +109,47 @@ sluice_apply_node(const sluice_apply_ctx *ctx, uint32_t node_index)
 	return node_index < ctx->nnodes ? ctx->nodes[node_index] : "";
 }
 
+/*
+ * engine_report refreshes the live counters and hands them to the report
+ * callback, at most once a second unless forced.
+ */
+static void
+engine_report(sluice_apply_ctx *e, bool force)
+{
+	if (e->o->report == NULL)
+		return;
+	int64_t now = sluice_clock_mono_ms();
+	if (!force && now - e->last_report_ms < 1000)
+		return;
+	e->last_report_ms = now;
+	sluice_apply_stats *s = e->stats;
+	s->frames = e->base_frames;
+	s->bytes = e->base_bytes;
+	if (e->reader != NULL) {
+		sluice_reader_counters rc;
+		sluice_reader_counters_get(e->reader, &rc);
+		s->frames += rc.frames;
+		s->bytes += rc.bytes;
+		if (rc.head_txseq > s->head_txseq)
+			s->head_txseq = rc.head_txseq;
+	}
+	if (s->applied_txseq < s->resumed_after)
+		s->applied_txseq = s->resumed_after;
+	if (s->head_txseq < s->applied_txseq)
+		s->head_txseq = s->applied_txseq;
+	e->o->report(e->o->report_arg, s);
+}
+
 /* engine_count_txn counts an applied transaction. */
 static void
 engine_count_txn(sluice_apply_ctx *e, uint64_t txseq)
 {
 	sluice_apply_stats *s = e->stats;
+	size_t slot = txseq % (sizeof(e->begun) / sizeof(e->begun[0]));
+	if (e->begun[slot].txseq == txseq)
+		s->applied_commit_us = e->begun[slot].commit_us;
+	if (!e->o->dry_run && txseq > s->applied_txseq)
+		s->applied_txseq = txseq;
 	s->transactions++;
 	if (s->first_txseq == 0)
 		s->first_txseq = txseq;
@@ -137,9 +184,15 @@ engine_restore(sluice_apply_ctx *e)
 	uint64_t resumed_after = s->resumed_after;
 	uint64_t retries[SLUICE_RETRY_COUNT];
 	memcpy(retries, s->retries, sizeof(retries));
+	sluice_apply_stats live = *s;
 	*s = e->committed_stats;
 	s->refused = refused;
 	s->resumed_after = resumed_after;
+	s->connected = live.connected;
+	s->head_txseq = live.head_txseq;
+	s->heartbeat_us = live.heartbeat_us;
+	s->frames = live.frames;
+	s->bytes = live.bytes;
 	memcpy(s->retries, retries, sizeof(retries));
 }
 
@@ -280,6 +333,11 @@ engine_change(sluice_apply_ctx *e, const sluice_reader *reader, const sluice_rec
 		e->stats->skipped++;
 		return SLUICE_TARGET_OK;
 	}
+	if (e->o->rate != NULL)
+		sluice_rate_take(e->o->rate, 1,
+				 e->o->rate->bytes_per_s ? sluice__v1__record__get_packed_size(rec)
+							 : 0,
+				 e->o->stop);
 	return e->t->ops->change(e->t, ri, op, rec);
 }
 
@@ -382,6 +440,9 @@ engine_begin(sluice_apply_ctx *e, uint64_t txseq, int64_t commit_us, const char 
 	}
 	e->txn = (sluice_apply_txn){
 		.txseq = txseq, .commit_us = commit_us, .node = e->nodes[ni], .node_index = ni};
+	size_t slot = txseq % (sizeof(e->begun) / sizeof(e->begun[0]));
+	e->begun[slot].txseq = txseq;
+	e->begun[slot].commit_us = commit_us;
 	e->in_txn = true;
 	int64_t now_us = sluice_clock_unix_us();
 	if (commit_us - now_us > e->o->clock_skew_tolerance_us) {
@@ -610,8 +671,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 		return APPLY_FAILED;
 	e->expect_txseq = resume + 1;
 	e->last_log_ms = sluice_clock_mono_ms();
+	e->reader = reader;
 	for (;;) {
 		sluice_target_status st = SLUICE_TARGET_OK;
+		engine_report(e, false);
 		if (*e->o->stop) {
 			if (e->in_txn)
 				engine_rollback(e, false);
@@ -714,6 +777,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			if (e->in_txn)
 				st = engine_commit(e);
 			break;
+		case SLUICE__V1__RECORD__BODY_HEARTBEAT:
+			if (rec->heartbeat->time_us > e->stats->heartbeat_us)
+				e->stats->heartbeat_us = rec->heartbeat->time_us;
+			break;
 		default:
 			break;
 		}
@@ -727,6 +794,13 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			break;
 		}
 	}
+	sluice_reader_counters rc;
+	sluice_reader_counters_get(reader, &rc);
+	e->base_frames += rc.frames;
+	e->base_bytes += rc.bytes;
+	if (rc.head_txseq > e->stats->head_txseq)
+		e->stats->head_txseq = rc.head_txseq;
+	e->reader = NULL;
 	sluice_reader_close(reader);
 	return out;
 }
@@ -795,6 +869,10 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 		if (st == SLUICE_TARGET_OK) {
 			if (!connected_once)
 				stats->resumed_after = resume;
+			stats->connected = true;
+			if (resume > stats->applied_txseq)
+				stats->applied_txseq = resume;
+			engine_report(&e, true);
 			connected_once = true;
 			sluice_log_info("applying stream \"%s\" from txseq %" PRIu64
 					" (%s strategy%s)",
@@ -839,6 +917,7 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 			break;
 		}
 		/* Lost the target: start over from its progress. */
+		stats->connected = false;
 		engine_restore(&e);
 		t->ops->close(t);
 		e.in_txn = false;
@@ -852,6 +931,7 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 		int delay = sluice_backoff_ms(attempt, 500, 16000);
 		sluice_log_warn("lost the target; reconnecting in %d ms (attempt %d)", delay,
 				attempt);
+		engine_report(&e, true);
 		sluice_sleep_ms(delay, o->stop);
 		if (*o->stop) {
 			ok = true;
@@ -859,6 +939,8 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 		}
 	}
 	engine_log_counters(&e, o->dry_run ? "dry run (nothing committed)" : "apply");
+	stats->connected = false;
+	engine_report(&e, true);
 	engine_free(&e);
 	return ok;
 }

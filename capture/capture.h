@@ -8,7 +8,10 @@
 
 #include "backend.h"
 #include "keys.h"
+#include "rate.h"
 #include "writer.h"
+
+struct sluice_capture_stats;
 
 /* Options of a run: the engine's, then those of the PostgreSQL source (slot ... messages). */
 typedef struct sluice_capture_options {
@@ -43,6 +46,11 @@ typedef struct sluice_capture_options {
 	const char *full_document_before_change;
 	sluice_writer_options writer;
 	volatile sig_atomic_t *stop; /* set by a signal handler: flush, acknowledge, exit */
+	sluice_rate
+		*rate; /* borrowed, NULL: unlimited: row changes (snapshot rows too) per second */
+	/* Called about once a second from the engine's loop and at the end (NULL: none). */
+	void (*report)(void *arg, const struct sluice_capture_stats *stats);
+	void *report_arg;
 } sluice_capture_options;
 
 /* sluice_capture_default_options fills in the defaults (stream and source stay NULL). */
@@ -58,6 +66,14 @@ typedef struct sluice_capture_stats {
 	uint64_t acked_lsn; /* last durable position acknowledged to the source */
 	char position[64];  /* the position the stream ends at, as the source writes it */
 	uint64_t reconnects;
+	/* for metrics (the service): kept up to date while running */
+	bool streaming;             /* connected to the source and receiving */
+	bool lsn_positions;         /* positions are PostgreSQL LSNs (else cluster times) */
+	uint64_t received_position; /* the newest source position heard of */
+	uint64_t durable_txseq;     /* the stream's last durable transaction */
+	int64_t durable_commit_us;  /* its commit time at the source */
+	int64_t heartbeat_us;       /* the newest heartbeat written, 0: none */
+	uint64_t frames, bytes;     /* written to the store */
 } sluice_capture_stats;
 
 /*

@@ -45,7 +45,8 @@ struct sluice_capture_sink {
 	bool fatal;   /* the stream cannot be written: do not reconnect */
 	bool restart; /* the source asked to start again at once */
 
-	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms;
+	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms, last_report_ms;
+	uint64_t base_frames, base_bytes; /* written by writers closed before this one */
 	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
 };
 
@@ -61,6 +62,35 @@ engine_ack(engine *e, bool reply_requested)
 	e->stats->acked_lsn = e->acked;
 	e->last_status_ms = sluice_clock_mono_ms();
 	return true;
+}
+
+/*
+ * engine_report refreshes the live counters and hands them to the report
+ * callback, at most once a second unless forced.
+ */
+static void
+engine_report(engine *e, bool force)
+{
+	if (e->o->report == NULL)
+		return;
+	int64_t now = sluice_clock_mono_ms();
+	if (!force && now - e->last_report_ms < 1000)
+		return;
+	e->last_report_ms = now;
+	sluice_capture_stats *s = e->stats;
+	s->lsn_positions = e->ops->position_kind == SLUICE_SOURCE_POSITION_LSN;
+	s->received_position = e->received;
+	s->acked_lsn = e->acked;
+	if (e->w != NULL) {
+		uint64_t frames, bytes;
+		sluice_writer_counters(e->w, &frames, &bytes);
+		s->frames = e->base_frames + frames;
+		s->bytes = e->base_bytes + bytes;
+		s->durable_txseq = sluice_writer_durable_txseq(e->w);
+		if (s->durable_txseq == sluice_writer_last_txseq(e->w))
+			s->durable_commit_us = sluice_writer_last_commit_time(e->w);
+	}
+	e->o->report(e->o->report_arg, s);
 }
 
 /* engine_flush makes everything written durable and advances what may be acknowledged. */
@@ -179,6 +209,11 @@ sluice_capture_sink_change(sluice_capture_sink *e, sluice_record *rec)
 		return true;
 	if (!engine_write_begin(e))
 		return false;
+	if (e->o->rate != NULL)
+		sluice_rate_take(e->o->rate, 1,
+				 e->o->rate->bytes_per_s ? sluice__v1__record__get_packed_size(rec)
+							 : 0,
+				 e->o->stop);
 	bool ok = sluice_writer_append(e->w, rec);
 	e->changes++;
 	e->stats->changes++;
@@ -260,6 +295,7 @@ sluice_capture_sink_commit_token(sluice_capture_sink *e, uint64_t end_position,
 	e->stats->transactions++;
 	e->stats->last_txseq = cm.txseq;
 	engine_mark_unflushed(e);
+	engine_report(e, false);
 	return true;
 }
 
@@ -382,7 +418,10 @@ engine_heartbeat(engine *e)
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	rec.body_case = SLUICE__V1__RECORD__BODY_HEARTBEAT;
 	rec.heartbeat = &hb;
-	return sluice_writer_append(e->w, &rec) && engine_flush(e);
+	if (!sluice_writer_append(e->w, &rec) || !engine_flush(e))
+		return false;
+	e->stats->heartbeat_us = hb.time_us;
+	return true;
 }
 
 /* engine_idle does the work due when no data is waiting: flush, acknowledge, heartbeat. */
@@ -422,6 +461,7 @@ engine_idle(engine *e)
 				sluice_writer_durable_txseq(e->w), pos);
 		e->last_log_ms = now;
 	}
+	engine_report(e, false);
 	return true;
 }
 
@@ -501,6 +541,10 @@ engine_reopen_writer(engine *e)
 	e->in_txn = false;
 	e->skip = false;
 	e->begin_written = false;
+	uint64_t frames, bytes;
+	sluice_writer_counters(e->w, &frames, &bytes);
+	e->base_frames += frames;
+	e->base_bytes += bytes;
 	if (!sluice_writer_close(e->w))
 		sluice_log_warn("could not flush the stream before reconnecting");
 	e->w = NULL;
@@ -570,7 +614,11 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			/* Ask for a keepalive at once: it tells where the source is. A broken
 			 * connection shows up in the receive loop, which reconnects. */
 			(void)engine_ack(&e, true);
-			if (engine_stream(&e)) {
+			stats->streaming = true;
+			engine_report(&e, true);
+			bool stopped = engine_stream(&e);
+			stats->streaming = false;
+			if (stopped) {
 				/* Clean stop: everything complete is made durable and acknowledged;
 				 * where readers see only sealed segments, the open one is sealed.
 				 */
@@ -610,6 +658,7 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			sluice_log_warn("reconnecting to the source in %d ms (attempt %d)",
 					delay_ms, attempt);
 		}
+		engine_report(&e, true);
 		sluice_sleep_ms(delay_ms, o->stop);
 	}
 
@@ -620,6 +669,7 @@ cleanup:
 				       ? e.acked
 				       : sluice_writer_last_position(e.w);
 		ops->format_position(end, stats->position, sizeof(stats->position));
+		engine_report(&e, true);
 	}
 	if (e.w != NULL && !sluice_writer_close(e.w))
 		ok = false;

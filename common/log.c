@@ -14,6 +14,7 @@
 static sluice_log_level log_min_level = SLUICE_LOG_INFO;
 static sluice_log_format log_format = SLUICE_LOG_AUTO;
 static const char *log_component = "sluice";
+static const char *log_pipeline = NULL;
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
@@ -24,10 +25,28 @@ sluice_log_setup(sluice_log_level min_level, sluice_log_format format)
 	log_format = format;
 }
 
+sluice_log_level
+sluice_log_current_level(void)
+{
+	return log_min_level;
+}
+
+sluice_log_format
+sluice_log_current_format(void)
+{
+	return log_format;
+}
+
 void
 sluice_log_set_component(const char *component)
 {
 	log_component = component;
+}
+
+void
+sluice_log_set_pipeline(const char *pipeline)
+{
+	log_pipeline = pipeline;
 }
 
 void
@@ -57,7 +76,8 @@ sluice_log_write(sluice_log_level level, const char *fmt, ...)
 		format = isatty(STDERR_FILENO) ? SLUICE_LOG_TEXT : SLUICE_LOG_JSON;
 
 	if (format == SLUICE_LOG_TEXT) {
-		fprintf(stderr, "%s: %s%s\n", log_component,
+		fprintf(stderr, "%s%s%s%s: %s%s\n", log_component, log_pipeline ? "[" : "",
+			log_pipeline ? log_pipeline : "", log_pipeline ? "]" : "",
 			level == SLUICE_LOG_ERROR   ? "error: "
 			: level == SLUICE_LOG_WARN  ? "warning: "
 			: level == SLUICE_LOG_DEBUG ? "debug: "
@@ -71,6 +91,10 @@ sluice_log_write(sluice_log_level level, const char *fmt, ...)
 		sluice_buf_append_str(&line, log_level_names[level]);
 		sluice_buf_append_str(&line, "\",\"component\":");
 		sluice_json_append_string(&line, log_component, strlen(log_component));
+		if (log_pipeline != NULL) {
+			sluice_buf_append_str(&line, ",\"pipeline\":");
+			sluice_json_append_string(&line, log_pipeline, strlen(log_pipeline));
+		}
 		sluice_buf_append_str(&line, ",\"msg\":");
 		sluice_json_append_string(&line, msg, strlen(msg));
 		sluice_buf_append_str(&line, "}\n");

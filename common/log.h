@@ -20,8 +20,19 @@ typedef enum sluice_log_format {
 /* sluice_log_setup sets the minimum level and the output format. */
 void sluice_log_setup(sluice_log_level min_level, sluice_log_format format);
 
+/* sluice_log_current_* tell the settings (a supervisor passes them to its children). */
+sluice_log_level sluice_log_current_level(void);
+sluice_log_format sluice_log_current_format(void);
+
 /* sluice_log_set_component names the subcommand in every line ("capture"). */
 void sluice_log_set_component(const char *component);
+
+/*
+ * sluice_log_set_pipeline names the service pipeline this process runs
+ * ("pipeline" in every JSON line, "component[name]" in text); NULL: none.
+ * The string is borrowed and must outlive the logging.
+ */
+void sluice_log_set_pipeline(const char *pipeline);
 
 void sluice_log_write(sluice_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

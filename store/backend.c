@@ -279,6 +279,12 @@ sluice_store_lock_stream(sluice_store *store, const char *stream, sluice_store_l
 	return true;
 }
 
+bool
+sluice_store_lock_held(sluice_store *store, const char *stream, bool *held)
+{
+	return store->ops->lock_held(store->state, stream, held);
+}
+
 void
 sluice_store_unlock(sluice_store_lock *lock)
 {

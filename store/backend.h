@@ -139,6 +139,13 @@ bool sluice_store_lock_stream(sluice_store *store, const char *stream, sluice_st
 void sluice_store_unlock(sluice_store_lock *lock);
 
 /*
+ * sluice_store_lock_held tells, without logging, whether another writer
+ * holds the right to append to stream now (a standby waits while it does).
+ * @return false after logging when the store could not be asked.
+ */
+bool sluice_store_lock_held(sluice_store *store, const char *stream, bool *held);
+
+/*
  * sluice_store_watch_open prepares to wait for changes to a stream (new
  * segments, appended bytes); it fails quietly where caps.watch is false.
  */

@@ -517,6 +517,33 @@ file_lock(void *state, const char *stream, void **out)
 	return true;
 }
 
+/* file_lock_held tries the lock without taking it; a missing stream is not held. */
+static bool
+file_lock_held(void *state, const char *stream, bool *held)
+{
+	file_store *fs = state;
+	char path[PATH_MAX + 64];
+	snprintf(path, sizeof(path), "%s/%s/%s", fs->root, stream, FILE_LOCK_NAME);
+	*held = false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return true;
+		sluice_log_error("could not open lock file \"%s\": %m", path);
+		return false;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK) {
+			sluice_log_error("could not try lock file \"%s\": %m", path);
+			close(fd);
+			return false;
+		}
+		*held = true;
+	}
+	close(fd); /* releases the lock if it was taken */
+	return true;
+}
+
 static void
 file_unlock(void *lock)
 {
@@ -610,6 +637,7 @@ const sluice_store_ops sluice_backend_file_ops = {
 	.segment_close = file_segment_close,
 	.lock = file_lock,
 	.unlock = file_unlock,
+	.lock_held = file_lock_held,
 	.watch_open = file_watch_open,
 	.watch_wait = file_watch_wait,
 	.watch_close = file_watch_close,

@@ -47,6 +47,8 @@ typedef struct sluice_store_ops {
 	void (*segment_close)(void *seg);
 	bool (*lock)(void *state, const char *stream, void **lock);
 	void (*unlock)(void *lock);
+	/* whether another writer holds the stream's lock now, quietly (a standby asks) */
+	bool (*lock_held)(void *state, const char *stream, bool *held);
 	bool (*watch_open)(void *state, const char *stream, void **watch);
 	int (*watch_wait)(void *watch, int timeout_ms);
 	void (*watch_close)(void *watch);

@@ -713,7 +713,7 @@ s3_lease_write(s3_store *st, const char *stream)
  * *free when nobody does (absent or expired); otherwise logs who does.
  */
 static bool
-s3_lease_check(s3_store *st, const char *stream, bool *mine, bool *free_)
+s3_lease_check(s3_store *st, const char *stream, bool *mine, bool *free_, bool quiet)
 {
 	char key[S3_MAX_KEY], holder[128];
 	sluice_buf b = {0};
@@ -735,7 +735,7 @@ s3_lease_check(s3_store *st, const char *stream, bool *mine, bool *free_)
 		*mine = true;
 	} else if (expires < (int64_t)time(NULL)) {
 		*free_ = true;
-	} else {
+	} else if (!quiet) {
 		sluice_log_error("stream \"%s\" in s3://%s/%s is being written by another capture "
 				 "(lease s3://%s/%s held by %s for %lld more seconds)",
 				 stream, st->bucket, st->prefix, st->bucket, key, holder,
@@ -758,7 +758,7 @@ s3_lease_renew(s3_store *st, const char *stream, bool force)
 	if (!force && sluice_clock_mono_ms() - st->lease_renewed < S3_LEASE_RENEW_S * 1000)
 		return true;
 	bool mine = false, free_ = false;
-	if (!s3_lease_check(st, stream, &mine, &free_))
+	if (!s3_lease_check(st, stream, &mine, &free_, false))
 		return false;
 	if (!mine) {
 		sluice_log_error("stream \"%s\": this capture lost its lease on s3://%s/%s%s/%s; "
@@ -1423,7 +1423,7 @@ s3_lock_stream(void *state, const char *stream, void **out)
 	if (!sluice_backend_file_ops.lock(st->spool, stream, &l->file_lock))
 		goto fail;
 	bool mine = false, free_ = false;
-	if (!s3_lease_check(st, stream, &mine, &free_))
+	if (!s3_lease_check(st, stream, &mine, &free_, false))
 		goto fail;
 	if (!mine && !free_)
 		goto fail;
@@ -1432,7 +1432,7 @@ s3_lock_stream(void *state, const char *stream, void **out)
 	if (!mine) {
 		/* Let a writer that raced us write its lease too; then see who won. */
 		sluice_sleep_ms(1000, &s3_never_stop);
-		if (!s3_lease_check(st, stream, &mine, &free_))
+		if (!s3_lease_check(st, stream, &mine, &free_, false))
 			goto fail;
 		if (!mine) {
 			if (free_)
@@ -1492,7 +1492,7 @@ s3_unlock(void *handle)
 		bool mine = false, free_ = false;
 		char key[S3_MAX_KEY];
 		s3_key(st, st->lease_stream, S3_LEASE_NAME, key);
-		if (s3_lease_check(st, st->lease_stream, &mine, &free_) && mine) {
+		if (s3_lease_check(st, st->lease_stream, &mine, &free_, false) && mine) {
 			s3_req del = {.method = "DELETE", .key = key};
 			(void)s3_perform(st, &del);
 		}
@@ -1500,6 +1500,17 @@ s3_unlock(void *handle)
 	st->lease_renewed = 0;
 	sluice_backend_file_ops.unlock(l->file_lock);
 	free(l);
+}
+
+/* s3_lock_held: a lease of another holder that has not expired (this spool's is not held). */
+static bool
+s3_lock_held(void *state, const char *stream, bool *held)
+{
+	bool mine = false, free_ = false;
+	if (!s3_lease_check(state, stream, &mine, &free_, true))
+		return false;
+	*held = !mine && !free_;
+	return true;
 }
 
 const sluice_store_ops sluice_backend_s3_ops = {
@@ -1520,6 +1531,7 @@ const sluice_store_ops sluice_backend_s3_ops = {
 	.segment_close = s3_segment_close,
 	.lock = s3_lock_stream,
 	.unlock = s3_unlock,
+	.lock_held = s3_lock_held,
 	.watch_open = NULL,
 	.watch_wait = NULL,
 	.watch_close = NULL,

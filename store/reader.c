@@ -60,6 +60,7 @@ struct sluice_reader {
 	reader_relation *rels; /* owned */
 	size_t nrels;
 	char error[512];
+	uint64_t frames_read, bytes_read;
 };
 
 static sluice_reader_status reader_fail(sluice_reader *r, const char *fmt, ...)
@@ -389,6 +390,8 @@ reader_load_frame(sluice_reader *r)
 			r->last_frame_offset = f.offset;
 			memcpy(r->last_header, f.header_bytes, SLUICE_FRAME_HEADER_SIZE);
 			r->consumed_end = sluice_scan_offset(r->scan);
+			r->frames_read++;
+			r->bytes_read += r->consumed_end - f.offset;
 			r->pos.segment_first = r->seg_first;
 			r->pos.frame_offset = f.offset;
 			r->pos.frame_seq = f.hdr.frame_seq;
@@ -545,4 +548,12 @@ const char *
 sluice_reader_error(const sluice_reader *r)
 {
 	return r->error;
+}
+
+void
+sluice_reader_counters_get(const sluice_reader *r, sluice_reader_counters *out)
+{
+	out->frames = r->frames_read;
+	out->bytes = r->bytes_read;
+	out->head_txseq = r->chain.txseq_end > 0 ? r->chain.txseq_end - 1 : 0;
 }

@@ -49,6 +49,16 @@ bool sluice_reader_wait(sluice_reader *r, int timeout_ms);
 
 const sluice_reader_position *sluice_reader_position_get(const sluice_reader *r);
 
+/* What a reader has authenticated so far, for metrics. */
+typedef struct sluice_reader_counters {
+	uint64_t frames;     /* frames authenticated and decoded */
+	uint64_t bytes;      /* their size in the store (headers and compressed payloads) */
+	uint64_t head_txseq; /* the last complete transaction seen in the stream */
+} sluice_reader_counters;
+
+/* sluice_reader_counters_get reports what the reader has read. */
+void sluice_reader_counters_get(const sluice_reader *r, sluice_reader_counters *out);
+
 /* sluice_reader_relation returns the latest description of relation id, or NULL. */
 const Sluice__V1__Relation *sluice_reader_relation(const sluice_reader *r, uint32_t id);
 

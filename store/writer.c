@@ -25,8 +25,9 @@ struct sluice_writer {
 	char *stream;          /* owned */
 	const sluice_key *key; /* borrowed */
 	sluice_writer_options options;
-	sluice_frame_codec *codec; /* owned */
-	sluice_store_lock *lock;   /* owned: exclusive right to append */
+	sluice_frame_codec *codec;              /* owned */
+	sluice_store_lock *lock;                /* owned: exclusive right to append */
+	uint64_t frames_written, bytes_written; /* by this writer, for metrics */
 	uint64_t stream_id;
 	bool failed;  /* an append failed: the segment tail is unknown */
 	bool retired; /* handed over to another key: nothing more may be signed */
@@ -544,6 +545,8 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 				 hdr.frame_seq, w->stream, sluice_frame_strerror(fs));
 		return false;
 	}
+	w->frames_written++;
+	w->bytes_written += w->out.len;
 	sluice_buf_append(&w->chunk, w->out.data, w->out.len);
 	memcpy(w->prev_hash, hash, SLUICE_FRAME_HASH_SIZE);
 	w->next_frame_seq++;
@@ -1061,4 +1064,11 @@ bool
 sluice_writer_in_transaction(const sluice_writer *w)
 {
 	return w->cur_txseq != 0;
+}
+
+void
+sluice_writer_counters(const sluice_writer *w, uint64_t *frames, uint64_t *bytes)
+{
+	*frames = w->frames_written;
+	*bytes = w->bytes_written;
 }

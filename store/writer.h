@@ -110,6 +110,8 @@ int64_t sluice_writer_last_commit_time(const sluice_writer *w);
 const uint8_t *sluice_writer_last_token(const sluice_writer *w, size_t *len);
 /* Source position of the last durable commit: what capture may acknowledge. */
 uint64_t sluice_writer_durable_position(const sluice_writer *w);
+/* Frames and bytes (headers and compressed payloads) this writer has written. */
+void sluice_writer_counters(const sluice_writer *w, uint64_t *frames, uint64_t *bytes);
 /* True while a transaction is open. */
 bool sluice_writer_in_transaction(const sluice_writer *w);
 

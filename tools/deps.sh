@@ -8,6 +8,7 @@ SLUICE_DEB_PACKAGES=(
 	libbson-dev libmongoc-dev python3-pymongo
 	libcurl4-openssl-dev
 	libnats-dev nats-server
+	libyaml-dev libmicrohttpd-dev
 )
 
 # The S3 test server (npm); its tests are skipped when it is missing.

@@ -202,7 +202,8 @@ snapshot_relation(PGconn *conn, sluice_writer *w, const char *relid, const char 
 static bool
 snapshot_table(PGconn *conn, sluice_writer *w, uint32_t relid, const char *nsp, const char *rel,
 	       bool partitioned, const char *select_list, const char *rowfilter, int ncols,
-	       bool progress, uint64_t ntables, sluice_pgsnapshot_stats *st)
+	       bool progress, uint64_t ntables, sluice_rate *rate,
+	       const volatile sig_atomic_t *stop, sluice_pgsnapshot_stats *st)
 {
 	bool ok = false;
 	sluice_buf sql = {0};
@@ -286,6 +287,7 @@ snapshot_table(PGconn *conn, sluice_writer *w, uint32_t relid, const char *nsp, 
 		sluice_record rec = SLUICE__V1__RECORD__INIT;
 		rec.body_case = SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW;
 		rec.snapshot_row = &sr;
+		sluice_rate_take(rate, 1, (uint64_t)len, stop);
 		bool appended = sluice_writer_append(w, &rec);
 		st->rows++;
 		st->bytes += (uint64_t)len;
@@ -321,7 +323,8 @@ cleanup:
 bool
 sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 		       const char *snapshot_name, uint64_t consistent_lsn, const char *node,
-		       bool progress, sluice_pgsnapshot_stats *stats)
+		       bool progress, sluice_rate *rate, const volatile sig_atomic_t *stop,
+		       sluice_pgsnapshot_stats *stats)
 {
 	bool ok = false;
 	PGresult *tables = NULL;
@@ -381,7 +384,7 @@ sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 			table_ok = snapshot_table(conn, w, (uint32_t)strtoul(relid, NULL, 10), nsp,
 						  rel, PQgetvalue(tables, t, 6)[0] == 'p',
 						  (const char *)select_list.data, rowfilter, ncols,
-						  progress, ntables, stats);
+						  progress, ntables, rate, stop, stats);
 		}
 		sluice_buf_free(&select_list);
 		if (!table_ok)

@@ -3,9 +3,11 @@
 #define SLUICE_CAPTURE_POSTGRES_PGSNAPSHOT_H
 
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "rate.h"
 #include "writer.h"
 
 /* What the snapshot copied. */
@@ -20,11 +22,13 @@ typedef struct sluice_pgsnapshot_stats {
  * exported snapshot snapshot_name, into w as one snapshot transaction
  * (SnapshotBegin, Relation and SnapshotRow records, SnapshotEnd) and flushes
  * it. conn is a normal connection (borrowed) that is idle. With progress,
- * rows, megabytes and tables are shown on stderr.
+ * rows, megabytes and tables are shown on stderr. rate (NULL: none) limits
+ * the rows and bytes copied per second; stop interrupts its waits.
  */
 bool sluice_pgsnapshot_copy(PGconn *conn, sluice_writer *w, const char *publication,
 			    const char *snapshot_name, uint64_t consistent_lsn, const char *node,
-			    bool progress, sluice_pgsnapshot_stats *stats);
+			    bool progress, sluice_rate *rate, const volatile sig_atomic_t *stop,
+			    sluice_pgsnapshot_stats *stats);
 
 /*
  * sluice_pgsnapshot_copy_text_decode splits one COPY text-format line into

@@ -678,7 +678,8 @@ pgsource_start(void *state, sluice_capture_sink *sink, uint64_t *resume)
 			sluice_pgsnapshot_stats ss;
 			sluice_log_info("copying the published tables inside snapshot %s", name);
 			if (!sluice_pgsnapshot_copy(c->cat, c->w, c->o->publication, name,
-						    consistent, c->o->node, c->o->progress, &ss))
+						    consistent, c->o->node, c->o->progress,
+						    c->o->rate, c->o->stop, &ss))
 				return SLUICE_SOURCE_FATAL;
 			sluice_log_info("snapshot done: %" PRIu64 " tables, %" PRIu64
 					" rows, %.1f MB (txseq %" PRIu64 ")",
