@@ -167,6 +167,13 @@ sluice_store_list(sluice_store *store, const char *stream, uint64_t **firsts, si
 	return store->ops->list(store->state, stream, firsts, n, strays ? strays : &ignored);
 }
 
+void
+sluice_store_read_from(sluice_store *store, const char *stream, uint64_t from_txseq)
+{
+	if (store->ops->read_from != NULL && from_txseq > 1)
+		store->ops->read_from(store->state, stream, from_txseq);
+}
+
 uint64_t
 sluice_store_list_calls(const sluice_store *store)
 {

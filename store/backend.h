@@ -83,6 +83,16 @@ void sluice_store_segment_name(uint64_t first_txseq, char out[SLUICE_SEGMENT_NAM
 bool sluice_store_list(sluice_store *store, const char *stream, uint64_t **firsts, size_t *n,
 		       size_t *strays);
 
+/*
+ * sluice_store_read_from tells the store that this handle reads stream from
+ * the segment holding from_txseq on, before it first lists or reads it (a
+ * reader resuming mid-stream). A hint: stores that list names ignore it; a
+ * NATS store starts replaying the stream at that segment's first message
+ * instead of the stream's first, and its listings then omit earlier
+ * segments. Given after the handle has used the stream, it has no effect.
+ */
+void sluice_store_read_from(sluice_store *store, const char *stream, uint64_t from_txseq);
+
 /* sluice_store_list_calls counts the listings of this store handle (diagnostics, tests). */
 uint64_t sluice_store_list_calls(const sluice_store *store);
 

@@ -37,6 +37,7 @@ typedef struct nats_stream {
 	natsSubscription *sub;    /* owned; NULL for a writer (its own publishes update log) */
 	bool writer;              /* holds the stream: publishes with expected sequences */
 	bool reported;            /* the model's problem was logged */
+	uint64_t start_seq;       /* stream sequence the consumer started at (0: the first) */
 	struct nats_stream *next; /* owned: the next in the store's list */
 } nats_stream;
 
@@ -448,6 +449,12 @@ cleanup:
 static void
 nats_stream_free(nats_stream *st)
 {
+	if (st->start_seq > 0)
+		sluice_log_info("stream \"%s\" in %s: %" PRIu64 " messages replayed from stream "
+				"sequence %" PRIu64 " (%" PRIu64
+				" of earlier segments passed over)",
+				st->name, st->store->shown, sluice_natslog_applied(st->log),
+				st->start_seq, sluice_natslog_skipped(st->log));
 	if (st->sub != NULL) {
 		natsSubscription_Unsubscribe(st->sub);
 		natsSubscription_Destroy(st->sub);
@@ -637,7 +644,119 @@ nats_last_subject_seq(nats_stream *st, uint64_t *seq, char *msgid, size_t cap)
 	return true;
 }
 
-/* nats_subscribe starts the ordered consumer of the stream's subject from its first message. */
+/*
+ * nats_next_on_subject finds the first message on the stream's subject at
+ * or after stream sequence seq (a direct get): 1 with its sequence and
+ * segment, 0 when there is none, -1 when it could not be read or is not a
+ * sluice message (quietly: the caller then replays from the start).
+ */
+static int
+nats_next_on_subject(nats_stream *st, uint64_t seq, uint64_t *found, uint64_t *segment)
+{
+	jsDirectGetMsgOptions dg;
+	jsDirectGetMsgOptions_Init(&dg);
+	dg.Sequence = seq;
+	dg.NextBySubject = st->subject;
+	natsMsg *msg = NULL;
+	natsStatus s = NATS_OK;
+	for (int attempt = 0;; attempt++) {
+		s = js_DirectGetMsg(&msg, st->store->js, st->store->jsstream, NULL, &dg);
+		if (s == NATS_OK || s == NATS_NOT_FOUND || !nats_retryable(s, 0) || attempt >= 5)
+			break;
+		nats_sleep_ms(sluice_backoff_ms(attempt + 1, 50, 1000));
+	}
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK)
+		return -1;
+	sluice_natslog_msg m;
+	int rc = -1;
+	uint64_t at = 0;
+	if (nats_msg_seq(msg, &at) && at >= seq && nats_msg_decode(msg, &m) == SLUICE_NATSLOG_OK) {
+		*found = at;
+		*segment = m.segment;
+		rc = 1;
+	}
+	natsMsg_Destroy(msg);
+	return rc;
+}
+
+/*
+ * nats_start_seq finds where a reader of the segment holding from_txseq
+ * starts: the first message of the last segment named at or before
+ * from_txseq. Segments are written in ascending order, so two binary
+ * searches over stream sequences with direct gets (next message on the
+ * subject) find it in about 2 log2(messages) requests. The messages are
+ * untrusted: a stream that is not in order only moves where the replay
+ * starts, and what is read from there is verified as always. false: start
+ * at the stream's first message.
+ */
+static bool
+nats_start_seq(nats_stream *st, uint64_t from_txseq, uint64_t *start, uint64_t *segment,
+	       int *lookups)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	if (js_GetStreamInfo(&si, st->store->js, st->store->jsstream, NULL, &jerr) != NATS_OK)
+		return false;
+	bool direct = si->Config != NULL && (si->Config->AllowDirect || si->Config->MirrorDirect);
+	uint64_t first = si->State.FirstSeq > 0 ? si->State.FirstSeq : 1;
+	jsStreamInfo_Destroy(si);
+	uint64_t last = 0;
+	if (!direct) {
+		sluice_log_info("JetStream stream \"%s\" on %s does not allow direct gets: "
+				"stream \"%s\" is replayed from its first message",
+				st->store->jsstream, st->store->shown, st->name);
+		return false;
+	}
+	if (!nats_last_subject_seq(st, &last, NULL, 0) || last < first)
+		return false;
+	*lookups = 0;
+	/* The first sequence p whose next message names a segment after from_txseq. */
+	uint64_t lo = first, hi = last + 1, at = 0, seg = 0;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		int rc = nats_next_on_subject(st, mid, &at, &seg);
+		(*lookups)++;
+		if (rc < 0)
+			return false;
+		if (rc == 0 || seg > from_txseq)
+			hi = mid;
+		else
+			lo = at + 1 < hi ? at + 1 : hi;
+	}
+	if (lo == first) /* no segment at or before from_txseq */
+		return false;
+	uint64_t want = 0;
+	(*lookups)++;
+	if (nats_next_on_subject(st, lo - 1, &at, &want) != 1 || want > from_txseq)
+		return false;
+	/* The first message naming that segment (or a later one). */
+	hi = lo - 1;
+	lo = first;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		int rc = nats_next_on_subject(st, mid, &at, &seg);
+		(*lookups)++;
+		if (rc < 0)
+			return false;
+		if (rc == 0 || seg >= want)
+			hi = mid;
+		else
+			lo = at + 1 < hi ? at + 1 : hi;
+	}
+	(*lookups)++;
+	if (nats_next_on_subject(st, lo, &at, &seg) != 1 || seg < want)
+		return false;
+	*start = at;
+	*segment = want;
+	return true;
+}
+
+/*
+ * nats_subscribe starts the ordered consumer of the stream's subject from
+ * stream sequence start_seq (0: its first message).
+ */
 static bool
 nats_subscribe(nats_stream *st)
 {
@@ -646,6 +765,10 @@ nats_subscribe(nats_stream *st)
 	so.Stream = st->store->jsstream;
 	so.Ordered = true;
 	so.Config.DeliverPolicy = js_DeliverAll;
+	if (st->start_seq > 0) {
+		so.Config.DeliverPolicy = js_DeliverByStartSequence;
+		so.Config.OptStartSeq = st->start_seq;
+	}
 	jsErrCode jerr = 0;
 	natsStatus s = NATS_OK;
 	for (int attempt = 0;; attempt++) {
@@ -697,9 +820,12 @@ nats_catch_up(nats_stream *st)
 	return true;
 }
 
-/* nats_stream_get finds or sets up the model of a sluice stream, caught up. */
+/*
+ * nats_stream_get_from finds or sets up the model of a sluice stream, caught
+ * up; a new one replays from the segment holding from_txseq (0: all).
+ */
 static nats_stream *
-nats_stream_get(nats_store *ns, const char *name)
+nats_stream_get_from(nats_store *ns, const char *name, uint64_t from_txseq)
 {
 	for (nats_stream *st = ns->streams; st != NULL; st = st->next)
 		if (strcmp(st->name, name) == 0) {
@@ -725,6 +851,15 @@ nats_stream_get(nats_store *ns, const char *name)
 		abort();
 	snprintf(st->subject, cap, "%s.%s.frames", ns->prefix, name);
 	st->log = sluice_natslog_create(nats_fetch, st);
+	uint64_t segment = 0;
+	int lookups = 0;
+	if (from_txseq > 1 && nats_start_seq(st, from_txseq, &st->start_seq, &segment, &lookups)) {
+		sluice_natslog_set_floor(st->log, segment);
+		sluice_log_info("stream \"%s\" in %s: reading from stream sequence %" PRIu64
+				" (segment %016" PRIx64 ".seg, holding txseq %" PRIu64
+				"; found in %d lookups)",
+				name, ns->shown, st->start_seq, segment, from_txseq, lookups);
+	}
 	if (!nats_subscribe(st) || !nats_catch_up(st)) {
 		nats_stream_free(st);
 		return NULL;
@@ -732,6 +867,22 @@ nats_stream_get(nats_store *ns, const char *name)
 	st->next = ns->streams;
 	ns->streams = st;
 	return st;
+}
+
+static nats_stream *
+nats_stream_get(nats_store *ns, const char *name)
+{
+	return nats_stream_get_from(ns, name, 0);
+}
+
+static void
+nats_read_from(void *state, const char *stream, uint64_t from_txseq)
+{
+	nats_store *ns = state;
+	for (nats_stream *st = ns->streams; st != NULL; st = st->next)
+		if (strcmp(st->name, stream) == 0)
+			return;                       /* replayed already */
+	nats_stream_get_from(ns, stream, from_txseq); /* a failure shows at the listing */
 }
 
 /* nats_msg_id names a message for JetStream's de-duplication: its place and its bytes. */
@@ -1164,6 +1315,7 @@ const sluice_store_ops sluice_backend_nats_ops = {
 	.scheme = "nats",
 	.open = nats_open,
 	.close = nats_close,
+	.read_from = nats_read_from,
 	.list = nats_list,
 	.segment_probe = nats_segment_probe,
 	.segment_open = nats_segment_open,

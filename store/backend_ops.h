@@ -23,6 +23,11 @@
  *   segment_probe tells whether a segment exists without listing the stream.
  * - watch_* are NULL where the backend cannot notify (caps.watch false): the
  *   reader then polls with backoff.
+ * - read_from is a hint before a reader's first use of a stream: it starts at
+ *   the segment holding from_txseq. NULL where there is nothing to gain (a
+ *   directory or a bucket lists names and reads only the segments asked
+ *   for); a backend that replays a stream to know its segments (NATS) starts
+ *   the replay at that segment, and its listings may then omit earlier ones.
  * - segment_truncate and segment_remove serve crash recovery of the segment
  *   the writer itself is writing; never of a sealed one.
  */
@@ -31,6 +36,7 @@ typedef struct sluice_store_ops {
 	bool (*open)(const char *location, const sluice_store_options *options, void **state,
 		     sluice_store_caps *caps);
 	void (*close)(void *state);
+	void (*read_from)(void *state, const char *stream, uint64_t from_txseq);
 	bool (*list)(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t *strays);
 	bool (*segment_probe)(void *state, const char *stream, const char *name, bool *exists);
 	bool (*segment_open)(void *state, const char *stream, const char *name, bool writable,

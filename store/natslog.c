@@ -27,6 +27,9 @@ struct sluice_natslog {
 	sluice_natslog_status problem;
 	uint64_t problem_seq;
 	uint64_t kept;
+	uint64_t floor;   /* segments below are not held (0: all) */
+	uint64_t skipped; /* messages below the floor passed over */
+	uint64_t applied; /* messages taken, in stream order */
 	sluice_natslog_fetch_fn fetch;
 	void *fetch_ctx; /* borrowed */
 };
@@ -253,6 +256,11 @@ sluice_natslog_apply(sluice_natslog *log, uint64_t seq, const sluice_natslog_msg
 	if (seq <= log->last_seq)
 		return SLUICE_NATSLOG_OK;
 	log->last_seq = seq;
+	log->applied++;
+	if (msg->segment < log->floor) {
+		log->skipped++;
+		return SLUICE_NATSLOG_OK;
+	}
 	natslog_segment *s = natslog_get(log, msg->segment);
 	sluice_natslog_status st = SLUICE_NATSLOG_OK;
 	switch (msg->kind) {
@@ -323,6 +331,26 @@ sluice_natslog_apply(sluice_natslog *log, uint64_t seq, const sluice_natslog_msg
 	if (st != SLUICE_NATSLOG_OK)
 		sluice_natslog_break(log, seq, st);
 	return st;
+}
+
+void
+sluice_natslog_set_floor(sluice_natslog *log, uint64_t segment)
+{
+	log->floor = segment;
+	while (log->n > 0 && log->segs[0].first < segment)
+		natslog_remove_at(log, &log->segs[0]);
+}
+
+uint64_t
+sluice_natslog_skipped(const sluice_natslog *log)
+{
+	return log->skipped;
+}
+
+uint64_t
+sluice_natslog_applied(const sluice_natslog *log)
+{
+	return log->applied;
 }
 
 sluice_natslog_status

@@ -87,6 +87,19 @@ void sluice_natslog_free(sluice_natslog *log);
 sluice_natslog_status sluice_natslog_apply(sluice_natslog *log, uint64_t seq,
 					   const sluice_natslog_msg *msg, const void *data,
 					   size_t len);
+/*
+ * sluice_natslog_set_floor makes the model hold only segments from segment
+ * on (a reader that starts mid-stream, at the first message of that
+ * segment): messages naming earlier segments are passed over (counted by
+ * sluice_natslog_skipped) instead of breaking the model, since no reader of
+ * this model reads those segments. Segments below it already held are
+ * forgotten.
+ */
+void sluice_natslog_set_floor(sluice_natslog *log, uint64_t segment);
+/* sluice_natslog_skipped: messages passed over because they named a segment below the floor. */
+uint64_t sluice_natslog_skipped(const sluice_natslog *log);
+/* sluice_natslog_applied: messages applied (counted once each, the skipped ones too). */
+uint64_t sluice_natslog_applied(const sluice_natslog *log);
 /* sluice_natslog_break marks the model broken at seq with status (a message it could not parse). */
 void sluice_natslog_break(sluice_natslog *log, uint64_t seq, sluice_natslog_status status);
 /*

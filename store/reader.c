@@ -222,6 +222,8 @@ sluice_reader_open(sluice_store *store, const char *stream, const sluice_trust *
 		abort();
 	r->from_txseq = from_txseq ? from_txseq : 1;
 	r->cursor = sluice_cursor_create();
+	/* A store that replays the stream (NATS) can start at the segment asked for. */
+	sluice_store_read_from(store, stream, r->from_txseq);
 	if (!reader_list(r)) {
 		sluice_reader_close(r);
 		return false;

@@ -249,6 +249,8 @@ inspect_list(sluice_store *store, const char *stream, const sluice_trust *trust,
 	size_t n = 0;
 	int rc = SLUICE_EXIT_OK;
 	uint64_t listed = 0;
+	if (o->from > 1) /* segments wholly before --from are skipped: need not be replayed */
+		sluice_store_read_from(store, stream, o->from);
 	if (!sluice_store_list(store, stream, &firsts, &n, NULL))
 		return SLUICE_EXIT_FAILURE;
 	if (n == 0) {

@@ -66,6 +66,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (m.segment % 5 == 0)
 			sluice_natslog_pin(log, m.segment);
+		if (seq == 3 && (size & 1)) /* a reader starting mid-stream */
+			sluice_natslog_set_floor(log, m.segment);
 		sluice_natslog_apply(log, seq, &m, body ? body : "", body ? strlen(body) : 0);
 	}
 	/* Every segment reads back whole, within its size. */

@@ -183,14 +183,46 @@ test_trim(void **state)
 	sluice_natslog_free(log);
 }
 
+/* A reader starting mid-stream holds segments from its floor on only. */
+static void
+test_floor(void **state)
+{
+	(void)state;
+	sluice_natslog *log = sluice_natslog_create(NULL, NULL);
+	assert_int_equal(put(log, 10, 1, 0, "abc"), SLUICE_NATSLOG_OK);
+	sluice_natslog_set_floor(log, 5);
+	assert_false(sluice_natslog_exists(log, 1));
+	/* Bytes of an earlier segment not at its (unknown) end, a cut and a removal of
+	 * one: passed over, not a break. */
+	assert_int_equal(put(log, 11, 1, 3, "def"), SLUICE_NATSLOG_OK);
+	assert_int_equal(put(log, 12, 5, 0, "xy"), SLUICE_NATSLOG_OK);
+	sluice_natslog_msg cut = {SLUICE_NATSLOG_TRUNCATE, 3, 9};
+	assert_int_equal(sluice_natslog_apply(log, 13, &cut, NULL, 0), SLUICE_NATSLOG_OK);
+	sluice_natslog_msg rm = {SLUICE_NATSLOG_REMOVE, 4, 0};
+	assert_int_equal(sluice_natslog_apply(log, 14, &rm, NULL, 0), SLUICE_NATSLOG_OK);
+	assert_int_equal(put(log, 15, 5, 2, "z"), SLUICE_NATSLOG_OK);
+	assert_int_equal(sluice_natslog_problem(log, NULL), SLUICE_NATSLOG_OK);
+	assert_segment(log, 5, "xyz");
+	assert_int_equal(sluice_natslog_skipped(log), 3);
+	assert_int_equal(sluice_natslog_applied(log), 6);
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	sluice_natslog_list(log, &firsts, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(firsts[0], 5);
+	free(firsts);
+	/* From the floor on, the model refuses as before. */
+	assert_int_equal(put(log, 16, 5, 9, "q"), SLUICE_NATSLOG_E_OFFSET);
+	sluice_natslog_free(log);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse),
-		cmocka_unit_test(test_replay),
-		cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_trim),
+		cmocka_unit_test(test_parse),   cmocka_unit_test(test_replay),
+		cmocka_unit_test(test_refused), cmocka_unit_test(test_trim),
+		cmocka_unit_test(test_floor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
