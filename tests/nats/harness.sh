@@ -10,6 +10,9 @@
 #   nats_store JSSTREAM [Q]     nats://URLS/JSSTREAM[?Q] for the servers started
 #   natstool ARGS               the raw client (tests/nats/natstool.c) on server 1
 #
+# NATS_EXTRA (an array) adds arguments to every nats-server (e.g. -c FILE for
+# max_payload or authorization), NATS_USERINFO ("TOKEN@") is put in natstool's URL.
+#
 # nats-server runs as the test's user (root is fine); its data lives in the
 # test's work directory and goes with it.
 
@@ -18,6 +21,8 @@ NATS_PORTS=(x "" "" "")
 NATS_CPORTS=(x "" "" "")
 NATS_N=0
 NATS_URLS=""
+NATS_EXTRA=()
+NATS_USERINFO=""
 
 nats_harness_cleanup() {
 	local i
@@ -47,7 +52,7 @@ nats_launch() {
 	fi
 	: >"$dir/log"
 	setsid nats-server -js -sd "$dir/js" -a 127.0.0.1 -p "${NATS_PORTS[$i]}" -n "n$i" \
-		"${args[@]}" -l "$dir/log" >/dev/null 2>&1 &
+		"${args[@]}" "${NATS_EXTRA[@]}" -l "$dir/log" >/dev/null 2>&1 &
 	NATS_PIDS[$i]=$!
 	local k
 	for k in $(seq 1 100); do
@@ -113,7 +118,7 @@ natstool() {
 	local i url=""
 	for i in 1 2 3; do
 		if [ -n "${NATS_PIDS[$i]:-}" ]; then
-			url=nats://127.0.0.1:${NATS_PORTS[$i]}
+			url=nats://${NATS_USERINFO}127.0.0.1:${NATS_PORTS[$i]}
 			break
 		fi
 	done
