@@ -23,6 +23,11 @@
 #define NATS_SYNC_MS 60000
 /* Room left in a message for its headers under the server's max_payload. */
 #define NATS_HEADER_ROOM 1024
+/*
+ * A writer is presumed alive while its subject received a message this
+ * recently (capture writes a heartbeat every 10 s by default while idle).
+ */
+#define NATS_WRITER_QUIET_S 30
 /* Default JetStream de-duplication window when sluice creates the stream (seconds). */
 #define NATS_DEDUP_DEFAULT_S 120
 
@@ -608,9 +613,13 @@ nats_fetch(void *ctx, uint64_t seq, uint64_t segment, uint64_t offset, sluice_bu
 	return ok;
 }
 
-/* nats_last_subject_seq: the stream sequence of the last message on subject (0: none). */
+/*
+ * nats_last_subject_msg: the stream sequence of the last message on subject
+ * (0: none), its message id and when the server stored it (time_ns: wall
+ * clock nanoseconds, optional).
+ */
 static bool
-nats_last_subject_seq(nats_stream *st, uint64_t *seq, char *msgid, size_t cap)
+nats_last_subject_msg(nats_stream *st, uint64_t *seq, char *msgid, size_t cap, int64_t *time_ns)
 {
 	natsMsg *msg = NULL;
 	jsErrCode jerr = 0;
@@ -625,6 +634,8 @@ nats_last_subject_seq(nats_stream *st, uint64_t *seq, char *msgid, size_t cap)
 	}
 	if (msgid != NULL && cap > 0)
 		msgid[0] = '\0';
+	if (time_ns != NULL)
+		*time_ns = 0;
 	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
 		*seq = 0;
 		return true;
@@ -637,10 +648,33 @@ nats_last_subject_seq(nats_stream *st, uint64_t *seq, char *msgid, size_t cap)
 		return false;
 	}
 	*seq = natsMsg_GetSequence(msg);
+	if (time_ns != NULL)
+		*time_ns = natsMsg_GetTime(msg);
 	const char *id = nats_header(msg, "Nats-Msg-Id");
 	if (msgid != NULL && id != NULL)
 		snprintf(msgid, cap, "%s", id);
 	natsMsg_Destroy(msg);
+	return true;
+}
+
+static bool
+nats_last_subject_seq(nats_stream *st, uint64_t *seq, char *msgid, size_t cap)
+{
+	return nats_last_subject_msg(st, seq, msgid, cap, NULL);
+}
+
+/* nats_last_age_s: seconds since the last message on the stream's subject (-1: none). */
+static bool
+nats_last_age_s(nats_stream *st, int64_t *age_s)
+{
+	uint64_t seq = 0;
+	int64_t t = 0;
+	if (!nats_last_subject_msg(st, &seq, NULL, 0, &t))
+		return false;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+	*age_s = seq == 0 || t <= 0 ? -1 : (now_ns > t ? (now_ns - t) / 1000000000LL : 0);
 	return true;
 }
 
@@ -1255,6 +1289,17 @@ nats_lock(void *state, const char *stream, void **lock)
 				 stream, st->store->shown);
 		return false;
 	}
+	/*
+	 * Fencing has no lease: a second writer is stopped at its first publish.
+	 * A stream written to moments ago may have another writer (or be this
+	 * writer's own, restarted after a crash): say so now.
+	 */
+	int64_t age = -1;
+	if (nats_last_age_s(st, &age) && age >= 0 && age < NATS_WRITER_QUIET_S)
+		sluice_log_warn("stream \"%s\" in %s received a message %" PRId64 " s ago: if "
+				"another writer is still running, whichever publishes second is "
+				"fenced (a restart after a crash is expected to see this)",
+				stream, st->store->shown, age);
 	if (st->sub != NULL) {
 		natsSubscription_Unsubscribe(st->sub);
 		natsSubscription_Destroy(st->sub);
@@ -1271,6 +1316,35 @@ nats_unlock(void *lock)
 	nats_stream *st = lock;
 	if (st != NULL)
 		st->writer = false;
+}
+
+/*
+ * nats_lock_held (a standby asks): another writer is presumed to hold the
+ * stream while its subject received a message in the last
+ * NATS_WRITER_QUIET_S seconds (its heartbeats); a stream quiet longer, or
+ * empty, is free. This process's own writer does not count.
+ */
+static bool
+nats_lock_held(void *state, const char *stream, bool *held)
+{
+	nats_store *ns = state;
+	for (nats_stream *st = ns->streams; st != NULL; st = st->next)
+		if (strcmp(st->name, stream) == 0 && st->writer) {
+			*held = false;
+			return true;
+		}
+	size_t cap = strlen(ns->prefix) + strlen(stream) + 16;
+	char *subject = malloc(cap);
+	if (subject == NULL)
+		abort();
+	snprintf(subject, cap, "%s.%s.frames", ns->prefix, stream);
+	nats_stream probe = {.store = ns, .name = (char *)stream, .subject = subject};
+	int64_t age = -1;
+	bool ok = nats_last_age_s(&probe, &age);
+	free(subject);
+	if (ok)
+		*held = age >= 0 && age < NATS_WRITER_QUIET_S;
+	return ok;
 }
 
 static bool
@@ -1330,6 +1404,7 @@ const sluice_store_ops sluice_backend_nats_ops = {
 	.segment_close = nats_segment_close,
 	.lock = nats_lock,
 	.unlock = nats_unlock,
+	.lock_held = nats_lock_held,
 	.watch_open = nats_watch_open,
 	.watch_wait = nats_watch_wait,
 	.watch_close = nats_watch_close,
