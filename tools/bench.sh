@@ -9,7 +9,11 @@
 #            slot, create_slot=false, copy_data=false), each into a fresh copy of
 #            the same pre-workload target database
 #   latency: commit on the source to insert on the target under a steady
-#            `pgbench -R` load: sluice capture + apply versus a subscription
+#            `pgbench -R` load: sluice capture + apply versus a subscription,
+#            and sluice through a NATS JetStream store (when nats-server is
+#            installed: one server on loopback, file storage, R1)
+#   NC:      capture throughput into NATS JetStream versus into a directory
+#            (draining identical slot contents of W2's transactions)
 #   cost:    bytes on disk per change, compression ratio, CPU seconds of
 #            capture and apply (and of the target server) per million changes
 #
@@ -23,7 +27,7 @@
 # stream reader on the test peer, run by tools/bench_mongo.sh (see there).
 # MA (not in the default list): MongoDB apply against a plain libmongoc bulk
 # loader on the test peer, run by tools/bench_mongo_apply.sh (see there).
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,MG,MA]
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,NC,MG,MA]
 #                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
 # Output: tables on stdout, progress on stderr, and a JSON summary
 # (default build/bench/summary.json). Exit status: 0 done, 1 a run failed or a
@@ -36,7 +40,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 quick=0
 runs=3
-workloads="W1,W2,W3,W4,LAT"
+workloads="W1,W2,W3,W4,LAT,NC"
 json="$ROOT/build/bench/summary.json"
 lat_rate=1000
 lat_seconds=""
@@ -57,7 +61,7 @@ case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs needs a positive numbe
 pg_workloads=""
 for wl in ${workloads//,/ }; do
 	case "$wl" in
-	W1 | W2 | W3 | W4 | LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
+	W1 | W2 | W3 | W4 | LAT | NC) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
 	MG | MA) ;;
 	*) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;;
 	esac
@@ -89,6 +93,15 @@ pg_start src "max_wal_size = 8GB" "checkpoint_timeout = 30min" "shared_buffers =
 pg_start dst "max_wal_size = 8GB" "checkpoint_timeout = 30min" "shared_buffers = 512MB" \
 	"max_logical_replication_workers = 8"
 SRC=$(pg_conninfo src)
+# NATS JetStream (latency row and NC): one nats-server on loopback, if installed.
+HAVE_NATS=0
+if command -v nats-server >/dev/null 2>&1; then
+	. "$ROOT/tests/nats/harness.sh"
+	nats_start >/dev/null
+	HAVE_NATS=1
+else
+	echo "bench: nats-server is not installed: no JetStream rows" >&2
+fi
 
 scale=1
 [ "$quick" -eq 1 ] && scale=10
@@ -98,6 +111,7 @@ now() { date +%s.%N; }
 : >"$W/results"   # lines: workload tool run seconds cpu-seconds target-server-cpu-seconds
 : >"$W/sizes"     # lines: workload changes messages store-bytes raw-bytes payload-bytes
 : >"$W/latency"   # lines: tool run n p50 p99 max tps (milliseconds)
+: >"$W/natscap"   # lines: NC dir|jetstream run seconds cpu-seconds
 
 # srv_cpu NAME: CPU seconds used so far by server NAME's processes, including
 # backends and workers that have exited (the postmaster reaps them).
@@ -321,8 +335,9 @@ lat_setup() {
 	pg_psql src latdb -c "CREATE PUBLICATION latpub FOR ALL TABLES" >/dev/null
 	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_sluice', 'pgoutput')" >/dev/null
 	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_native', 'pgoutput')" >/dev/null
+	[ "$HAVE_NATS" = 1 ] && pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_jetstream', 'pgoutput')" >/dev/null
 	local tool
-	for tool in sluice native; do
+	for tool in sluice native $([ "$HAVE_NATS" = 1 ] && echo jetstream); do
 		pg_psql dst postgres -c "DROP DATABASE IF EXISTS lat_$tool" >/dev/null
 		pg_psql dst postgres -c "CREATE DATABASE lat_$tool" >/dev/null
 		pg_dump "$LSRC" | psql -q -X "$(pg_conninfo dst "lat_$tool")" >/dev/null
@@ -359,7 +374,7 @@ lat_wait() {
 	for i in $(seq 1 6000); do
 		have=$(pg_psql dst "lat_$1" -c "SELECT count(*) FROM lat")
 		[ "$have" = "$want" ] && return 0
-		if [ "$1" = sluice ] && ! kill -0 "$LAT_APPLY" 2>/dev/null; then
+		if [ "$1" != native ] && ! kill -0 "$LAT_APPLY" 2>/dev/null; then
 			tail -n 5 "$W/lat-apply.log" >&2
 			echo "bench: sluice apply stopped during the latency run" >&2
 			exit 1
@@ -378,13 +393,20 @@ lat_start() {
 		"$SLUICE" --log-format json apply --store "$W/lat-store" --stream lat --trust "$W/k.pub" \
 			--target "$(pg_conninfo dst lat_sluice)" 2>>"$W/lat-apply.log" &
 		LAT_APPLY=$!
+	elif [ "$1" = jetstream ]; then
+		"$SLUICE" --log-format json capture --source "$LSRC" --store "$(nats_store LAT)" --stream lat \
+			--key "$W/k.key" --slot sl_lat_jetstream --publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
+		LAT_CAPTURE=$!
+		"$SLUICE" --log-format json apply --store "$(nats_store LAT)" --stream lat --trust "$W/k.pub" \
+			--target "$(pg_conninfo dst lat_jetstream)" 2>>"$W/lat-apply.log" &
+		LAT_APPLY=$!
 	else
 		pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub ENABLE" >/dev/null
 	fi
 }
 
 lat_stop() {
-	if [ "$1" = sluice ]; then
+	if [ "$1" != native ]; then
 		kill -TERM "$LAT_CAPTURE" "$LAT_APPLY"
 		wait "$LAT_CAPTURE" || { echo "bench: sluice capture failed (see $W/lat-capture.log)" >&2; exit 1; }
 		wait "$LAT_APPLY" || { echo "bench: sluice apply failed (see $W/lat-apply.log)" >&2; exit 1; }
@@ -429,6 +451,13 @@ bench_latency() {
 	for i in $(seq 1 "$runs"); do
 		order="native sluice"
 		[ $((i % 2)) -eq 0 ] && order="sluice native"
+		if [ "$HAVE_NATS" = 1 ]; then # JetStream first, between or last, by run
+			case $((i % 3)) in
+			1) order="$order jetstream" ;;
+			2) order="jetstream $order" ;;
+			0) order="${order% *} jetstream ${order##* }" ;;
+			esac
+		fi
 		for tool in $order; do
 			lat_run "$tool" "$i"
 		done
@@ -437,15 +466,67 @@ bench_latency() {
 	pg_psql src latdb -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sl_lat_%'" >/dev/null
 }
 
+# ---- capture throughput into JetStream versus a directory ------------------------
+
+# bench_nats_capture: W2's transactions (100 inserts each) left in 2 x runs slots,
+# drained alternately by capture into a directory and into JetStream (a new
+# sluice stream of one JetStream stream per run: every run publishes from empty).
+run_nc() { # store run slot endpos log
+	local rc=0
+	"$SLUICE" --log-format json capture --source "$SRC" --store "$1" --create --stream "nc$2" \
+		--key "$W/k.key" --slot "$3" --publication bench --until-lsn "$4" --no-heartbeat \
+		--no-progress 2>"$5" || rc=$?
+	echo "$rc" >"$5.rc"
+}
+bench_nats_capture() {
+	[ "$HAVE_NATS" = 1 ] || { echo "bench: NC needs nats-server; skipped" >&2; return 0; }
+	local i tool order end
+	echo "== NC: preparing the workload" >&2
+	pg_psql src postgres -c "DROP PUBLICATION IF EXISTS bench; CREATE PUBLICATION bench FOR ALL TABLES" >/dev/null
+	pg_psql src postgres -c "DROP TABLE IF EXISTS nc; CREATE TABLE nc (id bigserial PRIMARY KEY, v text)" >/dev/null
+	for i in $(seq 1 "$runs"); do
+		for tool in dir jetstream; do
+			pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_nc_${tool}_$i', 'pgoutput')" >/dev/null
+		done
+	done
+	echo "INSERT INTO nc (v) SELECT md5(random()::text) FROM generate_series(1, 100);" >"$W/nc.sql"
+	pgbench -n -c 1 -t $((10000 / scale)) -f "$W/nc.sql" "$SRC" >"$W/pgbench-nc.log" 2>&1 || { cat "$W/pgbench-nc.log" >&2; exit 1; }
+	end=$(pg_psql src postgres -c "SELECT pg_current_wal_lsn()")
+	echo "== NC: $((10000 / scale)) transactions, $((1000000 / scale)) inserts; capture" >&2
+	for i in $(seq 1 "$runs"); do
+		order="dir jetstream"
+		[ $((i % 2)) -eq 0 ] && order="jetstream dir"
+		for tool in $order; do
+			local store="$W/store-nc-$i"
+			# subjects nc.>: the latency runs' stream LAT has sluice.>
+			[ "$tool" = jetstream ] && store=$(nats_store NC subjects=nc)
+			timed "$W/t" run_nc "$store" "$i" "sl_nc_${tool}_$i" "$end" "$W/nc-$tool-$i.log"
+			[ "$(cat "$W/nc-$tool-$i.log.rc")" = 0 ] || {
+				tail -n 5 "$W/nc-$tool-$i.log" >&2
+				echo "bench: capture into $tool failed" >&2
+				exit 1
+			}
+			read -r secs cpu <"$W/t"
+			echo "NC $tool $i $secs $cpu" >>"$W/natscap"
+			echo "   NC run $i $tool: ${secs} s (${cpu} s CPU)" >&2
+			"$SLUICE" verify --store "$store" --stream "nc$i" --trust "$W/k.pub" >/dev/null
+		done
+	done
+	pg_psql src postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sl_nc_%'" >/dev/null
+	rm -rf "$W"/store-nc-*
+}
+
 for wl in ${workloads//,/ }; do
 	if [ "$wl" = LAT ]; then
 		bench_latency
+	elif [ "$wl" = NC ]; then
+		bench_nats_capture
 	else
 		bench_workload "$wl"
 	fi
 done
 
-python3 - "$json" "$W/results" "$W/sizes" "$W/latency" "$quick" "$lat_rate" "$lat_seconds" <<'PY'
+python3 - "$json" "$W/results" "$W/sizes" "$W/latency" "$quick" "$lat_rate" "$lat_seconds" "$W/natscap" "$scale" <<'PY'
 import json, os, platform, statistics, subprocess, sys
 out, quick = sys.argv[1], sys.argv[5] == "1"
 rows = [l.split() for l in open(sys.argv[2])]
@@ -530,7 +611,8 @@ if lats:
     print("End-to-end latency, source commit to row on the target, pgbench -R %s for %s s per run"
           % (sys.argv[6], sys.argv[7]))
     print("%-24s %5s %9s %9s %9s %9s %9s" % ("", "runs", "rows", "p50 ms", "p99 ms", "max ms", "tps"))
-for tool, name in (("sluice", "sluice capture + apply"), ("native", "logical replication")):
+for tool, name in (("sluice", "sluice capture + apply"), ("jetstream", "sluice via JetStream"),
+                   ("native", "logical replication")):
     t = [l for l in lats if l[0] == tool]
     if not t:
         continue
@@ -541,6 +623,20 @@ for tool, name in (("sluice", "sluice capture + apply"), ("native", "logical rep
     summary["latency"][tool] = d
     print("%-24s %5d %9d %9.1f %9.1f %9.1f %9.0f" % (name, len(t), sum(r["rows"] for r in d["runs"]),
           d["median_p50_ms"], d["median_p99_ms"], d["median_max_ms"], d["median_tps"]))
+nc = [l.split() for l in open(sys.argv[8])]
+if nc:
+    inserts = 1000000 // int(sys.argv[9])
+    print()
+    print("Capture into NATS JetStream vs a directory: %d transactions of 100 inserts"
+          " (median of %d runs)" % (inserts // 100, len([l for l in nc if l[1] == "dir"])))
+    print("%-24s %9s %9s %12s" % ("", "wall s", "CPU s", "inserts/s"))
+    summary["nats_capture"] = {}
+    for tool, name in (("dir", "capture -> directory"), ("jetstream", "capture -> JetStream")):
+        w = [float(l[3]) for l in nc if l[1] == tool]
+        c = [float(l[4]) for l in nc if l[1] == tool]
+        summary["nats_capture"][tool] = {"wall_s": w, "cpu_s": c, "median_wall_s": med(w),
+                                         "median_cpu_s": med(c), "inserts": inserts}
+        print("%-24s %9.2f %9.2f %12.0f" % (name, med(w), med(c), inserts / med(w)))
 json.dump(summary, open(out, "w"), indent=1)
 print("\nsummary written to %s" % out)
 PY

@@ -67,19 +67,21 @@ nats_launch() {
 nats_stop() {
 	local pid=${NATS_PIDS[$1]:-}
 	if [ -n "$pid" ]; then
-		kill "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
 		NATS_PIDS[$1]=""
 	fi
+	return 0 # also for a server not running (an EXIT trap under set -e must not fail)
 }
 
 nats_kill() {
 	local pid=${NATS_PIDS[$1]:-}
 	if [ -n "$pid" ]; then
-		kill -9 "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
 		NATS_PIDS[$1]=""
 	fi
+	return 0 # also for a server not running (an EXIT trap under set -e must not fail)
 }
 
 nats_start() {
