@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "query.h"
 #include "s3xml.h"
 
 /* The lease object that fences a second writer of a stream (see s3_lock_stream). */
@@ -117,39 +118,6 @@ s3_strdup_n(const char *s, size_t n)
 	memcpy(p, s, n);
 	p[n] = '\0';
 	return p;
-}
-
-/* s3_query_param finds name=VALUE in query (a&b&c), percent-decoded into out. */
-static bool
-s3_query_param(const char *query, const char *name, char *out, size_t cap)
-{
-	size_t nlen = strlen(name);
-	const char *p = query;
-	while (p != NULL && *p != '\0') {
-		const char *end = strchr(p, '&');
-		size_t plen = end ? (size_t)(end - p) : strlen(p);
-		if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			size_t n = 0;
-			for (size_t i = nlen + 1; i < plen && n + 1 < cap; i++) {
-				char c = p[i];
-				if (c == '%' && i + 2 < plen) {
-					char hex[3] = {p[i + 1], p[i + 2], 0};
-					char *e = NULL;
-					long v = strtol(hex, &e, 16);
-					if (e == hex + 2) {
-						out[n++] = (char)v;
-						i += 2;
-						continue;
-					}
-				}
-				out[n++] = c;
-			}
-			out[n] = '\0';
-			return true;
-		}
-		p = end ? end + 1 : NULL;
-	}
-	return false;
 }
 
 /* s3_read_profile reads the credentials of profile from an AWS credentials file. */
@@ -847,7 +815,7 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 
 	char val[512];
 	const char *env;
-	if (s3_query_param(query, "region", val, sizeof(val)))
+	if (sluice_store_query_param(query, "region", val, sizeof(val)))
 		st->region = strdup(val);
 	else if ((env = getenv("AWS_REGION")) != NULL && env[0])
 		st->region = strdup(env);
@@ -856,7 +824,7 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 	else
 		st->region = strdup("us-east-1");
 	bool custom = true;
-	if (s3_query_param(query, "endpoint", val, sizeof(val)))
+	if (sluice_store_query_param(query, "endpoint", val, sizeof(val)))
 		st->endpoint = strdup(val);
 	else if ((env = getenv("AWS_ENDPOINT_URL_S3")) != NULL && env[0])
 		st->endpoint = strdup(env);
@@ -884,15 +852,15 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 	}
 	/* A custom endpoint (MinIO, s3rver, …) rarely has per-bucket host names. */
 	st->path_style = custom;
-	if (s3_query_param(query, "path_style", val, sizeof(val)))
+	if (sluice_store_query_param(query, "path_style", val, sizeof(val)))
 		st->path_style = strcmp(val, "1") == 0 || strcmp(val, "true") == 0;
-	if (s3_query_param(query, "max_keys", val, sizeof(val))) {
+	if (sluice_store_query_param(query, "max_keys", val, sizeof(val))) {
 		char *end = NULL;
 		long v = strtol(val, &end, 10);
 		if (*end == '\0' && v >= 1 && v <= 1000)
 			st->max_keys = (int)v;
 	}
-	if (s3_query_param(query, "retries", val, sizeof(val))) {
+	if (sluice_store_query_param(query, "retries", val, sizeof(val))) {
 		char *end = NULL;
 		long v = strtol(val, &end, 10);
 		if (*end == '\0' && v >= 1 && v <= 100)
