@@ -65,6 +65,17 @@ copy_contains(const uint64_t *list, size_t n, uint64_t v)
 	return false;
 }
 
+/* copy_dest_size reads the size of segment first in the destination. */
+static bool
+copy_dest_size(sluice_store *to, const char *stream, uint64_t first, uint64_t *size)
+{
+	sluice_segment *seg = NULL;
+	bool ok = sluice_store_segment_open(to, stream, first, false, false, &seg) &&
+		  sluice_segment_size(seg, size);
+	sluice_segment_close(seg);
+	return ok;
+}
+
 typedef enum copy_status {
 	COPY_DONE,     /* verified (and stored, unless skipped) */
 	COPY_UNSEALED, /* not sealed yet: the live end */
@@ -148,12 +159,22 @@ copy_segment(sluice_store *from, sluice_store *to, const char *stream, uint64_t 
 		if (f.hdr.flags & SLUICE_FRAME_SEAL)
 			sealed = true;
 	}
-	if (skip) {
-		result = COPY_DONE;
-		goto cleanup;
-	}
 	/* The verified length: a sealed segment ends at its seal. */
 	uint64_t size = sluice_scan_offset(scan);
+	if (skip) {
+		/*
+		 * A segment of the same size is this one (the put below compares
+		 * bytes); another size is a partial upload a server kept, or
+		 * another writer's: the put completes the one and refuses the other.
+		 */
+		uint64_t have = 0;
+		if (!copy_dest_size(to, stream, first, &have))
+			goto cleanup;
+		if (have == size) {
+			result = COPY_DONE;
+			goto cleanup;
+		}
+	}
 	sluice_buf_reserve(&bytes, (size_t)size);
 	size_t got = 0;
 	if (!sluice_segment_read(seg, 0, bytes.data, (size_t)size, &got))
