@@ -27,7 +27,9 @@ the query string; "" matches anything, "^$" only an empty query) select
 requests; prob is the chance a selected request is hit (default 1); after
 skips the first N selected requests; count caps how many are hit (default:
 no cap). The first rule that fires wins. Every fault is logged, one line per
-fault: "FAULT action method path?query". Counters live as long as the proxy.
+fault: "FAULT action method path?query". Counters live as long as the proxy
+and belong to a rule's exact text (add a field such as "round": N to start
+a rule's counts afresh).
 
 Usage: faultproxy.py --listen PORT --upstream HOST:PORT --rules FILE --log FILE
 Prints "listening on PORT" when ready (PORT 0: a free one is chosen).
