@@ -92,9 +92,14 @@ APPLY=("$SLUICE" apply --store "$STORE" --stream one --trust "$W/k.pub" --target
 	cat "$W/cap0.log" >&2
 	die "capture --create into S3"
 }
-# Every kind of request is hit: PUT (segments, lease), GET (objects, ranges,
-# listings), HEAD, DELETE, now and then.
+# Every kind of fault surely (the first rules, by count), then every kind of
+# request now and then: PUT (segments, lease), GET (objects, ranges, listings),
+# HEAD, DELETE.
 fp_rules '{"seed": 7, "rules": [
+ {"action": "truncate", "method": "GET", "path": "\\.seg$", "after": 2, "count": 2, "fraction": 0.5},
+ {"action": "reset_request", "method": "PUT", "path": "\\.seg$", "after": 1, "count": 2, "fraction": 0.5},
+ {"action": "reset_response", "method": "PUT", "path": "\\.seg$", "after": 4, "count": 2, "fraction": 0.5},
+ {"action": "status", "method": "HEAD", "code": 503, "s3code": "SlowDown", "after": 3, "count": 2},
  {"action": "truncate", "method": "GET", "prob": 0.12, "fraction": 0.5},
  {"action": "reset_request", "method": "PUT", "prob": 0.08, "fraction": 0.5},
  {"action": "reset_response", "prob": 0.05, "fraction": 0.3},
