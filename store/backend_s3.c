@@ -1357,12 +1357,12 @@ s3_segment_read(void *handle, uint64_t off, void *buf, size_t len, size_t *got)
 }
 
 static bool
-s3_segment_write(void *handle, const void *chunk, size_t len)
+s3_segment_write(void *handle, const void *chunk, size_t len, bool durable)
 {
 	s3_segment *seg = handle;
 	if (seg->file == NULL)
 		return false;
-	if (!sluice_backend_file_ops.segment_write(seg->file, chunk, len))
+	if (!sluice_backend_file_ops.segment_write(seg->file, chunk, len, durable))
 		return false;
 	/* An idle stream's heartbeats keep its lease. */
 	return s3_lease_renew(seg->st, seg->stream, false);
