@@ -182,10 +182,16 @@ reader_rewritten(sluice_reader *r)
 static bool
 reader_reopen(sluice_reader *r)
 {
-	uint64_t off = sluice_scan_offset(r->scan);
+	uint64_t off = sluice_scan_offset(r->scan), before = 0, after = 0;
 	sluice_segment *fresh = NULL;
 	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &fresh))
 		return false;
+	if (sluice_segment_size(r->seg, &before) && sluice_segment_size(fresh, &after) &&
+	    after > before)
+		sluice_log_warn("segment %s of stream \"%s\" grew from %" PRIu64 " to %" PRIu64
+				" bytes after it was read unsealed (a partial upload the "
+				"server kept, completed since); reading on",
+				sluice_segment_name(fresh), r->stream, before, after);
 	sluice_scan_free(r->scan);
 	sluice_segment_close(r->seg);
 	r->seg = fresh;
