@@ -28,8 +28,9 @@ copy_help(FILE *f)
 		"authenticated and chain-checked on the way; a segment that does not verify is\n"
 		"not copied. Segments the destination already holds are skipped, so a copy can\n"
 		"be repeated or resumed; a destination segment is never replaced (one with other\n"
-		"contents is an error). The open (unsealed) segment of a live stream is copied\n"
-		"once it is sealed.\n"
+		"contents is an error; one that holds only the segment's start, a partial\n"
+		"upload a server kept, is completed). The open (unsealed) segment of a live\n"
+		"stream is copied once it is sealed.\n"
 		"\n"
 		"Options:\n"
 		"      --from STORE     store to read\n"
@@ -185,7 +186,10 @@ copy_segment(sluice_store *from, sluice_store *to, const char *stream, uint64_t 
 	}
 	bytes.len = got;
 	if (!sluice_store_segment_put(to, stream, first, bytes.data, bytes.len)) {
-		result = COPY_PROBLEM;
+		/* Refused (another segment is there), or the store failed. */
+		bool there = false;
+		if (sluice_store_segment_probe(to, stream, first, &there) && there)
+			result = COPY_PROBLEM;
 		goto cleanup;
 	}
 	sluice_log_info("copied segment %s (%" PRIu64 " bytes, txseq %" PRIu64 "..%" PRIu64 ")",

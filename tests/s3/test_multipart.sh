@@ -52,8 +52,8 @@ say "round trip"
 fp_rules '{"rules": [{"action": "status", "method": "PUT", "query": "partNumber=3&", "code": 500, "s3code": "InternalError"},
  {"action": "pass", "query": "upload"}]}'
 "$SLUICE" copy --from "$SRC" --to "$(fp_store abort "$MP&retries=2")" --stream bench "${TRUST[@]}" 2>"$W/abort.log"
-[ $? != 0 ] && grep -q "PUT s3://$S3_BUCKET/$(s3_key abort bench "${SEGS[0]}")?partNumber=3&.*failed after 2 attempts: HTTP 500 InternalError" "$W/abort.log"
-check "a part that keeps failing fails the copy, the part named"
+[ $? = 3 ] && grep -q "PUT s3://$S3_BUCKET/$(s3_key abort bench "${SEGS[0]}")?partNumber=3&.*failed after 2 attempts: HTTP 500 InternalError" "$W/abort.log"
+check "a part that keeps failing fails the copy (exit 3), the part named"
 grep -q "^FAULT pass DELETE .*/${SEGS[0]}?uploadId=" "$FP_LOG"
 check "the upload was aborted (DELETE ?uploadId)"
 ! s3_curl HEAD "$(s3_key abort bench "${SEGS[0]}")" -o /dev/null 2>/dev/null
