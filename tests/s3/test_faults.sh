@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Faults between sluice and S3 (tests/s3/faultproxy.py in front of s3rver):
 #  1. a connection reset in the middle of a segment's PUT, with no retry left:
-#     the partial upload is never visible (no object, not listed, verify finds
-#     no segment); with retries the same schedule uploads every segment whole.
+#     the partial upload is never taken for a segment (S3 stores nothing; s3rver
+#     keeps the half it received, which verify refuses and copy does not take);
+#     with retries the same schedule uploads every segment whole, completing
+#     the partial object, byte for byte.
 #  2. PostgreSQL -> capture -> proxy -> S3 -> proxy -> apply under a live pgbench
 #     workload, with resets mid-request and mid-response, 500 InternalError, 503
-#     SlowDown, truncated bodies and delays on every kind of request: the retries
+#     SlowDown, truncated bodies and delays on every kind of request (and a
+#     partial segment object apply reads before it is completed): the retries
 #     show in both logs; the stream verifies whole (no gap, no duplicate txseq),
 #     read through the proxy too; source and target are equal table by table.
 #  3. errors retrying cannot fix: a key id s3rver does not know (403
