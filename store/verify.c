@@ -132,6 +132,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	sluice_chain chain;
 	sluice_chain_init(&chain, stream);
 	bool have_time = false;
+	/* Where segments appear whole (S3), even the newest one ends with its seal. */
+	bool whole = !sluice_store_caps_get(store)->append_visible;
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 
 	for (size_t i = 0; i < n; i++) {
@@ -165,6 +167,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					verify_say(&v, true, off,
 						   "incomplete frame of %" PRIu64
 						   " bytes after the segment's seal",
+						   size - f.offset);
+				} else if (last && whole) {
+					verify_say(&v, true, off,
+						   "incomplete frame of %" PRIu64
+						   " bytes: an object of this store is a whole "
+						   "sealed segment (a partial upload the server "
+						   "kept?)",
 						   size - f.offset);
 				} else if (last) {
 					report->torn = true;
@@ -273,6 +282,10 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		else if (!last && !chain.sealed)
 			verify_say(&v, true, -1,
 				   "segment is not sealed but a later segment exists");
+		else if (whole && !chain.sealed)
+			verify_say(&v, true, -1,
+				   "segment is not sealed: an object of this store is a whole "
+				   "sealed segment (a partial upload the server kept?)");
 		else if (last && chain.open)
 			verify_say(&v, false, -1,
 				   "transaction %" PRIu64 " is unfinished at the end of the stream",
