@@ -230,6 +230,18 @@ check "caught up offline" "$(json "$W/status3.json" 'd["pipelines"]["a-to-b"]["l
 check "offline health" "$(json "$W/status3.json" 'd["pipelines"]["a-to-b"]["health"]')" "caught up"
 check "offline position = head" "$(json "$W/status3.json" 'd["pipelines"]["a-to-b"]["position_txseq"]')" "$HEAD"
 
+# capture --max-rate: a snapshot of every row of t_a at 1,000 rows/s takes at least ~(N-1000)/1000 s
+N=$(count a)
+START=$SECONDS
+"$SLUICE" capture --source "$SVC_A" --store "$W/store" --stream snap --key "$W/ka.key" --create \
+	--slot snap --publication snap --snapshot --exit-when-caught-up --no-progress --max-rate 1000 \
+	2>"$W/snap.log" || die "capture --snapshot failed: $(tail -n 5 "$W/snap.log")"
+TOOK=$((SECONDS - START))
+[ "$TOOK" -ge $((N / 1000 - 2)) ] || bad "a snapshot of $N rows at 1000 rows/s took only $TOOK s"
+WAITED=$(sed -n 's/.*--max-rate: waited \([0-9.]*\) s in all.*/\1/p' "$W/snap.log")
+python3 -c "import sys; sys.exit(0 if float('${WAITED:-0}') >= $N / 1000 - 2 else 1)" || bad "capture says it waited '$WAITED' s"
+say "capture --snapshot --max-rate 1000: $N rows in $TOOK s, waited $WAITED s"
+
 # a target that cannot be read: exit 3, the row says so
 pg_stop b
 set +e
