@@ -1015,9 +1015,11 @@ nats_segment_read(void *seg, uint64_t off, void *buf, size_t len, size_t *got)
 	return true;
 }
 
+/* Every publish waits for JetStream's acknowledgement: a chunk is durable either way. */
 static bool
-nats_segment_write(void *seg, const void *chunk, size_t len)
+nats_segment_write(void *seg, const void *chunk, size_t len, bool durable)
 {
+	(void)durable;
 	nats_segment *s = seg;
 	if (!s->writable) {
 		sluice_log_error("segment %016" PRIx64 ".seg is not open for writing", s->first);
