@@ -91,4 +91,13 @@ typedef struct sluice_apply_stats {
 bool sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_apply_options *o,
 		      sluice_apply_stats *stats);
 
+/*
+ * sluice_apply_progress_read reads where apply of o->stream stands on
+ * o->target (o->origin names a PostgreSQL target's origin as for apply),
+ * writing nothing: the last txseq applied, with *found false when apply
+ * never ran there. sluice status uses it while nothing runs.
+ * @return false after logging when the target could not be read.
+ */
+bool sluice_apply_progress_read(const sluice_apply_options *o, uint64_t *txseq, bool *found);
+
 #endif

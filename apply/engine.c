@@ -846,6 +846,15 @@ sluice_apply_run(sluice_store *store, const sluice_trust *trust, const sluice_ap
 }
 
 bool
+sluice_apply_progress_read(const sluice_apply_options *o, uint64_t *txseq, bool *found)
+{
+	const char *uri = o->target;
+	if (strncmp(uri, "mongodb://", 10) == 0 || strncmp(uri, "mongodb+srv://", 14) == 0)
+		return sluice_mongo_target_progress_read(o, txseq, found);
+	return sluice_pg_target_progress_read(o, txseq, found);
+}
+
+bool
 sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 			const sluice_apply_options *o, sluice_apply_stats *stats,
 			sluice_target *(*make)(sluice_apply_ctx *ctx, void *arg), void *arg)

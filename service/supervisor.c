@@ -579,7 +579,13 @@ sluice_supervisor_run(const sluice_supervisor_options *o)
 
 	sup_apply_config(&s, c, memfd);
 	close(memfd);
-	const char *listen = o->listen ? o->listen : c->listen;
+	/* A copy: c is freed below, and a reload compares its listen with this one. */
+	char listen_buf[256];
+	const char *listen = NULL;
+	if (o->listen != NULL || c->listen != NULL) {
+		snprintf(listen_buf, sizeof(listen_buf), "%s", o->listen ? o->listen : c->listen);
+		listen = listen_buf;
+	}
 	struct MHD_Daemon *httpd = NULL;
 	int rc = 0;
 	if (listen != NULL && (httpd = sup_listen(&s, listen)) == NULL) {

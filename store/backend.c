@@ -245,9 +245,9 @@ sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t len, si
 }
 
 bool
-sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len)
+sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len, bool durable)
 {
-	return seg->ops->segment_write(seg->handle, chunk, len);
+	return seg->ops->segment_write(seg->handle, chunk, len, durable);
 }
 
 bool

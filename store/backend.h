@@ -126,9 +126,12 @@ bool sluice_segment_size(sluice_segment *seg, uint64_t *size);
 bool sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t len, size_t *got);
 /*
  * sluice_segment_write makes chunk (whole frames) durable after everything
- * written before it; see sluice_store_caps.durable_write for where.
+ * written before it; see sluice_store_caps.durable_write for where. With
+ * durable false it only writes it (and starts its writeback): the next
+ * durable write, or the seal, makes it durable. The writer passes false for
+ * the chunks it pushes inside a large transaction, which nobody waits for.
  */
-bool sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len);
+bool sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len, bool durable);
 /* sluice_segment_truncate cuts the segment to size bytes, durably. */
 bool sluice_segment_truncate(sluice_segment *seg, uint64_t size);
 /*

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
+#include "query.h"
 #include "natslog.h"
 
 /* Publishing is retried (leader elections, a server restarting) for this long. */
@@ -69,45 +70,12 @@ typedef struct nats_watch {
 /* Connections share libnats; it is closed with the last one. */
 static int nats_open_count;
 
-/* nats_query_param finds name=VALUE in query (a&b&c), percent-decoded into out. */
-static bool
-nats_query_param(const char *query, const char *name, char *out, size_t cap)
-{
-	size_t nlen = strlen(name);
-	const char *p = query;
-	while (p != NULL && *p != '\0') {
-		const char *end = strchr(p, '&');
-		size_t plen = end ? (size_t)(end - p) : strlen(p);
-		if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			size_t n = 0;
-			for (size_t i = nlen + 1; i < plen && n + 1 < cap; i++) {
-				char c = p[i];
-				if (c == '%' && i + 2 < plen) {
-					char hex[3] = {p[i + 1], p[i + 2], 0};
-					char *e = NULL;
-					long v = strtol(hex, &e, 16);
-					if (e == hex + 2) {
-						out[n++] = (char)v;
-						i += 2;
-						continue;
-					}
-				}
-				out[n++] = c;
-			}
-			out[n] = '\0';
-			return true;
-		}
-		p = end ? end + 1 : NULL;
-	}
-	return false;
-}
-
 /* nats_query_int reads a non-negative integer parameter (absent: *out unchanged). */
 static bool
 nats_query_int(const char *query, const char *name, int64_t max, int64_t *out)
 {
 	char val[64];
-	if (!nats_query_param(query, name, val, sizeof(val)))
+	if (!sluice_store_query_param(query, name, val, sizeof(val)))
 		return true;
 	char *end = NULL;
 	errno = 0;
@@ -345,7 +313,8 @@ nats_open(const char *location, const sluice_store_options *options, void **stat
 	const char *hosts = loc;
 	ns->jsstream = strdup(slash + 1);
 	char val[1024];
-	ns->prefix = strdup(nats_query_param(query, "subjects", val, sizeof(val)) ? val : "sluice");
+	ns->prefix = strdup(
+		sluice_store_query_param(query, "subjects", val, sizeof(val)) ? val : "sluice");
 	if (ns->jsstream == NULL || ns->prefix == NULL)
 		abort();
 	if (!nats_valid_name(ns->prefix, 64)) {
@@ -360,7 +329,8 @@ nats_open(const char *location, const sluice_store_options *options, void **stat
 	sluice_buf_append_byte(&shown, '\0');
 	ns->shown = (char *)shown.data;
 
-	bool tls = nats_query_param(query, "tls", val, sizeof(val)) && strcmp(val, "0") != 0;
+	bool tls =
+		sluice_store_query_param(query, "tls", val, sizeof(val)) && strcmp(val, "0") != 0;
 	if (!nats_build_servers(hosts, tls, &urls, &nurls))
 		goto cleanup;
 	natsStatus s = natsOptions_Create(&opts);
@@ -376,24 +346,24 @@ nats_open(const char *location, const sluice_store_options *options, void **stat
 		s = natsOptions_SetTimeout(opts, 5000);
 	if (s == NATS_OK && tls)
 		s = natsOptions_SetSecure(opts, true);
-	if (s == NATS_OK && nats_query_param(query, "ca", val, sizeof(val)))
+	if (s == NATS_OK && sluice_store_query_param(query, "ca", val, sizeof(val)))
 		s = natsOptions_LoadCATrustedCertificates(opts, val);
-	if (s == NATS_OK && nats_query_param(query, "cert", val, sizeof(val))) {
+	if (s == NATS_OK && sluice_store_query_param(query, "cert", val, sizeof(val))) {
 		char key[1024];
-		if (!nats_query_param(query, "key", key, sizeof(key))) {
+		if (!sluice_store_query_param(query, "key", key, sizeof(key))) {
 			sluice_log_error(
 				"NATS store option cert= needs key= (the client key file)");
 			goto cleanup;
 		}
 		s = natsOptions_LoadCertificatesChain(opts, val, key);
 	}
-	if (s == NATS_OK && nats_query_param(query, "creds", val, sizeof(val)))
+	if (s == NATS_OK && sluice_store_query_param(query, "creds", val, sizeof(val)))
 		s = natsOptions_SetUserCredentialsFromFiles(opts, val, NULL);
 	else if (s == NATS_OK && getenv("NATS_CREDS") != NULL && getenv("NATS_CREDS")[0] != '\0')
 		s = natsOptions_SetUserCredentialsFromFiles(opts, getenv("NATS_CREDS"), NULL);
-	if (s == NATS_OK && nats_query_param(query, "nkey", val, sizeof(val))) {
+	if (s == NATS_OK && sluice_store_query_param(query, "nkey", val, sizeof(val))) {
 		char seed[1024];
-		if (!nats_query_param(query, "seed", seed, sizeof(seed))) {
+		if (!sluice_store_query_param(query, "seed", seed, sizeof(seed))) {
 			sluice_log_error("NATS store option nkey=PUBLIC needs seed=FILE");
 			goto cleanup;
 		}
@@ -426,8 +396,9 @@ nats_open(const char *location, const sluice_store_options *options, void **stat
 		goto cleanup;
 	}
 	ns->max_piece = (size_t)(maxp - NATS_HEADER_ROOM);
-	bool create = options->create || (nats_query_param(query, "create", val, sizeof(val)) &&
-					  strcmp(val, "0") != 0);
+	bool create =
+		options->create || (sluice_store_query_param(query, "create", val, sizeof(val)) &&
+				    strcmp(val, "0") != 0);
 	if (!nats_ensure_jsstream(ns, query, create))
 		goto cleanup;
 
@@ -1229,9 +1200,11 @@ nats_segment_read(void *seg, uint64_t off, void *buf, size_t len, size_t *got)
 	return true;
 }
 
+/* Every publish waits for JetStream's acknowledgement: a chunk is durable either way. */
 static bool
-nats_segment_write(void *seg, const void *chunk, size_t len)
+nats_segment_write(void *seg, const void *chunk, size_t len, bool durable)
 {
+	(void)durable;
 	nats_segment *s = seg;
 	if (!s->writable) {
 		sluice_log_error("segment %016" PRIx64 ".seg is not open for writing", s->first);

@@ -47,7 +47,7 @@ typedef struct sluice_store_ops {
 	bool (*segment_remove)(void *state, const char *stream, const char *name);
 	bool (*segment_size)(void *seg, uint64_t *size);
 	bool (*segment_read)(void *seg, uint64_t off, void *buf, size_t len, size_t *got);
-	bool (*segment_write)(void *seg, const void *chunk, size_t len);
+	bool (*segment_write)(void *seg, const void *chunk, size_t len, bool durable);
 	bool (*segment_truncate)(void *seg, uint64_t size);
 	bool (*segment_seal)(void *seg);
 	void (*segment_close)(void *seg);

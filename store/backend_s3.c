@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "query.h"
 #include "s3xml.h"
 
 /* The lease object that fences a second writer of a stream (see s3_lock_stream). */
@@ -48,7 +49,9 @@ typedef struct s3_store {
 	char sigv4[96];
 	CURL *curl; /* owned: one handle, so that connections are reused */
 	int max_attempts;
-	int max_keys; /* ListObjectsV2 page size, 0: the server's (tests page with less) */
+	int max_keys;         /* ListObjectsV2 page size, 0: the server's (tests page with less) */
+	size_t multipart_min; /* segments from this size up go in parts (tests: less) */
+	size_t part_size;
 
 	/* writing */
 	void *spool;           /* owned by sluice_backend_file_ops, NULL without a spool */
@@ -91,6 +94,7 @@ typedef struct s3_req {
 	char etag[128];
 	uint64_t length; /* Content-Length of a HEAD answer */
 	char code[64];   /* S3 error code from the body */
+	sluice_buf err;  /* the body of an answer with no out buffer (an error's XML) */
 } s3_req;
 
 typedef enum s3_result {
@@ -117,39 +121,6 @@ s3_strdup_n(const char *s, size_t n)
 	memcpy(p, s, n);
 	p[n] = '\0';
 	return p;
-}
-
-/* s3_query_param finds name=VALUE in query (a&b&c), percent-decoded into out. */
-static bool
-s3_query_param(const char *query, const char *name, char *out, size_t cap)
-{
-	size_t nlen = strlen(name);
-	const char *p = query;
-	while (p != NULL && *p != '\0') {
-		const char *end = strchr(p, '&');
-		size_t plen = end ? (size_t)(end - p) : strlen(p);
-		if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			size_t n = 0;
-			for (size_t i = nlen + 1; i < plen && n + 1 < cap; i++) {
-				char c = p[i];
-				if (c == '%' && i + 2 < plen) {
-					char hex[3] = {p[i + 1], p[i + 2], 0};
-					char *e = NULL;
-					long v = strtol(hex, &e, 16);
-					if (e == hex + 2) {
-						out[n++] = (char)v;
-						i += 2;
-						continue;
-					}
-				}
-				out[n++] = c;
-			}
-			out[n] = '\0';
-			return true;
-		}
-		p = end ? end + 1 : NULL;
-	}
-	return false;
 }
 
 /* s3_read_profile reads the credentials of profile from an AWS credentials file. */
@@ -299,8 +270,12 @@ s3_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
 	s3_req *req = arg;
 	size_t n = size * nmemb;
-	if (req->out == NULL)
+	if (req->out == NULL) {
+		/* Kept only to name the error code of a failed request. */
+		if (req->err.len + n <= 16384)
+			sluice_buf_append(&req->err, data, n);
 		return n;
+	}
 	if (req->out->len + n > req->out_max)
 		return 0; /* abort: larger than the caller accepts */
 	sluice_buf_append(req->out, data, n);
@@ -425,6 +400,7 @@ s3_perform(s3_store *st, s3_req *req)
 		req->etag[0] = '\0';
 		req->code[0] = '\0';
 		req->status = 0;
+		sluice_buf_reset(&req->err);
 		CURLcode cc = curl_easy_perform(c);
 		char why[192];
 		if (cc == CURLE_OK) {
@@ -434,11 +410,11 @@ s3_perform(s3_store *st, s3_req *req)
 				curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 				req->length = cl > 0 ? (uint64_t)cl : 0;
 			}
-			if (req->status >= 300 && req->out != NULL) {
-				size_t p = out_start, n = 0;
-				(void)sluice_s3xml_next((const char *)req->out->data + 0,
-							req->out->len, &p, "Code", req->code,
-							sizeof(req->code), &n);
+			if (req->status >= 300) {
+				const sluice_buf *b = req->out != NULL ? req->out : &req->err;
+				size_t p = req->out != NULL ? out_start : 0, n = 0;
+				(void)sluice_s3xml_next((const char *)b->data, b->len, &p, "Code",
+							req->code, sizeof(req->code), &n);
 			}
 			if (req->status >= 200 && req->status < 300) {
 				result = S3_OK;
@@ -489,6 +465,7 @@ s3_perform(s3_store *st, s3_req *req)
 				attempt, st->max_attempts);
 		sluice_sleep_ms(delay, &s3_never_stop);
 	}
+	sluice_buf_free(&req->err);
 	curl_slist_free_all(hdrs);
 	sluice_buf_free(&url);
 	return result;
@@ -519,26 +496,30 @@ s3_get(s3_store *st, const char *key, sluice_buf *out, size_t max, bool *exists)
 /*
  * s3_same_object tells whether the object at key holds exactly data: a
  * segment uploaded before a crash is found again, anything else is another
- * writer's.
+ * writer's. *prefix tells that it holds a strict prefix of data: a partial
+ * upload that a server without a Content-Length check kept (S3 answers such
+ * a request with IncompleteBody and stores nothing).
  */
 static bool
-s3_same_object(s3_store *st, const char *key, const void *data, size_t len, bool *same)
+s3_same_object(s3_store *st, const char *key, const void *data, size_t len, bool *same,
+	       bool *prefix)
 {
 	sluice_buf got = {0};
 	bool exists = false;
-	*same = false;
+	*same = *prefix = false;
 	if (!s3_get(st, key, &got, len + 1, &exists)) {
 		sluice_buf_free(&got);
 		return false;
 	}
 	*same = exists && got.len == len && memcmp(got.data, data, len) == 0;
+	*prefix = exists && got.len < len && memcmp(got.data, data, got.len) == 0;
 	sluice_buf_free(&got);
 	return true;
 }
 
 /* s3_multipart uploads data to key in parts; the object appears only when completed. */
 static s3_result
-s3_multipart(s3_store *st, const char *key, const void *data, size_t len)
+s3_multipart(s3_store *st, const char *key, const void *data, size_t len, bool if_none_match)
 {
 	sluice_buf out = {0}, body = {0}, q = {0};
 	char upload_id[512], etag[128];
@@ -563,9 +544,9 @@ s3_multipart(s3_store *st, const char *key, const void *data, size_t len)
 	sluice_buf_append_byte(&uid, '\0');
 	sluice_buf_append_str(&body, "<CompleteMultipartUpload>");
 	int part = 0;
-	for (size_t off = 0; off < len; off += S3_PART_SIZE) {
+	for (size_t off = 0; off < len; off += st->part_size) {
 		part++;
-		size_t plen = len - off < S3_PART_SIZE ? len - off : S3_PART_SIZE;
+		size_t plen = len - off < st->part_size ? len - off : st->part_size;
 		sluice_buf_reset(&q);
 		sluice_buf_printf(&q, "partNumber=%d&uploadId=%s", part, (const char *)uid.data);
 		sluice_buf_append_byte(&q, '\0');
@@ -594,7 +575,7 @@ s3_multipart(s3_store *st, const char *key, const void *data, size_t len)
 			   .query = (const char *)q.data,
 			   .body = body.data,
 			   .body_len = body.len,
-			   .if_none_match = true,
+			   .if_none_match = if_none_match,
 			   .out = &out,
 			   .out_max = S3_MAX_SMALL_RESPONSE};
 	result = s3_perform(st, &complete);
@@ -628,6 +609,20 @@ cleanup:
 	return result;
 }
 
+/* s3_put_object uploads data to key in one PUT or, from S3_MULTIPART_MIN, in parts. */
+static s3_result
+s3_put_object(s3_store *st, const char *key, const void *data, size_t len, bool if_none_match)
+{
+	if (len >= st->multipart_min)
+		return s3_multipart(st, key, data, len, if_none_match);
+	s3_req put = {.method = "PUT",
+		      .key = key,
+		      .body = data,
+		      .body_len = len,
+		      .if_none_match = if_none_match};
+	return s3_perform(st, &put);
+}
+
 /*
  * s3_put_once stores data at key unless an object is there: a conditional
  * create where the server honours If-None-Match, and a look before writing
@@ -637,30 +632,31 @@ cleanup:
 static bool
 s3_put_once(s3_store *st, const char *key, const void *data, size_t len)
 {
-	bool exists = false, same = false;
+	bool exists = false, same = false, prefix = false;
 	if (!s3_head(st, key, &exists, NULL))
 		return false;
 	s3_result r = S3_PRECONDITION;
-	if (!exists) {
-		if (len >= S3_MULTIPART_MIN)
-			r = s3_multipart(st, key, data, len);
-		else {
-			s3_req put = {.method = "PUT",
-				      .key = key,
-				      .body = data,
-				      .body_len = len,
-				      .if_none_match = true};
-			r = s3_perform(st, &put);
-		}
-	}
+	if (!exists)
+		r = s3_put_object(st, key, data, len, true);
 	if (r == S3_OK)
 		return true;
 	if (r != S3_PRECONDITION && r != S3_CONFLICT)
 		return false;
-	if (!s3_same_object(st, key, data, len, &same))
+	if (!s3_same_object(st, key, data, len, &same, &prefix))
 		return false;
 	if (same)
 		return true;
+	if (prefix) {
+		/*
+		 * No reader accepts a segment without its seal, and the whole
+		 * segment only adds bytes after these: completing it changes
+		 * nothing anyone has read.
+		 */
+		sluice_log_warn("s3://%s/%s holds only the start of this segment (a partial "
+				"upload the server kept): uploading it whole",
+				st->bucket, key);
+		return s3_put_object(st, key, data, len, false) == S3_OK;
+	}
 	sluice_log_error("s3://%s/%s already exists with other contents: another writer wrote "
 			 "this segment (segments are never overwritten)",
 			 st->bucket, key);
@@ -819,6 +815,8 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 	if (st == NULL)
 		abort();
 	st->max_attempts = 10;
+	st->multipart_min = S3_MULTIPART_MIN;
+	st->part_size = S3_PART_SIZE;
 	const char *q = strchr(location, '?');
 	size_t path_len = q ? (size_t)(q - location) : strlen(location);
 	const char *query = q ? q + 1 : "";
@@ -847,7 +845,7 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 
 	char val[512];
 	const char *env;
-	if (s3_query_param(query, "region", val, sizeof(val)))
+	if (sluice_store_query_param(query, "region", val, sizeof(val)))
 		st->region = strdup(val);
 	else if ((env = getenv("AWS_REGION")) != NULL && env[0])
 		st->region = strdup(env);
@@ -856,7 +854,7 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 	else
 		st->region = strdup("us-east-1");
 	bool custom = true;
-	if (s3_query_param(query, "endpoint", val, sizeof(val)))
+	if (sluice_store_query_param(query, "endpoint", val, sizeof(val)))
 		st->endpoint = strdup(val);
 	else if ((env = getenv("AWS_ENDPOINT_URL_S3")) != NULL && env[0])
 		st->endpoint = strdup(env);
@@ -884,15 +882,28 @@ s3_open(const char *location, const sluice_store_options *options, void **state,
 	}
 	/* A custom endpoint (MinIO, s3rver, …) rarely has per-bucket host names. */
 	st->path_style = custom;
-	if (s3_query_param(query, "path_style", val, sizeof(val)))
+	if (sluice_store_query_param(query, "path_style", val, sizeof(val)))
 		st->path_style = strcmp(val, "1") == 0 || strcmp(val, "true") == 0;
-	if (s3_query_param(query, "max_keys", val, sizeof(val))) {
+	if (sluice_store_query_param(query, "max_keys", val, sizeof(val))) {
 		char *end = NULL;
 		long v = strtol(val, &end, 10);
 		if (*end == '\0' && v >= 1 && v <= 1000)
 			st->max_keys = (int)v;
 	}
-	if (s3_query_param(query, "retries", val, sizeof(val))) {
+	/* For tests: multipart uploads of small segments (S3 wants parts of 5 MiB and up). */
+	if (sluice_store_query_param(query, "multipart_min", val, sizeof(val))) {
+		char *end = NULL;
+		long long v = strtoll(val, &end, 10);
+		if (*end == '\0' && v >= 1)
+			st->multipart_min = (size_t)v;
+	}
+	if (sluice_store_query_param(query, "part_size", val, sizeof(val))) {
+		char *end = NULL;
+		long long v = strtoll(val, &end, 10);
+		if (*end == '\0' && v >= 1024)
+			st->part_size = (size_t)v;
+	}
+	if (sluice_store_query_param(query, "retries", val, sizeof(val))) {
 		char *end = NULL;
 		long v = strtol(val, &end, 10);
 		if (*end == '\0' && v >= 1 && v <= 100)
@@ -1314,12 +1325,12 @@ s3_segment_read(void *handle, uint64_t off, void *buf, size_t len, size_t *got)
 }
 
 static bool
-s3_segment_write(void *handle, const void *chunk, size_t len)
+s3_segment_write(void *handle, const void *chunk, size_t len, bool durable)
 {
 	s3_segment *seg = handle;
 	if (seg->file == NULL)
 		return false;
-	if (!sluice_backend_file_ops.segment_write(seg->file, chunk, len))
+	if (!sluice_backend_file_ops.segment_write(seg->file, chunk, len, durable))
 		return false;
 	/* An idle stream's heartbeats keep its lease. */
 	return s3_lease_renew(seg->st, seg->stream, false);

@@ -173,6 +173,34 @@ reader_rewritten(sluice_reader *r)
 	return changed;
 }
 
+/*
+ * reader_reopen reads segment seg_first again from where the scan stopped.
+ * Where segments appear whole (S3), an unsealed object is a partial upload
+ * that a server kept (S3 itself stores nothing for an incomplete request);
+ * its writer replaces it with the whole segment, which begins with the same
+ * bytes, so reading on in the new object is reading on in the segment.
+ */
+static bool
+reader_reopen(sluice_reader *r)
+{
+	uint64_t off = sluice_scan_offset(r->scan), before = 0, after = 0;
+	sluice_segment *fresh = NULL;
+	if (!sluice_store_segment_open(r->store, r->stream, r->seg_first, false, false, &fresh))
+		return false;
+	if (sluice_segment_size(r->seg, &before) && sluice_segment_size(fresh, &after) &&
+	    after > before)
+		sluice_log_warn("segment %s of stream \"%s\" grew from %" PRIu64 " to %" PRIu64
+				" bytes after it was read unsealed (a partial upload the "
+				"server kept, completed since); reading on",
+				sluice_segment_name(fresh), r->stream, before, after);
+	sluice_scan_free(r->scan);
+	sluice_segment_close(r->seg);
+	r->seg = fresh;
+	r->scan = sluice_scan_create(fresh, r->seg_first, r->trust);
+	sluice_scan_seek(r->scan, off);
+	return true;
+}
+
 /* reader_rewind goes back to the last point between transactions of the segment. */
 static sluice_reader_status
 reader_rewind(sluice_reader *r)
@@ -460,9 +488,17 @@ reader_load_frame(sluice_reader *r)
 		bool later = r->nsegs > 0 && r->firsts[r->nsegs - 1] > cur;
 		if (r->chain.open && reader_rewritten(r))
 			return reader_rewind(r);
-		if (!later)
+		bool whole = !sluice_store_caps_get(r->store)->append_visible;
+		if (!later) {
+			if (whole && !reader_reopen(r))
+				return reader_fail(r, "could not read segment %s of stream \"%s\"",
+						   name, r->stream);
 			return SLUICE_READER_WAIT;
+		}
 		/* A seal may have landed between our read and the listing: look once more. */
+		if (whole && !reader_reopen(r))
+			return reader_fail(r, "could not read segment %s of stream \"%s\"", name,
+					   r->stream);
 		st = sluice_scan_next(r->scan, &r->chain, &f);
 		if (st == SLUICE_SCAN_FRAME) {
 			sluice_scan_seek(r->scan, f.offset);

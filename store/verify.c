@@ -132,6 +132,8 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 	sluice_chain chain;
 	sluice_chain_init(&chain, stream);
 	bool have_time = false;
+	/* Where segments appear whole (S3), even the newest one ends with its seal. */
+	bool whole = !sluice_store_caps_get(store)->append_visible;
 	char name[SLUICE_SEGMENT_NAME_SIZE];
 
 	for (size_t i = 0; i < n; i++) {
@@ -165,6 +167,13 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 					verify_say(&v, true, off,
 						   "incomplete frame of %" PRIu64
 						   " bytes after the segment's seal",
+						   size - f.offset);
+				} else if (last && whole) {
+					verify_say(&v, true, off,
+						   "incomplete frame of %" PRIu64
+						   " bytes: an object of this store is a whole "
+						   "sealed segment (a partial upload the server "
+						   "kept?)",
 						   size - f.offset);
 				} else if (last) {
 					report->torn = true;
@@ -273,6 +282,10 @@ sluice_verify_stream(sluice_store *store, const char *stream, const sluice_trust
 		else if (!last && !chain.sealed)
 			verify_say(&v, true, -1,
 				   "segment is not sealed but a later segment exists");
+		else if (whole && !chain.sealed)
+			verify_say(&v, true, -1,
+				   "segment is not sealed: an object of this store is a whole "
+				   "sealed segment (a partial upload the server kept?)");
 		else if (last && chain.open)
 			verify_say(&v, false, -1,
 				   "transaction %" PRIu64 " is unfinished at the end of the stream",
@@ -290,14 +303,29 @@ bool
 sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_trust *trust,
 			int64_t *commit_us, int64_t *heartbeat_us)
 {
+	sluice_stream_head head;
+	bool ok = sluice_verify_head(store, stream, trust, &head);
+	*commit_us = head.commit_us;
+	*heartbeat_us = head.heartbeat_us;
+	return ok;
+}
+
+bool
+sluice_verify_head(sluice_store *store, const char *stream, const sluice_trust *trust,
+		   sluice_stream_head *out)
+{
 	uint64_t *firsts = NULL;
 	size_t n = 0;
 	bool ok = false;
-	*commit_us = *heartbeat_us = 0;
+	memset(out, 0, sizeof(*out));
 	if (!sluice_store_list(store, stream, &firsts, &n, NULL))
 		return false;
+	out->segments = n;
+	/* A new segment is named after the transaction it starts with. */
+	if (n > 0 && firsts[n - 1] > 1)
+		out->txseq = firsts[n - 1] - 1;
 	ok = true;
-	for (size_t back = 0; back < 2 && back < n && *heartbeat_us == 0; back++) {
+	for (size_t back = 0; back < 2 && back < n && out->heartbeat_us == 0; back++) {
 		sluice_reader *r = NULL;
 		if (!sluice_reader_open(store, stream, trust, firsts[n - 1 - back], &r)) {
 			ok = false;
@@ -308,7 +336,11 @@ sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_tr
 		while ((st = sluice_reader_next(r, &rec)) == SLUICE_READER_RECORD ||
 		       st == SLUICE_READER_REWIND)
 			if (st == SLUICE_READER_RECORD)
-				verify_note_times(rec, commit_us, heartbeat_us);
+				verify_note_times(rec, &out->commit_us, &out->heartbeat_us);
+		sluice_reader_counters counters;
+		sluice_reader_counters_get(r, &counters);
+		if (counters.head_txseq > out->txseq)
+			out->txseq = counters.head_txseq;
 		sluice_reader_close(r);
 		if (st == SLUICE_READER_ERROR) {
 			ok = false;

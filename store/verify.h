@@ -49,4 +49,21 @@ bool sluice_verify_stream(sluice_store *store, const char *stream, const sluice_
 bool sluice_verify_freshness(sluice_store *store, const char *stream, const sluice_trust *trust,
 			     int64_t *commit_us, int64_t *heartbeat_us);
 
+/* Where a stream ends, as its newest segments say (sluice status reads it). */
+typedef struct sluice_stream_head {
+	uint64_t segments;    /* segments in the store; 0: the stream does not exist */
+	uint64_t txseq;       /* the last complete transaction, 0: none */
+	int64_t commit_us;    /* the newest commit time in the segments read, 0: none */
+	int64_t heartbeat_us; /* the newest signed heartbeat in them, 0: none */
+} sluice_stream_head;
+
+/*
+ * sluice_verify_head reads the newest segment (and the one before it, when
+ * the newest holds no heartbeat) through an authenticating reader: the
+ * stream's last complete transaction and freshness. Logs and returns false
+ * when the stream cannot be read there.
+ */
+bool sluice_verify_head(sluice_store *store, const char *stream, const sluice_trust *trust,
+			sluice_stream_head *out);
+
 #endif

@@ -557,18 +557,22 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 
 /*
  * writer_push hands the chunk of encoded frames to the store, which makes it
- * durable (in the store, or in the writer's spool: caps.durable_write).
+ * durable (in the store, or in the writer's spool: caps.durable_write);
+ * without durable, only written: what it holds is not counted synced.
  */
 static bool
-writer_push(sluice_writer *w)
+writer_push(sluice_writer *w, bool durable)
 {
 	if (w->chunk.len > 0) {
-		if (w->seg == NULL || !sluice_segment_write(w->seg, w->chunk.data, w->chunk.len)) {
+		if (w->seg == NULL ||
+		    !sluice_segment_write(w->seg, w->chunk.data, w->chunk.len, durable)) {
 			w->failed = true;
 			return false;
 		}
 		sluice_buf_reset(&w->chunk);
 	}
+	if (!durable)
+		return true;
 	w->synced_txseq = w->written_txseq;
 	w->synced_end_lsn = w->written_end_lsn;
 	return true;
@@ -578,7 +582,7 @@ writer_push(sluice_writer *w)
 static bool
 writer_push_full(sluice_writer *w)
 {
-	return w->chunk.len < w->max_chunk || writer_push(w);
+	return w->chunk.len < w->max_chunk || writer_push(w, false);
 }
 
 /* writer_reset_pending empties the pending frame. */
@@ -899,7 +903,7 @@ sluice_writer_flush(sluice_writer *w)
 		return sluice_writer_seal(w);
 	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
-	if (!writer_push(w))
+	if (!writer_push(w, true))
 		return false;
 	if (sluice_store_caps_get(w->store)->durable_write) {
 		w->durable_txseq = w->synced_txseq;
@@ -937,7 +941,7 @@ sluice_writer_seal(sluice_writer *w)
 	/* The seal frame has no records: it says that nothing follows. */
 	if (!writer_write_frame(w, SLUICE_FRAME_SEAL, true))
 		return false;
-	if (!writer_push(w))
+	if (!writer_push(w, true))
 		return false;
 	if (!sluice_segment_seal(w->seg)) {
 		w->failed = true;

@@ -23,12 +23,22 @@
 # updates that leave it unchanged, updates that replace it, deletes).
 # --quick runs them at a tenth of the size and the latency runs for 8 s.
 #
+# S3W1, S3W2, S3W3, S3W4 (not in the default list): capture of workload Wn into
+# an S3 bucket (a local s3rver, spool, --ack remote, 2 s segments) against
+# capture into a directory, draining identical slot contents.
+# S3LAT (not in the default list): end-to-end latency through S3 (capture
+# --segment-seconds S3_SEGMENT_SECONDS, default 1; apply polling the bucket)
+# next to the directory store, under the same pgbench -R load as LAT.
+# --capture-only: skip the apply runs (and the apply columns of the cost table).
+# --baseline-sluice BIN: also time capture with another sluice binary (an
+# older build) on W1-W4, alternated with this one ("base" in the tables).
 # MG (not in the default list): MongoDB capture against a plain libmongoc change
 # stream reader on the test peer, run by tools/bench_mongo.sh (see there).
 # MA (not in the default list): MongoDB apply against a plain libmongoc bulk
 # loader on the test peer, run by tools/bench_mongo_apply.sh (see there).
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,NC,MG,MA]
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,NC,S3W1..S3W4,S3LAT,MG,MA]
 #                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
+#                       [--baseline-sluice BIN] [--capture-only]
 # Output: tables on stdout, progress on stderr, and a JSON summary
 # (default build/bench/summary.json). Exit status: 0 done, 1 a run failed or a
 # tool left the target different from the source, 2 usage error.
@@ -44,6 +54,9 @@ workloads="W1,W2,W3,W4,LAT,NC"
 json="$ROOT/build/bench/summary.json"
 lat_rate=1000
 lat_seconds=""
+baseline=""
+capture_only=0
+s3_seconds=${S3_SEGMENT_SECONDS:-1}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1 ;;
@@ -52,7 +65,9 @@ while [ $# -gt 0 ]; do
 	--latency-rate) lat_rate=$2; shift ;;
 	--latency-seconds) lat_seconds=$2; shift ;;
 	--json) json=$2; shift ;;
-	-h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--baseline-sluice) baseline=$2; shift ;;
+	--capture-only) capture_only=1 ;;
+	-h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -61,7 +76,7 @@ case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs needs a positive numbe
 pg_workloads=""
 for wl in ${workloads//,/ }; do
 	case "$wl" in
-	W1 | W2 | W3 | W4 | LAT | NC) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
+	W1 | W2 | W3 | W4 | LAT | NC | S3W1 | S3W2 | S3W3 | S3W4 | S3LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
 	MG | MA) ;;
 	*) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;;
 	esac
@@ -102,6 +117,15 @@ if command -v nats-server >/dev/null 2>&1; then
 else
 	echo "bench: nats-server is not installed: no JetStream rows" >&2
 fi
+case ",$workloads," in
+*,S3*)
+	sluice_install_s3rver
+	. "$ROOT/tests/s3/harness.sh"
+	s3_start || exit 1
+	S3_URL=$(s3_store bench)
+	;;
+esac
+[ -n "$baseline" ] && [ ! -x "$baseline" ] && { echo "bench.sh: $baseline is not executable" >&2; exit 2; }
 
 scale=1
 [ "$quick" -eq 1 ] && scale=10
@@ -152,6 +176,10 @@ make_slots() {
 		pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_sluice_$i', 'pgoutput')" >/dev/null
 		pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_recv_$i', 'pgoutput')" >/dev/null
 		pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_native_$i', 'pgoutput')" >/dev/null
+		local t
+		for t in $extra_tools; do
+			pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_${t}_$i', 'pgoutput')" >/dev/null
+		done
 	done
 	pg_psql src postgres -c "SELECT pg_create_logical_replication_slot('sl_stream', 'pgoutput')" >/dev/null
 	# The targets start from the source as it is now.
@@ -199,10 +227,15 @@ run_recvlogical() { # slot endpos
 	pg_recvlogical -d "$SRC" --slot "$1" --start -o proto_version=1 -o publication_names=bench \
 		-E "$2" -f /dev/null
 }
-run_sluice() { # slot endpos storedir
-	"$SLUICE" --log-format json capture --source "$SRC" --store "$3" --stream bench --key "$W/k.key" \
+run_sluice() { # slot endpos storedir [binary]
+	"${4:-$SLUICE}" --log-format json capture --source "$SRC" --store "$3" --stream bench --key "$W/k.key" \
 		--slot "$1" --publication bench --until-lsn "$2" --no-heartbeat --no-progress \
 		2>"$3.log"
+}
+run_sluice_s3() { # slot endpos run: into the bucket, the open segment in a spool
+	"$SLUICE" --log-format json capture --source "$SRC" --store "$S3_URL" --stream "bench-$wl-$3" \
+		--spool "$W/spool-$wl-$3" --key "$W/k.key" --slot "$1" --publication bench --until-lsn "$2" \
+		--no-heartbeat --no-progress 2>"$W/s3-$wl-$3.log"
 }
 
 workload() {
@@ -243,30 +276,47 @@ workload() {
 # ---- capture, apply and stream cost per workload ------------------------------
 
 bench_workload() {
-	local wl=$1 i tool order secs out
+	local wl=$1 i tool order secs out s3=0
+	case "$wl" in S3*) s3=1 ;; esac
+	extra_tools=""
+	[ "$s3" = 1 ] && extra_tools="s3"
+	[ "$s3" = 0 ] && [ -n "$baseline" ] && extra_tools="base"
 	echo "== $wl: preparing the workload" >&2
 	pg_psql src postgres -c "DROP PUBLICATION IF EXISTS bench; CREATE PUBLICATION bench FOR ALL TABLES" >/dev/null
-	workload "$wl"
+	workload "${wl#S3}"
 	local end messages changes
 	end=$(pg_psql src postgres -c "SELECT pg_current_wal_lsn()")
 	# messages: everything pgoutput sends; changes: Insert, Update and Delete messages
 	read -r messages changes < <(pg_psql src postgres -F ' ' -c "SELECT count(*), count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68)) FROM pg_logical_slot_peek_binary_changes('sl_recv_1', '$end', NULL, 'proto_version', '1', 'publication_names', 'bench')")
 	echo "== $wl: $changes row changes ($messages pgoutput messages); capture" >&2
 	for i in $(seq 1 "$runs"); do
-		order="recv sluice"
-		[ $((i % 2)) -eq 0 ] && order="sluice recv"
+		order="recv sluice $extra_tools"
+		[ $((i % 2)) -eq 0 ] && order="$extra_tools sluice recv"
+		[ "$s3" = 1 ] && order=${order/recv/}
 		for tool in $order; do
-			if [ "$tool" = recv ]; then
-				timed "$W/t" run_recvlogical "sl_recv_$i" "$end"
-			else
-				timed "$W/t" run_sluice "sl_sluice_$i" "$end" "$W/store-$wl-$i"
-			fi
+			case "$tool" in
+			recv) timed "$W/t" run_recvlogical "sl_recv_$i" "$end" ;;
+			sluice) timed "$W/t" run_sluice "sl_sluice_$i" "$end" "$W/store-$wl-$i" ;;
+			base) timed "$W/t" run_sluice "sl_base_$i" "$end" "$W/base-$wl-$i" "$baseline" ;;
+			s3) timed "$W/t" run_sluice_s3 "sl_s3_$i" "$end" "$i" ;;
+			esac
 			read -r secs cpu <"$W/t"
 			echo "$wl $tool $i $secs $cpu -" >>"$W/results"
 			echo "   $wl run $i $tool: ${secs} s (${cpu} s CPU)" >&2
 		done
 		"$SLUICE" verify --store "$W/store-$wl-$i" --stream bench --trust "$W/k.pub" >/dev/null
+		if [ "$s3" = 1 ]; then
+			"$SLUICE" verify --store "$S3_URL" --stream "bench-$wl-$i" --trust "$W/k.pub" >/dev/null
+			[ -z "$(ls "$W/spool-$wl-$i/bench-$wl-$i" | grep '\.seg$')" ] ||
+				{ echo "bench: capture into S3 left segments in its spool" >&2; exit 1; }
+		fi
+		[ "$extra_tools" = base ] && rm -rf "$W/base-$wl-$i"
 	done
+	if [ "$s3" = 1 ]; then # capture only: the apply side is the same stream
+		drop_slots
+		rm -rf "$W"/store-"$wl"-* "$W"/spool-"$wl"-*
+		return
+	fi
 	# Stream cost: bytes on disk, and record bytes before and after compression.
 	local bytes raw payload
 	bytes=$(du -sb "$W/store-$wl-1/bench" | cut -f1)
@@ -279,6 +329,11 @@ for line in sys.stdin:
         r += f["raw_bytes"]; p += f["payload_bytes"]
 print(r, p)')
 	echo "$wl $changes $messages $bytes $raw $payload" >>"$W/sizes"
+	if [ "$capture_only" = 1 ]; then
+		drop_slots
+		rm -rf "$W"/store-"$wl"-*
+		return
+	fi
 
 	# apply: capture the stream once (not timed), then alternate the appliers
 	echo "== $wl: apply" >&2
@@ -333,11 +388,11 @@ lat_setup() {
 	pgbench -i -q -s 1 "$LSRC" >/dev/null 2>&1
 	pg_psql src latdb -c "CREATE TABLE lat (id bigserial PRIMARY KEY, client int NOT NULL)" >/dev/null
 	pg_psql src latdb -c "CREATE PUBLICATION latpub FOR ALL TABLES" >/dev/null
-	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_sluice', 'pgoutput')" >/dev/null
-	pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_native', 'pgoutput')" >/dev/null
-	[ "$HAVE_NATS" = 1 ] && pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_jetstream', 'pgoutput')" >/dev/null
 	local tool
-	for tool in sluice native $([ "$HAVE_NATS" = 1 ] && echo jetstream); do
+	for tool in $lat_tools; do
+		pg_psql src latdb -c "SELECT pg_create_logical_replication_slot('sl_lat_$tool', 'pgoutput')" >/dev/null
+	done
+	for tool in $lat_tools; do
 		pg_psql dst postgres -c "DROP DATABASE IF EXISTS lat_$tool" >/dev/null
 		pg_psql dst postgres -c "CREATE DATABASE lat_$tool" >/dev/null
 		pg_dump "$LSRC" | psql -q -X "$(pg_conninfo dst "lat_$tool")" >/dev/null
@@ -350,7 +405,7 @@ CREATE TRIGGER lat_arrived BEFORE INSERT ON lat FOR EACH ROW EXECUTE FUNCTION la
 ALTER TABLE lat ENABLE ALWAYS TRIGGER lat_arrived;
 SQL
 	done
-	pg_psql dst lat_native -c "CREATE SUBSCRIPTION lat_sub CONNECTION '$LSRC' PUBLICATION latpub WITH (create_slot = false, copy_data = false, slot_name = 'sl_lat_native', enabled = false)" >/dev/null
+	[ "${lat_tools/native/}" = "$lat_tools" ] || pg_psql dst lat_native -c "CREATE SUBSCRIPTION lat_sub CONNECTION '$LSRC' PUBLICATION latpub WITH (create_slot = false, copy_data = false, slot_name = 'sl_lat_native', enabled = false)" >/dev/null
 	cat >"$W/lat.sql" <<'SQL'
 \set aid random(1, 100000)
 \set bid 1
@@ -386,7 +441,15 @@ lat_wait() {
 }
 
 lat_start() {
-	if [ "$1" = sluice ]; then
+	if [ "$1" = sluice_s3 ]; then
+		"$SLUICE" --log-format json capture --source "$LSRC" --store "$S3_URL" --spool "$W/lat-spool" \
+			--stream lat --segment-seconds "$s3_seconds" --key "$W/k.key" --slot sl_lat_sluice_s3 \
+			--publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
+		LAT_CAPTURE=$!
+		"$SLUICE" --log-format json apply --store "$S3_URL" --stream lat --trust "$W/k.pub" \
+			--target "$(pg_conninfo dst lat_sluice_s3)" 2>>"$W/lat-apply.log" &
+		LAT_APPLY=$!
+	elif [ "$1" = sluice ]; then
 		"$SLUICE" --log-format json capture --source "$LSRC" --store "$W/lat-store" --stream lat \
 			--key "$W/k.key" --slot sl_lat_sluice --publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
 		LAT_CAPTURE=$!
@@ -444,25 +507,32 @@ PY
 	echo "   latency run $run $tool: $(tail -n 1 "$W/latency" | cut -d' ' -f3-) (rows p50 p99 max ms, tps)" >&2
 }
 
-bench_latency() {
-	echo "== latency: pgbench -R $lat_rate for $lat_seconds s per run" >&2
+bench_latency() { # LAT: sluice and the subscriber; S3LAT: sluice through a directory and through S3
+	lat_tools="native sluice"
+	[ "$1" = LAT ] && [ "$HAVE_NATS" = 1 ] && lat_tools="native sluice jetstream"
+	[ "$1" = S3LAT ] && lat_tools="sluice sluice_s3"
+	echo "== $1: pgbench -R $lat_rate for $lat_seconds s per run ($lat_tools)" >&2
 	lat_setup
 	local i tool order
 	for i in $(seq 1 "$runs"); do
-		order="native sluice"
-		[ $((i % 2)) -eq 0 ] && order="sluice native"
-		if [ "$HAVE_NATS" = 1 ]; then # JetStream first, between or last, by run
+		order=$lat_tools
+		[ $((i % 2)) -eq 0 ] && order=$(echo "$lat_tools" | awk '{ print $2, $1, $3 }')
+		case "$lat_tools" in
+		*jetstream*) # JetStream first, between or last, by run
+			order=$(echo "$order" | sed 's/ *jetstream//')
 			case $((i % 3)) in
 			1) order="$order jetstream" ;;
 			2) order="jetstream $order" ;;
 			0) order="${order% *} jetstream ${order##* }" ;;
 			esac
-		fi
+			;;
+		esac
 		for tool in $order; do
 			lat_run "$tool" "$i"
 		done
 	done
-	pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub SET (slot_name = NONE)" -c "DROP SUBSCRIPTION lat_sub" >/dev/null
+	[ "${lat_tools/native/}" = "$lat_tools" ] ||
+		pg_psql dst lat_native -c "ALTER SUBSCRIPTION lat_sub SET (slot_name = NONE)" -c "DROP SUBSCRIPTION lat_sub" >/dev/null
 	pg_psql src latdb -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'sl_lat_%'" >/dev/null
 }
 
@@ -517,8 +587,8 @@ bench_nats_capture() {
 }
 
 for wl in ${workloads//,/ }; do
-	if [ "$wl" = LAT ]; then
-		bench_latency
+	if [ "$wl" = LAT ] || [ "$wl" = S3LAT ]; then
+		bench_latency "$wl"
 	elif [ "$wl" = NC ]; then
 		bench_nats_capture
 	else
@@ -526,7 +596,7 @@ for wl in ${workloads//,/ }; do
 	fi
 done
 
-python3 - "$json" "$W/results" "$W/sizes" "$W/latency" "$quick" "$lat_rate" "$lat_seconds" "$W/natscap" "$scale" <<'PY'
+python3 - "$json" "$W/results" "$W/sizes" "$W/latency" "$quick" "$lat_rate" "$lat_seconds" "$s3_seconds" "$W/natscap" "$scale" <<'PY'
 import json, os, platform, statistics, subprocess, sys
 out, quick = sys.argv[1], sys.argv[5] == "1"
 rows = [l.split() for l in open(sys.argv[2])]
@@ -557,7 +627,10 @@ summary = {"quick": quick, "runs": None,
 def series(wl, tool, field):
     return [float(r[field]) for r in rows if r[0] == wl and r[1] == tool]
 
-wls = sorted({r[0] for r in rows})
+wls = sorted({r[0] for r in rows if r[1] == "recv"})
+s3wls = sorted({r[0] for r in rows if r[1] == "s3"})
+basewls = sorted({r[0] for r in rows if r[1] == "base"})
+awls = [wl for wl in wls if series(wl, "apply_native", 3)]
 if wls:
     print("Capture: draining the same slot contents (median of %d runs; ratio < 1: sluice faster)"
           % len(series(wls[0], "sluice", 3)))
@@ -571,11 +644,29 @@ for wl in wls:
                               "pg_recvlogical_cpu_s": series(wl, "recv", 4),
                               "sluice_cpu_s": series(wl, "sluice", 4)}
     print("%-4s %10d %11.2fs %11.2fs %7.2fx" % (wl, sizes[wl][0], med(rv), med(sl), ratio))
-if wls:
+if basewls:
+    print()
+    print("Capture into a directory: this build against --baseline-sluice (median; ratio > 1: this build slower)")
+    print("%-4s %12s %12s %8s" % ("", "baseline", "this build", "ratio"))
+for wl in basewls:
+    bs, sl = series(wl, "base", 3), series(wl, "sluice", 3)
+    summary.setdefault("capture_baseline", {})[wl] = {"baseline_s": bs, "sluice_s": sl, "ratio": med(sl) / med(bs)}
+    print("%-4s %11.2fs %11.2fs %7.2fx" % (wl, med(bs), med(sl), med(sl) / med(bs)))
+if s3wls:
+    print()
+    print("Capture into S3 (local s3rver, --ack remote) against a directory (median; ratio > 1: S3 slower)")
+    print("%-6s %12s %12s %8s %14s" % ("", "directory", "S3", "ratio", "CPU dir / S3"))
+for wl in s3wls:
+    d, t = series(wl, "sluice", 3), series(wl, "s3", 3)
+    summary.setdefault("capture_s3", {})[wl] = {"directory_s": d, "s3_s": t, "ratio": med(t) / med(d),
+                                                "directory_cpu_s": series(wl, "sluice", 4), "s3_cpu_s": series(wl, "s3", 4)}
+    print("%-6s %11.2fs %11.2fs %7.2fx %6.2f / %5.2f" % (wl, med(d), med(t), med(t) / med(d),
+          med(series(wl, "sluice", 4)), med(series(wl, "s3", 4))))
+if awls:
     print()
     print("Apply: catching up the same changes (median; ratio < 1: sluice faster)")
     print("%-4s %12s %12s %8s   %s" % ("", "subscriber", "sluice", "ratio", "target server CPU s: subscriber / sluice"))
-for wl in wls:
+for wl in awls:
     nv, sl = series(wl, "apply_native", 3), series(wl, "apply_sluice", 3)
     ratio = med(sl) / med(nv)
     summary["apply"][wl] = {"subscriber_s": nv, "sluice_s": sl, "median_subscriber_s": med(nv),
@@ -592,7 +683,7 @@ if wls:
           "capture", "recvlog.", "apply", "srv sluice", "srv native"))
 for wl in wls:
     changes, messages, store, raw, payload = sizes[wl]
-    per_m = lambda s: med(s) * 1e6 / changes if changes else 0.0
+    per_m = lambda s: med(s) * 1e6 / changes if changes and s else 0.0
     c = {"changes": changes, "pgoutput_messages": messages, "store_bytes": store,
          "bytes_per_change": store / changes if changes else 0.0, "record_bytes": raw,
          "compressed_bytes": payload, "compression_ratio": raw / payload if payload else 0.0,
@@ -612,7 +703,8 @@ if lats:
           % (sys.argv[6], sys.argv[7]))
     print("%-24s %5s %9s %9s %9s %9s %9s" % ("", "runs", "rows", "p50 ms", "p99 ms", "max ms", "tps"))
 for tool, name in (("sluice", "sluice capture + apply"), ("jetstream", "sluice via JetStream"),
-                   ("native", "logical replication")):
+                   ("native", "logical replication"),
+                   ("sluice_s3", "sluice through S3 (%s s)" % sys.argv[8])):
     t = [l for l in lats if l[0] == tool]
     if not t:
         continue
@@ -623,9 +715,9 @@ for tool, name in (("sluice", "sluice capture + apply"), ("jetstream", "sluice v
     summary["latency"][tool] = d
     print("%-24s %5d %9d %9.1f %9.1f %9.1f %9.0f" % (name, len(t), sum(r["rows"] for r in d["runs"]),
           d["median_p50_ms"], d["median_p99_ms"], d["median_max_ms"], d["median_tps"]))
-nc = [l.split() for l in open(sys.argv[8])]
+nc = [l.split() for l in open(sys.argv[9])]
 if nc:
-    inserts = 1000000 // int(sys.argv[9])
+    inserts = 1000000 // int(sys.argv[10])
     print()
     print("Capture into NATS JetStream vs a directory: %d transactions of 100 inserts"
           " (median of %d runs)" % (inserts // 100, len([l for l in nc if l[1] == "dir"])))

@@ -51,6 +51,38 @@ cli_parse_u64(const char *name, const char *text, uint64_t *out)
 	return true;
 }
 
+bool
+cli_parse_rate(const char *name, const char *text, uint64_t *rows, uint64_t *bytes)
+{
+	char rows_text[32];
+	const char *comma = strchr(text, ',');
+	size_t rl = comma ? (size_t)(comma - text) : strlen(text);
+	*rows = *bytes = 0;
+	bool ok = rl < sizeof(rows_text) && text[0] != '-' && (comma == NULL || comma[1] != '-');
+	if (ok) {
+		memcpy(rows_text, text, rl);
+		rows_text[rl] = '\0';
+		char *end = NULL;
+		errno = 0;
+		*rows = strtoull(rows_text, &end, 10);
+		ok = errno == 0 && end != rows_text && *end == '\0';
+	}
+	if (ok && comma != NULL) {
+		char *end = NULL;
+		errno = 0;
+		*bytes = strtoull(comma + 1, &end, 10);
+		ok = errno == 0 && end != comma + 1 && *end == '\0';
+	}
+	if (!ok || (*rows == 0 && *bytes == 0)) {
+		sluice_log_error("invalid %s \"%s\": expected ROWS[,BYTES] (row changes and bytes "
+				 "per second, e.g. 5000 or 5000,20000000 or 0,20000000; 0: no "
+				 "limit on that one, not both)",
+				 name, text);
+		return false;
+	}
+	return true;
+}
+
 sluice_trust *
 cli_load_trust(char **paths, size_t n)
 {

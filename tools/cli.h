@@ -19,6 +19,13 @@
 /* cli_parse_u64 parses a decimal number for option name; logs and returns false if bad. */
 bool cli_parse_u64(const char *name, const char *text, uint64_t *out);
 
+/*
+ * cli_parse_rate reads --max-rate ROWS[,BYTES]: row changes per second and,
+ * optionally, bytes per second (0: no limit on that one; not both 0). Logs
+ * and returns false if bad.
+ */
+bool cli_parse_rate(const char *name, const char *text, uint64_t *rows, uint64_t *bytes);
+
 /* cli_load_trust builds a trust set from .pub files; NULL after logging on failure. */
 sluice_trust *cli_load_trust(char **paths, size_t n);
 

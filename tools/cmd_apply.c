@@ -55,6 +55,7 @@ apply_help(FILE *f)
 		"                    [--origin NAME] [--retry-report SECONDS] [--max-age "
 		"DURATION]\n"
 		"                    [--at-least-once] [--max-txn-writes N]\n"
+		"                    [--max-rate ROWS[,BYTES]]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL, or a MongoDB stream into MongoDB (a\n"
 		"mongodb:// or mongodb+srv:// --target): every frame is authenticated before it\n"
@@ -134,6 +135,9 @@ apply_help(FILE *f)
 		"                           transaction with its progress (default 10000; 0:\n"
 		"                           never): a MongoDB transaction may not run long. The\n"
 		"                           parts are not atomic on the target\n"
+		"      --max-rate ROWS[,BYTES]  apply at most ROWS row changes and BYTES bytes\n"
+		"                           of records per second (0 lifts one of the two): the\n"
+		"                           target is spared and apply lags instead\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -164,6 +168,7 @@ cmd_apply(int argc, char **argv)
 		OPT_MAX_AGE,
 		OPT_AT_LEAST_ONCE,
 		OPT_MAX_TXN_WRITES,
+		OPT_MAX_RATE,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -187,11 +192,14 @@ cmd_apply(int argc, char **argv)
 		{"max-age", required_argument, NULL, OPT_MAX_AGE},
 		{"at-least-once", no_argument, NULL, OPT_AT_LEAST_ONCE},
 		{"max-txn-writes", required_argument, NULL, OPT_MAX_TXN_WRITES},
+		{"max-rate", required_argument, NULL, OPT_MAX_RATE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	sluice_apply_options o;
 	sluice_apply_default_options(&o);
+	sluice_rate rate;
+	sluice_rate_init(&rate, 0, 0);
 	const char *store_spec = NULL;
 	size_t cap = (size_t)argc + 1;
 	char **trust_paths = calloc(cap, sizeof(char *));
@@ -318,6 +326,14 @@ cmd_apply(int argc, char **argv)
 			o.retry_report_s = (int64_t)v;
 			break;
 		}
+		case OPT_MAX_RATE: {
+			uint64_t rows, bytes;
+			if (!cli_parse_rate("--max-rate", optarg, &rows, &bytes))
+				goto cleanup;
+			sluice_rate_init(&rate, rows, bytes);
+			o.rate = &rate;
+			break;
+		}
 		case OPT_MAX_AGE:
 			if (!cli_parse_duration("--max-age", optarg, &max_age_us))
 				goto cleanup;
@@ -362,6 +378,11 @@ cmd_apply(int argc, char **argv)
 		apply_check_age(store, trust, o.stream, max_age_us);
 	sluice_apply_stats st;
 	bool ok = sluice_apply_run(store, trust, &o, &st);
+	if (o.rate != NULL)
+		sluice_log_info("--max-rate: waited %.1f s in all for the limit of %" PRIu64
+				" row changes and %" PRIu64 " bytes per second (0: none)",
+				(double)o.rate->waited_ms / 1000, o.rate->rows_per_s,
+				o.rate->bytes_per_s);
 	if (max_age_us > 0)
 		apply_check_age(store, trust, o.stream, max_age_us);
 	if (o.dry_run) {

@@ -117,6 +117,12 @@ capture_help(FILE *f)
 		"                          origin (e.g. by sluice apply); off to prevent loops\n"
 		"      --messages          capture logical decoding messages\n"
 		"      --zstd-level L      compression level (default 1)\n"
+		"      --max-rate ROWS[,BYTES]  at most ROWS row changes (snapshot rows\n"
+		"                          included) and BYTES bytes of records per second;\n"
+		"                          0 lifts one of the two. Capture then waits and\n"
+		"                          lags (the source keeps the changes: the slot's WAL\n"
+		"                          or the oplog) instead of loading the source, the\n"
+		"                          store and the applies downstream\n"
 		"      --no-heartbeat      no heartbeat records while idle\n"
 		"      --status-interval S report progress to the server every S seconds\n"
 		"                          (default 10); idle captures confirm its position\n"
@@ -141,9 +147,13 @@ capture_default_name(const char *stream, char *out, size_t size)
 	}
 }
 
-/* capture_main parses the arguments (trust_paths has room for all) and runs capture. */
+/*
+ * capture_main parses the arguments (trust_paths has room for all) and runs
+ * capture; rate is where a --max-rate limit lives.
+ */
 static int
-capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const char **colls)
+capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const char **colls,
+	     sluice_rate *rate)
 {
 	enum {
 		OPT_SOURCE = 1000,
@@ -170,6 +180,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		OPT_COLLECTION,
 		OPT_FULL_DOCUMENT,
 		OPT_FULL_DOCUMENT_BEFORE,
+		OPT_MAX_RATE,
 	};
 	static const struct option opts[] = {
 		{"source", required_argument, NULL, OPT_SOURCE},
@@ -200,6 +211,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		{"collection", required_argument, NULL, OPT_COLLECTION},
 		{"full-document", required_argument, NULL, OPT_FULL_DOCUMENT},
 		{"full-document-before-change", required_argument, NULL, OPT_FULL_DOCUMENT_BEFORE},
+		{"max-rate", required_argument, NULL, OPT_MAX_RATE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -346,6 +358,14 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		case OPT_NO_PROGRESS:
 			o.progress = false;
 			break;
+		case OPT_MAX_RATE: {
+			uint64_t rows, bytes;
+			if (!cli_parse_rate("--max-rate", optarg, &rows, &bytes))
+				return SLUICE_EXIT_USAGE;
+			sluice_rate_init(rate, rows, bytes);
+			o.rate = rate;
+			break;
+		}
 		case OPT_STATUS_INTERVAL: {
 			uint64_t v;
 			if (!cli_parse_u64("--status-interval", optarg, &v) || v == 0 || v > 3600)
@@ -430,6 +450,11 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 			ok ? "stopped" : "failed", st.transactions, st.first_txseq, st.last_txseq,
 			st.changes, st.skipped_origin, st.skipped_duplicate, st.reconnects,
 			mongodb ? "last position" : "acknowledged", st.position);
+	if (o.rate != NULL)
+		sluice_log_info("--max-rate: waited %.1f s in all for the limit of %" PRIu64
+				" row changes and %" PRIu64 " bytes per second (0: none)",
+				(double)o.rate->waited_ms / 1000, o.rate->rows_per_s,
+				o.rate->bytes_per_s);
 	rc = ok ? SLUICE_EXIT_OK : SLUICE_EXIT_FAILURE;
 
 cleanup:
@@ -447,7 +472,9 @@ cmd_capture(int argc, char **argv)
 	const char **colls = calloc((size_t)argc + 1, sizeof(char *));
 	if (trust_paths == NULL || dbs == NULL || colls == NULL)
 		abort();
-	int rc = capture_main(argc, argv, trust_paths, dbs, colls);
+	sluice_rate rate;
+	sluice_rate_init(&rate, 0, 0);
+	int rc = capture_main(argc, argv, trust_paths, dbs, colls, &rate);
 	free(trust_paths);
 	free(dbs);
 	free(colls);

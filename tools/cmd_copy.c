@@ -28,8 +28,9 @@ copy_help(FILE *f)
 		"authenticated and chain-checked on the way; a segment that does not verify is\n"
 		"not copied. Segments the destination already holds are skipped, so a copy can\n"
 		"be repeated or resumed; a destination segment is never replaced (one with other\n"
-		"contents is an error). The open (unsealed) segment of a live stream is copied\n"
-		"once it is sealed.\n"
+		"contents is an error; one that holds only the segment's start, a partial\n"
+		"upload a server kept, is completed). The open (unsealed) segment of a live\n"
+		"stream is copied once it is sealed.\n"
 		"\n"
 		"Options:\n"
 		"      --from STORE     store to read\n"
@@ -63,6 +64,17 @@ copy_contains(const uint64_t *list, size_t n, uint64_t v)
 			hi = mid;
 	}
 	return false;
+}
+
+/* copy_dest_size reads the size of segment first in the destination. */
+static bool
+copy_dest_size(sluice_store *to, const char *stream, uint64_t first, uint64_t *size)
+{
+	sluice_segment *seg = NULL;
+	bool ok = sluice_store_segment_open(to, stream, first, false, false, &seg) &&
+		  sluice_segment_size(seg, size);
+	sluice_segment_close(seg);
+	return ok;
 }
 
 typedef enum copy_status {
@@ -148,12 +160,22 @@ copy_segment(sluice_store *from, sluice_store *to, const char *stream, uint64_t 
 		if (f.hdr.flags & SLUICE_FRAME_SEAL)
 			sealed = true;
 	}
-	if (skip) {
-		result = COPY_DONE;
-		goto cleanup;
-	}
 	/* The verified length: a sealed segment ends at its seal. */
 	uint64_t size = sluice_scan_offset(scan);
+	if (skip) {
+		/*
+		 * A segment of the same size is this one (the put below compares
+		 * bytes); another size is a partial upload a server kept, or
+		 * another writer's: the put completes the one and refuses the other.
+		 */
+		uint64_t have = 0;
+		if (!copy_dest_size(to, stream, first, &have))
+			goto cleanup;
+		if (have == size) {
+			result = COPY_DONE;
+			goto cleanup;
+		}
+	}
 	sluice_buf_reserve(&bytes, (size_t)size);
 	size_t got = 0;
 	if (!sluice_segment_read(seg, 0, bytes.data, (size_t)size, &got))
@@ -164,7 +186,10 @@ copy_segment(sluice_store *from, sluice_store *to, const char *stream, uint64_t 
 	}
 	bytes.len = got;
 	if (!sluice_store_segment_put(to, stream, first, bytes.data, bytes.len)) {
-		result = COPY_PROBLEM;
+		/* Refused (another segment is there), or the store failed. */
+		bool there = false;
+		if (sluice_store_segment_probe(to, stream, first, &there) && there)
+			result = COPY_PROBLEM;
 		goto cleanup;
 	}
 	sluice_log_info("copied segment %s (%" PRIu64 " bytes, txseq %" PRIu64 "..%" PRIu64 ")",

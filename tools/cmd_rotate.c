@@ -17,7 +17,7 @@ rotate_help(FILE *f)
 {
 	fprintf(f,
 		"Usage: sluice rotate-key --store S --stream NAME --key OLD.key --next NEW.pub\n"
-		"                         [--trust EARLIER.pub ...] [--reason TEXT]\n"
+		"                         [--trust EARLIER.pub ...] [--reason TEXT] [--spool DIR]\n"
 		"\n"
 		"Hand the stream over from its key in force (OLD.key) to a successor: append\n"
 		"one frame, signed by OLD.key, holding only a key handover that names NEW.pub,\n"
@@ -27,16 +27,20 @@ rotate_help(FILE *f)
 		"only the root key; readers that start in a later segment need the key in\n"
 		"force there (give --trust NEW.pub too). Run it while no capture writes the\n"
 		"stream (it takes the stream's writer lock). The secret key of NEW is not\n"
-		"needed here.\n"
+		"needed here. With an S3 store, the handover goes into the spool's open\n"
+		"segment (--spool: give the spool capture uses, so the restarted capture\n"
+		"continues that segment); readers of the bucket see it when capture seals it.\n"
 		"\n"
 		"Options:\n"
-		"  -s, --store S         store: a directory PATH or file://PATH\n"
+		"  -s, --store S         store: a directory PATH, file://PATH or "
+		"s3://BUCKET/PREFIX\n"
 		"  -n, --stream NAME     stream name\n"
 		"  -k, --key OLD.key     secret key in force (it must sign the handover)\n"
 		"      --next NEW.pub    public key of the successor (sluice keygen)\n"
 		"  -t, --trust PUB       earlier key of the stream, for reading its newest\n"
 		"                        segment when OLD was itself handed over to (repeatable)\n"
 		"      --reason TEXT     recorded in the handover for operators\n"
+		"      --spool DIR       S3: the spool of the stream's capture (capture --spool)\n"
 		"  -h, --help            show this help\n"
 		"\n"
 		"Exit status: 0 handed over, 2 usage error, 3 failure (keys, store, lock, or\n"
@@ -47,7 +51,7 @@ rotate_help(FILE *f)
 static int
 rotate_main(int argc, char **argv, char **trust_paths)
 {
-	enum { OPT_NEXT = 256, OPT_REASON };
+	enum { OPT_NEXT = 256, OPT_REASON, OPT_SPOOL };
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
 		{"stream", required_argument, NULL, 'n'},
@@ -55,11 +59,13 @@ rotate_main(int argc, char **argv, char **trust_paths)
 		{"next", required_argument, NULL, OPT_NEXT},
 		{"trust", required_argument, NULL, 't'},
 		{"reason", required_argument, NULL, OPT_REASON},
+		{"spool", required_argument, NULL, OPT_SPOOL},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *store_spec = NULL, *stream = NULL, *key_path = NULL, *next_path = NULL;
 	const char *reason = NULL;
+	sluice_store_options store_options = {0};
 	size_t ntrust = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "s:n:k:t:h", opts, NULL)) != -1) {
@@ -81,6 +87,9 @@ rotate_main(int argc, char **argv, char **trust_paths)
 			break;
 		case OPT_REASON:
 			reason = optarg;
+			break;
+		case OPT_SPOOL:
+			store_options.spool = optarg;
 			break;
 		case 'h':
 			rotate_help(stdout);
@@ -109,7 +118,7 @@ rotate_main(int argc, char **argv, char **trust_paths)
 		goto cleanup;
 	if (!sluice_key_load(key_path, &key))
 		goto cleanup;
-	if (!sluice_store_open(store_spec, &store))
+	if (!sluice_store_open_with(store_spec, &store_options, &store))
 		goto cleanup;
 	sluice_writer_options wo = sluice_writer_default_options();
 	wo.trust = trust;

@@ -44,6 +44,8 @@ run_help(FILE *f)
 		"progress durable; SIGHUP reloads the file and restarts only the pipelines whose\n"
 		"settings (or secrets) changed; a file with errors is refused and the running\n"
 		"configuration kept.\n"
+		"\"sluice status --config FILE\" shows each pipeline's position, lag and health,\n"
+		"from this process's /status or, when it does not run, from the stores.\n"
 		"Exit status: 0 every pipeline stopped cleanly (--once: caught up), 2 usage error\n"
 		"or a configuration with errors, 3 a pipeline could not run.\n");
 }

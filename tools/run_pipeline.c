@@ -126,9 +126,8 @@ run_apply_report(void *arg, const sluice_apply_stats *s)
 	run_send(c, s->connected ? SLUICE_PIPELINE_RUNNING : SLUICE_PIPELINE_RECONNECTING);
 }
 
-/* run_default_name makes sluice_<stream> usable as a slot name (as capture does). */
-static void
-run_default_name(const char *stream, char *out, size_t size)
+void
+run_pipeline_default_name(const char *stream, char *out, size_t size)
 {
 	snprintf(out, size, "sluice_%s", stream);
 	for (char *p = out; *p; p++) {
@@ -138,14 +137,9 @@ run_default_name(const char *stream, char *out, size_t size)
 	}
 }
 
-/*
- * run_store_open opens the pipeline's store; S3 credentials named in the
- * configuration go into this child's environment, where the backend reads
- * them (nothing else runs in this process).
- */
-static bool
-run_store_open(const sluice_config *cfg, const sluice_config_pipeline *pl, bool writing,
-	       sluice_store **store, int64_t *segment_seconds)
+bool
+run_pipeline_store_open(const sluice_config *cfg, const sluice_config_pipeline *pl, bool writing,
+			sluice_store **store, int64_t *segment_seconds)
 {
 	const sluice_config_store *s = sluice_config_store_find(cfg, pl->store);
 	const struct {
@@ -178,8 +172,8 @@ run_store_open(const sluice_config *cfg, const sluice_config_pipeline *pl, bool 
 	return sluice_store_open_with(s->url, &so, store);
 }
 
-static sluice_trust *
-run_trust(const sluice_config *cfg, const sluice_config_pipeline *pl)
+sluice_trust *
+run_pipeline_trust(const sluice_config *cfg, const sluice_config_pipeline *pl)
 {
 	sluice_trust *t = sluice_trust_create();
 	for (size_t i = 0; i < pl->trust.n; i++) {
@@ -233,8 +227,8 @@ run_capture(run_child *c, const sluice_config *cfg, const char *conn, bool once,
 	o.source = conn;
 	o.stream = pl->stream;
 	o.node = pl->node ? pl->node : pl->stream;
-	run_default_name(pl->stream, slot, sizeof(slot));
-	run_default_name(pl->stream, pub, sizeof(pub));
+	run_pipeline_default_name(pl->stream, slot, sizeof(slot));
+	run_pipeline_default_name(pl->stream, pub, sizeof(pub));
 	o.slot = pl->slot ? pl->slot : slot;
 	o.publication = pl->publication ? pl->publication : pub;
 	o.create = pl->create;
@@ -284,14 +278,14 @@ run_capture(run_child *c, const sluice_config *cfg, const char *conn, bool once,
 	int64_t segment_seconds;
 	const sluice_config_key *k = sluice_config_key_find(cfg, pl->key);
 	if (pl->trust.n > 0) {
-		trust = run_trust(cfg, pl);
+		trust = run_pipeline_trust(cfg, pl);
 		if (trust == NULL)
 			goto cleanup;
 		o.writer.trust = trust;
 	}
 	if (!sluice_key_load(k->secret_file, &key))
 		goto cleanup;
-	if (!run_store_open(cfg, pl, true, &store, &segment_seconds))
+	if (!run_pipeline_store_open(cfg, pl, true, &store, &segment_seconds))
 		goto cleanup;
 	if (segment_seconds < 0)
 		segment_seconds = sluice_store_caps_get(store)->append_visible ? 0 : 2;
@@ -361,8 +355,8 @@ run_apply(run_child *c, const sluice_config *cfg, const char *conn, bool once,
 	int rc = SLUICE_EXIT_FAILURE;
 	sluice_store *store = NULL;
 	int64_t segment_seconds;
-	sluice_trust *trust = run_trust(cfg, pl);
-	if (trust == NULL || !run_store_open(cfg, pl, false, &store, &segment_seconds))
+	sluice_trust *trust = run_pipeline_trust(cfg, pl);
+	if (trust == NULL || !run_pipeline_store_open(cfg, pl, false, &store, &segment_seconds))
 		goto cleanup;
 	run_send(c, SLUICE_PIPELINE_STARTING);
 	sluice_apply_stats st;

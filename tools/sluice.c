@@ -12,6 +12,7 @@
 #include "cmd_keygen.h"
 #include "cmd_rotate.h"
 #include "cmd_run.h"
+#include "cmd_status.h"
 #include "cmd_verify.h"
 #include "log.h"
 
@@ -34,6 +35,7 @@ static const sluice_command sluice_commands[] = {
 	{"verify", cmd_verify, "check every frame, the chain and txseq density of a stream"},
 	{"inspect", cmd_inspect, "list segments and frames, or print records"},
 	{"run", cmd_run, "run the pipelines of a configuration file, with metrics and health"},
+	{"status", cmd_status, "show each pipeline's position, head, lag and health"},
 	{"copy", cmd_copy, "copy the sealed segments of a stream between stores, verified"},
 	{"bench-codec", cmd_bench_codec, "measure encode and decode throughput of the codec"},
 };

@@ -1371,3 +1371,57 @@ sluice_mongo_target_create(sluice_apply_ctx *ctx)
 	t->stats = sluice_apply_ctx_stats(ctx);
 	return &t->base;
 }
+
+bool
+sluice_mongo_target_progress_read(const sluice_apply_options *o, uint64_t *txseq, bool *found)
+{
+	*txseq = 0;
+	*found = false;
+	sluice_mongo_init();
+	mongoc_uri_t *uri = sluice_mongo_uri(o->target, "sluice-status");
+	if (uri == NULL)
+		return false;
+	char hosts[512];
+	sluice_mongo_hosts(uri, hosts, sizeof(hosts));
+	bson_error_t err;
+	bool ok = false;
+	mongoc_collection_t *progress = NULL;
+	mongoc_cursor_t *cur = NULL;
+	mongoc_client_t *client = mongoc_client_new_from_uri_with_error(uri, &err);
+	if (client == NULL) {
+		sluice_log_error("MongoDB client for %s: %s", hosts, sluice_mongo_error_text(&err));
+		goto cleanup;
+	}
+	mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
+	progress =
+		mongoc_client_get_collection(client, SLUICE_MONGO_LOCAL_DB, SLUICE_MONGO_PROGRESS);
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+	BSON_APPEND_UTF8(&filter, "_id", o->stream);
+	BSON_APPEND_INT64(&opts, "limit", 1);
+	cur = mongoc_collection_find_with_opts(progress, &filter, &opts, NULL);
+	bson_destroy(&filter);
+	bson_destroy(&opts);
+	const bson_t *doc;
+	bson_iter_t it;
+	if (mongoc_cursor_next(cur, &doc)) {
+		*found = true;
+		if (bson_iter_init_find(&it, doc, "txseq") &&
+		    (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) &&
+		    bson_iter_as_int64(&it) >= 0)
+			*txseq = (uint64_t)bson_iter_as_int64(&it);
+	}
+	if (mongoc_cursor_error(cur, &err)) {
+		sluice_log_error("cannot read the progress of stream \"%s\" on the MongoDB "
+				 "target at %s: %s",
+				 o->stream, hosts, sluice_mongo_error_text(&err));
+		goto cleanup;
+	}
+	ok = true;
+
+cleanup:
+	mongoc_cursor_destroy(cur);
+	mongoc_collection_destroy(progress);
+	mongoc_client_destroy(client);
+	mongoc_uri_destroy(uri);
+	return ok;
+}

@@ -2129,35 +2129,47 @@ pgt_origin_marker(const char *origin, char *marker, size_t size)
 }
 
 /*
- * pgt_default_origin names the origin when --origin is not given:
+ * pgt_origin_default names the origin when --origin is not given:
  * sluice_<stream>@<database>, so that a second database of the same cluster
  * (a point-in-time replay next to a live copy) gets its own progress. An
  * origin sluice_<stream> (the name before this default) that this database
- * owns keeps being used, so no progress is lost on upgrade.
+ * owns keeps being used, so no progress is lost on upgrade. *legacy tells
+ * which one it is.
  */
 static bool
-pgt_default_origin(pgt *a)
+pgt_origin_default(PGconn *conn, const char *stream, char *out, size_t size, bool *legacy_used)
 {
 	char legacy[600], marker[128];
-	snprintf(legacy, sizeof(legacy), "sluice_%s", a->o->stream);
+	snprintf(legacy, sizeof(legacy), "sluice_%s", stream);
 	pgt_origin_marker(legacy, marker, sizeof(marker));
 	const char *params[2] = {legacy, marker};
 	PGresult *res = sluice_pg_query(
-		a->conn,
+		conn,
 		"SELECT current_database(), pg_replication_origin_oid($1) IS NOT NULL AND "
 		"coalesce(current_setting($2, true), '') = 'owner'",
 		2, params);
 	if (res == NULL)
 		return false;
-	if (PQgetvalue(res, 0, 1)[0] == 't') {
-		snprintf(a->origin, sizeof(a->origin), "%s", legacy);
+	*legacy_used = PQgetvalue(res, 0, 1)[0] == 't';
+	if (*legacy_used)
+		snprintf(out, size, "%s", legacy);
+	else
+		snprintf(out, size, "sluice_%s@%s", stream, PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return true;
+}
+
+/* pgt_default_origin sets a->origin to the default origin (pgt_origin_default). */
+static bool
+pgt_default_origin(pgt *a)
+{
+	bool legacy = false;
+	if (!pgt_origin_default(a->conn, a->o->stream, a->origin, sizeof(a->origin), &legacy))
+		return false;
+	if (legacy)
 		sluice_log_info("using replication origin \"%s\", which this database already "
 				"owns (named before the default included the database)",
-				legacy);
-	} else
-		snprintf(a->origin, sizeof(a->origin), "sluice_%s@%s", a->o->stream,
-			 PQgetvalue(res, 0, 0));
-	PQclear(res);
+				a->origin);
 	return true;
 }
 
@@ -2501,4 +2513,42 @@ sluice_pg_target_create(sluice_apply_ctx *ctx)
 		snprintf(a->origin, sizeof(a->origin), "%s",
 			 a->o->origin); /* else named at set-up */
 	return &a->base;
+}
+
+bool
+sluice_pg_target_progress_read(const sluice_apply_options *o, uint64_t *txseq, bool *found)
+{
+	*txseq = 0;
+	*found = false;
+	char origin[640];
+	bool legacy = false;
+	PGconn *conn = sluice_pg_connect(o->target, false, "the target");
+	if (conn == NULL)
+		return false;
+	bool ok = false;
+	PGresult *res = NULL;
+	if (o->origin != NULL)
+		snprintf(origin, sizeof(origin), "%s", o->origin);
+	else if (!pgt_origin_default(conn, o->stream, origin, sizeof(origin), &legacy))
+		goto cleanup;
+	/* Read only: no origin is created, and its progress is not flushed. */
+	const char *params[1] = {origin};
+	res = sluice_pg_query(conn,
+			      "SELECT pg_replication_origin_progress(roname, false) FROM "
+			      "pg_replication_origin WHERE roname = $1",
+			      1, params);
+	if (res == NULL)
+		goto cleanup;
+	uint64_t lsn = 0;
+	if (PQntuples(res) == 1) {
+		*found = true;
+		if (!PQgetisnull(res, 0, 0) && sluice_pg_lsn_parse(PQgetvalue(res, 0, 0), &lsn))
+			*txseq = lsn;
+	}
+	ok = true;
+
+cleanup:
+	PQclear(res);
+	PQfinish(conn);
+	return ok;
 }

@@ -465,6 +465,7 @@ mongo_copy_collection(mongo *s, sluice_writer *w, const char *db, const char *co
 			sluice_record rec = SLUICE__V1__RECORD__INIT;
 			rec.body_case = SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW;
 			rec.snapshot_row = &row;
+			sluice_rate_take(s->o->rate, 1, doc->len, s->o->stop);
 			if (!sluice_writer_append(w, &rec)) {
 				mongoc_cursor_destroy(cur);
 				mongoc_collection_destroy(c);

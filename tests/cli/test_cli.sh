@@ -35,6 +35,20 @@ done
 "$SLUICE" frobnicate 2>/dev/null; check "unknown command" 2 $?
 "$SLUICE" verify --store "$T/s" 2>/dev/null; check "verify without stream" 2 $?
 
+# sluice status: usage, a configuration with errors; --max-rate syntax
+"$SLUICE" status --help >"$T/help.txt"; check "status --help" 0 $?
+assert "status --help names its exit statuses" grep -q "4 sluice run did not answer" "$T/help.txt"
+"$SLUICE" status 2>/dev/null; check "status without --config" 2 $?
+printf 'pipelines:\n  x:\n    apply: {store: nowhere}\n' >"$T/bad.yaml"
+"$SLUICE" status --config "$T/bad.yaml" 2>"$T/err.txt"; check "status of a bad configuration" 2 $?
+assert "status names the line of a problem" grep -q "bad.yaml:3:" "$T/err.txt"
+for r in x 0 0,0 -5 5,-1 5, ,5; do
+	"$SLUICE" capture --max-rate "$r" --source x --store "$T/s" --stream s --key k 2>/dev/null
+	check "capture --max-rate $r" 2 $?
+	"$SLUICE" apply --max-rate "$r" --target x --store "$T/s" --stream s --trust k 2>/dev/null
+	check "apply --max-rate $r" 2 $?
+done
+
 # keygen: secret key 0600, public key, id printed, no silent overwrite
 id=$("$SLUICE" keygen --out "$T/a" 2>/dev/null)
 check "keygen" 0 $?

@@ -20,6 +20,9 @@ Also a quiet source: two documents, then --snapshot --exit-when-caught-up:
 the stream holds the snapshot and nothing else (the last write, at the
 snapshot's cluster time T, is in the copy; the change stream starts just
 after T).
+And a throttled copy: --snapshot --max-rate 200 of 1,000 documents takes at
+least ~4 s (a burst of one second), logs the time it waited, and holds every
+document.
 """
 import os
 import re
@@ -59,10 +62,30 @@ def quiet(t, client):
         client.drop_database(db)
 
 
+def throttled(t, client):
+    db = "sluicet_snr" + t.tag
+    client[db].c.insert_many([{"_id": k, "pad": "r" * 100} for k in range(1000)])
+    cap = t.capture("snr", "--db", db, "--snapshot", "--max-rate", "200")
+    t0 = time.time()
+    rc = cap.run("--exit-when-caught-up", timeout=120)
+    took = time.time() - t0
+    t.check("throttled snapshot: exits 0", rc == 0, cap.tail())
+    t.check("throttled snapshot: 1000 documents at 200/s take >= 3.5 s", took >= 3.5, took)
+    m = re.search(r"--max-rate: waited ([0-9.]+) s in all", cap.log_text())
+    t.check("throttled snapshot: the wait is logged", m and float(m.group(1)) >= 3, cap.tail())
+    txns = t.txns("snr")
+    t.check("throttled snapshot: every document copied",
+            txns and txns[0].kind == "snapshot" and len(txns[0].changes) == 1000,
+            [len(x.changes) for x in txns[:1]])
+    if t.real_uri:
+        client.drop_database(db)
+
+
 def main():
     t = mt.Test("mongo_capture_snapshot", __doc__)
     client = t.deployment()
     quiet(t, client)
+    throttled(t, client)
     db = "sluicet_sn" + t.tag
     dbs = [db, db + "_b"]
     keep = lambda ns: (ns or "").split(".", 1)[0] in dbs  # noqa: E731

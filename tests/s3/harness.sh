@@ -9,12 +9,18 @@
 #   s3_key NAME STREAM SEG   the object key of segment SEG of STREAM in store NAME
 #   s3_curl METHOD KEY ARGS  a signed request (curl --aws-sigv4) on an object
 #   s3_stop / s3_restart     stop s3rver / start it again on the same port and data
+#   fp_start                 the fault-injecting proxy (faultproxy.py) in front of
+#                            a local s3rver (exits 77 with SLUICE_TEST_S3_URL):
+#                            FP_ENDPOINT, FP_LOG (one line per fault injected)
+#   fp_rules JSON            replace the proxy's fault schedule (see faultproxy.py)
+#   fp_store NAME [QUERY]    like s3_store, through the proxy
 #
 # s3rver has no conditional writes (If-None-Match): the tests against it exercise
 # the fencing that does not rely on them (the lease object, the look before writing).
 
 S3_PID=""
 S3_LOCAL=0
+FP_PID=""
 
 s3_parse_url() { # s3_parse_url URL: sets S3_BUCKET, S3_PREFIX, S3_QUERY
 	local rest=${1#s3://}
@@ -51,7 +57,7 @@ s3_start() {
 	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 	unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL
 	s3_launch || return 1
-	trap 's3_stop; pg_harness_cleanup' EXIT
+	trap 'fp_stop; s3_stop; pg_harness_cleanup' EXIT
 }
 
 s3_launch() {
@@ -105,4 +111,45 @@ s3_curl() {
 	curl -sS -f --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
 		${AWS_SESSION_TOKEN:+-H "x-amz-security-token: $AWS_SESSION_TOKEN"} \
 		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X "$method" "$S3_ENDPOINT/$S3_BUCKET/$key" "$@"
+}
+
+fp_start() {
+	if [ "$S3_LOCAL" != 1 ]; then
+		echo "SKIP: the fault proxy needs the local s3rver (SLUICE_TEST_S3_URL is set)"
+		exit 77
+	fi
+	FP_RULES=$PG_HARNESS_DIR/faults.json
+	FP_LOG=$PG_HARNESS_DIR/faults.log
+	echo '{"rules": []}' >"$FP_RULES"
+	: >"$FP_LOG"
+	python3 "$(dirname "${BASH_SOURCE[0]}")/faultproxy.py" --upstream "127.0.0.1:$S3_PORT" \
+		--rules "$FP_RULES" --log "$FP_LOG" >"$PG_HARNESS_DIR/faultproxy.out" 2>&1 &
+	FP_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		FP_PORT=$(sed -n 's/^listening on //p' "$PG_HARNESS_DIR/faultproxy.out")
+		[ -n "$FP_PORT" ] && break
+		sleep 0.1
+	done
+	[ -n "$FP_PORT" ] || {
+		cat "$PG_HARNESS_DIR/faultproxy.out" >&2
+		return 1
+	}
+	FP_ENDPOINT=http://127.0.0.1:$FP_PORT
+}
+
+fp_stop() {
+	if [ -n "$FP_PID" ]; then
+		kill "$FP_PID" 2>/dev/null
+		wait "$FP_PID" 2>/dev/null
+		FP_PID=""
+	fi
+}
+
+fp_rules() { # replaced at once: the proxy reads the file on every request
+	printf '%s\n' "$1" >"$FP_RULES.tmp" && mv "$FP_RULES.tmp" "$FP_RULES"
+}
+
+fp_store() {
+	printf 's3://%s/%s?endpoint=%s%s' "$S3_BUCKET" "$(s3_prefix "$1")" "$FP_ENDPOINT" "${2:+&$2}"
 }

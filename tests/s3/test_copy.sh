@@ -4,7 +4,7 @@
 #     time); copying again copies nothing (idempotent); verify and inspect read S3.
 #  2. tampered, deleted and reordered (swapped) objects are refused by verify and
 #     by copy; an object with other bytes at a segment's key is never replaced
-#     (copy skips names the destination lists; verify refuses the object).
+#     (copy stops there with exit 1; verify refuses the object).
 #  3. errors retrying cannot fix name the bucket and the HTTP status: a missing
 #     bucket; a server that is down is retried, then named.
 # Usage: test_copy.sh SLUICE
@@ -78,6 +78,8 @@ W2=$(s3_store other)
 "$SLUICE" copy --from "$SRC" --to "$W2" --stream bench "${TRUST[@]}" --until-txseq 1 2>/dev/null || die "copy --until-txseq"
 s3_curl PUT "$(s3_key other bench "${SEGS[1]}")" --data-binary "not a segment" -o /dev/null || die "PUT"
 "$SLUICE" copy --from "$SRC" --to "$W2" --stream bench "${TRUST[@]}" 2>"$W/c-other.log"
+[ $? = 1 ] && grep -q "already exists with other contents" "$W/c-other.log"
+check "copy stops at an object with other contents at a segment's key (exit 1)"
 [ "$(s3_curl GET "$(s3_key other bench "${SEGS[1]}")")" = "not a segment" ]
 check "copy never replaces an object at a segment's key"
 "$SLUICE" verify --store "$W2" --stream bench "${TRUST[@]}" >/dev/null 2>&1

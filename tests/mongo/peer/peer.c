@@ -147,6 +147,7 @@ typedef struct {
 	size_t n, cap;
 	bool images;      /* changeStreamPreAndPostImages.enabled: writes keep the pre-image */
 	uint64_t created; /* the stamp when this collection came to be under its name */
+	uint64_t mod;     /* the stamp of its newest write (created at first) */
 	/* Real collections: the latest MPEER_TOMBS_MAX deletions, a ring in stamp order. */
 	mpeer_tomb *tombs; /* owned */
 	size_t tomb_head, tomb_n, tomb_cap;
@@ -183,7 +184,7 @@ mpeer_coll_new(const char *db, const char *name)
 		return NULL;
 	bson_strncpy(c->db, db, sizeof c->db);
 	bson_strncpy(c->name, name, sizeof c->name);
-	c->created = ++mpeer_wstamp;
+	c->created = c->mod = ++mpeer_wstamp;
 	return c;
 }
 
@@ -228,7 +229,7 @@ mpeer_coll_push(mpeer_coll *c, bson_t *doc)
 		c->stamps = st;
 		c->cap = cap;
 	}
-	c->stamps[c->n] = ++mpeer_wstamp;
+	c->stamps[c->n] = c->mod = ++mpeer_wstamp;
 	c->docs[c->n++] = doc;
 	return true;
 }
@@ -239,7 +240,7 @@ mpeer_coll_set(mpeer_coll *c, size_t i, bson_t *doc)
 {
 	bson_destroy(c->docs[i]);
 	c->docs[i] = doc;
-	c->stamps[i] = ++mpeer_wstamp;
+	c->stamps[i] = c->mod = ++mpeer_wstamp;
 }
 
 static bson_t *mpeer_key_of(const bson_t *doc);
@@ -283,7 +284,7 @@ mpeer_coll_tomb(mpeer_coll *c, const bson_t *doc, uint64_t stamp)
 static void
 mpeer_coll_remove(mpeer_coll *c, size_t i)
 {
-	uint64_t stamp = ++mpeer_wstamp;
+	uint64_t stamp = c->mod = ++mpeer_wstamp;
 	if (!c->is_copy)
 		mpeer_coll_tomb(c, c->docs[i], stamp);
 	bson_destroy(c->docs[i]);
@@ -1355,8 +1356,8 @@ mpeer_txn_conflict(const mpeer_coll *copy, const bson_value_t *id)
 	const mpeer_coll *real = mpeer_find_coll(copy->db, copy->name);
 	if ((real ? real->created : 0) != copy->src_created)
 		return true;
-	if (real == NULL)
-		return false;
+	if (real == NULL || real->mod <= copy->snap)
+		return false; /* nothing written there since the snapshot: no lookup */
 	ssize_t i = mpeer_find_by_id(real, id);
 	if (i >= 0)
 		return real->stamps[i] > copy->snap;

@@ -1,0 +1,38 @@
+/* Query parameters of store URIs. */
+#include "query.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool
+sluice_store_query_param(const char *query, const char *name, char *out, size_t cap)
+{
+	size_t nlen = strlen(name);
+	const char *p = query;
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, '&');
+		size_t plen = end ? (size_t)(end - p) : strlen(p);
+		if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			size_t n = 0;
+			for (size_t i = nlen + 1; i < plen && n + 1 < cap; i++) {
+				char c = p[i];
+				if (c == '%' && i + 2 < plen) {
+					char hex[3] = {p[i + 1], p[i + 2], 0};
+					char *e = NULL;
+					long v = strtol(hex, &e, 16);
+					if (e == hex + 2) {
+						out[n++] = (char)v;
+						i += 2;
+						continue;
+					}
+				}
+				out[n++] = c;
+			}
+			if (cap > 0)
+				out[n] = '\0';
+			return true;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
