@@ -189,6 +189,8 @@ sup_apply_config(sup *s, const sluice_config *c, int memfd)
 			s->pipelines[i].removed = true;
 			sluice_log_info("pipeline \"%s\" is no longer configured: stopping it",
 					s->pipelines[i].view.name);
+			if (s->pipelines[i].pid > 0)
+				kill(s->pipelines[i].pid, SIGTERM);
 		}
 	for (size_t k = 0; k < c->npipelines; k++) {
 		const sluice_config_pipeline *pl = &c->pipelines[k];

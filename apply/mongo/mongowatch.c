@@ -269,8 +269,16 @@ sluice_mongo_watch_catch_up(sluice_mongo_watch *w, bson_error_t *err, bson_t *re
 		const bson_t *doc;
 		while (mongoc_change_stream_next(w->cs, &doc)) {
 			bool marker;
-			if (!watch_event(w, doc, &marker, err))
-				return false; /* the event is handled again after a retry */
+			if (!watch_event(w, doc, &marker, err)) {
+				/*
+				 * The cursor has moved past this event: reopen at the
+				 * last event handled (w->resume), so that the retry
+				 * handles this one again instead of skipping it.
+				 */
+				mongoc_change_stream_destroy(w->cs);
+				w->cs = NULL;
+				return false;
+			}
 			const bson_t *tok = mongoc_change_stream_get_resume_token(w->cs);
 			if (tok != NULL) {
 				if (w->resume != NULL)
