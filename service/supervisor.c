@@ -276,8 +276,10 @@ sup_start(sup *s, sup_pipeline *p)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
-		/* fds 3 and 4, whatever numbers the originals have (dup2 clears CLOEXEC) */
-		int m = fcntl(p->memfd, F_DUPFD, 10), w = fcntl(fds[1], F_DUPFD, 10);
+		/* fds 3 and 4, whatever numbers the originals have (dup2 clears CLOEXEC; the
+		   copies at 10 and up keep it, so the child holds no extra descriptors) */
+		int m = fcntl(p->memfd, F_DUPFD_CLOEXEC, 10),
+		    w = fcntl(fds[1], F_DUPFD_CLOEXEC, 10);
 		if (m < 0 || w < 0 || dup2(m, 3) < 0 || dup2(w, 4) < 0)
 			_exit(3);
 		execv(s->exe, argv);

@@ -1,6 +1,7 @@
 /* Query parameters of store URIs. */
 #include "query.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,15 +17,14 @@ sluice_store_query_param(const char *query, const char *name, char *out, size_t 
 			size_t n = 0;
 			for (size_t i = nlen + 1; i < plen && n + 1 < cap; i++) {
 				char c = p[i];
-				if (c == '%' && i + 2 < plen) {
+				if (c == '%' && i + 2 < plen && isxdigit((unsigned char)p[i + 1]) &&
+				    isxdigit((unsigned char)p[i + 2]) &&
+				    (p[i + 1] != '0' || p[i + 2] != '0')) {
+					/* two hex digits only; %00 would cut the value short */
 					char hex[3] = {p[i + 1], p[i + 2], 0};
-					char *e = NULL;
-					long v = strtol(hex, &e, 16);
-					if (e == hex + 2) {
-						out[n++] = (char)v;
-						i += 2;
-						continue;
-					}
+					out[n++] = (char)strtol(hex, NULL, 16);
+					i += 2;
+					continue;
 				}
 				out[n++] = c;
 			}

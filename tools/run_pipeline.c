@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <sodium.h>
@@ -388,6 +389,9 @@ run_pipeline_child(const char *file, const char *text, size_t len, const char *n
 	int rc = SLUICE_EXIT_USAGE;
 	char *conn = NULL;
 	run_child c = {.stats_fd = stats_fd};
+	/* never block on a slow supervisor: a full pipe loses a record, not the pipeline */
+	if (stats_fd >= 0)
+		fcntl(stats_fd, F_SETFL, fcntl(stats_fd, F_GETFL) | O_NONBLOCK);
 	c.out.wal_retained = -1;
 	c.pl = sluice_config_pipeline_find(cfg, name);
 	if (c.pl == NULL) {
