@@ -151,26 +151,56 @@ run_pipeline_store_open(const sluice_config *cfg, const sluice_config_pipeline *
 		{&s->secret_access_key, "AWS_SECRET_ACCESS_KEY"},
 		{&s->session_token, "AWS_SESSION_TOKEN"},
 	};
-	for (size_t i = 0; i < sizeof(creds) / sizeof(creds[0]); i++) {
+	enum { NCREDS = sizeof(creds) / sizeof(creds[0]) };
+	/*
+	 * The S3 backend reads its credentials from the environment when it
+	 * opens: the store's own go there for that moment only, and what was
+	 * there before comes back after (sluice status opens every pipeline's
+	 * store in one process; one store's keys must not serve the next).
+	 */
+	char *saved[NCREDS] = {0};
+	bool any = false;
+	for (size_t i = 0; i < NCREDS; i++)
+		any = any || creds[i].secret->given;
+	for (size_t i = 0; i < NCREDS && any; i++) {
+		const char *old = getenv(creds[i].env);
+		saved[i] = old != NULL ? strdup(old) : NULL;
+		unsetenv(creds[i].env); /* a key id without a token must not take another's token */
+	}
+	bool ok = true;
+	for (size_t i = 0; i < NCREDS && ok; i++) {
 		if (!creds[i].secret->given)
 			continue;
 		char *v = NULL;
 		char why[512];
 		if (!sluice_config_secret_read(creds[i].secret, &v, why, sizeof(why))) {
 			sluice_log_error("store \"%s\": %s", s->name, why);
-			return false;
+			ok = false;
+			break;
 		}
 		setenv(creds[i].env, v, 1);
 		sodium_memzero(v, strlen(v));
 		free(v);
 	}
-	sluice_store_options so = {0};
-	if (writing) {
-		so.spool = s->spool;
-		so.ack_local = s->ack != NULL && strcmp(s->ack, "local") == 0;
+	if (ok) {
+		sluice_store_options so = {0};
+		if (writing) {
+			so.spool = s->spool;
+			so.ack_local = s->ack != NULL && strcmp(s->ack, "local") == 0;
+		}
+		*segment_seconds =
+			s->segment_seconds == UINT64_MAX ? -1 : (int64_t)s->segment_seconds;
+		ok = sluice_store_open_with(s->url, &so, store);
 	}
-	*segment_seconds = s->segment_seconds == UINT64_MAX ? -1 : (int64_t)s->segment_seconds;
-	return sluice_store_open_with(s->url, &so, store);
+	for (size_t i = 0; i < NCREDS && any; i++) {
+		if (saved[i] != NULL) {
+			setenv(creds[i].env, saved[i], 1);
+			sodium_memzero(saved[i], strlen(saved[i]));
+			free(saved[i]);
+		} else
+			unsetenv(creds[i].env);
+	}
+	return ok;
 }
 
 sluice_trust *
