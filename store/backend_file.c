@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "segname.h"
 
 /* Lock file in the stream directory; not a segment, never read by readers. */
 #define FILE_LOCK_NAME ".writer.lock"
@@ -96,35 +97,6 @@ file_close(void *state)
 	free(fs);
 }
 
-/* file_parse_name accepts exactly 16 lowercase hex digits followed by ".seg". */
-static bool
-file_parse_name(const char *name, uint64_t *first)
-{
-	if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
-		return false;
-	uint64_t v = 0;
-	for (int i = 0; i < 16; i++) {
-		char c = name[i];
-		int d;
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else
-			return false;
-		v = (v << 4) | (uint64_t)d;
-	}
-	*first = v;
-	return true;
-}
-
-static int
-file_cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static bool
 file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t *strays)
 {
@@ -150,7 +122,7 @@ file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t 
 		uint64_t first;
 		if (strcmp(de->d_name, FILE_LOCK_NAME) == 0)
 			continue;
-		if (!file_parse_name(de->d_name, &first)) {
+		if (!sluice_segname_parse(de->d_name, &first)) {
 			(*strays)++;
 			continue;
 		}
@@ -165,7 +137,7 @@ file_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t 
 	}
 	closedir(d);
 	if (*n > 1)
-		qsort(list, *n, sizeof(*list), file_cmp_u64);
+		qsort(list, *n, sizeof(*list), sluice_segname_cmp);
 	*firsts = list;
 	return true;
 }

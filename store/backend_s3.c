@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "log.h"
 #include "query.h"
+#include "segname.h"
 #include "s3xml.h"
 
 /* The lease object that fences a second writer of a stream (see s3_lock_stream). */
@@ -983,35 +984,6 @@ s3_close(void *state)
 	s3_close_state(state);
 }
 
-/* s3_parse_name accepts exactly 16 lowercase hex digits followed by ".seg". */
-static bool
-s3_parse_name(const char *name, uint64_t *first)
-{
-	if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
-		return false;
-	uint64_t v = 0;
-	for (int i = 0; i < 16; i++) {
-		char c = name[i];
-		int d;
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else
-			return false;
-		v = (v << 4) | (uint64_t)d;
-	}
-	*first = v;
-	return true;
-}
-
-static int
-s3_cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* s3_push_first appends v to a growable array. */
 static void
 s3_push_first(uint64_t **list, size_t *n, size_t *cap, uint64_t v)
@@ -1084,7 +1056,7 @@ s3_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t *s
 			const char *name = key + prefix_len;
 			if (strcmp(name, S3_LEASE_NAME) == 0)
 				continue;
-			if (!s3_parse_name(name, &first)) {
+			if (!sluice_segname_parse(name, &first)) {
 				(*strays)++;
 				continue;
 			}
@@ -1126,7 +1098,7 @@ s3_list(void *state, const char *stream, uint64_t **firsts, size_t *n, size_t *s
 		free(local);
 	}
 	if (count > 1)
-		qsort(list, count, sizeof(*list), s3_cmp_u64);
+		qsort(list, count, sizeof(*list), sluice_segname_cmp);
 	/* A segment both uploaded and still in the spool (a crash between the two) is one. */
 	size_t w = 0;
 	for (size_t i = 0; i < count; i++)
