@@ -690,8 +690,8 @@ nats_next_on_subject(nats_stream *st, uint64_t seq, uint64_t *found, uint64_t *s
  * nats_start_seq finds where a reader of the segment holding from_txseq
  * starts: the first message of the last segment named at or before
  * from_txseq. Segments are written in ascending order, so two binary
- * searches over stream sequences with direct gets (next message on the
- * subject) find it in about 2 log2(messages) requests. The messages are
+ * searches over stream sequences with direct-get requests (next message on
+ * the subject) find it in about 2 log2(messages) requests. The messages are
  * untrusted: a stream that is not in order only moves where the replay
  * starts, and what is read from there is verified as always. false: start
  * at the stream's first message.

@@ -6,6 +6,8 @@
 
 #include <sodium.h>
 
+#include "conflict.h"
+
 void
 sluice_mongo_version_id(bson_t *out, const char *db, const char *coll, const bson_iter_t *id)
 {
@@ -134,8 +136,10 @@ sluice_mongo_version_build(bson_t *out, const bson_t *id, const sluice_mongo_ver
 void
 sluice_mongo_version_tomb(sluice_mongo_version *v, int64_t t, const char *node)
 {
-	if (v->tomb && (v->dt > t || (v->dt == t && strcmp(v->dnode, node) >= 0)))
-		return;
+	sluice_version have = {.known = v->tomb, .time_us = v->dt, .node = v->dnode};
+	sluice_version seen = {.known = true, .time_us = t, .node = node};
+	if (v->tomb && !sluice_version_newer(&seen, &have))
+		return; /* the version order of conflicts.md: keep the newer delete */
 	v->tomb = true;
 	v->dt = t;
 	snprintf(v->dnode, sizeof(v->dnode), "%s", node);
