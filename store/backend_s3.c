@@ -670,7 +670,8 @@ s3_lease_parse(const sluice_buf *b, char *holder, size_t cap, int64_t *expires)
 {
 	char text[512];
 	size_t n = b->len < sizeof(text) - 1 ? b->len : sizeof(text) - 1;
-	memcpy(text, b->data, n);
+	if (n > 0) /* an empty object (one being written, on some servers) has no data */
+		memcpy(text, b->data, n);
 	text[n] = '\0';
 	char *h = strstr(text, "holder ");
 	char *e = strstr(text, "expires ");

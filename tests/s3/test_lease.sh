@@ -61,8 +61,10 @@ for r in $(seq 1 "$ROUNDS"); do
 			check "round $r: the winner streamed"
 		else
 			wait $pid
-			[ $? = 3 ] && grep -Eq "$fenced" "$W/$x$r.log"
-			check "round $r: the loser ($x) exits 3 with the fencing error"
+			rc=$?
+			[ $rc = 3 ] && grep -Eq "$fenced" "$W/$x$r.log"
+			check "round $r: the loser ($x) exits 3 with the fencing error (got $rc)"
+			[ $rc = 3 ] || sed 's/^/  loser: /' "$W/$x$r.log" | tail -60 >&2
 			! grep -q "streaming from slot" "$W/$x$r.log"
 			check "round $r: the loser never streamed"
 			[ -z "$(ls "$W/spool-$x/one" 2>/dev/null | grep '\.seg$')" ] || ! grep -q "uploading segment" "$W/$x$r.log"
