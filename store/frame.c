@@ -33,7 +33,6 @@ struct sluice_frame_codec {
 	ZSTD_CCtx *cctx; /* owned */
 	ZSTD_DCtx *dctx; /* owned */
 	int level;
-	sluice_buf scratch; /* owned: compressed payload while encoding */
 };
 
 static void
@@ -259,8 +258,13 @@ sluice_frame_codec_free(sluice_frame_codec *codec)
 		return;
 	ZSTD_freeCCtx(codec->cctx);
 	ZSTD_freeDCtx(codec->dctx);
-	sluice_buf_free(&codec->scratch);
 	free(codec);
+}
+
+size_t
+sluice_frame_encoded_bound(size_t raw_len)
+{
+	return SLUICE_FRAME_HEADER_SIZE + ZSTD_compressBound(raw_len);
 }
 
 sluice_frame_status
@@ -270,11 +274,12 @@ sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_header *hdr, const u
 {
 	if (raw_len > SLUICE_FRAME_MAX_RAW)
 		return SLUICE_FRAME_E_LENGTH;
+	/* Compressed straight after the header's place in out: no copy of the payload. */
 	size_t bound = ZSTD_compressBound(raw_len);
-	sluice_buf_reset(&codec->scratch);
-	sluice_buf_reserve(&codec->scratch, bound);
-	size_t clen = ZSTD_compressCCtx(codec->cctx, codec->scratch.data, bound, raw, raw_len,
-					codec->level);
+	sluice_buf_reserve(out, SLUICE_FRAME_HEADER_SIZE + bound);
+	uint8_t *header = out->data + out->len;
+	uint8_t *payload = header + SLUICE_FRAME_HEADER_SIZE;
+	size_t clen = ZSTD_compressCCtx(codec->cctx, payload, bound, raw, raw_len, codec->level);
 	if (ZSTD_isError(clen))
 		return SLUICE_FRAME_E_COMPRESS;
 	if (clen > SLUICE_FRAME_MAX_PAYLOAD)
@@ -285,18 +290,14 @@ sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_header *hdr, const u
 	hdr->codec = SLUICE_FRAME_CODEC_ZSTD;
 	hdr->payload_len = (uint32_t)clen;
 	hdr->raw_len = (uint32_t)raw_len;
-	crypto_generichash_blake2b(hdr->payload_hash, SLUICE_FRAME_HASH_SIZE, codec->scratch.data,
-				   clen, NULL, 0);
+	crypto_generichash_blake2b(hdr->payload_hash, SLUICE_FRAME_HASH_SIZE, payload, clen, NULL,
+				   0);
 
-	uint8_t header[SLUICE_FRAME_HEADER_SIZE];
 	frame_write_signed(hdr, header);
 	crypto_sign_ed25519_detached(hdr->signature, NULL, header, SLUICE_FRAME_SIGNED_SIZE, sk);
 	memcpy(header + FRAME_OFF_SIGNATURE, hdr->signature, 64);
 	sluice_frame_hash(header, hash_out);
-
-	sluice_buf_reserve(out, SLUICE_FRAME_HEADER_SIZE + clen);
-	sluice_buf_append(out, header, SLUICE_FRAME_HEADER_SIZE);
-	sluice_buf_append(out, codec->scratch.data, clen);
+	out->len += SLUICE_FRAME_HEADER_SIZE + clen;
 	return SLUICE_FRAME_OK;
 }
 

@@ -115,6 +115,9 @@ sluice_frame_status sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_
 					const uint8_t *raw, size_t raw_len, const uint8_t sk[64],
 					sluice_buf *out, uint8_t hash_out[SLUICE_FRAME_HASH_SIZE]);
 
+/* sluice_frame_encoded_bound: the most bytes sluice_frame_encode appends for raw_len bytes. */
+size_t sluice_frame_encoded_bound(size_t raw_len);
+
 /*
  * sluice_frame_decompress decompresses an authenticated payload into out
  * (replacing its contents). Refuses sizes other than hdr->raw_len.
