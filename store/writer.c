@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appender.h"
 #include "arena.h"
 #include "buf.h"
 #include "chain.h"
@@ -25,28 +26,18 @@ struct sluice_writer {
 	char *stream;          /* owned */
 	const sluice_key *key; /* borrowed */
 	sluice_writer_options options;
-	sluice_frame_codec *codec;              /* owned */
-	sluice_store_lock *lock;                /* owned: exclusive right to append */
-	uint64_t frames_written, bytes_written; /* by this writer, for metrics */
-	uint64_t stream_id;
+	sluice_store_lock *lock; /* owned: exclusive right to append */
+	/* owned: encodes the frames and writes them to the segments, on its own thread */
+	sluice_appender *app;
 	bool failed;  /* an append failed: the segment tail is unknown */
 	bool retired; /* handed over to another key: nothing more may be signed */
 
-	/* open segment; NULL between a seal and the next transaction */
-	sluice_segment *seg; /* owned */
-	uint64_t seg_first;  /* txseq the open segment is named by */
-	uint64_t seg_size;
-	uint64_t seg_frames;
+	/* open segment (as handed to the appender); none between a seal and the next transaction */
+	bool seg_open;
+	uint64_t seg_first;    /* txseq the open segment is named by */
+	uint64_t seg_size;     /* its bytes when the appender last finished everything */
+	uint64_t seg_bound;    /* at most this many more for the frames handed over since */
 	int64_t seg_opened_ms; /* monotonic time the open segment was created or reopened */
-	/* encoded frames not yet handed to the store (one sluice_segment_write) */
-	sluice_buf chunk;     /* owned */
-	uint64_t chunk_txseq; /* last committed in a frame of the chunk or before */
-	uint64_t chunk_end_lsn;
-	size_t max_chunk;
-
-	/* chain */
-	uint8_t prev_hash[SLUICE_FRAME_HASH_SIZE];
-	uint64_t next_frame_seq;
 
 	/* transactions */
 	uint64_t cur_txseq; /* open transaction, 0 between transactions */
@@ -58,7 +49,7 @@ struct sluice_writer {
 				  heartbeat */
 	sluice_buf last_token; /* owned: its resume token (MongoDB), empty if none */
 	int64_t last_commit_time;
-	uint64_t written_txseq; /* last committed in a frame encoded (in the chunk or the store) */
+	uint64_t written_txseq; /* last committed in a frame handed to the appender */
 	uint64_t written_end_lsn;
 	uint64_t synced_txseq; /* last committed in a frame the store took (sluice_segment_write) */
 	uint64_t synced_end_lsn;
@@ -73,7 +64,6 @@ struct sluice_writer {
 	bool frame_cont;
 	int64_t frame_tmin, frame_tmax;
 	bool frame_has_time;
-	sluice_buf out; /* owned: encoded frame */
 	/* pending frame at its last point between transactions (cut_len 0: none) */
 	size_t cut_len;
 	uint32_t cut_records;
@@ -93,6 +83,7 @@ sluice_writer_default_options(void)
 		.frame_target = 1024 * 1024,
 		.segment_target = 64 * 1024 * 1024,
 		.zstd_level = 1,
+		.queue_frames = 4,
 	};
 	return o;
 }
@@ -295,9 +286,12 @@ cleanup:
 	return ok;
 }
 
-/* writer_recover finds the end of an existing stream and prepares to continue it. */
+/*
+ * writer_recover finds the end of an existing stream and prepares to continue
+ * it; *tail gets where the appender goes on (its segment owned by the caller).
+ */
 static bool
-writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
+writer_recover(sluice_writer *w, sluice_writer_recovery *rec, sluice_appender_tail *tail)
 {
 	bool ok = false;
 	uint64_t *firsts = NULL;
@@ -306,8 +300,8 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		goto cleanup;
 
 	/* Defaults: an empty stream starts at its genesis. */
-	sluice_frame_genesis(w->stream, w->prev_hash);
-	w->next_frame_seq = 0;
+	sluice_frame_genesis(w->stream, tail->prev_hash);
+	tail->next_frame_seq = 0;
 	w->next_txseq = 1;
 
 	size_t idx = n;
@@ -377,8 +371,8 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		goto cleanup;
 	}
 	uint64_t first = firsts[idx];
-	memcpy(w->prev_hash, res.boundary_hash, SLUICE_FRAME_HASH_SIZE);
-	w->next_frame_seq = res.boundary_next_frame_seq;
+	memcpy(tail->prev_hash, res.boundary_hash, SLUICE_FRAME_HASH_SIZE);
+	tail->next_frame_seq = res.boundary_next_frame_seq;
 	w->next_txseq = res.boundary_txseq_end;
 	w->last_txseq = w->next_txseq - 1;
 	w->written_txseq = w->synced_txseq = w->durable_txseq = w->last_txseq;
@@ -389,13 +383,15 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		rec->partial_txseq = res.partial_txseq;
 	}
 	if (!res.boundary_sealed) {
-		if (!sluice_store_segment_open(w->store, w->stream, first, true, false, &w->seg))
+		if (!sluice_store_segment_open(w->store, w->stream, first, true, false, &tail->seg))
 			goto cleanup;
 		if (res.boundary_off < res.size &&
-		    !sluice_segment_truncate(w->seg, res.boundary_off))
+		    !sluice_segment_truncate(tail->seg, res.boundary_off))
 			goto cleanup;
+		tail->seg_size = res.boundary_off;
+		tail->seg_frames = res.boundary_frames;
+		w->seg_open = true;
 		w->seg_size = res.boundary_off;
-		w->seg_frames = res.boundary_frames;
 		w->seg_first = first;
 		w->seg_opened_ms = sluice_clock_mono_ms();
 	} else if (res.boundary_off < res.size) {
@@ -429,7 +425,7 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 	 * A segment still being written of a store that is durable only at a
 	 * seal is in the writer's spool alone: what it holds is not durable yet.
 	 */
-	if (w->seg != NULL && !sluice_store_caps_get(w->store)->durable_write) {
+	if (w->seg_open && !sluice_store_caps_get(w->store)->durable_write) {
 		w->durable_txseq = w->seg_first - 1;
 		w->durable_end_lsn = 0;
 	}
@@ -465,19 +461,23 @@ sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *ke
 	w->options = options ? *options : sluice_writer_default_options();
 	if (w->options.frame_target == 0)
 		w->options.frame_target = 1;
-	w->stream_id = sluice_frame_stream_id(stream);
-	w->max_chunk = sluice_store_caps_get(store)->max_chunk;
-	if (w->max_chunk < w->options.frame_target)
-		w->max_chunk = w->options.frame_target;
-	w->codec = sluice_frame_codec_create(w->options.zstd_level);
-	if (w->codec == NULL) {
-		sluice_log_error("could not create zstd contexts");
-		goto fail;
-	}
 	if (!sluice_store_lock_stream(store, stream, &w->lock))
 		goto fail;
 	sluice_writer_recovery rec = {0};
-	if (!writer_recover(w, &rec))
+	sluice_appender_tail tail = {0};
+	if (!writer_recover(w, &rec, &tail)) {
+		sluice_segment_close(tail.seg);
+		goto fail;
+	}
+	sluice_appender_options ao = {
+		.zstd_level = w->options.zstd_level,
+		.max_chunk = sluice_store_caps_get(store)->max_chunk,
+		.depth = w->options.queue_frames,
+	};
+	if (ao.max_chunk < w->options.frame_target)
+		ao.max_chunk = w->options.frame_target;
+	w->app = sluice_appender_create(store, stream, key, &ao, &tail);
+	if (w->app == NULL)
 		goto fail;
 	if (rec.torn_bytes > 0 || rec.partial_bytes > 0)
 		sluice_log_warn("stream \"%s\": cut off %" PRIu64 " bytes of a torn frame and "
@@ -499,20 +499,26 @@ fail:
 static bool
 writer_ensure_segment(sluice_writer *w)
 {
-	if (w->seg != NULL)
+	if (w->seg_open)
 		return true;
-	if (!sluice_store_segment_open(w->store, w->stream, w->next_txseq, true, true, &w->seg))
+	if (!sluice_appender_open_segment(w->app, w->next_txseq)) {
+		w->failed = true;
 		return false;
+	}
+	w->seg_open = true;
 	w->seg_first = w->next_txseq;
 	w->seg_size = 0;
-	w->seg_frames = 0;
+	w->seg_bound = 0;
 	w->seg_opened_ms = sluice_clock_mono_ms();
 	for (size_t i = 0; i < w->nrels; i++)
 		w->rels[i].emitted = false;
 	return true;
 }
 
-/* writer_emit encodes raw[0..len) as one frame with the given header fields and appends it. */
+/*
+ * writer_emit hands raw[0..len) to the appender as one frame with the given
+ * header fields; what follows it stays in raw, moved to its start.
+ */
 static bool
 writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint64_t txseq_start,
 	    uint64_t txseq_end, bool has_time, int64_t tmin, int64_t tmax)
@@ -522,10 +528,6 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 	sluice_frame_header hdr;
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.flags = flags;
-	if (w->seg_frames == 0)
-		hdr.flags |= SLUICE_FRAME_FIRST;
-	hdr.stream_id = w->stream_id;
-	hdr.frame_seq = w->next_frame_seq;
 	hdr.txseq_start = txseq_start;
 	hdr.txseq_end = txseq_end;
 	if (has_time) {
@@ -533,56 +535,60 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 		hdr.time_max = tmax;
 	}
 	hdr.record_count = records;
-	memcpy(hdr.key_id, sluice_key_id(w->key), SLUICE_FRAME_KEY_ID_SIZE);
-	memcpy(hdr.prev_hash, w->prev_hash, SLUICE_FRAME_HASH_SIZE);
-
-	uint8_t hash[SLUICE_FRAME_HASH_SIZE];
-	sluice_buf_reset(&w->out);
-	sluice_frame_status fs = sluice_frame_encode(w->codec, &hdr, w->raw.data, len,
-						     sluice_key_secret(w->key), &w->out, hash);
-	if (fs != SLUICE_FRAME_OK) {
-		sluice_log_error("could not encode frame %" PRIu64 " of stream \"%s\": %s",
-				 hdr.frame_seq, w->stream, sluice_frame_strerror(fs));
+	if (!sluice_appender_frame(w->app, &hdr, &w->raw, len)) {
+		w->failed = true;
 		return false;
 	}
-	w->frames_written++;
-	w->bytes_written += w->out.len;
-	sluice_buf_append(&w->chunk, w->out.data, w->out.len);
-	memcpy(w->prev_hash, hash, SLUICE_FRAME_HASH_SIZE);
-	w->next_frame_seq++;
-	w->seg_size += w->out.len;
-	w->seg_frames++;
+	w->seg_bound += sluice_frame_encoded_bound(len);
 	return true;
 }
 
 /*
- * writer_push hands the chunk of encoded frames to the store, which makes it
- * durable (in the store, or in the writer's spool: caps.durable_write);
- * without durable, only written: what it holds is not counted synced.
+ * writer_sync waits until the appender has handed every frame to the store,
+ * which makes them durable (in the store, or in the writer's spool:
+ * caps.durable_write), and, with seal, has sealed the open segment.
  */
 static bool
-writer_push(sluice_writer *w, bool durable)
+writer_sync(sluice_writer *w, bool seal)
 {
-	if (w->chunk.len > 0) {
-		if (w->seg == NULL ||
-		    !sluice_segment_write(w->seg, w->chunk.data, w->chunk.len, durable)) {
-			w->failed = true;
-			return false;
-		}
-		sluice_buf_reset(&w->chunk);
+	if (!(seal ? sluice_appender_seal(w->app) : sluice_appender_push(w->app)) ||
+	    !sluice_appender_wait(w->app)) {
+		w->failed = true;
+		return false;
 	}
-	if (!durable)
-		return true;
 	w->synced_txseq = w->written_txseq;
 	w->synced_end_lsn = w->written_end_lsn;
+	w->seg_size = sluice_appender_segment_size(w->app);
+	w->seg_bound = 0;
+	if (seal)
+		w->seg_open = false;
 	return true;
 }
 
-/* writer_push_full hands the chunk over once it is as large as the store takes at once. */
+/*
+ * writer_segment_full tells whether the open segment, with the pending
+ * records, has reached its target size. The frames still in the appender's
+ * queue count at their largest; only when that could reach the target does
+ * it wait for their real size, so segments end where they would if each
+ * frame were written at once.
+ */
 static bool
-writer_push_full(sluice_writer *w)
+writer_segment_full(sluice_writer *w, bool *full)
 {
-	return w->chunk.len < w->max_chunk || writer_push(w, false);
+	*full = false;
+	if (w->last_txseq < w->seg_first ||
+	    w->seg_size + w->seg_bound + w->raw.len < w->options.segment_target)
+		return true;
+	if (w->seg_bound > 0) {
+		if (!sluice_appender_wait(w->app)) {
+			w->failed = true;
+			return false;
+		}
+		w->seg_size = sluice_appender_segment_size(w->app);
+		w->seg_bound = 0;
+	}
+	*full = w->seg_size + w->raw.len >= w->options.segment_target;
+	return true;
 }
 
 /* writer_reset_pending empties the pending frame. */
@@ -618,12 +624,7 @@ writer_write_frame(sluice_writer *w, uint16_t extra_flags, bool all)
 			return false;
 		w->written_txseq = w->cut_last_txseq;
 		w->written_end_lsn = w->cut_last_end_lsn;
-		if (!writer_push_full(w))
-			return false;
-		/* The rest starts with the open transaction's Begin. */
-		size_t rest = w->raw.len - w->cut_len;
-		memmove(w->raw.data, w->raw.data + w->cut_len, rest);
-		w->raw.len = rest;
+		/* The rest, now at the start of raw, starts with the open transaction's Begin. */
 		w->raw_records -= w->cut_records;
 		w->frame_txseq_start = w->cur_txseq;
 		w->frame_cont = false;
@@ -649,7 +650,7 @@ writer_write_frame(sluice_writer *w, uint16_t extra_flags, bool all)
 	w->written_txseq = w->last_txseq;
 	w->written_end_lsn = w->last_end_lsn;
 	writer_reset_pending(w);
-	return writer_push_full(w);
+	return true;
 }
 
 /* writer_note_record updates the pending frame's bookkeeping after one record. */
@@ -873,8 +874,10 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 	}
 	if (w->cur_txseq == 0) {
 		writer_mark_boundary(w);
-		if (w->seg_size + w->raw.len >= w->options.segment_target &&
-		    w->last_txseq >= w->seg_first)
+		bool full;
+		if (!writer_segment_full(w, &full))
+			return false;
+		if (full)
 			return sluice_writer_seal(w);
 	}
 	return writer_maybe_cut(w);
@@ -889,7 +892,7 @@ no_txn:
 static bool
 writer_seal_due(const sluice_writer *w)
 {
-	return w->options.segment_max_age_ms > 0 && w->seg != NULL && w->cur_txseq == 0 &&
+	return w->options.segment_max_age_ms > 0 && w->seg_open && w->cur_txseq == 0 &&
 	       w->last_txseq >= w->seg_first &&
 	       sluice_clock_mono_ms() - w->seg_opened_ms >= w->options.segment_max_age_ms;
 }
@@ -903,7 +906,7 @@ sluice_writer_flush(sluice_writer *w)
 		return sluice_writer_seal(w);
 	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
-	if (!writer_push(w, true))
+	if (!writer_sync(w, false))
 		return false;
 	if (sluice_store_caps_get(w->store)->durable_write) {
 		w->durable_txseq = w->synced_txseq;
@@ -915,7 +918,7 @@ sluice_writer_flush(sluice_writer *w)
 int64_t
 sluice_writer_seal_due_ms(const sluice_writer *w)
 {
-	if (w->options.segment_max_age_ms <= 0 || w->seg == NULL || w->last_txseq < w->seg_first)
+	if (w->options.segment_max_age_ms <= 0 || !w->seg_open || w->last_txseq < w->seg_first)
 		return -1;
 	int64_t left = w->options.segment_max_age_ms - (sluice_clock_mono_ms() - w->seg_opened_ms);
 	return left > 0 ? left : 0;
@@ -931,7 +934,7 @@ sluice_writer_seal(sluice_writer *w)
 				 w->stream, w->cur_txseq);
 		return false;
 	}
-	if (w->seg == NULL)
+	if (!w->seg_open)
 		return true;
 	/* A segment is named by its first transaction: never seal one without any. */
 	if (w->last_txseq < w->seg_first)
@@ -941,14 +944,8 @@ sluice_writer_seal(sluice_writer *w)
 	/* The seal frame has no records: it says that nothing follows. */
 	if (!writer_write_frame(w, SLUICE_FRAME_SEAL, true))
 		return false;
-	if (!writer_push(w, true))
+	if (!writer_sync(w, true))
 		return false;
-	if (!sluice_segment_seal(w->seg)) {
-		w->failed = true;
-		return false;
-	}
-	sluice_segment_close(w->seg);
-	w->seg = NULL;
 	w->durable_txseq = w->synced_txseq;
 	w->durable_end_lsn = w->synced_end_lsn;
 	return true;
@@ -1006,15 +1003,12 @@ sluice_writer_close(sluice_writer *w)
 	bool ok = true;
 	if (!w->failed)
 		ok = sluice_writer_flush(w);
-	sluice_segment_close(w->seg);
+	sluice_appender_free(w->app);
 	for (size_t i = 0; i < w->nrels; i++)
 		sluice_buf_free(&w->rels[i].packed);
 	free(w->rels);
 	sluice_buf_free(&w->raw);
-	sluice_buf_free(&w->out);
-	sluice_buf_free(&w->chunk);
 	sluice_buf_free(&w->last_token);
-	sluice_frame_codec_free(w->codec);
 	sluice_store_unlock(w->lock);
 	free(w->stream);
 	free(w);
@@ -1073,6 +1067,7 @@ sluice_writer_in_transaction(const sluice_writer *w)
 void
 sluice_writer_counters(const sluice_writer *w, uint64_t *frames, uint64_t *bytes)
 {
-	*frames = w->frames_written;
-	*bytes = w->bytes_written;
+	*frames = *bytes = 0;
+	if (w->app != NULL)
+		sluice_appender_counters(w->app, frames, bytes);
 }

@@ -17,6 +17,12 @@ typedef struct sluice_writer_options {
 	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
 	/*
+	 * Frames cut but not yet encoded and written, at most: they wait for
+	 * the writer's second thread, which compresses, signs and writes them
+	 * while the next frame fills (0 counts as 1).
+	 */
+	size_t queue_frames;
+	/*
 	 * Seal the open segment at the first flush between transactions once it
 	 * is this old (0: only by size). Stores that show only sealed segments
 	 * need it for readers to see recent commits.
@@ -30,7 +36,7 @@ typedef struct sluice_writer_options {
 	const sluice_trust *trust;
 } sluice_writer_options;
 
-/* sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1. */
+/* sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1, 4 queued frames. */
 sluice_writer_options sluice_writer_default_options(void);
 
 /* What the writer found at the end of the stream when it opened it. */
