@@ -38,6 +38,7 @@ struct sluice_appender {
 	uint64_t next_frame_seq;
 	uint64_t seg_frames;
 	sluice_buf chunk; /* owned: encoded frames not yet handed to the store */
+	bool unsynced;    /* frames were handed to the store without being made durable */
 
 	pthread_t thread;
 	bool started;
@@ -56,17 +57,20 @@ struct sluice_appender {
 
 /*
  * appender_flush_chunk hands the encoded frames to the store: durably, or
- * (a chunk that grew to max_chunk in the middle of a transaction, which no
- * one waits for) only written, to become durable with the next push.
+ * (a chunk that grew to max_chunk, which no one waits for) only written, to
+ * become durable with the next durable write. That one happens even when
+ * no frame is left to write: the frame holding a commit may have gone out
+ * in a chunk that was only written.
  */
 static bool
 appender_flush_chunk(sluice_appender *a, bool durable)
 {
-	if (a->chunk.len == 0)
+	if (a->chunk.len == 0 && !(durable && a->unsynced))
 		return true;
 	if (a->seg == NULL || !sluice_segment_write(a->seg, a->chunk.data, a->chunk.len, durable))
 		return false;
 	sluice_buf_reset(&a->chunk);
+	a->unsynced = !durable;
 	return true;
 }
 
@@ -139,6 +143,7 @@ appender_do(sluice_appender *a, appender_job *job)
 			return false;
 		sluice_segment_close(a->seg);
 		a->seg = NULL;
+		a->unsynced = false;
 		return true;
 	}
 	return false;
