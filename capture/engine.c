@@ -38,9 +38,13 @@ struct sluice_capture_sink {
 	uint64_t token_position;   /* the position that token stands for */
 	uint64_t acked;            /* durable position last reported to the source */
 	uint64_t ackable;          /* durable position that may be reported */
-	uint64_t skipped_end; /* end of the last skipped transaction, ackable once all before is
-				 durable */
-	uint64_t target;      /* --exit-when-caught-up: stop at transactions committed from here */
+	uint64_t skipped_end;   /* end of the last skipped transaction, ackable once all before is
+				   durable */
+	uint64_t skipped_txseq; /* the stream's last transaction when it was skipped */
+	uint64_t idle_position; /* the newest position reported between transactions: ackable once
+				   all before it is durable */
+	uint64_t idle_txseq;    /* the stream's last transaction then */
+	uint64_t target; /* --exit-when-caught-up: stop at transactions committed from here */
 	bool done;
 	bool fatal;   /* the stream cannot be written: do not reconnect */
 	bool restart; /* the source asked to start again at once */
@@ -51,6 +55,9 @@ struct sluice_capture_sink {
 };
 
 typedef struct sluice_capture_sink engine;
+
+/* How often to look whether a flush under way is done, when idle. */
+#define ENGINE_FLUSH_POLL_MS 5
 
 /* engine_ack reports the received and durable positions to the source. */
 static bool
@@ -93,23 +100,48 @@ engine_report(engine *e, bool force)
 	e->o->report(e->o->report_arg, s);
 }
 
-/* engine_flush makes everything written durable and advances what may be acknowledged. */
+/*
+ * engine_note_durable advances what may be acknowledged to what the writer
+ * has made durable. False once the writer failed: the stream cannot be written.
+ */
 static bool
-engine_flush(engine *e)
+engine_note_durable(engine *e)
 {
-	if (!sluice_writer_flush(e->w)) {
+	if (sluice_writer_failed(e->w)) {
 		e->fatal = true;
 		return false;
 	}
 	uint64_t durable = sluice_writer_durable_position(e->w);
 	if (durable > e->ackable)
 		e->ackable = durable;
-	/* Skipped transactions count once nothing before them is still pending. */
-	if (e->skipped_end > e->ackable && !e->in_txn)
+	/*
+	 * Positions reached between transactions (a skipped transaction's end,
+	 * an idle source's own) count once every transaction the stream took
+	 * before them is durable.
+	 */
+	uint64_t durable_txseq = sluice_writer_durable_txseq(e->w);
+	if (e->skipped_end > e->ackable && durable_txseq >= e->skipped_txseq)
 		e->ackable = e->skipped_end;
+	if (e->idle_position > e->ackable && durable_txseq >= e->idle_txseq)
+		e->ackable = e->idle_position;
+	return true;
+}
+
+/*
+ * engine_flush asks the writer to make everything written durable, and with
+ * wait returns once it is; without, the writer's threads do it while the
+ * source goes on (engine_note_durable sees it done).
+ */
+static bool
+engine_flush(engine *e, bool wait)
+{
+	if (!(wait ? sluice_writer_flush(e->w) : sluice_writer_flush_async(e->w))) {
+		e->fatal = true;
+		return false;
+	}
 	e->last_flush_ms = sluice_clock_mono_ms();
 	e->unflushed_since_ms = 0;
-	return true;
+	return engine_note_durable(e);
 }
 
 /* engine_has_unflushed: something received is not durable yet (not acknowledgeable). */
@@ -121,14 +153,14 @@ engine_has_unflushed(const engine *e)
 }
 
 /*
- * engine_has_unsynced: a flush has work to do now. With a store that is
- * durable only at a seal, what the spool holds waits for the seal by age.
+ * engine_has_unsynced: a flush has work to do now (skipped transactions
+ * need none: engine_note_durable counts them). With a store that is durable
+ * only at a seal, what the spool holds waits for the seal by age.
  */
 static bool
 engine_has_unsynced(const engine *e)
 {
-	return sluice_writer_last_txseq(e->w) > sluice_writer_synced_txseq(e->w) ||
-	       e->skipped_end > e->ackable || sluice_writer_seal_due_ms(e->w) == 0;
+	return sluice_writer_flush_due(e->w);
 }
 
 /* engine_mark_unflushed starts the max_flush_delay_ms clock at the oldest unflushed commit. */
@@ -259,6 +291,7 @@ sluice_capture_sink_commit_token(sluice_capture_sink *e, uint64_t end_position,
 		else
 			e->stats->skipped_origin++;
 		e->skipped_end = end_position;
+		e->skipped_txseq = sluice_writer_last_txseq(e->w);
 		engine_mark_unflushed(e);
 		return true;
 	}
@@ -268,6 +301,7 @@ sluice_capture_sink_commit_token(sluice_capture_sink *e, uint64_t end_position,
 	 */
 	if (!e->begin_written) {
 		e->skipped_end = end_position;
+		e->skipped_txseq = sluice_writer_last_txseq(e->w);
 		engine_mark_unflushed(e);
 		return true;
 	}
@@ -310,9 +344,16 @@ bool
 sluice_capture_sink_keepalive(sluice_capture_sink *e, uint64_t position, bool reply_requested)
 {
 	sluice_capture_sink_progress(e, position);
-	/* Idle: nothing in flight, so the source's position may be confirmed. */
-	if (!e->in_txn && !engine_has_unflushed(e) && position > e->ackable)
-		e->ackable = position;
+	/*
+	 * Between transactions, everything before position was received: the
+	 * source's position may be confirmed once what the stream took is durable.
+	 */
+	if (!e->in_txn && position > e->idle_position) {
+		e->idle_position = position;
+		e->idle_txseq = sluice_writer_last_txseq(e->w);
+	}
+	if (!engine_note_durable(e))
+		return false;
 	return reply_requested ? engine_ack(e, false) : true;
 }
 
@@ -418,7 +459,7 @@ engine_heartbeat(engine *e)
 	sluice_record rec = SLUICE__V1__RECORD__INIT;
 	rec.body_case = SLUICE__V1__RECORD__BODY_HEARTBEAT;
 	rec.heartbeat = &hb;
-	if (!sluice_writer_append(e->w, &rec) || !engine_flush(e))
+	if (!sluice_writer_append(e->w, &rec) || !engine_flush(e, true))
 		return false;
 	e->stats->heartbeat_us = hb.time_us;
 	return true;
@@ -429,8 +470,10 @@ static bool
 engine_idle(engine *e)
 {
 	int64_t now = sluice_clock_mono_ms();
+	if (!engine_note_durable(e))
+		return false;
 	if (engine_has_unsynced(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
-		if (!engine_flush(e))
+		if (!engine_flush(e, false))
 			return false;
 	}
 	if (e->o->heartbeat_interval_ms > 0 && !e->in_txn &&
@@ -484,6 +527,9 @@ engine_wait_ms(const engine *e)
 		if (h < wait)
 			wait = h;
 	}
+	/* A flush under way: look again soon, to acknowledge it once done. */
+	if (sluice_writer_flushing(e->w) && wait > ENGINE_FLUSH_POLL_MS)
+		wait = ENGINE_FLUSH_POLL_MS;
 	if (wait > 1000)
 		wait = 1000; /* notice signals and stop conditions promptly */
 	if (wait < 0)
@@ -527,9 +573,14 @@ engine_stream(engine *e)
 		if (e->unflushed_since_ms != 0 &&
 		    sluice_clock_mono_ms() - (int64_t)e->unflushed_since_ms >=
 			    e->o->max_flush_delay_ms) {
-			if (!engine_flush(e) || !engine_ack(e, false))
+			if (!engine_flush(e, false))
 				return false;
 		}
+		/* and acknowledge what became durable meanwhile */
+		if (!engine_note_durable(e))
+			return false;
+		if (e->ackable > e->acked && !engine_ack(e, false))
+			return false;
 	}
 }
 
@@ -539,6 +590,7 @@ engine_reopen_writer(engine *e)
 {
 	bool had_txn = e->in_txn;
 	e->in_txn = false;
+	e->idle_position = 0; /* the source says again where it is */
 	e->skip = false;
 	e->begin_written = false;
 	uint64_t frames, bytes;
@@ -625,7 +677,7 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 				bool sealed = sluice_store_caps_get(store)->append_visible ||
 					      sluice_writer_in_transaction(e.w) ||
 					      sluice_writer_seal(e.w);
-				if (sealed && engine_flush(&e)) {
+				if (sealed && engine_flush(&e, true)) {
 					engine_ack(&e, false);
 					ok = true;
 				}

@@ -51,10 +51,7 @@ struct sluice_writer {
 	int64_t last_commit_time;
 	uint64_t written_txseq; /* last committed in a frame handed to the appender */
 	uint64_t written_end_lsn;
-	uint64_t synced_txseq; /* last committed in a frame the store took (sluice_segment_write) */
-	uint64_t synced_end_lsn;
-	uint64_t durable_txseq;
-	uint64_t durable_end_lsn;
+	uint64_t asked_txseq; /* written when a flush or seal was last asked for */
 
 	/* pending frame */
 	sluice_buf raw; /* owned: length-prefixed records */
@@ -375,7 +372,8 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec, sluice_appender_ta
 	tail->next_frame_seq = res.boundary_next_frame_seq;
 	w->next_txseq = res.boundary_txseq_end;
 	w->last_txseq = w->next_txseq - 1;
-	w->written_txseq = w->synced_txseq = w->durable_txseq = w->last_txseq;
+	w->written_txseq = w->asked_txseq = w->last_txseq;
+	tail->synced.txseq = tail->sealed.txseq = w->last_txseq;
 
 	if (res.boundary_off < res.size) {
 		rec->torn_bytes += res.torn_bytes;
@@ -420,14 +418,15 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec, sluice_appender_ta
 	}
 	sluice_buf_free(&scratch);
 	if (have_pos)
-		w->last_end_lsn = w->written_end_lsn = w->synced_end_lsn = w->durable_end_lsn = pos;
+		w->last_end_lsn = w->written_end_lsn = tail->synced.position =
+			tail->sealed.position = pos;
 	/*
-	 * A segment still being written of a store that is durable only at a
-	 * seal is in the writer's spool alone: what it holds is not durable yet.
+	 * What a segment still being written holds is not sealed: with a store
+	 * that is durable only at a seal, it is in the writer's spool alone.
 	 */
-	if (w->seg_open && !sluice_store_caps_get(w->store)->durable_write) {
-		w->durable_txseq = w->seg_first - 1;
-		w->durable_end_lsn = 0;
+	if (w->seg_open) {
+		tail->sealed.txseq = w->seg_first - 1;
+		tail->sealed.position = 0;
 	}
 	if (res.have_commit) {
 		w->last_commit_time = res.commit_time;
@@ -495,6 +494,8 @@ fail:
 	return false;
 }
 
+static bool writer_seal(sluice_writer *w);
+
 /* writer_ensure_segment creates the next segment, named by the next txseq, if none is open. */
 static bool
 writer_ensure_segment(sluice_writer *w)
@@ -544,25 +545,43 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 }
 
 /*
- * writer_sync waits until the appender has handed every frame to the store,
- * which makes them durable (in the store, or in the writer's spool:
- * caps.durable_write), and, with seal, has sealed the open segment.
+ * writer_ask hands the appender a push (or a seal of the open segment) of
+ * everything written so far, without waiting for it.
  */
 static bool
-writer_sync(sluice_writer *w, bool seal)
+writer_ask(sluice_writer *w, bool seal)
 {
-	if (!(seal ? sluice_appender_seal(w->app) : sluice_appender_push(w->app)) ||
-	    !sluice_appender_wait(w->app)) {
+	sluice_appender_mark mark = {.txseq = w->written_txseq, .position = w->written_end_lsn};
+	if (!(seal ? sluice_appender_seal(w->app, mark) : sluice_appender_push(w->app, mark))) {
 		w->failed = true;
 		return false;
 	}
-	w->synced_txseq = w->written_txseq;
-	w->synced_end_lsn = w->written_end_lsn;
-	w->seg_size = sluice_appender_segment_size(w->app);
-	w->seg_bound = 0;
+	w->asked_txseq = w->written_txseq;
 	if (seal)
 		w->seg_open = false;
 	return true;
+}
+
+/* writer_wait waits until the appender has done everything; the segment's size is then exact. */
+static bool
+writer_wait(sluice_writer *w)
+{
+	if (!sluice_appender_wait(w->app)) {
+		w->failed = true;
+		return false;
+	}
+	w->seg_size = sluice_appender_segment_size(w->app);
+	w->seg_bound = 0;
+	return true;
+}
+
+/* writer_durable: the mark of what the store keeps durably (all it took, or sealed segments). */
+static sluice_appender_mark
+writer_durable(const sluice_writer *w)
+{
+	sluice_appender_mark synced, sealed;
+	sluice_appender_marks(w->app, &synced, &sealed);
+	return sluice_store_caps_get(w->store)->durable_write ? synced : sealed;
 }
 
 /*
@@ -576,17 +595,11 @@ static bool
 writer_segment_full(sluice_writer *w, bool *full)
 {
 	*full = false;
-	if (w->last_txseq < w->seg_first ||
+	if (!w->seg_open || w->last_txseq < w->seg_first ||
 	    w->seg_size + w->seg_bound + w->raw.len < w->options.segment_target)
 		return true;
-	if (w->seg_bound > 0) {
-		if (!sluice_appender_wait(w->app)) {
-			w->failed = true;
-			return false;
-		}
-		w->seg_size = sluice_appender_segment_size(w->app);
-		w->seg_bound = 0;
-	}
+	if (w->seg_bound > 0 && !writer_wait(w))
+		return false;
 	*full = w->seg_size + w->raw.len >= w->options.segment_target;
 	return true;
 }
@@ -878,7 +891,7 @@ sluice_writer_append(sluice_writer *w, sluice_record *rec)
 		if (!writer_segment_full(w, &full))
 			return false;
 		if (full)
-			return sluice_writer_seal(w);
+			return writer_seal(w);
 	}
 	return writer_maybe_cut(w);
 
@@ -898,21 +911,39 @@ writer_seal_due(const sluice_writer *w)
 }
 
 bool
-sluice_writer_flush(sluice_writer *w)
+sluice_writer_flush_async(sluice_writer *w)
 {
 	if (w->failed)
 		return false;
 	if (writer_seal_due(w))
-		return sluice_writer_seal(w);
+		return writer_seal(w);
 	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
-	if (!writer_sync(w, false))
-		return false;
-	if (sluice_store_caps_get(w->store)->durable_write) {
-		w->durable_txseq = w->synced_txseq;
-		w->durable_end_lsn = w->synced_end_lsn;
-	}
-	return true;
+	return writer_ask(w, false);
+}
+
+bool
+sluice_writer_flush(sluice_writer *w)
+{
+	return sluice_writer_flush_async(w) && writer_wait(w);
+}
+
+bool
+sluice_writer_flush_due(const sluice_writer *w)
+{
+	return w->last_txseq > w->asked_txseq || sluice_writer_seal_due_ms(w) == 0;
+}
+
+bool
+sluice_writer_flushing(const sluice_writer *w)
+{
+	return sluice_appender_pending(w->app);
+}
+
+bool
+sluice_writer_failed(const sluice_writer *w)
+{
+	return w->failed || sluice_appender_failed(w->app);
 }
 
 int64_t
@@ -924,8 +955,9 @@ sluice_writer_seal_due_ms(const sluice_writer *w)
 	return left > 0 ? left : 0;
 }
 
-bool
-sluice_writer_seal(sluice_writer *w)
+/* writer_seal writes the pending records and a seal frame and hands the seal over. */
+static bool
+writer_seal(sluice_writer *w)
 {
 	if (w->failed)
 		return false;
@@ -938,17 +970,19 @@ sluice_writer_seal(sluice_writer *w)
 		return true;
 	/* A segment is named by its first transaction: never seal one without any. */
 	if (w->last_txseq < w->seg_first)
-		return sluice_writer_flush(w);
+		return sluice_writer_flush_async(w);
 	if (w->raw_records > 0 && !writer_write_frame(w, 0, true))
 		return false;
 	/* The seal frame has no records: it says that nothing follows. */
 	if (!writer_write_frame(w, SLUICE_FRAME_SEAL, true))
 		return false;
-	if (!writer_sync(w, true))
-		return false;
-	w->durable_txseq = w->synced_txseq;
-	w->durable_end_lsn = w->synced_end_lsn;
-	return true;
+	return writer_ask(w, true);
+}
+
+bool
+sluice_writer_seal(sluice_writer *w)
+{
+	return writer_seal(w) && writer_wait(w);
 }
 
 bool
@@ -1024,19 +1058,21 @@ sluice_writer_last_txseq(const sluice_writer *w)
 uint64_t
 sluice_writer_durable_txseq(const sluice_writer *w)
 {
-	return w->durable_txseq;
+	return writer_durable(w).txseq;
 }
 
 uint64_t
 sluice_writer_synced_txseq(const sluice_writer *w)
 {
-	return w->synced_txseq;
+	sluice_appender_mark synced, sealed;
+	sluice_appender_marks(w->app, &synced, &sealed);
+	return synced.txseq;
 }
 
 uint64_t
 sluice_writer_durable_position(const sluice_writer *w)
 {
-	return w->durable_end_lsn;
+	return writer_durable(w).position;
 }
 
 uint64_t

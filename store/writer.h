@@ -74,10 +74,36 @@ bool sluice_writer_append(sluice_writer *w, sluice_record *rec);
  */
 bool sluice_writer_flush(sluice_writer *w);
 
+/*
+ * sluice_writer_flush_async is sluice_writer_flush without the wait: the
+ * writer's threads make it durable while the caller goes on appending;
+ * sluice_writer_durable_txseq and _position move once they have.
+ * @return false once the writer has failed.
+ */
+bool sluice_writer_flush_async(sluice_writer *w);
+
+/*
+ * sluice_writer_flush_due: a transaction was committed since a flush was
+ * last asked for, or the open segment is due to seal by age.
+ */
+bool sluice_writer_flush_due(const sluice_writer *w);
+
+/* sluice_writer_flushing: a flush or seal asked for is still being done. */
+bool sluice_writer_flushing(const sluice_writer *w);
+
+/*
+ * sluice_writer_failed: an append, a flush or the writer's threads failed
+ * (logged where it happened); the writer writes nothing more.
+ */
+bool sluice_writer_failed(const sluice_writer *w);
+
 /* sluice_writer_seal_due_ms: ms until the open segment is due to seal by age; -1: not due. */
 int64_t sluice_writer_seal_due_ms(const sluice_writer *w);
 
-/* sluice_writer_seal flushes and seals the open segment (at a transaction boundary). */
+/*
+ * sluice_writer_seal flushes and seals the open segment (at a transaction
+ * boundary) and waits for it. Appends seal by size without waiting.
+ */
 bool sluice_writer_seal(sluice_writer *w);
 
 /*
