@@ -1,5 +1,4 @@
-/* What the writer reports durable was fsynced: write, fdatasync, fsync and close are wrapped at
- * link time. */
+/* What the writer reports durable was fsynced; write, fdatasync and fsync are wrapped to see. */
 #include "testutil.h"
 
 #include <limits.h>
@@ -14,6 +13,8 @@
 /* Files written since their last fdatasync or fsync, by descriptor. */
 static bool durable_dirty[DURABLE_MAX_FD];
 static pthread_mutex_t durable_mu = PTHREAD_MUTEX_INITIALIZER;
+/* fdatasync takes this long (ms) before it does its work: a slow disk. */
+static int durable_sync_delay_ms;
 
 ssize_t __real_write(int fd, const void *buf, size_t n);
 ssize_t __wrap_write(int fd, const void *buf, size_t n);
@@ -46,6 +47,11 @@ __wrap_write(int fd, const void *buf, size_t n)
 int
 __wrap_fdatasync(int fd)
 {
+	pthread_mutex_lock(&durable_mu);
+	int delay = durable_sync_delay_ms;
+	pthread_mutex_unlock(&durable_mu);
+	if (delay > 0)
+		usleep((useconds_t)delay * 1000);
 	int r = __real_fdatasync(fd);
 	if (r == 0)
 		durable_mark(fd, false);
@@ -160,12 +166,65 @@ test_commit_in_a_written_chunk(void **state)
 	tu_env_free(&env);
 }
 
+/*
+ * A flush handed over without waiting (sluice_writer_flush_async) counts as
+ * durable only once its fdatasync returned, however long the disk takes.
+ */
+static void
+test_async_flush_durable_after_sync(void **state)
+{
+	(void)state;
+	tu_env env;
+	tu_env_init(&env, "durable-async");
+	sluice_arena *a = sluice_arena_create();
+	sluice_writer_options o = tu_writer_options(64 * 1024, 64 << 20);
+	sluice_writer *w = NULL;
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, NULL));
+	tu_append(w, tu_std_relation(a));
+	tu_append_txn(w, a, 1000, 1, 10, 100);
+	assert_true(sluice_writer_flush(w));
+	assert_int_equal(sluice_writer_durable_txseq(w), 1);
+	uint64_t durable_position = sluice_writer_durable_position(w);
+
+	pthread_mutex_lock(&durable_mu);
+	durable_sync_delay_ms = 300;
+	pthread_mutex_unlock(&durable_mu);
+	tu_append_txn(w, a, 2000, 2, 10, 100);
+	assert_true(sluice_writer_flush_due(w));
+	assert_true(sluice_writer_flush_async(w));
+	assert_false(sluice_writer_flush_due(w));
+	/* The store thread is in the slow fdatasync: nothing new is durable. */
+	usleep(100 * 1000);
+	assert_true(sluice_writer_flushing(w));
+	assert_int_equal(sluice_writer_durable_txseq(w), 1);
+	assert_int_equal(sluice_writer_durable_position(w), durable_position);
+	/* Appending goes on meanwhile. */
+	tu_append_txn(w, a, 3000, 3, 10, 100);
+	while (sluice_writer_flushing(w))
+		usleep(10 * 1000);
+	assert_false(sluice_writer_failed(w));
+	assert_int_equal(sluice_writer_durable_txseq(w), 2);
+	assert_true(sluice_writer_durable_position(w) > durable_position);
+	assert_true(sluice_writer_flush_due(w)); /* transaction 3 */
+
+	pthread_mutex_lock(&durable_mu);
+	durable_sync_delay_ms = 0;
+	pthread_mutex_unlock(&durable_mu);
+	assert_true(sluice_writer_flush(w));
+	assert_int_equal(sluice_writer_durable_txseq(w), 3);
+	assert_int_equal(durable_unsynced_segments(), 0);
+	assert_true(sluice_writer_close(w));
+	sluice_arena_free(a);
+	tu_env_free(&env);
+}
+
 int
 main(void)
 {
 	tu_setup_process();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_in_a_written_chunk),
+		cmocka_unit_test(test_async_flush_durable_after_sync),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
