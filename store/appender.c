@@ -1,4 +1,4 @@
-/* Frame appender: the writer's two threads, one encoding frames and one writing them, in order. */
+/* Frame appender: the writer's threads; frames compressed in parallel, written in order. */
 #include "appender.h"
 
 #include <inttypes.h>
@@ -9,35 +9,26 @@
 
 #include "log.h"
 
-/* Chunks of encoded frames that may wait for the store thread. */
-#define APPENDER_STORE_DEPTH 2
+#define APPENDER_MAX_ENCODERS 16
 
 typedef enum appender_kind {
 	APPENDER_OPEN,  /* create the segment named by first_txseq */
-	APPENDER_FRAME, /* encode bytes as the next frame (to the encoding thread only) */
-	APPENDER_WRITE, /* write bytes, encoded frames, without waiting for them to be durable */
-	APPENDER_PUSH,  /* write bytes and make everything written durable; report mark */
+	APPENDER_FRAME, /* compress raw, then chain, sign and write it as the next frame */
+	APPENDER_PUSH,  /* make everything written durable; report mark */
 	APPENDER_SEAL,  /* push, then seal and close the open segment */
 } appender_kind;
 
-/* One piece of work. Slots keep their buffers between uses, for their memory. */
+/* One piece of work in the queue. Slots keep their buffers between uses, for their memory. */
 typedef struct appender_job {
 	appender_kind kind;
-	uint64_t first_txseq;      /* OPEN */
-	sluice_frame_header hdr;   /* FRAME: the fields the writer chose */
-	sluice_appender_mark mark; /* PUSH, SEAL */
-	sluice_buf bytes;          /* owned: FRAME's records; encoded frames for the store */
+	bool ready; /* compressed (FRAME) or nothing to compress: the store's turn */
+	sluice_frame_status status; /* FRAME: how the compression went */
+	uint64_t first_txseq;       /* OPEN */
+	sluice_frame_header hdr;    /* FRAME: the fields the writer chose, then the payload's */
+	sluice_appender_mark mark;  /* PUSH, SEAL */
+	sluice_buf raw;             /* owned: FRAME's records */
+	sluice_buf frame;           /* owned: FRAME's room for the header, then its payload */
 } appender_job;
-
-/* A bounded queue from one thread to the next, under the appender's mutex. */
-typedef struct appender_ring {
-	appender_job *jobs; /* owned: depth slots */
-	size_t depth;
-	size_t head;          /* the oldest job (the one being done, if any) */
-	size_t count;         /* jobs waiting or being done */
-	pthread_cond_t ready; /* a job was queued, or the producer ended */
-	bool ended;           /* the producer hands over nothing more */
-} appender_ring;
 
 struct sluice_appender {
 	sluice_store *store;   /* borrowed */
@@ -47,142 +38,168 @@ struct sluice_appender {
 	size_t max_chunk;
 	uint64_t asked; /* pushes and seals handed over (the writer's thread only) */
 
-	/* The encoding thread's alone once it runs. */
-	sluice_frame_codec *codec; /* owned */
+	/* The store thread's alone once it runs. */
+	sluice_segment *seg; /* owned; NULL between a seal and the next open */
 	uint8_t prev_hash[SLUICE_FRAME_HASH_SIZE];
 	uint64_t next_frame_seq;
 	uint64_t seg_frames;
-	sluice_buf chunk; /* owned: encoded frames not yet handed to the store thread */
+	sluice_buf chunk; /* owned: frames not yet handed to the store */
+	bool unsynced;    /* frames were written without being made durable */
 
-	/* The store thread's alone once it runs. */
-	sluice_segment *seg; /* owned; NULL between a seal and the next open */
-	bool unsynced;       /* frames were written without being made durable */
+	size_t nencoders;
+	sluice_frame_codec *codecs[APPENDER_MAX_ENCODERS]; /* owned: one per encoding thread */
+	pthread_t encoders[APPENDER_MAX_ENCODERS];
+	size_t encoders_started;
+	pthread_t writer;
+	bool writer_started;
 
-	pthread_t encoder, writer;
-	bool encoder_started, writer_started;
-	pthread_mutex_t mu;   /* guards everything below */
-	pthread_cond_t done;  /* a job was done */
-	appender_ring frames; /* the writer's thread to the encoding thread */
-	appender_ring chunks; /* the encoding thread to the store thread */
-	bool failed;          /* a job failed: later ones are dropped */
-	uint64_t answered;    /* pushes and seals done */
+	pthread_mutex_t mu;    /* guards everything below */
+	pthread_cond_t queued; /* a job was queued, or the queue ended: for the encoding threads */
+	pthread_cond_t
+		ready;       /* the oldest job is ready, or the queue ended: for the store thread */
+	pthread_cond_t done; /* a job was done: for the writer's thread */
+	appender_job *jobs;  /* owned: a ring of depth slots */
+	size_t depth;
+	size_t head;       /* the oldest job */
+	size_t count;      /* jobs in the ring, from head */
+	size_t claimed;    /* of those, from head, the ones an encoding thread took */
+	bool ended;        /* nothing more is handed over */
+	bool failed;       /* a job failed: later ones are dropped */
+	uint64_t answered; /* pushes and seals done */
 	sluice_appender_mark synced, sealed;
-	uint64_t seg_size; /* bytes encoded into the open segment */
+	uint64_t seg_size; /* bytes written or to write into the open segment */
 	uint64_t frames_encoded, bytes_encoded;
 };
 
-/*
- * appender_reserve waits for a free slot of ring: the one after the waiting
- * jobs, which its consumer does not touch until appender_commit counts it.
- * @return NULL once the appender has failed.
- */
-static appender_job *
-appender_reserve(sluice_appender *a, appender_ring *ring, appender_kind kind)
-{
-	pthread_mutex_lock(&a->mu);
-	while (ring->count == ring->depth && !a->failed)
-		pthread_cond_wait(&a->done, &a->mu);
-	appender_job *job =
-		a->failed ? NULL : &ring->jobs[(ring->head + ring->count) % ring->depth];
-	pthread_mutex_unlock(&a->mu);
-	if (job != NULL)
-		job->kind = kind;
-	return job;
-}
+/* ---- the encoding threads: compression, any number at once ---- */
 
-/* appender_commit queues the slot appender_reserve gave. */
-static void
-appender_commit(sluice_appender *a, appender_ring *ring)
-{
-	pthread_mutex_lock(&a->mu);
-	ring->count++;
-	pthread_cond_signal(&ring->ready);
-	pthread_mutex_unlock(&a->mu);
-}
+typedef struct appender_encoder_arg {
+	sluice_appender *a;
+	size_t index;
+} appender_encoder_arg;
 
 /*
- * appender_serve is a consumer thread's loop: each job of ring in turn to
- * do, until its producer ended and nothing waits. After a failure jobs are
- * dropped, not done. Every buffer is emptied (its memory kept) once done.
+ * appender_encode_loop takes the oldest job no encoding thread took yet and
+ * compresses it (other jobs have nothing to compress), until the queue ended
+ * and nothing is left to take.
  */
 static void
-appender_serve(sluice_appender *a, appender_ring *ring,
-	       bool (*do_job)(sluice_appender *, appender_job *))
+appender_encode_loop(sluice_appender *a, sluice_frame_codec *codec)
 {
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
-		while (ring->count == 0 && !ring->ended)
-			pthread_cond_wait(&ring->ready, &a->mu);
-		if (ring->count == 0)
+		while (a->claimed == a->count && !a->ended)
+			pthread_cond_wait(&a->queued, &a->mu);
+		if (a->claimed == a->count)
 			break;
-		appender_job *job = &ring->jobs[ring->head];
-		bool skip = a->failed;
+		appender_job *job = &a->jobs[(a->head + a->claimed) % a->depth];
+		a->claimed++;
+		bool work = job->kind == APPENDER_FRAME && !a->failed;
 		pthread_mutex_unlock(&a->mu);
-		bool ok = skip || do_job(a, job);
-		sluice_buf_reset(&job->bytes);
+		if (work)
+			job->status = sluice_frame_compress(codec, &job->hdr, job->raw.data,
+							    job->raw.len, &job->frame);
 		pthread_mutex_lock(&a->mu);
-		if (!ok)
-			a->failed = true;
-		ring->head = (ring->head + 1) % ring->depth;
-		ring->count--;
-		pthread_cond_broadcast(&a->done);
+		job->ready = true;
+		if (job == &a->jobs[a->head])
+			pthread_cond_signal(&a->ready);
 	}
 	pthread_mutex_unlock(&a->mu);
 }
 
-/* appender_end tells the consumer of ring that nothing more comes. */
-static void
-appender_end(sluice_appender *a, appender_ring *ring)
+static void *
+appender_encoder_main(void *arg)
 {
-	pthread_mutex_lock(&a->mu);
-	ring->ended = true;
-	pthread_cond_signal(&ring->ready);
-	pthread_mutex_unlock(&a->mu);
+	appender_encoder_arg *e = arg;
+	appender_encode_loop(e->a, e->a->codecs[e->index]);
+	free(e);
+	return NULL;
 }
 
-/* ---- the store thread ---- */
+/* ---- the store thread: chain, signature and the store, in order ---- */
 
 /*
- * appender_write writes encoded frames to the open segment: durably, or
- * (a chunk that grew to max_chunk, which no one waits for) only written, to
- * become durable with the next durable write. That one happens even when
- * no frame is left to write: the frame holding a commit may have gone out
- * in a chunk that was only written.
+ * appender_write writes the chunk to the open segment: durably, or (a chunk
+ * that grew to max_chunk, which no one waits for) only written, to become
+ * durable with the next durable write. That one happens even when no frame
+ * is left to write: the frame holding a commit may have gone out in a chunk
+ * that was only written.
  */
 static bool
-appender_write(sluice_appender *a, const sluice_buf *bytes, bool durable)
+appender_write(sluice_appender *a, bool durable)
 {
-	if (bytes->len == 0 && !(durable && a->unsynced))
+	if (a->chunk.len == 0 && !(durable && a->unsynced))
 		return true;
 	if (a->seg == NULL) {
 		sluice_log_error("stream \"%s\": frames to write without an open segment",
 				 a->stream);
 		return false;
 	}
-	if (!sluice_segment_write(a->seg, bytes->data, bytes->len, durable))
+	if (!sluice_segment_write(a->seg, a->chunk.data, a->chunk.len, durable))
 		return false;
+	sluice_buf_reset(&a->chunk);
 	a->unsynced = !durable;
 	return true;
 }
 
-/* appender_store does one job of the store thread. */
+/* appender_chain links the compressed frame of job to the chain, signs it and adds it to the chunk.
+ */
+static bool
+appender_chain(sluice_appender *a, appender_job *job)
+{
+	sluice_frame_header *hdr = &job->hdr;
+	if (job->status != SLUICE_FRAME_OK) {
+		sluice_log_error("could not encode frame %" PRIu64 " of stream \"%s\": %s",
+				 a->next_frame_seq, a->stream, sluice_frame_strerror(job->status));
+		return false;
+	}
+	if (a->seg == NULL) {
+		sluice_log_error("stream \"%s\": frame %" PRIu64 " handed over without a segment",
+				 a->stream, a->next_frame_seq);
+		return false;
+	}
+	if (a->seg_frames == 0)
+		hdr->flags |= SLUICE_FRAME_FIRST;
+	hdr->stream_id = a->stream_id;
+	hdr->frame_seq = a->next_frame_seq;
+	memcpy(hdr->key_id, sluice_key_id(a->key), SLUICE_FRAME_KEY_ID_SIZE);
+	memcpy(hdr->prev_hash, a->prev_hash, SLUICE_FRAME_HASH_SIZE);
+	sluice_frame_sign(hdr, sluice_key_secret(a->key), job->frame.data, a->prev_hash);
+	sluice_buf_append(&a->chunk, job->frame.data, job->frame.len);
+	a->next_frame_seq++;
+	a->seg_frames++;
+	pthread_mutex_lock(&a->mu);
+	a->frames_encoded++;
+	a->bytes_encoded += job->frame.len;
+	a->seg_size += job->frame.len;
+	pthread_mutex_unlock(&a->mu);
+	return a->chunk.len < a->max_chunk || appender_write(a, false);
+}
+
+/* appender_store does the oldest job, once ready, on the store thread. */
 static bool
 appender_store(sluice_appender *a, appender_job *job)
 {
 	switch (job->kind) {
+	case APPENDER_FRAME:
+		return appender_chain(a, job);
 	case APPENDER_OPEN:
 		if (a->seg != NULL) {
 			sluice_log_error("stream \"%s\": a segment is opened while another is open",
 					 a->stream);
 			return false;
 		}
-		return sluice_store_segment_open(a->store, a->stream, job->first_txseq, true, true,
-						 &a->seg);
-	case APPENDER_WRITE:
-		return appender_write(a, &job->bytes, false);
+		if (!sluice_store_segment_open(a->store, a->stream, job->first_txseq, true, true,
+					       &a->seg))
+			return false;
+		a->seg_frames = 0;
+		pthread_mutex_lock(&a->mu);
+		a->seg_size = 0;
+		pthread_mutex_unlock(&a->mu);
+		return true;
 	case APPENDER_PUSH:
 	case APPENDER_SEAL:
-		if (!appender_write(a, &job->bytes, true))
+		if (!appender_write(a, true))
 			return false;
 		if (job->kind == APPENDER_SEAL) {
 			if (a->seg == NULL) {
@@ -202,143 +219,57 @@ appender_store(sluice_appender *a, appender_job *job)
 		a->answered++;
 		pthread_mutex_unlock(&a->mu);
 		return true;
-	case APPENDER_FRAME:
-		break;
 	}
-	sluice_log_error("stream \"%s\": the store thread was handed a frame to encode", a->stream);
 	return false;
 }
 
+/*
+ * appender_store_main is the store thread: the oldest job each time it is
+ * ready, until the queue ended and is empty. After a failure jobs are
+ * dropped, not done. Buffers are emptied (their memory kept) once done.
+ */
 static void *
 appender_store_main(void *arg)
 {
 	sluice_appender *a = arg;
-	appender_serve(a, &a->chunks, appender_store);
-	return NULL;
-}
-
-/* ---- the encoding thread ---- */
-
-/* appender_forward hands the encoded frames (all of them, maybe none) on with job's kind. */
-static bool
-appender_forward(sluice_appender *a, const appender_job *job)
-{
-	appender_job *next = appender_reserve(a, &a->chunks, job->kind);
-	if (next == NULL)
-		return false;
-	next->first_txseq = job->first_txseq;
-	next->mark = job->mark;
-	/* The slot's empty buffer becomes the chunk to encode into next. */
-	sluice_buf empty = next->bytes;
-	next->bytes = a->chunk;
-	a->chunk = empty;
-	appender_commit(a, &a->chunks);
-	return true;
-}
-
-/* appender_encode signs the frame of job into the chunk and moves the chain on. */
-static bool
-appender_encode(sluice_appender *a, appender_job *job)
-{
-	sluice_frame_header hdr = job->hdr;
-	if (a->seg_frames == 0)
-		hdr.flags |= SLUICE_FRAME_FIRST;
-	hdr.stream_id = a->stream_id;
-	hdr.frame_seq = a->next_frame_seq;
-	memcpy(hdr.key_id, sluice_key_id(a->key), SLUICE_FRAME_KEY_ID_SIZE);
-	memcpy(hdr.prev_hash, a->prev_hash, SLUICE_FRAME_HASH_SIZE);
-
-	size_t before = a->chunk.len;
-	sluice_frame_status fs =
-		sluice_frame_encode(a->codec, &hdr, job->bytes.data, job->bytes.len,
-				    sluice_key_secret(a->key), &a->chunk, a->prev_hash);
-	if (fs != SLUICE_FRAME_OK) {
-		sluice_log_error("could not encode frame %" PRIu64 " of stream \"%s\": %s",
-				 hdr.frame_seq, a->stream, sluice_frame_strerror(fs));
-		return false;
-	}
-	uint64_t n = a->chunk.len - before;
-	a->next_frame_seq++;
-	a->seg_frames++;
 	pthread_mutex_lock(&a->mu);
-	a->frames_encoded++;
-	a->bytes_encoded += n;
-	a->seg_size += n;
-	pthread_mutex_unlock(&a->mu);
-	if (a->chunk.len < a->max_chunk)
-		return true;
-	appender_job write = {.kind = APPENDER_WRITE};
-	return appender_forward(a, &write);
-}
-
-/* appender_encoder does one job of the encoding thread. */
-static bool
-appender_encoder(sluice_appender *a, appender_job *job)
-{
-	switch (job->kind) {
-	case APPENDER_FRAME:
-		return appender_encode(a, job);
-	case APPENDER_OPEN:
-		if (a->chunk.len > 0) {
-			sluice_log_error("stream \"%s\": a segment is opened with frames of the "
-					 "last one still to write",
-					 a->stream);
-			return false;
-		}
-		a->seg_frames = 0;
-		pthread_mutex_lock(&a->mu);
-		a->seg_size = 0;
+	for (;;) {
+		while (!(a->count > 0 && a->jobs[a->head].ready) && !(a->count == 0 && a->ended))
+			pthread_cond_wait(&a->ready, &a->mu);
+		if (a->count == 0)
+			break;
+		appender_job *job = &a->jobs[a->head];
+		bool skip = a->failed;
 		pthread_mutex_unlock(&a->mu);
-		return appender_forward(a, job);
-	case APPENDER_WRITE:
-	case APPENDER_PUSH:
-	case APPENDER_SEAL:
-		return appender_forward(a, job);
+		bool ok = skip || appender_store(a, job);
+		sluice_buf_reset(&job->raw);
+		sluice_buf_reset(&job->frame);
+		pthread_mutex_lock(&a->mu);
+		if (!ok)
+			a->failed = true;
+		job->ready = false;
+		a->head = (a->head + 1) % a->depth;
+		a->count--;
+		a->claimed--;
+		pthread_cond_broadcast(&a->done);
 	}
-	return false;
-}
-
-static void *
-appender_encoder_main(void *arg)
-{
-	sluice_appender *a = arg;
-	appender_serve(a, &a->frames, appender_encoder);
-	appender_end(a, &a->chunks);
+	pthread_mutex_unlock(&a->mu);
 	return NULL;
 }
 
 /* ---- the writer's side ---- */
 
-static void
-appender_ring_init(appender_ring *ring, size_t depth)
-{
-	ring->depth = depth;
-	ring->jobs = calloc(depth, sizeof(*ring->jobs));
-	if (ring->jobs == NULL)
-		abort();
-	pthread_cond_init(&ring->ready, NULL);
-}
-
-static void
-appender_ring_free(appender_ring *ring)
-{
-	for (size_t i = 0; i < ring->depth; i++)
-		sluice_buf_free(&ring->jobs[i].bytes);
-	free(ring->jobs);
-	pthread_cond_destroy(&ring->ready);
-}
-
 /* appender_start starts a thread with every signal blocked: they go to the writer's thread. */
 static bool
-appender_start(sluice_appender *a, pthread_t *thread, void *(*run)(void *), const char *what)
+appender_start(sluice_appender *a, pthread_t *thread, void *(*run)(void *), void *arg)
 {
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(thread, NULL, run, a);
+	int rc = pthread_create(thread, NULL, run, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
-		sluice_log_error("could not start the %s thread of stream \"%s\": %s", what,
+		sluice_log_error("could not start a frame appender thread of stream \"%s\": %s",
 				 a->stream, strerror(rc));
 		return false;
 	}
@@ -366,21 +297,39 @@ sluice_appender_create(sluice_store *store, const char *stream, const sluice_key
 	memcpy(a->prev_hash, tail->prev_hash, SLUICE_FRAME_HASH_SIZE);
 	a->synced = tail->synced;
 	a->sealed = tail->sealed;
+	a->nencoders = options->encoders < 1                       ? 1
+		       : options->encoders > APPENDER_MAX_ENCODERS ? APPENDER_MAX_ENCODERS
+								   : options->encoders;
+	/* Every encoding thread can hold a frame while one more waits. */
+	a->depth = options->depth > a->nencoders ? options->depth : a->nencoders + 1;
+	a->jobs = calloc(a->depth, sizeof(*a->jobs));
+	if (a->jobs == NULL)
+		abort();
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->queued, NULL);
+	pthread_cond_init(&a->ready, NULL);
 	pthread_cond_init(&a->done, NULL);
-	appender_ring_init(&a->frames, options->depth > 0 ? options->depth : 1);
-	appender_ring_init(&a->chunks, APPENDER_STORE_DEPTH);
-	a->codec = sluice_frame_codec_create(options->zstd_level);
-	if (a->codec == NULL) {
-		sluice_log_error("could not create zstd contexts");
-		goto fail;
+	for (size_t i = 0; i < a->nencoders; i++) {
+		a->codecs[i] = sluice_frame_codec_create(options->zstd_level);
+		if (a->codecs[i] == NULL) {
+			sluice_log_error("could not create zstd contexts");
+			goto fail;
+		}
 	}
-	a->writer_started = appender_start(a, &a->writer, appender_store_main, "segment writer");
+	a->writer_started = appender_start(a, &a->writer, appender_store_main, a);
 	if (!a->writer_started)
 		goto fail;
-	a->encoder_started = appender_start(a, &a->encoder, appender_encoder_main, "frame encoder");
-	if (!a->encoder_started)
-		goto fail;
+	for (size_t i = 0; i < a->nencoders; i++) {
+		appender_encoder_arg *e = malloc(sizeof(*e));
+		if (e == NULL)
+			abort();
+		*e = (appender_encoder_arg){.a = a, .index = i};
+		if (!appender_start(a, &a->encoders[i], appender_encoder_main, e)) {
+			free(e);
+			goto fail;
+		}
+		a->encoders_started++;
+	}
 	return a;
 
 fail:
@@ -393,33 +342,69 @@ sluice_appender_free(sluice_appender *a)
 {
 	if (a == NULL)
 		return;
-	/* Each thread ends once its queue is empty and its producer has ended. */
-	appender_end(a, &a->frames);
-	if (a->encoder_started)
-		pthread_join(a->encoder, NULL);
-	else
-		appender_end(a, &a->chunks);
+	/* The threads end once the queue ended and is empty (jobs after a failure are dropped). */
+	pthread_mutex_lock(&a->mu);
+	a->ended = true;
+	pthread_cond_broadcast(&a->queued);
+	pthread_cond_broadcast(&a->ready);
+	pthread_mutex_unlock(&a->mu);
+	for (size_t i = 0; i < a->encoders_started; i++)
+		pthread_join(a->encoders[i], NULL);
 	if (a->writer_started)
 		pthread_join(a->writer, NULL);
 	sluice_segment_close(a->seg);
-	appender_ring_free(&a->frames);
-	appender_ring_free(&a->chunks);
+	for (size_t i = 0; i < a->depth; i++) {
+		sluice_buf_free(&a->jobs[i].raw);
+		sluice_buf_free(&a->jobs[i].frame);
+	}
+	free(a->jobs);
 	sluice_buf_free(&a->chunk);
-	sluice_frame_codec_free(a->codec);
+	for (size_t i = 0; i < a->nencoders; i++)
+		sluice_frame_codec_free(a->codecs[i]);
 	pthread_cond_destroy(&a->done);
+	pthread_cond_destroy(&a->ready);
+	pthread_cond_destroy(&a->queued);
 	pthread_mutex_destroy(&a->mu);
 	free(a->stream);
 	free(a);
 }
 
+/*
+ * appender_reserve waits for a free slot: the one after the queued jobs,
+ * which no other thread touches until appender_commit counts it.
+ * @return NULL once the appender has failed.
+ */
+static appender_job *
+appender_reserve(sluice_appender *a, appender_kind kind)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->count == a->depth && !a->failed)
+		pthread_cond_wait(&a->done, &a->mu);
+	appender_job *job = a->failed ? NULL : &a->jobs[(a->head + a->count) % a->depth];
+	pthread_mutex_unlock(&a->mu);
+	if (job != NULL)
+		job->kind = kind;
+	return job;
+}
+
+/* appender_commit queues the slot appender_reserve gave. */
+static void
+appender_commit(sluice_appender *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->count++;
+	pthread_cond_signal(&a->queued);
+	pthread_mutex_unlock(&a->mu);
+}
+
 bool
 sluice_appender_open_segment(sluice_appender *a, uint64_t first_txseq)
 {
-	appender_job *job = appender_reserve(a, &a->frames, APPENDER_OPEN);
+	appender_job *job = appender_reserve(a, APPENDER_OPEN);
 	if (job == NULL)
 		return false;
 	job->first_txseq = first_txseq;
-	appender_commit(a, &a->frames);
+	appender_commit(a);
 	return true;
 }
 
@@ -427,19 +412,20 @@ bool
 sluice_appender_frame(sluice_appender *a, const sluice_frame_header *hdr, sluice_buf *raw,
 		      size_t len)
 {
-	appender_job *job = appender_reserve(a, &a->frames, APPENDER_FRAME);
+	appender_job *job = appender_reserve(a, APPENDER_FRAME);
 	if (job == NULL)
 		return false;
 	job->hdr = *hdr;
+	job->status = SLUICE_FRAME_OK;
 	/* The slot's empty buffer becomes the caller's; its records become the job's. */
-	sluice_buf empty = job->bytes;
-	job->bytes = *raw;
+	sluice_buf empty = job->raw;
+	job->raw = *raw;
 	*raw = empty;
-	if (len < job->bytes.len) {
-		sluice_buf_append(raw, job->bytes.data + len, job->bytes.len - len);
-		job->bytes.len = len;
+	if (len < job->raw.len) {
+		sluice_buf_append(raw, job->raw.data + len, job->raw.len - len);
+		job->raw.len = len;
 	}
-	appender_commit(a, &a->frames);
+	appender_commit(a);
 	return true;
 }
 
@@ -447,12 +433,12 @@ sluice_appender_frame(sluice_appender *a, const sluice_frame_header *hdr, sluice
 static bool
 appender_ask(sluice_appender *a, appender_kind kind, sluice_appender_mark mark)
 {
-	appender_job *job = appender_reserve(a, &a->frames, kind);
+	appender_job *job = appender_reserve(a, kind);
 	if (job == NULL)
 		return false;
 	job->mark = mark;
 	a->asked++;
-	appender_commit(a, &a->frames);
+	appender_commit(a);
 	return true;
 }
 
@@ -472,7 +458,7 @@ bool
 sluice_appender_wait(sluice_appender *a)
 {
 	pthread_mutex_lock(&a->mu);
-	while (a->frames.count > 0 || a->chunks.count > 0)
+	while (a->count > 0)
 		pthread_cond_wait(&a->done, &a->mu);
 	bool ok = !a->failed;
 	pthread_mutex_unlock(&a->mu);

@@ -1,4 +1,4 @@
-/* Frame appender: the writer's two threads, one encoding frames and one writing them, in order. */
+/* Frame appender: the writer's threads; frames compressed in parallel, written in order. */
 #ifndef SLUICE_STORE_APPENDER_H
 #define SLUICE_STORE_APPENDER_H
 
@@ -12,16 +12,18 @@
 #include "keys.h"
 
 /*
- * One thread (the writer's) hands work over; the appender does it in the
- * order it was handed over, on two threads of its own: one compresses,
- * hashes, chains and signs each frame, the other writes the encoded frames,
- * makes them durable and creates and seals segments through the store. So
- * while the store waits for a disk or a server, the next frames are
- * encoded, and while they are, the writer fills the next one.
+ * One thread (the writer's) hands work over; the appender does it on
+ * threads of its own, in the order it was handed over. Encoding threads
+ * (one or more) compress frames and hash their payloads, several frames at
+ * once; the store thread takes the frames in order, links each to the chain
+ * (previous hash, frame number, FIRST flag), signs it and writes it, makes
+ * what was written durable, and creates and seals segments through the
+ * store. So while the store waits for a disk or a server, the next frames
+ * are compressed, and while they are, the writer fills the next one.
  *
- * Both queues are bounded: at most `depth` pieces of work wait for the
- * encoding thread and two chunks of encoded frames for the store thread,
- * so memory is bounded by `depth` frames' records plus three chunks.
+ * The queue is bounded: at most `depth` pieces of work wait or are being
+ * done, so memory is bounded by `depth` frames (records and compressed
+ * payload) plus one chunk of frames for the store.
  *
  * Nothing handed over counts as done until the appender says so: a push or
  * a seal carries a mark (what the writer had written when it asked) that
@@ -49,7 +51,8 @@ typedef struct sluice_appender_tail {
 typedef struct sluice_appender_options {
 	int zstd_level;
 	size_t max_chunk; /* hand encoded frames to the store once they reach this size */
-	size_t depth;     /* pieces of work that may wait for the encoding thread (at least 1) */
+	size_t depth;     /* pieces of work queued at most (at least encoders + 1) */
+	size_t encoders;  /* encoding threads (1 to 16) */
 } sluice_appender_options;
 
 /*

@@ -268,9 +268,8 @@ sluice_frame_encoded_bound(size_t raw_len)
 }
 
 sluice_frame_status
-sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_header *hdr, const uint8_t *raw,
-		    size_t raw_len, const uint8_t sk[64], sluice_buf *out,
-		    uint8_t hash_out[SLUICE_FRAME_HASH_SIZE])
+sluice_frame_compress(sluice_frame_codec *codec, sluice_frame_header *hdr, const uint8_t *raw,
+		      size_t raw_len, sluice_buf *out)
 {
 	if (raw_len > SLUICE_FRAME_MAX_RAW)
 		return SLUICE_FRAME_E_LENGTH;
@@ -292,12 +291,32 @@ sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_header *hdr, const u
 	hdr->raw_len = (uint32_t)raw_len;
 	crypto_generichash_blake2b(hdr->payload_hash, SLUICE_FRAME_HASH_SIZE, payload, clen, NULL,
 				   0);
+	memset(header, 0, SLUICE_FRAME_HEADER_SIZE);
+	out->len += SLUICE_FRAME_HEADER_SIZE + clen;
+	return SLUICE_FRAME_OK;
+}
 
+void
+sluice_frame_sign(sluice_frame_header *hdr, const uint8_t sk[64],
+		  uint8_t header[SLUICE_FRAME_HEADER_SIZE],
+		  uint8_t hash_out[SLUICE_FRAME_HASH_SIZE])
+{
 	frame_write_signed(hdr, header);
 	crypto_sign_ed25519_detached(hdr->signature, NULL, header, SLUICE_FRAME_SIGNED_SIZE, sk);
 	memcpy(header + FRAME_OFF_SIGNATURE, hdr->signature, 64);
 	sluice_frame_hash(header, hash_out);
-	out->len += SLUICE_FRAME_HEADER_SIZE + clen;
+}
+
+sluice_frame_status
+sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_header *hdr, const uint8_t *raw,
+		    size_t raw_len, const uint8_t sk[64], sluice_buf *out,
+		    uint8_t hash_out[SLUICE_FRAME_HASH_SIZE])
+{
+	size_t at = out->len;
+	sluice_frame_status st = sluice_frame_compress(codec, hdr, raw, raw_len, out);
+	if (st != SLUICE_FRAME_OK)
+		return st;
+	sluice_frame_sign(hdr, sk, out->data + at, hash_out);
 	return SLUICE_FRAME_OK;
 }
 

@@ -115,6 +115,20 @@ sluice_frame_status sluice_frame_encode(sluice_frame_codec *codec, sluice_frame_
 					const uint8_t *raw, size_t raw_len, const uint8_t sk[64],
 					sluice_buf *out, uint8_t hash_out[SLUICE_FRAME_HASH_SIZE]);
 
+/*
+ * sluice_frame_encode in two steps, so that frames can be compressed in
+ * parallel and then chained and signed in order. sluice_frame_compress
+ * appends to out room for the header (zeros) and the compressed payload of
+ * raw[0..raw_len), and fills payload_len, raw_len, codec and payload_hash of
+ * *hdr. sluice_frame_sign lays out the complete *hdr (the caller set the
+ * rest) into header, signs it with sk and gives the frame's chain hash.
+ */
+sluice_frame_status sluice_frame_compress(sluice_frame_codec *codec, sluice_frame_header *hdr,
+					  const uint8_t *raw, size_t raw_len, sluice_buf *out);
+void sluice_frame_sign(sluice_frame_header *hdr, const uint8_t sk[64],
+		       uint8_t header[SLUICE_FRAME_HEADER_SIZE],
+		       uint8_t hash_out[SLUICE_FRAME_HASH_SIZE]);
+
 /* sluice_frame_encoded_bound: the most bytes sluice_frame_encode appends for raw_len bytes. */
 size_t sluice_frame_encoded_bound(size_t raw_len);
 

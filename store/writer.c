@@ -81,6 +81,7 @@ sluice_writer_default_options(void)
 		.segment_target = 64 * 1024 * 1024,
 		.zstd_level = 1,
 		.queue_frames = 4,
+		.encode_threads = 2,
 	};
 	return o;
 }
@@ -472,6 +473,7 @@ sluice_writer_open(sluice_store *store, const char *stream, const sluice_key *ke
 		.zstd_level = w->options.zstd_level,
 		.max_chunk = sluice_store_caps_get(store)->max_chunk,
 		.depth = w->options.queue_frames,
+		.encoders = w->options.encode_threads,
 	};
 	if (ao.max_chunk < w->options.frame_target)
 		ao.max_chunk = w->options.frame_target;

@@ -17,11 +17,12 @@ typedef struct sluice_writer_options {
 	uint64_t segment_target; /* seal a segment once it passes this size between transactions */
 	int zstd_level;
 	/*
-	 * Frames cut but not yet encoded and written, at most: they wait for
-	 * the writer's second thread, which compresses, signs and writes them
-	 * while the next frame fills (0 counts as 1).
+	 * Frames cut but not yet written, at most: the writer's threads
+	 * compress them (encode_threads at once), then sign and write them in
+	 * order, while the next frame fills.
 	 */
 	size_t queue_frames;
+	size_t encode_threads;
 	/*
 	 * Seal the open segment at the first flush between transactions once it
 	 * is this old (0: only by size). Stores that show only sealed segments
@@ -36,7 +37,10 @@ typedef struct sluice_writer_options {
 	const sluice_trust *trust;
 } sluice_writer_options;
 
-/* sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1, 4 queued frames. */
+/*
+ * sluice_writer_default_options: 1 MiB frames, 64 MiB segments, zstd level 1,
+ * 4 queued frames, 2 encoding threads.
+ */
 sluice_writer_options sluice_writer_default_options(void);
 
 /* What the writer found at the end of the stream when it opened it. */
