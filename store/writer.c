@@ -286,7 +286,7 @@ cleanup:
 
 /*
  * writer_recover finds the end of an existing stream and prepares to continue
- * it; *tail gets where the appender goes on (its segment owned by the caller).
+ * it; *tail receives where the appender goes on (its segment owned by the caller).
  */
 static bool
 writer_recover(sluice_writer *w, sluice_writer_recovery *rec, sluice_appender_tail *tail)
