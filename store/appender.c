@@ -4,12 +4,20 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 
 #define APPENDER_MAX_ENCODERS 16
+/*
+ * Frames smaller than this are compressed by the store thread itself: a hand
+ * over to an encoding thread costs two thread wake-ups, about what
+ * compressing 128 KiB costs, and small frames come one per flush in streams
+ * of small transactions. Large frames (a large transaction's) go in parallel.
+ */
+#define APPENDER_SMALL_FRAME (128 * 1024)
 
 typedef enum appender_kind {
 	APPENDER_OPEN,  /* create the segment named by first_txseq */
@@ -18,10 +26,17 @@ typedef enum appender_kind {
 	APPENDER_SEAL,  /* push, then seal and close the open segment */
 } appender_kind;
 
+typedef enum appender_state {
+	APPENDER_WAITING,  /* a frame for an encoding thread to take */
+	APPENDER_ENCODING, /* an encoding thread compresses it */
+	APPENDER_SMALL,    /* a small frame: the store thread compresses it when its turn comes */
+	APPENDER_READY,    /* compressed, or nothing to compress: the store thread's turn */
+} appender_state;
+
 /* One piece of work in the queue. Slots keep their buffers between uses, for their memory. */
 typedef struct appender_job {
 	appender_kind kind;
-	bool ready; /* compressed (FRAME) or nothing to compress: the store's turn */
+	appender_state state;
 	sluice_frame_status status; /* FRAME: how the compression went */
 	uint64_t first_txseq;       /* OPEN */
 	sluice_frame_header hdr;    /* FRAME: the fields the writer chose, then the payload's */
@@ -46,26 +61,30 @@ struct sluice_appender {
 	sluice_buf chunk; /* owned: frames not yet handed to the store */
 	bool unsynced;    /* frames were written without being made durable */
 
+	/* What the writer's thread last read of the marks (its alone). */
+	uint64_t seen;
+	sluice_appender_mark seen_synced, seen_sealed;
+
 	size_t nencoders;
-	sluice_frame_codec *codecs[APPENDER_MAX_ENCODERS]; /* owned: one per encoding thread */
+	/* owned: one per encoding thread, and the last for the store thread's small frames */
+	sluice_frame_codec *codecs[APPENDER_MAX_ENCODERS + 1];
 	pthread_t encoders[APPENDER_MAX_ENCODERS];
 	size_t encoders_started;
 	pthread_t writer;
 	bool writer_started;
 
 	pthread_mutex_t mu;    /* guards everything below */
-	pthread_cond_t queued; /* a job was queued, or the queue ended: for the encoding threads */
-	pthread_cond_t
-		ready;       /* the oldest job is ready, or the queue ended: for the store thread */
-	pthread_cond_t done; /* a job was done: for the writer's thread */
-	appender_job *jobs;  /* owned: a ring of depth slots */
+	pthread_cond_t queued; /* a frame was queued, or the queue ended: encoding threads wait */
+	pthread_cond_t ready;  /* the oldest job is the store's turn, or the queue ended */
+	pthread_cond_t done;   /* a job was done: the writer's thread waits */
+	appender_job *jobs;    /* owned: a ring of depth slots */
 	size_t depth;
-	size_t head;       /* the oldest job */
-	size_t count;      /* jobs in the ring, from head */
-	size_t claimed;    /* of those, from head, the ones an encoding thread took */
-	bool ended;        /* nothing more is handed over */
-	bool failed;       /* a job failed: later ones are dropped */
-	uint64_t answered; /* pushes and seals done */
+	size_t head;  /* the oldest job */
+	size_t count; /* jobs in the ring, from head */
+	bool ended;   /* nothing more is handed over */
+	/* a job failed, later ones are dropped (the writer's thread reads it without the mutex) */
+	atomic_bool failed;
+	atomic_uint_least64_t answered; /* pushes and seals done (set with the marks) */
 	sluice_appender_mark synced, sealed;
 	uint64_t seg_size; /* bytes written or to write into the open segment */
 	uint64_t frames_encoded, bytes_encoded;
@@ -78,29 +97,41 @@ typedef struct appender_encoder_arg {
 	size_t index;
 } appender_encoder_arg;
 
+/* appender_unclaimed: the oldest frame waiting for an encoding thread, NULL if none. */
+static appender_job *
+appender_unclaimed(sluice_appender *a)
+{
+	for (size_t i = 0; i < a->count; i++) {
+		appender_job *job = &a->jobs[(a->head + i) % a->depth];
+		if (job->state == APPENDER_WAITING)
+			return job;
+	}
+	return NULL;
+}
+
 /*
- * appender_encode_loop takes the oldest job no encoding thread took yet and
- * compresses it (other jobs have nothing to compress), until the queue ended
- * and nothing is left to take.
+ * appender_encode_loop takes the oldest frame waiting for an encoding
+ * thread and compresses it, until the queue ended and none is left. (Other
+ * work needs no compression, small frames are the store thread's.)
  */
 static void
 appender_encode_loop(sluice_appender *a, sluice_frame_codec *codec)
 {
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
-		while (a->claimed == a->count && !a->ended)
+		appender_job *job;
+		while ((job = appender_unclaimed(a)) == NULL && !a->ended)
 			pthread_cond_wait(&a->queued, &a->mu);
-		if (a->claimed == a->count)
+		if (job == NULL)
 			break;
-		appender_job *job = &a->jobs[(a->head + a->claimed) % a->depth];
-		a->claimed++;
-		bool work = job->kind == APPENDER_FRAME && !a->failed;
+		job->state = APPENDER_ENCODING;
+		bool work = !atomic_load(&a->failed);
 		pthread_mutex_unlock(&a->mu);
 		if (work)
 			job->status = sluice_frame_compress(codec, &job->hdr, job->raw.data,
 							    job->raw.len, &job->frame);
 		pthread_mutex_lock(&a->mu);
-		job->ready = true;
+		job->state = APPENDER_READY;
 		if (job == &a->jobs[a->head])
 			pthread_cond_signal(&a->ready);
 	}
@@ -216,7 +247,7 @@ appender_store(sluice_appender *a, appender_job *job)
 		a->synced = job->mark;
 		if (job->kind == APPENDER_SEAL)
 			a->sealed = job->mark;
-		a->answered++;
+		atomic_fetch_add(&a->answered, 1);
 		pthread_mutex_unlock(&a->mu);
 		return true;
 	}
@@ -234,23 +265,28 @@ appender_store_main(void *arg)
 	sluice_appender *a = arg;
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
-		while (!(a->count > 0 && a->jobs[a->head].ready) && !(a->count == 0 && a->ended))
+		while (!(a->count > 0 && (a->jobs[a->head].state == APPENDER_READY ||
+					  a->jobs[a->head].state == APPENDER_SMALL)) &&
+		       !(a->count == 0 && a->ended))
 			pthread_cond_wait(&a->ready, &a->mu);
 		if (a->count == 0)
 			break;
 		appender_job *job = &a->jobs[a->head];
-		bool skip = a->failed;
+		bool skip = atomic_load(&a->failed);
 		pthread_mutex_unlock(&a->mu);
+		if (job->state == APPENDER_SMALL && !skip)
+			job->status =
+				sluice_frame_compress(a->codecs[a->nencoders], &job->hdr,
+						      job->raw.data, job->raw.len, &job->frame);
 		bool ok = skip || appender_store(a, job);
 		sluice_buf_reset(&job->raw);
 		sluice_buf_reset(&job->frame);
 		pthread_mutex_lock(&a->mu);
 		if (!ok)
-			a->failed = true;
-		job->ready = false;
+			atomic_store(&a->failed, true);
+		job->state = APPENDER_WAITING;
 		a->head = (a->head + 1) % a->depth;
 		a->count--;
-		a->claimed--;
 		pthread_cond_broadcast(&a->done);
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -295,8 +331,10 @@ sluice_appender_create(sluice_store *store, const char *stream, const sluice_key
 	a->seg_frames = tail->seg_frames;
 	a->next_frame_seq = tail->next_frame_seq;
 	memcpy(a->prev_hash, tail->prev_hash, SLUICE_FRAME_HASH_SIZE);
-	a->synced = tail->synced;
-	a->sealed = tail->sealed;
+	a->synced = a->seen_synced = tail->synced;
+	a->sealed = a->seen_sealed = tail->sealed;
+	atomic_init(&a->failed, false);
+	atomic_init(&a->answered, 0);
 	a->nencoders = options->encoders < 1                       ? 1
 		       : options->encoders > APPENDER_MAX_ENCODERS ? APPENDER_MAX_ENCODERS
 								   : options->encoders;
@@ -309,7 +347,7 @@ sluice_appender_create(sluice_store *store, const char *stream, const sluice_key
 	pthread_cond_init(&a->queued, NULL);
 	pthread_cond_init(&a->ready, NULL);
 	pthread_cond_init(&a->done, NULL);
-	for (size_t i = 0; i < a->nencoders; i++) {
+	for (size_t i = 0; i <= a->nencoders; i++) {
 		a->codecs[i] = sluice_frame_codec_create(options->zstd_level);
 		if (a->codecs[i] == NULL) {
 			sluice_log_error("could not create zstd contexts");
@@ -359,7 +397,7 @@ sluice_appender_free(sluice_appender *a)
 	}
 	free(a->jobs);
 	sluice_buf_free(&a->chunk);
-	for (size_t i = 0; i < a->nencoders; i++)
+	for (size_t i = 0; i <= a->nencoders; i++)
 		sluice_frame_codec_free(a->codecs[i]);
 	pthread_cond_destroy(&a->done);
 	pthread_cond_destroy(&a->ready);
@@ -378,22 +416,33 @@ static appender_job *
 appender_reserve(sluice_appender *a, appender_kind kind)
 {
 	pthread_mutex_lock(&a->mu);
-	while (a->count == a->depth && !a->failed)
+	while (a->count == a->depth && !atomic_load(&a->failed))
 		pthread_cond_wait(&a->done, &a->mu);
-	appender_job *job = a->failed ? NULL : &a->jobs[(a->head + a->count) % a->depth];
+	appender_job *job =
+		atomic_load(&a->failed) ? NULL : &a->jobs[(a->head + a->count) % a->depth];
 	pthread_mutex_unlock(&a->mu);
 	if (job != NULL)
 		job->kind = kind;
 	return job;
 }
 
-/* appender_commit queues the slot appender_reserve gave. */
+/*
+ * appender_commit queues the slot appender_reserve gave: a large frame for
+ * an encoding thread, anything else for the store thread.
+ */
 static void
-appender_commit(sluice_appender *a)
+appender_commit(sluice_appender *a, appender_job *job)
 {
 	pthread_mutex_lock(&a->mu);
 	a->count++;
-	pthread_cond_signal(&a->queued);
+	if (job->kind == APPENDER_FRAME && job->raw.len >= APPENDER_SMALL_FRAME) {
+		job->state = APPENDER_WAITING;
+		pthread_cond_signal(&a->queued);
+	} else {
+		job->state = job->kind == APPENDER_FRAME ? APPENDER_SMALL : APPENDER_READY;
+		if (job == &a->jobs[a->head])
+			pthread_cond_signal(&a->ready);
+	}
 	pthread_mutex_unlock(&a->mu);
 }
 
@@ -404,7 +453,7 @@ sluice_appender_open_segment(sluice_appender *a, uint64_t first_txseq)
 	if (job == NULL)
 		return false;
 	job->first_txseq = first_txseq;
-	appender_commit(a);
+	appender_commit(a, job);
 	return true;
 }
 
@@ -425,7 +474,7 @@ sluice_appender_frame(sluice_appender *a, const sluice_frame_header *hdr, sluice
 		sluice_buf_append(raw, job->raw.data + len, job->raw.len - len);
 		job->raw.len = len;
 	}
-	appender_commit(a);
+	appender_commit(a, job);
 	return true;
 }
 
@@ -438,7 +487,7 @@ appender_ask(sluice_appender *a, appender_kind kind, sluice_appender_mark mark)
 		return false;
 	job->mark = mark;
 	a->asked++;
-	appender_commit(a);
+	appender_commit(a, job);
 	return true;
 }
 
@@ -460,37 +509,36 @@ sluice_appender_wait(sluice_appender *a)
 	pthread_mutex_lock(&a->mu);
 	while (a->count > 0)
 		pthread_cond_wait(&a->done, &a->mu);
-	bool ok = !a->failed;
 	pthread_mutex_unlock(&a->mu);
-	return ok;
+	return !atomic_load(&a->failed);
 }
 
 bool
 sluice_appender_failed(sluice_appender *a)
 {
-	pthread_mutex_lock(&a->mu);
-	bool failed = a->failed;
-	pthread_mutex_unlock(&a->mu);
-	return failed;
+	return atomic_load(&a->failed);
 }
 
 bool
 sluice_appender_pending(sluice_appender *a)
 {
-	pthread_mutex_lock(&a->mu);
-	bool pending = a->answered < a->asked;
-	pthread_mutex_unlock(&a->mu);
-	return pending;
+	return atomic_load(&a->answered) < a->asked;
 }
 
 void
 sluice_appender_marks(sluice_appender *a, sluice_appender_mark *synced,
 		      sluice_appender_mark *sealed)
 {
-	pthread_mutex_lock(&a->mu);
-	*synced = a->synced;
-	*sealed = a->sealed;
-	pthread_mutex_unlock(&a->mu);
+	/* The marks change only with answered: read them again only then. */
+	if (atomic_load(&a->answered) != a->seen) {
+		pthread_mutex_lock(&a->mu);
+		a->seen_synced = a->synced;
+		a->seen_sealed = a->sealed;
+		a->seen = atomic_load(&a->answered);
+		pthread_mutex_unlock(&a->mu);
+	}
+	*synced = a->seen_synced;
+	*sealed = a->seen_sealed;
 }
 
 uint64_t
