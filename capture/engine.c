@@ -50,6 +50,7 @@ struct sluice_capture_sink {
 	bool restart; /* the source asked to start again at once */
 
 	int64_t last_status_ms, last_flush_ms, last_heartbeat_ms, last_log_ms, last_report_ms;
+	bool flush_asked; /* a flush was handed to the writer and not seen done yet */
 	uint64_t base_frames, base_bytes; /* written by writers closed before this one */
 	uint64_t unflushed_since_ms; /* when the oldest not-yet-durable commit arrived, 0: none */
 };
@@ -57,7 +58,9 @@ struct sluice_capture_sink {
 typedef struct sluice_capture_sink engine;
 
 /* How often to look whether a flush under way is done, when idle. */
-#define ENGINE_FLUSH_POLL_MS 5
+#define ENGINE_FLUSH_POLL_MS 2
+/* Flushes of at most this many record bytes are waited for (engine_flush_due_now). */
+#define ENGINE_WAIT_FLUSH_BYTES (256 * 1024)
 
 /* engine_ack reports the received and durable positions to the source. */
 static bool
@@ -111,6 +114,11 @@ engine_note_durable(engine *e)
 		e->fatal = true;
 		return false;
 	}
+	/* The gap before the next flush counts from the end of this one, as when flushes waited. */
+	if (e->flush_asked && !sluice_writer_flushing(e->w)) {
+		e->flush_asked = false;
+		e->last_flush_ms = sluice_clock_mono_ms();
+	}
 	uint64_t durable = sluice_writer_durable_position(e->w);
 	if (durable > e->ackable)
 		e->ackable = durable;
@@ -139,9 +147,34 @@ engine_flush(engine *e, bool wait)
 		e->fatal = true;
 		return false;
 	}
-	e->last_flush_ms = sluice_clock_mono_ms();
+	e->flush_asked = true;
 	e->unflushed_since_ms = 0;
 	return engine_note_durable(e);
+}
+
+/*
+ * engine_flush_due_now asks for the flush that is due. A small one (after
+ * small transactions) is waited for: it takes about as long as handing it
+ * to the writer's threads and noticing it done, and what the source sends
+ * meanwhile is then read in one go instead of in many small wake-ups. A
+ * large one (after a large transaction: the fsync of many megabytes) is left
+ * to the writer's threads while receiving goes on.
+ */
+static bool
+engine_flush_due_now(engine *e)
+{
+	return engine_flush(e, sluice_writer_unflushed_bytes(e->w) <= ENGINE_WAIT_FLUSH_BYTES);
+}
+
+/*
+ * engine_may_flush: one flush at a time. Under way, it carries what came
+ * before it; what comes meanwhile waits for the next (as when flushes
+ * waited, but without stopping the receive loop).
+ */
+static bool
+engine_may_flush(const engine *e)
+{
+	return !sluice_writer_flushing(e->w);
 }
 
 /* engine_has_unflushed: something received is not durable yet (not acknowledgeable). */
@@ -472,8 +505,9 @@ engine_idle(engine *e)
 	int64_t now = sluice_clock_mono_ms();
 	if (!engine_note_durable(e))
 		return false;
-	if (engine_has_unsynced(e) && now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
-		if (!engine_flush(e, false))
+	if (engine_has_unsynced(e) && engine_may_flush(e) &&
+	    now - e->last_flush_ms >= e->o->min_flush_gap_ms) {
+		if (!engine_flush_due_now(e))
 			return false;
 	}
 	if (e->o->heartbeat_interval_ms > 0 && !e->in_txn &&
@@ -514,22 +548,25 @@ engine_wait_ms(const engine *e)
 {
 	int64_t now = sluice_clock_mono_ms();
 	int64_t wait = e->o->status_interval_ms - (now - e->last_status_ms);
-	if (engine_has_unsynced(e)) {
-		int64_t f = e->o->min_flush_gap_ms - (now - e->last_flush_ms);
-		if (f < wait)
-			wait = f;
+	if (!engine_may_flush(e)) {
+		/* A flush under way: look again soon, to acknowledge it once done. */
+		if (wait > ENGINE_FLUSH_POLL_MS)
+			wait = ENGINE_FLUSH_POLL_MS;
+	} else {
+		if (engine_has_unsynced(e)) {
+			int64_t f = e->o->min_flush_gap_ms - (now - e->last_flush_ms);
+			if (f < wait)
+				wait = f;
+		}
+		int64_t seal = sluice_writer_seal_due_ms(e->w);
+		if (seal >= 0 && seal < wait)
+			wait = seal;
 	}
-	int64_t seal = sluice_writer_seal_due_ms(e->w);
-	if (seal >= 0 && seal < wait)
-		wait = seal;
 	if (e->o->heartbeat_interval_ms > 0) {
 		int64_t h = e->o->heartbeat_interval_ms - (now - e->last_heartbeat_ms);
 		if (h < wait)
 			wait = h;
 	}
-	/* A flush under way: look again soon, to acknowledge it once done. */
-	if (sluice_writer_flushing(e->w) && wait > ENGINE_FLUSH_POLL_MS)
-		wait = ENGINE_FLUSH_POLL_MS;
 	if (wait > 1000)
 		wait = 1000; /* notice signals and stop conditions promptly */
 	if (wait < 0)
@@ -572,8 +609,9 @@ engine_stream(engine *e)
 		/* Under continuous load, still bound how long a commit waits for fsync. */
 		if (e->unflushed_since_ms != 0 &&
 		    sluice_clock_mono_ms() - (int64_t)e->unflushed_since_ms >=
-			    e->o->max_flush_delay_ms) {
-			if (!engine_flush(e, false))
+			    e->o->max_flush_delay_ms &&
+		    engine_may_flush(e)) {
+			if (!engine_flush_due_now(e))
 				return false;
 		}
 		/* and acknowledge what became durable meanwhile */

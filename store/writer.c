@@ -51,7 +51,8 @@ struct sluice_writer {
 	int64_t last_commit_time;
 	uint64_t written_txseq; /* last committed in a frame handed to the appender */
 	uint64_t written_end_lsn;
-	uint64_t asked_txseq; /* written when a flush or seal was last asked for */
+	uint64_t asked_txseq;  /* written when a flush or seal was last asked for */
+	uint64_t handed_bytes; /* record bytes handed to the appender since then */
 
 	/* pending frame */
 	sluice_buf raw; /* owned: length-prefixed records */
@@ -543,6 +544,7 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 		return false;
 	}
 	w->seg_bound += sluice_frame_encoded_bound(len);
+	w->handed_bytes += len;
 	return true;
 }
 
@@ -559,6 +561,7 @@ writer_ask(sluice_writer *w, bool seal)
 		return false;
 	}
 	w->asked_txseq = w->written_txseq;
+	w->handed_bytes = 0;
 	if (seal)
 		w->seg_open = false;
 	return true;
@@ -934,6 +937,12 @@ bool
 sluice_writer_flush_due(const sluice_writer *w)
 {
 	return w->last_txseq > w->asked_txseq || sluice_writer_seal_due_ms(w) == 0;
+}
+
+uint64_t
+sluice_writer_unflushed_bytes(const sluice_writer *w)
+{
+	return w->handed_bytes + w->raw.len;
 }
 
 bool

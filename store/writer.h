@@ -92,6 +92,12 @@ bool sluice_writer_flush_async(sluice_writer *w);
  */
 bool sluice_writer_flush_due(const sluice_writer *w);
 
+/*
+ * sluice_writer_unflushed_bytes: record bytes appended since a flush was
+ * last asked for (what the next one has to make durable).
+ */
+uint64_t sluice_writer_unflushed_bytes(const sluice_writer *w);
+
 /* sluice_writer_flushing: a flush or seal asked for is still being done. */
 bool sluice_writer_flushing(const sluice_writer *w);
 
