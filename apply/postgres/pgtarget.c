@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "json.h"
 #include "log.h"
+#include "netchange.h"
 #include "pgconn.h"
 #include "pgprepare.h"
 #include "records.h"
@@ -45,6 +46,8 @@ typedef enum pgt_kind {
 	PGT_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
 				     changed */
 	PGT_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
+	PGT_K_NET_WRITE,        /* grouped: net changes of many rows; writes exactly rows rows */
+	PGT_K_NET_ABSENT,       /* grouped: rows inserted and deleted in the group; none exists */
 } pgt_kind;
 
 typedef struct pgt_pending {
@@ -57,6 +60,10 @@ typedef struct pgt_pending {
 	int64_t commit_us;
 	uint32_t node; /* index into apply.nodes */
 	char op;       /* 'I', 'U', 'D' of the change it belongs to, 0 for none */
+	/* the COMMIT of a group: its first transaction, and the inserts, updates and deletes
+	   folded into its net changes (counted when it commits) */
+	uint64_t first_txseq;
+	uint64_t counts[3];
 } pgt_pending;
 
 typedef struct pgt_rel {
@@ -158,6 +165,22 @@ typedef struct pgt {
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
 	bool moved;            /* the last PGT_K_IDENT_MOVE deleted the row it re-inserts */
+
+	/*
+	 * Grouped apply (target.h): the open transaction holds source
+	 * transactions group_first..txseq; their changes of tables that allow
+	 * it are folded into net (netchange.h) and written as multi-row
+	 * statements whose row counts must be what the source had.
+	 */
+	bool grouped;
+	uint64_t group_first;
+	uint64_t group_counts[3]; /* inserts, updates, deletes folded into net */
+	sluice_net net;
+	bool net_mismatch;  /* a net statement's row count was not the expected one */
+	char net_what[640]; /* the first such, for the message */
+	uint32_t net_rel;   /* its relation */
+	char net_op;        /* its operation */
+	bool send_failed;   /* a statement could not be queued outside an operation */
 } pgt;
 
 /*
@@ -252,6 +275,7 @@ pgt_send_sql(pgt *a, const char *sql, int n, const char *const *values, pgt_kind
 }
 
 static void pgt_count_result(pgt *a, pgt_pending *p, PGresult *res);
+static bool pgt_net_flush(pgt *a);
 
 /* pgt_restore_rows forgets the conflict rows of transactions that did not commit. */
 static void
@@ -319,7 +343,14 @@ pgt_drain(pgt *a, bool keep_probes)
 			p->res = res;
 		} else {
 			if (ok && p->kind == PGT_K_COMMIT) {
-				sluice_apply_committed(a->ctx, p->txseq);
+				a->stats->inserts += p->counts[0];
+				a->stats->updates += p->counts[1];
+				a->stats->deletes += p->counts[2];
+				if (p->first_txseq != 0)
+					sluice_apply_group_committed(a->ctx, p->first_txseq,
+								     p->txseq);
+				else
+					sluice_apply_committed(a->ctx, p->txseq);
 				a->committed_rows = a->conflict_rows.len;
 			} else if (ok)
 				pgt_count_result(a, p, res);
@@ -530,6 +561,30 @@ pgt_count_result(pgt *a, pgt_pending *p, PGresult *res)
 				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
 				SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
+	case PGT_K_NET_WRITE:
+	case PGT_K_NET_ABSENT: {
+		long want = p->kind == PGT_K_NET_WRITE ? (long)p->rows : 0;
+		long got = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : tuples;
+		if (got != want && !a->net_mismatch) {
+			const char *what = p->kind == PGT_K_NET_ABSENT
+						   ? "rows inserted and deleted "
+						     "in the group existed"
+					   : p->op == 'D' ? "rows to delete"
+					   : p->op == 'U' ? "rows to update"
+							  : "rows to insert";
+			a->net_mismatch = true;
+			a->net_rel = p->rel_index;
+			a->net_op = p->op;
+			if (p->kind == PGT_K_NET_ABSENT)
+				snprintf(a->net_what, sizeof(a->net_what),
+					 "%ld of %u %s on the target", got, p->rows, what);
+			else
+				snprintf(a->net_what, sizeof(a->net_what),
+					 "%ld of %u %s were where the source had them", got,
+					 p->rows, what);
+		}
+		break;
+	}
 	case PGT_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
@@ -588,6 +643,9 @@ pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 		a->rels = p;
 		a->nrels = ri + 1;
 	}
+	/* Net changes held are written with the definitions they were taken with. */
+	if (a->net.n > 0 && !pgt_net_flush(a))
+		a->send_failed = true;
 	pgt_rel *r = &a->rels[ri];
 	if (r->defined)
 		pgt_free_rel(r);
@@ -1436,6 +1494,214 @@ pgt_batch_add(pgt *a, uint32_t ri, const pgt_row *row, const char *keyjson, bool
 	return true;
 }
 
+/* ---- grouped apply: net changes ------------------------------------------- */
+
+/* Net changes held before they are written out, inside one source transaction too. */
+#define PGT_NET_MAX_ENTRIES 20000
+#define PGT_NET_MAX_BYTES   (16u << 20)
+
+/*
+ * pgt_net_fits tells whether changes of r can be folded into net changes:
+ * rows found by a unique key of the target, every column of a type to cast
+ * text to, no ALWAYS identity column (an UPDATE cannot write it), no delete
+ * tracking (tombstones take the version of each delete's own transaction).
+ */
+static bool
+pgt_net_fits(const pgt_rel *r)
+{
+	if (!r->has_unique || r->full_identity || r->overriding || r->tracked || r->ncols == 0)
+		return false;
+	for (int i = 0; i < r->ncols; i++)
+		if (r->types[i][0] == '\0' || strncmp(r->types[i], "regclass", 8) == 0 ||
+		    (r->key[i] && r->text_eq[i]))
+			return false;
+	return true;
+}
+
+/* pgt_net_update_col tells whether an UPDATE of e writes column i. */
+static bool
+pgt_net_update_col(const pgt_rel *r, const sluice_net_entry *e, int i)
+{
+	return !r->key[i] && pgt_settable(r, e->present, i);
+}
+
+/*
+ * pgt_net_sql builds the statement for entries like e: the key columns and
+ * the columns written arrive as text[] parameters, one per column, in
+ * cols[] order (*ncols of them).
+ */
+static void
+pgt_net_sql(sluice_buf *sql, const pgt_rel *r, const sluice_net_entry *e, sluice_net_kind kind,
+	    int *cols, int *ncols)
+{
+	int n = 0, nset = 0;
+	for (int i = 0; i < r->ncols; i++)
+		if (r->key[i])
+			cols[n++] = i;
+	if (kind == SLUICE_NET_UPDATE)
+		for (int i = 0; i < r->ncols; i++)
+			if (pgt_net_update_col(r, e, i)) {
+				cols[n++] = i;
+				nset++;
+			}
+	*ncols = n;
+	if (kind == SLUICE_NET_UPDATE && nset > 0) {
+		sluice_buf_printf(sql, "UPDATE %s AS sluice_t SET ", r->qtarget);
+		for (int j = 0, k = 0; j < n; j++)
+			if (!r->key[cols[j]])
+				sluice_buf_printf(sql, "%s%s = sluice_u.x%d::%s", k++ ? ", " : "",
+						  r->qcols[cols[j]], j, r->types[cols[j]]);
+		sluice_buf_append_str(sql, " FROM ");
+	} else if (kind == SLUICE_NET_DELETE) {
+		sluice_buf_printf(sql, "DELETE FROM %s AS sluice_t USING ", r->qtarget);
+	} else {
+		/* an update of key columns only, or rows that must not exist: find them */
+		sluice_buf_printf(sql, "SELECT 1 FROM %s AS sluice_t, ", r->qtarget);
+	}
+	sluice_buf_append_str(sql, "unnest(");
+	for (int j = 0; j < n; j++)
+		sluice_buf_printf(sql, "%s$%d::text[]", j ? ", " : "", j + 1);
+	sluice_buf_append_str(sql, ") AS sluice_u(");
+	for (int j = 0; j < n; j++)
+		sluice_buf_printf(sql, "%sx%d", j ? ", " : "", j);
+	sluice_buf_append_str(sql, ") WHERE ");
+	for (int j = 0, k = 0; j < n; j++)
+		if (r->key[cols[j]])
+			sluice_buf_printf(sql, "%ssluice_t.%s = sluice_u.x%d::%s",
+					  k++ ? " AND " : "", r->qcols[cols[j]], j,
+					  r->types[cols[j]]);
+	if (kind == SLUICE_NET_UPDATE && nset == 0)
+		sluice_buf_append_str(sql, " FOR UPDATE OF sluice_t");
+}
+
+/* pgt_net_send queues one statement for es[0..n): one relation, kind and column set. */
+static bool
+pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
+{
+	const sluice_net_entry *e0 = es[0];
+	pgt_rel *r = &a->rels[e0->rel];
+	sluice_net_kind kind = sluice_net_kind_of(e0);
+	int *cols = calloc((size_t)r->ncols + 1, sizeof(int));
+	sluice_buf *arrays = calloc((size_t)r->ncols + 1, sizeof(sluice_buf));
+	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
+	if (cols == NULL || arrays == NULL || vals == NULL)
+		abort();
+	int ncols = 0;
+	bool ok = true;
+	char key[512];
+	const char *name = NULL;
+	sluice_buf sql = {0};
+	if (kind == SLUICE_NET_INSERT) {
+		for (int i = 0; i < r->ncols; i++)
+			cols[i] = i;
+		ncols = r->ncols;
+		snprintf(key, sizeof(key), "%" PRIu32 ":plain", r->generation);
+		if ((name = pgt_stmt_find(a, key)) == NULL) {
+			pgt_batch_insert_sql(&sql, r);
+			name = pgt_stmt_prepare(a, key, &sql, ncols, &ok);
+		}
+	} else {
+		pgt_colset_key(key, sizeof(key), r,
+			       kind == SLUICE_NET_UPDATE   ? "nu"
+			       : kind == SLUICE_NET_DELETE ? "nd"
+							   : "na",
+			       kind == SLUICE_NET_UPDATE ? e0->present : r->key);
+		pgt_net_sql(&sql, r, e0, kind, cols, &ncols);
+		if ((name = pgt_stmt_find(a, key)) == NULL)
+			name = pgt_stmt_prepare(a, key, &sql, ncols, &ok);
+	}
+	for (size_t k = 0; k < n; k++)
+		for (int j = 0; j < ncols; j++)
+			pgt_array_elem(&arrays[j], es[k]->v[cols[j]]);
+	for (int j = 0; j < ncols; j++) {
+		if (arrays[j].len == 0)
+			sluice_buf_append_byte(&arrays[j], '{');
+		sluice_buf_append_byte(&arrays[j], '}');
+		sluice_buf_append_byte(&arrays[j], '\0');
+		vals[j] = (const char *)arrays[j].data;
+	}
+	char op = kind == SLUICE_NET_INSERT ? 'I' : kind == SLUICE_NET_UPDATE ? 'U' : 'D';
+	a->cur_op = op;
+	a->cur_rel = e0->rel;
+	if (ok)
+		ok = pgt_send_prepared(a, name, ncols, vals,
+				       kind == SLUICE_NET_ABSENT ? PGT_K_NET_ABSENT
+								 : PGT_K_NET_WRITE,
+				       e0->rel, NULL);
+	if (ok)
+		a->pending[a->npending - 1].rows = (uint32_t)n;
+	a->cur_op = 0;
+	for (int j = 0; j < r->ncols; j++)
+		sluice_buf_free(&arrays[j]);
+	free(arrays);
+	free(vals);
+	free(cols);
+	sluice_buf_free(&sql);
+	return ok && pgt_maybe_drain(a);
+}
+
+/* pgt_net_same tells whether b goes into the statement of a. */
+static bool
+pgt_net_same(const sluice_net_entry *a, const sluice_net_entry *b)
+{
+	sluice_net_kind k = sluice_net_kind_of(a);
+	return a->rel == b->rel && k == sluice_net_kind_of(b) &&
+	       (k != SLUICE_NET_UPDATE ||
+		memcmp(a->present, b->present, (size_t)a->ncols * sizeof(bool)) == 0);
+}
+
+/*
+ * pgt_net_flush writes the net changes held so far, after the batched
+ * inserts queued before them: per table, deletes, checks, updates, inserts,
+ * so that a key deleted and inserted again, or moved, is free when written.
+ */
+static bool
+pgt_net_flush(pgt *a)
+{
+	if (a->net.n == 0)
+		return true;
+	bool ok = pgt_batch_flush(a);
+	sluice_net_entry **es = sluice_net_sorted(&a->net);
+	for (size_t i = 0; ok && i < a->net.n;) {
+		size_t j = i + 1;
+		while (j < a->net.n && j - i < PGT_BATCH_ROWS && pgt_net_same(es[i], es[j]))
+			j++;
+		ok = pgt_net_send(a, es + i, j - i);
+		i = j;
+	}
+	sluice_net_reset(&a->net);
+	return ok;
+}
+
+/*
+ * pgt_net_add folds a change of relation ri into the net changes of the
+ * group when its table allows it (*taken), writing them out when many are
+ * held.
+ */
+static bool
+pgt_net_add(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *oldr, bool *taken)
+{
+	const pgt_rel *r = &a->rels[ri];
+	*taken = false;
+	if (!pgt_net_fits(r))
+		return true;
+	sluice_net_row nr = {0}, orow = {0};
+	if (newr != NULL)
+		nr = (sluice_net_row){
+			.v = newr->v, .present = newr->present, .complete = newr->complete};
+	if (oldr != NULL)
+		orow = (sluice_net_row){
+			.v = oldr->v, .present = oldr->present, .complete = oldr->complete};
+	if (!sluice_net_add(&a->net, ri, r->ncols, r->key, op, newr ? &nr : NULL,
+			    oldr ? &orow : NULL))
+		return true;
+	*taken = true;
+	a->group_counts[op == 'I' ? 0 : op == 'U' ? 1 : 2]++;
+	if (a->net.n >= PGT_NET_MAX_ENTRIES || a->net.bytes >= PGT_NET_MAX_BYTES)
+		return pgt_net_flush(a);
+	return true;
+}
+
 /*
  * pgt_ident_move prepares the update of a complete row into a table with
  * GENERATED ALWAYS identity columns, which no UPDATE (nor ON CONFLICT DO
@@ -1946,9 +2212,19 @@ pgt_change(sluice_target *t, uint32_t ri, char op, const sluice_record *rec)
 		pgt_row_from(r, newrow, &newr, &ntext);
 	if (oldrow)
 		pgt_row_from(r, oldrow, &oldr, &text);
-	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
-			  ? pgt_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
-			  : pgt_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
+	bool ok = true, taken = false;
+	if (a->grouped) {
+		/* Folded into the group's net changes, or written on its own after them. */
+		ok = pgt_net_add(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL, &taken);
+		if (ok && !taken)
+			ok = pgt_net_flush(a);
+	}
+	if (ok && !taken)
+		ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
+			     ? pgt_timestamp(a, ri, op, newrow ? &newr : NULL,
+					     oldrow ? &oldr : NULL)
+			     : pgt_pipelined(a, ri, op, newrow ? &newr : NULL,
+					     oldrow ? &oldr : NULL);
 	a->cur_op = 0; /* a failure is reported by the engine, naming the change */
 	free(opr);
 	free(np);
@@ -1964,7 +2240,7 @@ static sluice_target_status
 pgt_truncate(sluice_target *t, const uint32_t *ris, size_t n, bool restart_identity, bool cascade)
 {
 	pgt *a = (pgt *)t;
-	if (!pgt_batch_flush(a))
+	if (!pgt_net_flush(a) || !pgt_batch_flush(a))
 		return pgt_status(a);
 	sluice_buf sql = {0};
 	for (size_t i = 0; i < n; i++)
@@ -2000,6 +2276,17 @@ pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 	a->cur_node = txn->node_index;
 	a->in_txn = true;
 	const char *node = txn->node;
+	if (txn->grouped) {
+		/* The origin's progress is set up at the group's commit, for its last one. */
+		a->grouped = true;
+		a->group_first = txn->txseq;
+		memset(a->group_counts, 0, sizeof(a->group_counts));
+		a->net_mismatch = false;
+		if (!pgt_send_prepared(a, "sl_begin", 0, NULL, PGT_K_CONTROL, 0, NULL))
+			return pgt_status(a);
+		a->txn_open_on_target = true;
+		return SLUICE_TARGET_OK;
+	}
 	if (a->o->dry_run) {
 		if (!a->dry_open && !pgt_send_sql(a, "BEGIN", 0, NULL, PGT_K_CONTROL))
 			return pgt_status(a);
@@ -2029,6 +2316,31 @@ pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 	return SLUICE_TARGET_OK;
 }
 
+/* pgt_join takes the next source transaction into the open group. */
+static sluice_target_status
+pgt_join(sluice_target *t, const sluice_apply_txn *txn)
+{
+	pgt *a = (pgt *)t;
+	a->txseq = txn->txseq;
+	a->commit_us = txn->commit_us;
+	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
+	snprintf(a->node, sizeof(a->node), "%s", txn->node);
+	a->cur_node = txn->node_index;
+	a->in_txn = true;
+	return SLUICE_TARGET_OK;
+}
+
+/* pgt_group_reset forgets the group: its net changes, counts and findings. */
+static void
+pgt_group_reset(pgt *a)
+{
+	a->grouped = false;
+	sluice_net_reset(&a->net);
+	memset(a->group_counts, 0, sizeof(a->group_counts));
+	a->net_mismatch = false;
+	a->send_failed = false;
+}
+
 /*
  * pgt_rollback abandons the open target transaction. After a failure the
  * failed transaction block (and the ones queued after it, which the server
@@ -2050,6 +2362,7 @@ pgt_rollback(sluice_target *t, bool after_failure)
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
+	pgt_group_reset(a);
 	pgt_restore_rows(a);
 	if (!a->txn_open_on_target)
 		return SLUICE_TARGET_OK;
@@ -2094,10 +2407,51 @@ pgt_flush(sluice_target *t)
  * sync, so no later transaction can commit past a failed one, and the
  * origin progress never skips a transaction.
  */
+/*
+ * pgt_group_commit writes the group's net changes and reads every result
+ * back before the COMMIT is queued: a net statement that did not find the
+ * rows where the source had them makes the group SPLIT instead. The
+ * origin's progress is the last transaction's.
+ */
+static sluice_target_status
+pgt_group_commit(pgt *a)
+{
+	bool ok = !a->send_failed && pgt_net_flush(a) && pgt_batch_flush(a);
+	if (ok && a->npending > 0) {
+		ok = pgt_drain(a, false);
+		pgt_clear_pending(a);
+	}
+	if (!ok)
+		return pgt_status(a);
+	if (a->net_mismatch) {
+		sluice_target_failure *f = &a->base.failure;
+		*f = (sluice_target_failure){
+			.txseq = a->txseq, .op = a->net_op, .rel = a->net_rel, .cause = -1};
+		snprintf(f->message, sizeof(f->message), "%s", a->net_what);
+		return SLUICE_TARGET_SPLIT;
+	}
+	char lsn[32];
+	pgt_lsn_text(a->txseq, lsn, sizeof(lsn));
+	const char *params[2] = {lsn, a->commit_ts};
+	ok = pgt_send_prepared(a, "sl_setup", 2, params, PGT_K_CONTROL, 0, NULL) &&
+	     pgt_send_prepared(a, "sl_commit", 0, NULL, PGT_K_COMMIT, 0, NULL);
+	if (ok) {
+		pgt_pending *p = &a->pending[a->npending - 1];
+		p->first_txseq = a->group_first;
+		memcpy(p->counts, a->group_counts, sizeof(p->counts));
+	}
+	a->txn_open_on_target = false;
+	a->in_txn = false;
+	pgt_group_reset(a);
+	return pgt_done(a, ok);
+}
+
 static sluice_target_status
 pgt_commit(sluice_target *t)
 {
 	pgt *a = (pgt *)t;
+	if (a->grouped)
+		return pgt_group_commit(a);
 	bool ok = pgt_batch_flush(a);
 	if (!a->o->dry_run) {
 		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
@@ -2420,6 +2774,9 @@ pgt_open(sluice_target *t, uint64_t *resume)
 	if (pgt_setup(a, resume, &fatal)) {
 		snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
 			 a->origin);
+		/* Rows' versions on a prepared node are their own transactions' commit times. */
+		a->base.groups = !a->schema_installed &&
+				 a->o->strategy == SLUICE_STRATEGY_REPLACE && !a->o->dry_run;
 		return SLUICE_TARGET_OK;
 	}
 	snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
@@ -2445,6 +2802,7 @@ pgt_close(sluice_target *t)
 	a->dry_open = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
+	pgt_group_reset(a);
 	a->last_origin_node[0] = '\0';
 	pgt_clear_pending(a);
 	for (size_t i = 0; i < a->nstmts; i++) {
@@ -2478,6 +2836,7 @@ pgt_free(sluice_target *t)
 	sluice_buf_free(&a->batch_first);
 	free(a->batch_first_null);
 	free(a->batch_first_key);
+	sluice_net_free(&a->net);
 	free(a);
 }
 
@@ -2490,6 +2849,7 @@ static const sluice_target_ops pgt_ops = {
 	.relation = pgt_relation,
 	.check = pgt_check,
 	.begin = pgt_begin,
+	.join = pgt_join,
 	.change = pgt_change,
 	.truncate = pgt_truncate,
 	.commit = pgt_commit,
