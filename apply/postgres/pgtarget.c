@@ -89,6 +89,7 @@ typedef struct pgt_rel {
 	bool has_unique;    /* the target has a unique index on exactly the key columns */
 	bool tracked;       /* the target table has sluice's delete tracking */
 	int ts_col;         /* --timestamp-column index, -1 */
+	size_t net_rows;    /* net changes held for it (grouped apply) */
 } pgt_rel;
 
 typedef struct pgt_stmt {
@@ -644,7 +645,7 @@ pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 		a->nrels = ri + 1;
 	}
 	/* Net changes held are written with the definitions they were taken with. */
-	if (a->net.n > 0 && !pgt_net_flush(a))
+	if (ri < a->nrels && a->rels[ri].net_rows > 0 && !pgt_net_flush(a))
 		a->send_failed = true;
 	pgt_rel *r = &a->rels[ri];
 	if (r->defined)
@@ -1670,6 +1671,8 @@ pgt_net_flush(pgt *a)
 		i = j;
 	}
 	sluice_net_reset(&a->net);
+	for (size_t i = 0; i < a->nrels; i++)
+		a->rels[i].net_rows = 0;
 	return ok;
 }
 
@@ -1681,10 +1684,11 @@ pgt_net_flush(pgt *a)
 static bool
 pgt_net_add(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *oldr, bool *taken)
 {
-	const pgt_rel *r = &a->rels[ri];
+	pgt_rel *r = &a->rels[ri];
 	*taken = false;
 	if (!pgt_net_fits(r))
 		return true;
+	size_t held = a->net.n;
 	sluice_net_row nr = {0}, orow = {0};
 	if (newr != NULL)
 		nr = (sluice_net_row){
@@ -1696,6 +1700,7 @@ pgt_net_add(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *ol
 			    oldr ? &orow : NULL))
 		return true;
 	*taken = true;
+	r->net_rows += a->net.n - held;
 	a->group_counts[op == 'I' ? 0 : op == 'U' ? 1 : 2]++;
 	if (a->net.n >= PGT_NET_MAX_ENTRIES || a->net.bytes >= PGT_NET_MAX_BYTES)
 		return pgt_net_flush(a);
@@ -2214,9 +2219,13 @@ pgt_change(sluice_target *t, uint32_t ri, char op, const sluice_record *rec)
 		pgt_row_from(r, oldrow, &oldr, &text);
 	bool ok = true, taken = false;
 	if (a->grouped) {
-		/* Folded into the group's net changes, or written on its own after them. */
+		/*
+		 * Folded into the group's net changes, or written on its own after
+		 * those of its table (the order between tables does not matter:
+		 * foreign keys do not fire with session_replication_role replica).
+		 */
 		ok = pgt_net_add(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL, &taken);
-		if (ok && !taken)
+		if (ok && !taken && a->rels[ri].net_rows > 0)
 			ok = pgt_net_flush(a);
 	}
 	if (ok && !taken)
@@ -2336,6 +2345,8 @@ pgt_group_reset(pgt *a)
 {
 	a->grouped = false;
 	sluice_net_reset(&a->net);
+	for (size_t i = 0; i < a->nrels; i++)
+		a->rels[i].net_rows = 0;
 	memset(a->group_counts, 0, sizeof(a->group_counts));
 	a->net_mismatch = false;
 	a->send_failed = false;
