@@ -727,7 +727,8 @@ engine_split(sluice_apply_ctx *e)
 	sluice_target_failure *f = &e->t->failure;
 	char what[700];
 	engine_describe_failure(e, what, sizeof(what));
-	uint64_t through = e->txn.txseq;
+	/* The failed statement holds changes of transactions up to its own. */
+	uint64_t through = f->txseq ? f->txseq : e->txn.txseq;
 	sluice_log_info("grouped apply stopped at %s: %s%s%s%s; applying the transactions "
 			"up to txseq %" PRIu64 " again one at a time",
 			what, f->message[0] ? f->message : "failed", f->code[0] ? " (" : "",

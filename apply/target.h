@@ -38,8 +38,6 @@ typedef enum sluice_target_status {
 				 apply again from the progress, with conflict handling through
 				 failure.txseq */
 	SLUICE_TARGET_BUSY,   /* open: another session holds the stream's progress for now */
-	SLUICE_TARGET_SPLIT,  /* a grouped transaction found the target other than the source
-				 left it: roll back, apply its transactions one at a time */
 } sluice_target_status;
 
 /* What failed, for the engine's messages and decisions. */
@@ -115,9 +113,10 @@ typedef struct sluice_target_ops {
 	/*
 	 * join: the next source transaction goes into the open grouped target
 	 * transaction (NULL: the target does not group). Its commit() commits
-	 * the group, with the progress of the last transaction joined; a group
-	 * that cannot stand returns SPLIT or fails, and the engine applies its
-	 * transactions again one at a time (not grouped).
+	 * the group, with the progress of the last transaction joined. When a
+	 * grouped transaction fails other than transiently (a row not where the
+	 * source had it, ...), the engine applies its transactions again one at
+	 * a time (not grouped).
 	 */
 	sluice_target_status (*join)(sluice_target *t, const sluice_apply_txn *txn);
 	/* change writes an insert, update or delete (a snapshot row is an insert) of relation ri */

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds sluice with warnings as errors and runs every test (CTest); then builds
 # again with clang under AddressSanitizer + UndefinedBehaviorSanitizer, with the
-# libFuzzer targets, and runs every test again.
+# libFuzzer targets, and runs every test again. The first run applies with
+# grouping (the default --group-size), the second one transaction at a time
+# (SLUICE_APPLY_GROUP_SIZE=1), so every apply test runs both ways.
 #
 # Usage: tools/test.sh [--quick] [--long] [-R REGEX]
 #   --quick     only the first (gcc) build and run
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
 	--quick) quick=1 ;;
 	--long) export SLUICE_TEST_LONG=1 ;;
 	-R) ctest_args+=(-R "$2"); shift ;;
-	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -49,6 +51,7 @@ run_suite "$ROOT/build/test" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILE
 if [ "$quick" -eq 0 ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+	export SLUICE_APPLY_GROUP_SIZE=1
 	run_suite "$ROOT/build/test-asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 		-DSLUICE_SANITIZE=ON -DSLUICE_FUZZ=ON
 fi

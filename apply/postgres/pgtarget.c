@@ -46,8 +46,7 @@ typedef enum pgt_kind {
 	PGT_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
 				     changed */
 	PGT_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
-	PGT_K_NET_WRITE,        /* grouped: net changes of many rows; writes exactly rows rows */
-	PGT_K_NET_ABSENT,       /* grouped: rows inserted and deleted in the group; none exists */
+	PGT_K_NET_WRITE, /* grouped: net changes of many rows (the server checks the count) */
 } pgt_kind;
 
 typedef struct pgt_pending {
@@ -177,11 +176,7 @@ typedef struct pgt {
 	uint64_t group_first;
 	uint64_t group_counts[3]; /* inserts, updates, deletes folded into net */
 	sluice_net net;
-	bool net_mismatch;  /* a net statement's row count was not the expected one */
-	char net_what[640]; /* the first such, for the message */
-	uint32_t net_rel;   /* its relation */
-	char net_op;        /* its operation */
-	bool send_failed;   /* a statement could not be queued outside an operation */
+	bool send_failed; /* a statement could not be queued outside an operation */
 } pgt;
 
 /*
@@ -326,6 +321,14 @@ pgt_drain(pgt *a, bool keep_probes)
 				for (char *c = a->first_error; *c; c++)
 					if (*c == '\n')
 						*c = ' ';
+				/* a grouped statement's own words on rows it did not find */
+				char *own = p->kind == PGT_K_NET_WRITE
+						    ? strstr(a->first_error, "\"sluice: ")
+						    : NULL;
+				if (own != NULL) {
+					memmove(a->first_error, own + 9, strlen(own + 9) + 1);
+					a->first_error[strcspn(a->first_error, "\"")] = '\0';
+				}
 				a->error_index = (int)i;
 				a->error_txseq = p->txseq;
 				a->error_op = p->op;
@@ -562,30 +565,6 @@ pgt_count_result(pgt *a, pgt_pending *p, PGresult *res)
 				a, p->txseq, p->commit_us, sluice_apply_node(a->ctx, p->node),
 				SLUICE_CONFLICT_DELETE_MISSING, rel, p->key, NULL, NULL, "skipped");
 		break;
-	case PGT_K_NET_WRITE:
-	case PGT_K_NET_ABSENT: {
-		long want = p->kind == PGT_K_NET_WRITE ? (long)p->rows : 0;
-		long got = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : tuples;
-		if (got != want && !a->net_mismatch) {
-			const char *what = p->kind == PGT_K_NET_ABSENT
-						   ? "rows inserted and deleted "
-						     "in the group existed"
-					   : p->op == 'D' ? "rows to delete"
-					   : p->op == 'U' ? "rows to update"
-							  : "rows to insert";
-			a->net_mismatch = true;
-			a->net_rel = p->rel_index;
-			a->net_op = p->op;
-			if (p->kind == PGT_K_NET_ABSENT)
-				snprintf(a->net_what, sizeof(a->net_what),
-					 "%ld of %u %s on the target", got, p->rows, what);
-			else
-				snprintf(a->net_what, sizeof(a->net_what),
-					 "%ld of %u %s were where the source had them", got,
-					 p->rows, what);
-		}
-		break;
-	}
 	case PGT_K_APPEND_UPDATE:
 		if (PQntuples(res) > 0) {
 			a->stats->inserts++;
@@ -1546,6 +1525,8 @@ pgt_net_sql(sluice_buf *sql, const pgt_rel *r, const sluice_net_entry *e, sluice
 				nset++;
 			}
 	*ncols = n;
+	/* The count of rows found must be the one given last ($n+1): else fail, with words. */
+	sluice_buf_append_str(sql, "WITH sluice_w AS (");
 	if (kind == SLUICE_NET_UPDATE && nset > 0) {
 		sluice_buf_printf(sql, "UPDATE %s AS sluice_t SET ", r->qtarget);
 		for (int j = 0, k = 0; j < n; j++)
@@ -1573,6 +1554,17 @@ pgt_net_sql(sluice_buf *sql, const pgt_rel *r, const sluice_net_entry *e, sluice
 					  r->types[cols[j]]);
 	if (kind == SLUICE_NET_UPDATE && nset == 0)
 		sluice_buf_append_str(sql, " FOR UPDATE OF sluice_t");
+	else if (kind != SLUICE_NET_ABSENT)
+		sluice_buf_append_str(sql, " RETURNING 1");
+	sluice_buf_printf(sql,
+			  ") SELECT CASE WHEN count(*) = $%d::bigint THEN 0 ELSE ('sluice: "
+			  "grouped %s found ' || count(*) || ' of ' || $%d::bigint || ' rows where "
+			  "the source had them')::int END FROM sluice_w",
+			  n + 1,
+			  kind == SLUICE_NET_UPDATE   ? "update"
+			  : kind == SLUICE_NET_DELETE ? "delete"
+						      : "insert and delete",
+			  n + 1);
 }
 
 /* pgt_net_send queues one statement for es[0..n): one relation, kind and column set. */
@@ -1584,7 +1576,7 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	sluice_net_kind kind = sluice_net_kind_of(e0);
 	int *cols = calloc((size_t)r->ncols + 1, sizeof(int));
 	sluice_buf *arrays = calloc((size_t)r->ncols + 1, sizeof(sluice_buf));
-	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
+	const char **vals = calloc((size_t)r->ncols + 2, sizeof(char *));
 	if (cols == NULL || arrays == NULL || vals == NULL)
 		abort();
 	int ncols = 0;
@@ -1609,7 +1601,7 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 			       kind == SLUICE_NET_UPDATE ? e0->present : r->key);
 		pgt_net_sql(&sql, r, e0, kind, cols, &ncols);
 		if ((name = pgt_stmt_find(a, key)) == NULL)
-			name = pgt_stmt_prepare(a, key, &sql, ncols, &ok);
+			name = pgt_stmt_prepare(a, key, &sql, ncols + 1, &ok);
 	}
 	for (size_t k = 0; k < n; k++)
 		for (int j = 0; j < ncols; j++)
@@ -1622,15 +1614,15 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 		vals[j] = (const char *)arrays[j].data;
 	}
 	char op = kind == SLUICE_NET_INSERT ? 'I' : kind == SLUICE_NET_UPDATE ? 'U' : 'D';
+	char want[24];
+	snprintf(want, sizeof(want), "%zu", kind == SLUICE_NET_ABSENT ? (size_t)0 : n);
+	int nparams = ncols;
+	if (kind != SLUICE_NET_INSERT)
+		vals[nparams++] = want; /* a plain INSERT writes every row or fails */
 	a->cur_op = op;
 	a->cur_rel = e0->rel;
 	if (ok)
-		ok = pgt_send_prepared(a, name, ncols, vals,
-				       kind == SLUICE_NET_ABSENT ? PGT_K_NET_ABSENT
-								 : PGT_K_NET_WRITE,
-				       e0->rel, NULL);
-	if (ok)
-		a->pending[a->npending - 1].rows = (uint32_t)n;
+		ok = pgt_send_prepared(a, name, nparams, vals, PGT_K_NET_WRITE, e0->rel, NULL);
 	a->cur_op = 0;
 	for (int j = 0; j < r->ncols; j++)
 		sluice_buf_free(&arrays[j]);
@@ -2290,7 +2282,7 @@ pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 		a->grouped = true;
 		a->group_first = txn->txseq;
 		memset(a->group_counts, 0, sizeof(a->group_counts));
-		a->net_mismatch = false;
+		a->send_failed = false;
 		if (!pgt_send_prepared(a, "sl_begin", 0, NULL, PGT_K_CONTROL, 0, NULL))
 			return pgt_status(a);
 		a->txn_open_on_target = true;
@@ -2348,7 +2340,6 @@ pgt_group_reset(pgt *a)
 	for (size_t i = 0; i < a->nrels; i++)
 		a->rels[i].net_rows = 0;
 	memset(a->group_counts, 0, sizeof(a->group_counts));
-	a->net_mismatch = false;
 	a->send_failed = false;
 }
 
@@ -2419,28 +2410,15 @@ pgt_flush(sluice_target *t)
  * origin progress never skips a transaction.
  */
 /*
- * pgt_group_commit writes the group's net changes and reads every result
- * back before the COMMIT is queued: a net statement that did not find the
- * rows where the source had them makes the group SPLIT instead. The
- * origin's progress is the last transaction's.
+ * pgt_group_commit writes the group's net changes and queues the COMMIT,
+ * with the last transaction's progress. A net statement that does not find
+ * the rows where the source had them fails on the server, so the COMMIT
+ * after it is skipped (as after any failure in the pipeline).
  */
 static sluice_target_status
 pgt_group_commit(pgt *a)
 {
 	bool ok = !a->send_failed && pgt_net_flush(a) && pgt_batch_flush(a);
-	if (ok && a->npending > 0) {
-		ok = pgt_drain(a, false);
-		pgt_clear_pending(a);
-	}
-	if (!ok)
-		return pgt_status(a);
-	if (a->net_mismatch) {
-		sluice_target_failure *f = &a->base.failure;
-		*f = (sluice_target_failure){
-			.txseq = a->txseq, .op = a->net_op, .rel = a->net_rel, .cause = -1};
-		snprintf(f->message, sizeof(f->message), "%s", a->net_what);
-		return SLUICE_TARGET_SPLIT;
-	}
 	char lsn[32];
 	pgt_lsn_text(a->txseq, lsn, sizeof(lsn));
 	const char *params[2] = {lsn, a->commit_ts};
@@ -2454,6 +2432,8 @@ pgt_group_commit(pgt *a)
 	a->txn_open_on_target = false;
 	a->in_txn = false;
 	pgt_group_reset(a);
+	if (ok && a->npending >= PGT_MAX_PENDING)
+		ok = pgt_flush_results(a);
 	return pgt_done(a, ok);
 }
 
