@@ -64,9 +64,8 @@ sluice_net_free(sluice_net *n)
 	memset(n, 0, sizeof(*n));
 }
 
-/* net_key renders the key values of row as a JSON array of strings (NULL: null). */
-static char *
-net_key(int ncols, const bool *key, const sluice_net_row *row)
+char *
+sluice_net_key_json(int ncols, const bool *key, const char *const *v)
 {
 	sluice_buf b = {0};
 	sluice_buf_append_byte(&b, '[');
@@ -77,14 +76,20 @@ net_key(int ncols, const bool *key, const sluice_net_row *row)
 		if (!first)
 			sluice_buf_append_str(&b, ", ");
 		first = false;
-		if (row->v[i] == NULL)
+		if (v[i] == NULL)
 			sluice_buf_append_str(&b, "null");
 		else
-			sluice_json_append_string(&b, row->v[i], strlen(row->v[i]));
+			sluice_json_append_string(&b, v[i], strlen(v[i]));
 	}
 	sluice_buf_append_str(&b, "]");
 	sluice_buf_append_byte(&b, '\0');
 	return (char *)b.data;
+}
+
+static char *
+net_key(int ncols, const bool *key, const sluice_net_row *row)
+{
+	return sluice_net_key_json(ncols, key, row->v);
 }
 
 /* net_hash is FNV-1a over the relation and the key's text. */

@@ -76,6 +76,13 @@ void sluice_net_free(sluice_net *n);
 bool sluice_net_add(sluice_net *n, uint32_t rel, int ncols, const bool *key, char op,
 		    const sluice_net_row *newr, const sluice_net_row *oldr);
 
+/*
+ * sluice_net_key_json renders the values v[i] of the key columns (key[i]) as
+ * a JSON array of strings, null for SQL NULL (malloc'd): an entry's key, and
+ * the key a conflict log row names.
+ */
+char *sluice_net_key_json(int ncols, const bool *key, const char *const *v);
+
 /* sluice_net_kind_of tells which statement an entry needs. */
 sluice_net_kind sluice_net_kind_of(const sluice_net_entry *e);
 

@@ -950,23 +950,7 @@ pgt_row_from(const pgt_rel *r, const Sluice__V1__Row *row, pgt_row *out, sluice_
 static char *
 pgt_key_json(const pgt_rel *r, const pgt_row *row)
 {
-	sluice_buf b = {0};
-	sluice_buf_append_byte(&b, '[');
-	bool first = true;
-	for (int i = 0; i < r->ncols; i++) {
-		if (!r->key[i])
-			continue;
-		if (!first)
-			sluice_buf_append_str(&b, ", ");
-		first = false;
-		if (row->v[i] == NULL)
-			sluice_buf_append_str(&b, "null");
-		else
-			sluice_json_append_string(&b, row->v[i], strlen(row->v[i]));
-	}
-	sluice_buf_append_str(&b, "]");
-	sluice_buf_append_byte(&b, '\0');
-	return (char *)b.data;
+	return sluice_net_key_json(r->ncols, r->key, row->v);
 }
 
 /*
@@ -2262,6 +2246,18 @@ pgt_lsn_text(uint64_t v, char *out, size_t size)
 	snprintf(out, size, "%X/%X", (unsigned)(v >> 32), (unsigned)(v & 0xFFFFFFFFu));
 }
 
+/* pgt_take_txn makes txn the source transaction being applied. */
+static void
+pgt_take_txn(pgt *a, const sluice_apply_txn *txn)
+{
+	a->txseq = txn->txseq;
+	a->commit_us = txn->commit_us;
+	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
+	snprintf(a->node, sizeof(a->node), "%s", txn->node);
+	a->cur_node = txn->node_index;
+	a->in_txn = true;
+}
+
 /*
  * pgt_begin opens the transaction: its commit record carries the origin's
  * progress (the txseq, as an LSN) and the origin commit time.
@@ -2270,12 +2266,7 @@ static sluice_target_status
 pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 {
 	pgt *a = (pgt *)t;
-	a->txseq = txn->txseq;
-	a->commit_us = txn->commit_us;
-	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
-	snprintf(a->node, sizeof(a->node), "%s", txn->node);
-	a->cur_node = txn->node_index;
-	a->in_txn = true;
+	pgt_take_txn(a, txn);
 	const char *node = txn->node;
 	if (txn->grouped) {
 		/* The origin's progress is set up at the group's commit, for its last one. */
@@ -2321,13 +2312,7 @@ pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 static sluice_target_status
 pgt_join(sluice_target *t, const sluice_apply_txn *txn)
 {
-	pgt *a = (pgt *)t;
-	a->txseq = txn->txseq;
-	a->commit_us = txn->commit_us;
-	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
-	snprintf(a->node, sizeof(a->node), "%s", txn->node);
-	a->cur_node = txn->node_index;
-	a->in_txn = true;
+	pgt_take_txn((pgt *)t, txn);
 	return SLUICE_TARGET_OK;
 }
 

@@ -346,32 +346,16 @@ static const sluice_target_ops fake_ops = {
 	.free = fake_free,
 };
 
-/* The same fake, taking grouped transactions. */
-static const sluice_target_ops fake_group_ops = {
-	.kind = "fake",
-	.code_name = "CODE",
-	.open = fake_open,
-	.progress = fake_progress,
-	.progress_name = fake_progress_name,
-	.relation = fake_relation,
-	.check = fake_check,
-	.begin = fake_begin,
-	.join = fake_join,
-	.change = fake_change,
-	.truncate = fake_truncate,
-	.commit = fake_commit,
-	.flush = fake_flush,
-	.rollback = fake_rollback,
-	.close = fake_close,
-	.free = fake_free,
-};
-
 static sluice_target *
 fake_make(sluice_apply_ctx *ctx, void *arg)
 {
 	fake *f = arg;
 	fake_target *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
+	/* the same fake, taking grouped transactions */
+	static sluice_target_ops fake_group_ops;
+	fake_group_ops = fake_ops;
+	fake_group_ops.join = fake_join;
 	t->base.ops = f->groups ? &fake_group_ops : &fake_ops;
 	t->base.groups = f->groups;
 	t->f = f;
