@@ -28,19 +28,25 @@
 #     --group-size 1 into c_one: both end identical, with the same counters
 #     (conflicts included), and c_group's log says it applied a group again
 #     "one at a time".
-#  c. kill -9 in the middle of large groups: pgbench -i -s 2, then 2 x
-#     3,000 pgbench transactions captured; apply --group-size 2000
-#     (groups ended by size, sometimes by --group-ms 200) is killed with
-#     SIGKILL 0-40 ms after its target transaction was seen open (at a random
-#     moment, sometimes after letting a group commit), 5 times (20 with
-#     SLUICE_TEST_LONG=1), restarted each time: at once, or after checking
-#     the quiet target (pgbench_history rows = origin progress, the four
-#     balance sums equal: whole source transactions only, progress never goes
-#     back). When a run reaches the end of the stream, and at the end: origin
-#     progress = last txseq, the target equals the source, pgbench_history
-#     holds no row twice; the kills go on in a fresh copy of the target if any
-#     are left. At least half the kills hit an open target transaction; no
-#     run fell back to one at a time, none logged an error.
+#  c. kill -9 in the middle of large groups: pgbench -i -s 2 copied to the
+#     target, then 2 x 3,000 pgbench transactions captured. On the target a
+#     trigger (ENABLE ALWAYS) sleeps 1 ms on one pgbench_history insert in 8,
+#     so that a group of 2,000 stays open for a while (grouped apply is
+#     otherwise done with the whole stream in ~0.1 s). Round 1 applies the
+#     stream with --group-size 2000 unkilled: its time, and the groups it
+#     made (by xmin: at most 2,000 source transactions each, fewer than 10).
+#     Then apply --group-size 2000 (groups ended by size, sometimes by
+#     --group-ms 200) is killed with SIGKILL at a random moment of the time
+#     the rest of the stream takes, 5 times (20 with SLUICE_TEST_LONG=1), and
+#     restarted each time: at once, or after checking the quiet target
+#     (pgbench_history rows = origin progress, the four balance sums equal:
+#     whole source transactions only; progress never goes back). When a run
+#     reaches the end of the stream, and at the end: origin progress = last
+#     txseq, the target equals the source, pgbench_history holds no row twice;
+#     kills left go on in a fresh copy of the target. At least half the kills
+#     came in an open target transaction (the target's server logged an
+#     unexpected EOF with an open transaction); no run fell back to one at a
+#     time; none logged an error.
 # Usage: test_apply_group.sh SLUICE
 #   SEED=N repeats part c's kill schedule; PARTS=ac runs only parts a and c
 set -uo pipefail
@@ -165,19 +171,20 @@ DELETE FROM kv WHERE id = 1;
 INSERT INTO kv VALUES (1, 1, 'reinserted', 1);
 DELETE FROM kv WHERE id = 2;
 INSERT INTO kv VALUES (2, 5002, 'reinserted with another u', 2);
-DELETE FROM kv WHERE id = 3;
-UPDATE kv SET u = 3 WHERE id = 4;
-INSERT INTO kv VALUES (3, 4, 'took the u that row 4 gave up', 3);
 DELETE FROM kv WHERE id = 5;
 INSERT INTO kv VALUES (5, 5, 'again 1', 0);
 DELETE FROM kv WHERE id = 5;
 INSERT INTO kv VALUES (5, 5, 'again 2', 0);
 DELETE FROM kv WHERE id = 6;
 INSERT INTO kv VALUES (6, 6, 'kv 6', 0);
+INSERT INTO phase VALUES (1, 'delete and re-insert');
+-- 2. unique values handed over (from a deleted row too), swapped through an
+-- intermediate value, through NULL, rotated; keys swapped
+DELETE FROM kv WHERE id = 3;
+UPDATE kv SET u = 3 WHERE id = 4;
+INSERT INTO kv VALUES (3, 4, 'took the u that row 4 gave up', 3);
 DELETE FROM kv WHERE id = 7;
 UPDATE kv SET u = 7 WHERE id = 8;
-INSERT INTO phase VALUES (1, 'delete and re-insert');
--- 2. unique values swapped through an intermediate value, through NULL, rotated; keys swapped
 UPDATE kv SET u = -10 WHERE id = 10;
 UPDATE kv SET u = 10 WHERE id = 11;
 UPDATE kv SET u = 11 WHERE id = 10;
@@ -308,13 +315,13 @@ PHASES=8
 if want_part a || want_part b; then
 pg_psql src postgres -c "$SCHEMA" -c "$FILL" >/dev/null || die "source schema"
 pg_dump -d "$SRC" >"$W/pre.sql" || die "pg_dump"
-TARGETS="g_phase one_phase g_all one_all c_group c_one"
-for d in $TARGETS; do
-	q dst postgres "CREATE DATABASE $d" >/dev/null || die "create database $d"
-	pg_psql dst "$d" -f "$W/pre.sql" >/dev/null 2>"$W/restore_$d.log" || {
-		cat "$W/restore_$d.log" >&2
-		die "restore into $d"
-	}
+q dst postgres "CREATE DATABASE pre" >/dev/null || die "create database pre"
+pg_psql dst pre -f "$W/pre.sql" >/dev/null 2>"$W/restore.log" || {
+	cat "$W/restore.log" >&2
+	die "restore into pre"
+}
+for d in g_phase one_phase g_all one_all c_group c_one; do
+	q dst postgres "CREATE DATABASE $d TEMPLATE pre" >/dev/null || die "create database $d"
 done
 CAP=("$SLUICE" capture --source "$SRC" --store "$W/store" --stream g --key "$W/k.key" --no-progress --exit-when-caught-up)
 "${CAP[@]}" --create 2>"$W/cap0.log" || {
@@ -359,6 +366,8 @@ for p in $(seq 1 "$PHASES"); do
 	same_counters "phase $p ($name)" "$W/g_phase.$p.log" "$W/one_phase.$p.log"
 	if grep -q 'one at a time' "$W/g_phase.$p.log"; then
 		say "phase $p ($name): grouped apply applied a group again one at a time"
+	else
+		say "phase $p ($name): applied grouped"
 	fi
 done
 "${CMP[@]}" compare "$SRC" "$(dst g_phase)" --quiet
@@ -444,6 +453,19 @@ pgbench -i -s 2 -q "$BSRC" >"$W/pgbench-init.log" 2>&1 || {
 # the target's starting point, copied (CREATE DATABASE ... TEMPLATE) for each round
 q dst postgres "CREATE DATABASE bench_pre" >/dev/null || die "create target database bench_pre"
 pg_dump -d "$BSRC" | pg_psql dst bench_pre >/dev/null || die "copy bench to the target"
+# Grouped apply takes ~100 ms for 6,000 pgbench transactions here: a trigger
+# (fired in apply's session too) sleeps 1 ms on one inserted pgbench_history
+# row in 8, so that a group of 2,000 stays open for ~0.3 s and a kill at a
+# random moment of the run mostly comes in the middle of one.
+pg_psql dst bench_pre >/dev/null <<'SQL' || die "slow trigger"
+CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.aid % 8 = 0 THEN PERFORM pg_sleep(0.001); END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER slow AFTER INSERT ON pgbench_history FOR EACH ROW EXECUTE FUNCTION slow();
+ALTER TABLE pgbench_history ENABLE ALWAYS TRIGGER slow;
+SQL
 say "bench: pgbench -i -s 2 on the source, copied to the target"
 BCAP=("$SLUICE" capture --source "$BSRC" --store "$W/store" --stream bench --key "$W/k.key" --no-progress --exit-when-caught-up)
 # pgbench_history has no key and is only inserted into
@@ -472,9 +494,16 @@ ROUND=0
 BDB=""
 APPLY_PID=""
 APPLY_LOG=""
-STARTED_AT=""
 # new_round: a fresh copy of the target's starting point (its own origin).
 new_round() {
+	[ "$ROUND" -lt $((KILLS + 3)) ] ||
+		die "bench: $ROUND rounds: the kills do not come before apply reaches the end of the stream"
+	if [ -n "$BDB" ]; then
+		# origins count against max_replication_slots: drop the last round's
+		q dst postgres "DROP DATABASE $BDB" >/dev/null &&
+			q dst postgres "SELECT pg_replication_origin_drop('sluice_bench@$BDB')" >/dev/null ||
+			die "drop $BDB and its origin"
+	fi
 	ROUND=$((ROUND + 1))
 	BDB=bench_r$ROUND
 	q dst postgres "CREATE DATABASE $BDB TEMPLATE bench_pre" >/dev/null || die "create database $BDB"
@@ -485,13 +514,15 @@ start_bench_apply() {
 	local ms
 	RUN=$((RUN + 1))
 	APPLY_LOG=$W/bench$RUN.log
-	STARTED_AT=$(q dst "$BDB" "SELECT clock_timestamp()")
 	# mostly groups ended by size only; sometimes by time too
 	case $((RANDOM % 3)) in
 	0) ms=200 ;;
 	*) ms=60000 ;;
 	esac
-	apply "$BDB" bench "$APPLY_LOG" --group-size "$GROUP" --group-ms "$ms" &
+	# sluice itself in the background (not a function: its subshell is what kill would hit)
+	"$SLUICE" --log-format text apply --store "$W/store" --stream bench --trust "$W/k.pub" \
+		--target "$(dst "$BDB")" --exit-when-caught-up --group-size "$GROUP" --group-ms "$ms" \
+		2>"$APPLY_LOG" &
 	APPLY_PID=$!
 }
 alive() {
@@ -501,11 +532,6 @@ alive() {
 }
 # others [COND]: sessions on the round's target database but ours.
 others() { q dst "$BDB" "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid() ${1:-}"; }
-# open_txn: the running apply's session (connected after STARTED_AT) is inside
-# a transaction that has written, or waits idle in one.
-open_txn() {
-	[ "$(others "AND backend_start > '$STARTED_AT' AND (backend_xid IS NOT NULL OR state LIKE 'idle in transaction%')")" -gt 0 ]
-}
 quiesce() {
 	local i
 	for i in $(seq 1 300); do
@@ -533,8 +559,8 @@ check_bench() {
 # finish_round: the running apply ends by itself: it must have applied the
 # whole stream, once.
 finish_round() {
-	local rc=0 x
-	wait "$APPLY_PID" || rc=$?
+	local rc=${1:-0} x
+	[ -n "${1:-}" ] || wait "$APPLY_PID" || rc=$?
 	[ "$rc" = 0 ]
 	check "$BDB: apply run $RUN, the last of the round, exits 0 (status $rc)"
 	quiesce
@@ -547,54 +573,74 @@ finish_round() {
 	[ "$x" = "$DUPS_SRC" ]
 	check "$BDB: pgbench_history holds no row twice ($x repeated rows, the source $DUPS_SRC)"
 }
+now_ms() { date +%s%3N; }
+# A killed session in an open transaction makes the server log this (once per
+# kill in the middle of a group).
+EOF_MSG='unexpected EOF on client connection with an open transaction'
+eof_count() { grep -c "$EOF_MSG" "$PG_HARNESS_DIR/dst/server.log"; }
+EOF0=$(eof_count)
+# Round 1, not killed: how long applying the whole stream takes here.
+new_round
+t=$(now_ms)
+start_bench_apply
+rc=0
+wait "$APPLY_PID" || rc=$?
+FULL_MS=$(($(now_ms) - t))
+finish_round "$rc"
+# pgbench_history rows per target transaction (xmin), in commit order
+x=$(q dst "$BDB" "SELECT string_agg(n::text, ',' ORDER BY first) FROM (SELECT count(*) AS n, min(mtime) AS first
+  FROM pgbench_history GROUP BY xmin::text) g")
+say "bench: round 1 applied the $BLAST transactions in target transactions of $x"
+[ "$(tr ',' '\n' <<<"$x" | awk -v g="$GROUP" '$1 > g' | wc -l)" = 0 ] && [ "$(tr ',' '\n' <<<"$x" | wc -l)" -lt 10 ]
+check "bench: round 1 grouped the stream in fewer than 10 target transactions of at most $GROUP source transactions each ($x)"
+say "bench: the whole stream applied in $FULL_MS ms (round 1, not killed)"
 kills=0
-in_txn=0
 immediate=0
 new_round
 start_bench_apply
+RUN_T0=$(now_ms)
+RUN_FROM=0
 while [ "$kills" -lt "$KILLS" ]; do
-	sleep "0.$(printf '%03d' $((RANDOM % 300)))"
-	# sometimes let a group commit first (while two groups are left: one to be killed in)
-	from=$(origin_progress "$BDB" bench false)
-	if [ $((RANDOM % 2)) = 0 ] && [ "$from" -lt $((BLAST - 2 * GROUP)) ]; then
-		for _ in $(seq 1 1000); do
-			alive "$APPLY_PID" || break
-			[ "$(origin_progress "$BDB" bench false)" -gt "$from" ] && break
-			sleep 0.02
-		done
-	fi
-	# wait until apply's target transaction is open
-	for _ in $(seq 1 2000); do
-		alive "$APPLY_PID" || break
-		open_txn && break
+	# a random moment of what is left of the stream to apply
+	left=$((FULL_MS * (BLAST - RUN_FROM) / BLAST))
+	[ "$left" -gt 20 ] || left=20
+	until_ms=$((RUN_T0 + (RANDOM * 32768 + RANDOM) % left))
+	while [ "$(now_ms)" -lt "$until_ms" ] && alive "$APPLY_PID"; do
 		sleep 0.005
 	done
-	if ! alive "$APPLY_PID"; then
-		# the round's stream is applied: check it, go on in a new copy
-		finish_round
+	kill -KILL "$APPLY_PID" 2>/dev/null
+	rc=0
+	wait "$APPLY_PID" 2>/dev/null || rc=$?
+	if [ "$rc" != 137 ]; then
+		# it applied the rest of the stream first: check the round, go on in a new copy
+		APPLY_PID=0
+		finish_round "$rc"
 		say "bench: round $ROUND done after $kills kills in all; next round"
 		new_round
 		start_bench_apply
+		RUN_T0=$(now_ms)
+		RUN_FROM=0
 		continue
 	fi
-	sleep "0.0$(printf '%02d' $((RANDOM % 40)))"
-	open_txn && in_txn=$((in_txn + 1))
-	kill -KILL "$APPLY_PID"
-	wait "$APPLY_PID" 2>/dev/null
 	kills=$((kills + 1))
 	if [ $((RANDOM % 3)) = 0 ]; then
 		immediate=$((immediate + 1))
-		say "bench: apply run $RUN killed, restarted at once"
+		say "bench: apply run $RUN killed $((until_ms - RUN_T0)) ms after it started, restarted at once"
+		RUN_FROM=$(origin_progress "$BDB" bench false)
 	else
 		quiesce
 		check_bench "$BDB: after kill $kills"
-		say "bench: apply run $RUN killed at progress $PROGRESS of $BLAST"
+		say "bench: apply run $RUN killed $((until_ms - RUN_T0)) ms after it started, at progress $PROGRESS of $BLAST"
+		RUN_FROM=$PROGRESS
 	fi
 	start_bench_apply
+	RUN_T0=$(now_ms)
 done
 finish_round
+quiesce
+in_txn=$(($(eof_count) - EOF0))
 [ "$in_txn" -ge $(((KILLS + 1) / 2)) ]
-check "bench: $in_txn of $kills kills came while apply's target transaction was open (want at least $(((KILLS + 1) / 2)))"
+check "bench: $in_txn of $kills kills came while apply's target transaction was open (the server logged '$EOF_MSG'; want at least $(((KILLS + 1) / 2)))"
 ! grep -l 'one at a time' "$W"/bench*.log >&2
 check "bench: no run applied a group again one at a time (the target always held what the source held)"
 grep -h ': error: ' "$W"/bench*.log | head -5 >&2
