@@ -9,12 +9,16 @@
 #     rows swapping unique values through an intermediate (and NULL), a
 #     three-way rotation, primary keys swapped; a row changed 1,000 times;
 #     updates leaving an out-of-line TOAST value unchanged (also on a row
-#     inserted, or moved to a new key, in the same group); insert, update,
-#     delete of one key; key-changing updates followed by updates of the new
-#     key (and inserts on the old one); a partitioned table with rows moving
+#     inserted, or moved to a new key, in the same group; rows moved onto a
+#     key deleted just before, or swapping keys); insert, update, delete of
+#     one key; key-changing updates followed by updates of the new key (and
+#     inserts on the old one); a partitioned table with rows moving
 #     partition; GENERATED ALWAYS AS IDENTITY and stored generated columns; a
 #     REPLICA IDENTITY FULL table without a key holding duplicate rows (one
-#     copy updated, one deleted). The stream is applied phase by phase
+#     copy updated, one deleted); values multi-row statements must carry
+#     intact (multi-dimensional and empty arrays, composites, enums, domains,
+#     quoted names, a text and timestamptz key, a FULL table of arrays and
+#     jsonb). The stream is applied phase by phase
 #     (--until-txseq at each phase's end) into g_phase with large groups and
 #     into one_phase with --group-size 1: after every phase both targets
 #     hold the same rows and the two runs print the same counters; and in one
@@ -149,6 +153,17 @@ CREATE TABLE dups (k int, v text);
 ALTER TABLE dups REPLICA IDENTITY FULL;
 -- one row at the end of each phase of the workload
 CREATE TABLE phase (id int PRIMARY KEY, name text NOT NULL);
+-- values that multi-row statements must carry intact: arrays (unnest of an
+-- array of arrays flattens it), composites, enums, domains, odd names
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TYPE pair AS (a int, b text);
+CREATE DOMAIN pos AS int CHECK (VALUE > 0);
+CREATE SCHEMA "Odd Schema";
+CREATE TABLE "Odd Schema"."Typed Rows" ("Id" int PRIMARY KEY, "int array" int[], ta text[], j jsonb,
+  m mood, p pair, d pos, b bytea, at timestamptz, num numeric, iv interval, "quote""d" text);
+CREATE TABLE tkey (k text, at timestamptz, v int, PRIMARY KEY (k, at));
+CREATE TABLE fullarr (arr int[], j jsonb, n int);
+ALTER TABLE fullarr REPLICA IDENTITY FULL;
 SQL
 )
 # big SEED: 3,200 bytes of md5 hex (TOASTed, hardly compressible)
@@ -164,6 +179,13 @@ INSERT INTO gen (id, a) SELECT g, g FROM generate_series(1, 20) g;
 -- three equal rows per k
 INSERT INTO dups SELECT g % 10, 'same' FROM generate_series(1, 30) g;
 INSERT INTO dups VALUES (NULL, NULL), (NULL, NULL);
+INSERT INTO "Odd Schema"."Typed Rows" SELECT g, ARRAY[[g, 2], [3, NULL]], ARRAY['a,b', 'q"uote', NULL, '{x}'],
+  jsonb_build_object('g', g, 'a', jsonb_build_array(1, 'x')), 'ok', ROW(g, 'p,"' || g)::pair, g,
+  decode('00ff' || lpad(to_hex(g), 4, '0'), 'hex'), '2024-01-01 00:00+00'::timestamptz + g * interval '1 day',
+  g / 7.0, g * interval '1 hour', E'it''s \\ "' || g FROM generate_series(1, 10) g;
+INSERT INTO tkey SELECT 'k ' || g || E' \t''', '2024-01-01 00:00+00'::timestamptz + g * interval '1 second', g
+  FROM generate_series(1, 10) g;
+INSERT INTO fullarr SELECT ARRAY[[g % 3, 1], [2, 3]], jsonb_build_object('g', g % 3), 0 FROM generate_series(1, 12) g;
 SQL
 )
 # Every statement is its own source transaction (psql autocommit).
@@ -226,6 +248,12 @@ UPDATE docs SET id = 105 WHERE id = 5;
 UPDATE docs SET rev = 7 WHERE id = 105;
 UPDATE docs SET id = 106 WHERE id = 6;
 UPDATE docs SET id = 107, rev = 1 WHERE id = 106;
+DELETE FROM docs WHERE id = 9;
+UPDATE docs SET id = 9 WHERE id = 10;
+UPDATE docs SET id = -12 WHERE id = 12;
+UPDATE docs SET id = 12 WHERE id = 13;
+UPDATE docs SET id = 13 WHERE id = -12;
+UPDATE docs SET rev = rev WHERE id = 14;
 INSERT INTO docs VALUES (110, 0, $(big new110), NULL);
 UPDATE docs SET rev = 1 WHERE id = 110;
 UPDATE docs SET body = body || 'x' WHERE id = 110;
@@ -311,9 +339,32 @@ UPDATE dups SET v = 'same' WHERE k = 7 AND v = 'x';
 UPDATE dups SET v = 'not null' WHERE ctid = (SELECT min(ctid) FROM dups WHERE k IS NULL);
 DELETE FROM dups WHERE ctid = (SELECT min(ctid) FROM dups WHERE k IS NULL AND v IS NULL);
 INSERT INTO phase VALUES (8, 'duplicate rows without a key');
+-- 9. arrays, composites, enums, domains, odd names, in multi-row statements
+UPDATE "Odd Schema"."Typed Rows" SET "int array" = ARRAY[[7, 8], [9, 10]], ta = '{}' WHERE "Id" = 1;
+UPDATE "Odd Schema"."Typed Rows" SET "int array" = ARRAY[[1, NULL]], j = '[]' WHERE "Id" = 2;
+UPDATE "Odd Schema"."Typed Rows" SET "int array" = '{}', m = 'happy', p = ROW(NULL, NULL) WHERE "Id" = 3;
+UPDATE "Odd Schema"."Typed Rows" SET "int array" = '[0:1]={5,6}', d = 99, "quote""d" = NULL WHERE "Id" = 4;
+UPDATE "Odd Schema"."Typed Rows" SET "int array" = NULL, b = '\x', iv = '-1 day 2 hours' WHERE "Id" = 5;
+UPDATE "Odd Schema"."Typed Rows" SET ta = ARRAY['}', ',', '"', NULL], num = 'NaN' WHERE "Id" = 6;
+DELETE FROM "Odd Schema"."Typed Rows" WHERE "Id" = 7;
+INSERT INTO "Odd Schema"."Typed Rows" ("Id", "int array", p, m) VALUES (7, ARRAY[[[1]], [[2]]], ROW(1, ''), 'sad');
+UPDATE "Odd Schema"."Typed Rows" SET "Id" = 70, "int array" = ARRAY[[70]] WHERE "Id" = 8;
+INSERT INTO "Odd Schema"."Typed Rows" ("Id", "int array") VALUES (11, ARRAY[[1, 2, 3], [4, 5, 6]]);
+INSERT INTO "Odd Schema"."Typed Rows" ("Id", "int array") VALUES (12, ARRAY[[1], [2]]);
+DELETE FROM "Odd Schema"."Typed Rows" WHERE "Id" = 9;
+UPDATE tkey SET v = -v WHERE k LIKE 'k 1 %';
+UPDATE tkey SET v = 100 WHERE k LIKE 'k 2 %';
+UPDATE tkey SET at = at + interval '1 microsecond' WHERE k LIKE 'k 3 %';
+DELETE FROM tkey WHERE k LIKE 'k 4 %';
+INSERT INTO tkey VALUES (E'k 4 \t''', '2024-01-01 00:00:04+00', 44);
+UPDATE fullarr SET n = 1 WHERE ctid = (SELECT min(ctid) FROM fullarr WHERE j = '{"g": 1}');
+UPDATE fullarr SET arr = ARRAY[[9, 9], [9, 9]] WHERE ctid = (SELECT min(ctid) FROM fullarr WHERE j = '{"g": 2}');
+DELETE FROM fullarr WHERE ctid = (SELECT max(ctid) FROM fullarr WHERE j = '{"g": 0}');
+DELETE FROM fullarr WHERE ctid = (SELECT max(ctid) FROM fullarr WHERE j = '{"g": 1}' AND n = 0);
+INSERT INTO phase VALUES (9, 'arrays, composites, odd names');
 SQL
 )
-PHASES=8
+PHASES=9
 
 if want_part a || want_part b; then
 pg_psql src postgres -c "$SCHEMA" -c "$FILL" >/dev/null || die "source schema"
