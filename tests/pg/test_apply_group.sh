@@ -581,15 +581,18 @@ new_round() {
 	PREV=0
 	PROGRESS=0
 }
+# start_bench_apply [GROUP_MS]
 start_bench_apply() {
-	local ms
+	local ms=${1:-}
 	RUN=$((RUN + 1))
 	APPLY_LOG=$W/bench$RUN.log
 	# mostly groups ended by size only; sometimes by time too
-	case $((RANDOM % 3)) in
-	0) ms=200 ;;
-	*) ms=60000 ;;
-	esac
+	if [ -z "$ms" ]; then
+		case $((RANDOM % 3)) in
+		0) ms=200 ;;
+		*) ms=60000 ;;
+		esac
+	fi
 	# sluice itself in the background (not a function: its subshell is what kill would hit)
 	"$SLUICE" --log-format text apply --store "$W/store" --stream bench --trust "$W/k.pub" \
 		--target "$(dst "$BDB")" --exit-when-caught-up --group-size "$GROUP" --group-ms "$ms" \
@@ -653,7 +656,7 @@ EOF0=$(eof_count)
 # Round 1, not killed: how long applying the whole stream takes here.
 new_round
 t=$(now_ms)
-start_bench_apply
+start_bench_apply 60000
 rc=0
 wait "$APPLY_PID" || rc=$?
 FULL_MS=$(($(now_ms) - t))
