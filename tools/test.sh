@@ -84,8 +84,10 @@ test_suite "$ROOT/build/test" "tests gcc"
 if [ "$quick" -eq 0 ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-	build_suite "$ROOT/build/test-asan" asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-		-DSLUICE_SANITIZE=ON -DSLUICE_FUZZ=ON
+	# -O1, as sanitizer builds usually are (OSS-Fuzz): asserts stay on (Debug),
+	# and sluice and the MongoDB test peer run 2-3 times faster than at -O0.
+	build_suite "$ROOT/build/test-asan" asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
+		-DCMAKE_C_COMPILER=clang -DSLUICE_SANITIZE=ON -DSLUICE_FUZZ=ON
 	test_suite "$ROOT/build/test-asan" "tests asan" -LE '^fuzz$'
 	# The fuzzers run for a fixed time each: on their own, they take no CPU
 	# from the end-to-end tests' servers.
