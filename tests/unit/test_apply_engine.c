@@ -865,6 +865,7 @@ test_grouped_split(void **state)
 	make_stream(&env, "apply-grouped-split", NTXN);
 	sluice_apply_options o;
 	options(&o);
+	o.group_size = 1000; /* not SLUICE_APPLY_GROUP_SIZE's (tools/test.sh sets it to 1) */
 	fake f = {.groups = true,
 		  .script = {.change_at = change_call(4, 1), .change_st = SLUICE_TARGET_FAILED}};
 	sluice_apply_stats s;
