@@ -243,7 +243,26 @@ pgt_push(pgt *a, pgt_kind kind, uint32_t rel_index, char *key)
 						  .op = a->cur_op};
 }
 
-/* pgt_send_params queues a prepared statement. */
+/*
+ * pgt_send_prepared_bin queues a prepared statement whose parameters may be
+ * binary: lengths and formats as PQsendQueryPrepared takes them (NULL: text).
+ */
+static bool
+pgt_send_prepared_bin(pgt *a, const char *stmt, int n, const char *const *values,
+		      const int *lengths, const int *formats, pgt_kind kind, uint32_t rel_index,
+		      char *key)
+{
+	if (!PQsendQueryPrepared(a->conn, stmt, n, values, lengths, formats, 0)) {
+		sluice_log_error("could not send a statement to the target: %s",
+				 sluice_pg_error_line(a->conn));
+		free(key);
+		return false;
+	}
+	pgt_push(a, kind, rel_index, key);
+	return true;
+}
+
+/* pgt_send_prepared queues a prepared statement with text parameters. */
 static bool
 pgt_send_prepared(pgt *a, const char *stmt, int n, const char *const *values, pgt_kind kind,
 		  uint32_t rel_index, char *key)
@@ -1205,22 +1224,70 @@ pgt_hash(const char *s)
 	return h ? h : 1;
 }
 
-/* pgt_array_elem appends one element to a text[] literal. */
+/*
+ * Arrays go to the server in binary (array_recv): a header of ndim 1, a
+ * has-null flag, the element type (text) and one dimension, then each element
+ * as a 32-bit length (-1: NULL) and its bytes. Parsing a text[] literal with
+ * array_in cost the target more than writing the rows when values are large
+ * (docs/benchmarks.md, W4); array_recv only checks each element's encoding.
+ */
+#define PGT_ARRAY_HEADER 20
+#define PGT_TEXTOID      25
+
+static void
+pgt_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+pgt_get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* pgt_array_elem appends one element (NULL: SQL NULL) to a binary text[] value. */
 static void
 pgt_array_elem(sluice_buf *b, const char *v)
 {
-	sluice_buf_append_byte(b, b->len == 0 ? '{' : ',');
+	if (b->len == 0) {
+		uint8_t h[PGT_ARRAY_HEADER];
+		pgt_put_be32(h, 1);               /* ndim */
+		pgt_put_be32(h + 4, 0);           /* has nulls */
+		pgt_put_be32(h + 8, PGT_TEXTOID); /* element type */
+		pgt_put_be32(h + 12, 0);          /* elements so far */
+		pgt_put_be32(h + 16, 1);          /* lower bound */
+		sluice_buf_append(b, h, sizeof(h));
+	}
+	pgt_put_be32(b->data + 12, pgt_get_be32(b->data + 12) + 1);
+	uint8_t len[4];
 	if (v == NULL) {
-		sluice_buf_append_str(b, "NULL");
+		pgt_put_be32(b->data + 4, 1);
+		pgt_put_be32(len, UINT32_MAX); /* -1 */
+		sluice_buf_append(b, len, sizeof(len));
 		return;
 	}
-	sluice_buf_append_byte(b, '"');
-	for (const char *c = v; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			sluice_buf_append_byte(b, '\\');
-		sluice_buf_append_byte(b, (uint8_t)*c);
+	size_t n = strlen(v);
+	pgt_put_be32(len, (uint32_t)n);
+	sluice_buf_append(b, len, sizeof(len));
+	sluice_buf_append(b, v, n);
+}
+
+/* pgt_array_done finishes b (an empty array when nothing was added); returns its length. */
+static int
+pgt_array_done(sluice_buf *b)
+{
+	if (b->len == 0) {
+		uint8_t h[12];
+		pgt_put_be32(h, 0); /* ndim 0: '{}' */
+		pgt_put_be32(h + 4, 0);
+		pgt_put_be32(h + 8, PGT_TEXTOID);
+		sluice_buf_append(b, h, sizeof(h));
 	}
-	sluice_buf_append_byte(b, '"');
+	return (int)b->len;
 }
 
 /* pgt_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
@@ -1348,20 +1415,24 @@ pgt_batch_flush(pgt *a)
 		sluice_buf_free(&sql);
 	}
 	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
-	if (vals == NULL)
+	int *lens = calloc((size_t)r->ncols + 1, sizeof(int));
+	int *fmts = calloc((size_t)r->ncols + 1, sizeof(int));
+	if (vals == NULL || lens == NULL || fmts == NULL)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
-		sluice_buf_append_byte(&a->batch_cols[i], '}');
-		sluice_buf_append_byte(&a->batch_cols[i], '\0');
+		lens[i] = pgt_array_done(&a->batch_cols[i]);
+		fmts[i] = 1;
 		vals[i] = (const char *)a->batch_cols[i].data;
 	}
 	if (ok)
-		ok = pgt_send_prepared(a, name, r->ncols, vals,
-				       plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT, a->batch_rel,
-				       NULL);
+		ok = pgt_send_prepared_bin(a, name, r->ncols, vals, lens, fmts,
+					   plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT,
+					   a->batch_rel, NULL);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
 	free(vals);
+	free(lens);
+	free(fmts);
 	for (int i = 0; i < a->batch_ncols; i++)
 		sluice_buf_reset(&a->batch_cols[i]);
 	a->batch_rows = 0;
@@ -1561,7 +1632,9 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	int *cols = calloc((size_t)r->ncols + 1, sizeof(int));
 	sluice_buf *arrays = calloc((size_t)r->ncols + 1, sizeof(sluice_buf));
 	const char **vals = calloc((size_t)r->ncols + 2, sizeof(char *));
-	if (cols == NULL || arrays == NULL || vals == NULL)
+	int *lens = calloc((size_t)r->ncols + 2, sizeof(int));
+	int *fmts = calloc((size_t)r->ncols + 2, sizeof(int));
+	if (cols == NULL || arrays == NULL || vals == NULL || lens == NULL || fmts == NULL)
 		abort();
 	int ncols = 0;
 	bool ok = true;
@@ -1591,10 +1664,8 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 		for (int j = 0; j < ncols; j++)
 			pgt_array_elem(&arrays[j], es[k]->v[cols[j]]);
 	for (int j = 0; j < ncols; j++) {
-		if (arrays[j].len == 0)
-			sluice_buf_append_byte(&arrays[j], '{');
-		sluice_buf_append_byte(&arrays[j], '}');
-		sluice_buf_append_byte(&arrays[j], '\0');
+		lens[j] = pgt_array_done(&arrays[j]);
+		fmts[j] = 1;
 		vals[j] = (const char *)arrays[j].data;
 	}
 	char op = kind == SLUICE_NET_INSERT ? 'I' : kind == SLUICE_NET_UPDATE ? 'U' : 'D';
@@ -1606,12 +1677,15 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	a->cur_op = op;
 	a->cur_rel = e0->rel;
 	if (ok)
-		ok = pgt_send_prepared(a, name, nparams, vals, PGT_K_NET_WRITE, e0->rel, NULL);
+		ok = pgt_send_prepared_bin(a, name, nparams, vals, lens, fmts, PGT_K_NET_WRITE,
+					   e0->rel, NULL);
 	a->cur_op = 0;
 	for (int j = 0; j < r->ncols; j++)
 		sluice_buf_free(&arrays[j]);
 	free(arrays);
 	free(vals);
+	free(lens);
+	free(fmts);
 	free(cols);
 	sluice_buf_free(&sql);
 	return ok && pgt_maybe_drain(a);
