@@ -130,6 +130,7 @@ bool sluice_segment_read(sluice_segment *seg, uint64_t off, void *buf, size_t le
  * durable false it only writes it (and starts its writeback): the next
  * durable write, or the seal, makes it durable. The writer passes false for
  * the chunks it pushes inside a large transaction, which nobody waits for.
+ * len may be 0: a durable write of nothing makes the earlier writes durable.
  */
 bool sluice_segment_write(sluice_segment *seg, const void *chunk, size_t len, bool durable);
 /* sluice_segment_truncate cuts the segment to size bytes, durably. */

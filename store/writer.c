@@ -61,6 +61,7 @@ struct sluice_writer {
 	uint64_t written_txseq; /* last committed in a frame encoded (in the chunk or the store) */
 	uint64_t written_end_lsn;
 	uint64_t synced_txseq; /* last committed in a frame the store took (sluice_segment_write) */
+	bool unsynced;         /* chunks were written without being made durable since */
 	uint64_t synced_end_lsn;
 	uint64_t durable_txseq;
 	uint64_t durable_end_lsn;
@@ -563,13 +564,20 @@ writer_emit(sluice_writer *w, size_t len, uint32_t records, uint16_t flags, uint
 static bool
 writer_push(sluice_writer *w, bool durable)
 {
-	if (w->chunk.len > 0) {
+	/*
+	 * With nothing left to write, a durable push still syncs when chunks were
+	 * only written since the last sync: the frame holding the commit being
+	 * reported may have gone out in one (a commit that filled its frame, in a
+	 * chunk as large as the store takes at once).
+	 */
+	if (w->chunk.len > 0 || (durable && w->unsynced)) {
 		if (w->seg == NULL ||
 		    !sluice_segment_write(w->seg, w->chunk.data, w->chunk.len, durable)) {
 			w->failed = true;
 			return false;
 		}
 		sluice_buf_reset(&w->chunk);
+		w->unsynced = !durable;
 	}
 	if (!durable)
 		return true;
