@@ -34,6 +34,15 @@ typedef struct sluice_apply_options {
 	bool at_least_once;      /* MongoDB: apply to a standalone server (no transactions) */
 	uint32_t max_txn_writes; /* MongoDB: apply a longer source transaction in parts; 0: never */
 	bool follow;             /* wait for new transactions at the end of the stream */
+	/*
+	 * Grouped apply: consecutive source transactions in one target
+	 * transaction, up to this many transactions, bytes of row data and
+	 * milliseconds since the group began (group_size 1: one target
+	 * transaction per source transaction, one statement per change).
+	 */
+	uint32_t group_size;
+	uint64_t group_bytes;
+	int64_t group_ms;
 	bool conflict_log;
 	int64_t tombstone_horizon_s;
 	int64_t clock_skew_tolerance_us;

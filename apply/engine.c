@@ -42,6 +42,18 @@ struct sluice_apply_ctx {
 
 	uint64_t exists_txseq; /* EXISTS: the transaction applied again with conflict handling */
 
+	/* grouped apply: complete source transactions in an open target transaction */
+	bool grouping;            /* the options and the target allow it */
+	bool txn_grouped;         /* the open target transaction is a group */
+	bool group_open;          /* ... and holds complete transactions, none in progress */
+	uint64_t group_first;     /* its first transaction */
+	uint32_t group_txns;      /* complete transactions in it */
+	uint64_t group_bytes;     /* bytes of row data in it */
+	int64_t group_start_ms;   /* when it began */
+	bool group_end;           /* the transaction in progress ends its group */
+	uint64_t ungroup_through; /* transactions up to here are applied one at a time */
+	uint64_t alone_txseq;     /* this transaction begins a group of its own (not joined) */
+
 	/* the transaction failing transiently, for backoff and the loud report */
 	uint64_t retry_txseq;
 	int retry_attempts;
@@ -81,6 +93,15 @@ sluice_apply_default_options(sluice_apply_options *o)
 	o->clock_skew_tolerance_us = 1000000;
 	o->retry_report_s = 300;
 	o->max_txn_writes = 10000;
+	o->group_size = 1000;
+	o->group_bytes = 16u << 20;
+	o->group_ms = 200;
+	/* The default group size, for running a whole test suite ungrouped. */
+	const char *gs = getenv("SLUICE_APPLY_GROUP_SIZE");
+	char *end = NULL;
+	unsigned long v = gs ? strtoul(gs, &end, 10) : 0;
+	if (gs != NULL && end != gs && *end == '\0' && v >= 1 && v <= UINT32_MAX)
+		o->group_size = (uint32_t)v;
 }
 
 /* ---- what targets see ------------------------------------------------------ */
@@ -168,6 +189,14 @@ void
 sluice_apply_committed(sluice_apply_ctx *ctx, uint64_t txseq)
 {
 	engine_count_txn(ctx, txseq);
+	ctx->committed_stats = *ctx->stats;
+}
+
+void
+sluice_apply_group_committed(sluice_apply_ctx *ctx, uint64_t first, uint64_t last)
+{
+	for (uint64_t txseq = first; txseq <= last; txseq++)
+		engine_count_txn(ctx, txseq);
 	ctx->committed_stats = *ctx->stats;
 }
 
@@ -301,6 +330,32 @@ engine_rel_ready(sluice_apply_ctx *e, const sluice_reader *reader, uint32_t reli
 	return SLUICE_TARGET_OK;
 }
 
+/* engine_row_bytes counts the bytes of row data of a change, for --group-bytes. */
+static uint64_t
+engine_row_bytes(const sluice_record *rec)
+{
+	const Sluice__V1__Row *rows[2] = {NULL, NULL};
+	switch (rec->body_case) {
+	case SLUICE__V1__RECORD__BODY_INSERT:
+		rows[0] = rec->insert->new_row;
+		break;
+	case SLUICE__V1__RECORD__BODY_SNAPSHOT_ROW:
+		rows[0] = rec->snapshot_row->row;
+		break;
+	case SLUICE__V1__RECORD__BODY_UPDATE:
+		rows[0] = rec->update->new_row;
+		rows[1] = rec->update->old_row;
+		break;
+	default:
+		rows[0] = rec->delete_->old_row;
+	}
+	uint64_t n = 0;
+	for (int r = 0; r < 2; r++)
+		for (size_t i = 0; rows[r] != NULL && i < rows[r]->n_values; i++)
+			n += rows[r]->values[i].len + 1;
+	return n;
+}
+
 /* engine_change routes one row change of the stream. */
 static sluice_target_status
 engine_change(sluice_apply_ctx *e, const sluice_reader *reader, const sluice_record *rec)
@@ -333,6 +388,8 @@ engine_change(sluice_apply_ctx *e, const sluice_reader *reader, const sluice_rec
 		e->stats->skipped++;
 		return SLUICE_TARGET_OK;
 	}
+	if (e->txn_grouped)
+		e->group_bytes += engine_row_bytes(rec);
 	if (e->o->rate != NULL)
 		sluice_rate_take(e->o->rate, 1,
 				 e->o->rate->bytes_per_s ? sluice__v1__record__get_packed_size(rec)
@@ -416,8 +473,46 @@ engine_namespace_change(sluice_apply_ctx *e, const Sluice__V1__NamespaceChange *
 
 /* ---- transactions ------------------------------------------------------------- */
 
+/*
+ * engine_joins tells whether transaction txseq goes into the open group:
+ * within its limits, not a snapshot, not to be applied one at a time.
+ */
+static bool
+engine_joins(const sluice_apply_ctx *e, uint64_t txseq, bool snapshot)
+{
+	const sluice_apply_options *o = e->o;
+	return e->group_open && !snapshot && txseq != e->alone_txseq &&
+	       txseq > e->ungroup_through && e->group_txns < o->group_size &&
+	       e->group_bytes < o->group_bytes &&
+	       sluice_clock_mono_ms() - e->group_start_ms < o->group_ms;
+}
+
+/* engine_group_commit commits the open group (complete transactions only). */
 static sluice_target_status
-engine_begin(sluice_apply_ctx *e, uint64_t txseq, int64_t commit_us, const char *node)
+engine_group_commit(sluice_apply_ctx *e)
+{
+	e->group_open = false;
+	e->txn_grouped = false;
+	return e->t->ops->commit(e->t);
+}
+
+/* engine_group_full tells whether the group ends with the transaction just completed. */
+static bool
+engine_group_full(const sluice_apply_ctx *e)
+{
+	const sluice_apply_options *o = e->o;
+	return e->group_end || e->group_txns >= o->group_size || e->group_bytes >= o->group_bytes ||
+	       sluice_clock_mono_ms() - e->group_start_ms >= o->group_ms;
+}
+
+/*
+ * engine_begin starts transaction txseq: in the open group (engine_joins
+ * decided it), or in a target transaction of its own, grouped when
+ * grouping is on and it is neither a snapshot nor to be applied alone.
+ */
+static sluice_target_status
+engine_begin(sluice_apply_ctx *e, uint64_t txseq, int64_t commit_us, const char *node,
+	     bool snapshot)
 {
 	if (e->expect_txseq != 0 && txseq != e->expect_txseq) {
 		sluice_log_error("txseq gap: the target has applied up to txseq %" PRIu64
@@ -451,6 +546,20 @@ engine_begin(sluice_apply_ctx *e, uint64_t txseq, int64_t commit_us, const char 
 				"node's future: clocks disagree (run NTP on every node)",
 				txseq, node, (double)(commit_us - now_us) / 1e6);
 	}
+	if (e->group_open) {
+		e->group_open = false; /* a transaction is in progress in it */
+		e->txn.grouped = true;
+		return e->t->ops->join(e->t, &e->txn);
+	}
+	e->txn.grouped = e->grouping && !snapshot && txseq > e->ungroup_through;
+	e->txn_grouped = e->txn.grouped;
+	if (e->txn_grouped) {
+		e->group_first = txseq;
+		e->group_txns = 0;
+		e->group_bytes = 0;
+		e->group_start_ms = sluice_clock_mono_ms();
+		e->group_end = false;
+	}
 	return e->t->ops->begin(e->t, &e->txn);
 }
 
@@ -466,7 +575,11 @@ engine_rollback(sluice_apply_ctx *e, bool after_failure)
 {
 	if (e->in_txn)
 		e->expect_txseq = e->txn.txseq;
+	if (e->txn_grouped)
+		e->expect_txseq = e->group_first; /* the whole group is rolled back */
 	e->in_txn = false;
+	e->txn_grouped = false;
+	e->group_open = false;
 	sluice_target_status st = e->t->ops->rollback(e->t, after_failure);
 	if (!e->o->dry_run)
 		engine_restore(e);
@@ -602,13 +715,42 @@ engine_retry(sluice_apply_ctx *e)
 }
 
 /*
+ * engine_split rolls back a grouped transaction that failed for a reason
+ * other than a transient one (a row not where the source had it, a unique
+ * violation from writing the net change in another order, a trigger, ...):
+ * its source transactions, and any begun after it, are applied again one
+ * at a time, with the conflict handling of ungrouped apply.
+ */
+static apply_outcome
+engine_split(sluice_apply_ctx *e)
+{
+	sluice_target_failure *f = &e->t->failure;
+	char what[700];
+	engine_describe_failure(e, what, sizeof(what));
+	/* The failed statement holds changes of transactions up to its own. */
+	uint64_t through = f->txseq ? f->txseq : e->txn.txseq;
+	sluice_log_info("grouped apply stopped at %s: %s%s%s%s; applying the transactions "
+			"up to txseq %" PRIu64 " again one at a time",
+			what, f->message[0] ? f->message : "failed", f->code[0] ? " (" : "",
+			f->code[0] ? f->code : "", f->code[0] ? ")" : "", through);
+	f->message[0] = '\0';
+	if (through > e->ungroup_through)
+		e->ungroup_through = through;
+	return engine_abandon(e);
+}
+
+/*
  * engine_failed decides what follows a failed target operation: reconnect,
- * apply again from the target's progress, or stop.
+ * apply again from the target's progress (one at a time, after a grouped
+ * transaction failed), or stop.
  */
 static apply_outcome
 engine_failed(sluice_apply_ctx *e, sluice_target_status st)
 {
 	sluice_target_failure *f = &e->t->failure;
+	if (e->grouping && st != SLUICE_TARGET_LOST && st != SLUICE_TARGET_RETRY &&
+	    (f->txseq ? f->txseq : e->txn.txseq) > e->ungroup_through)
+		return engine_split(e);
 	if (st == SLUICE_TARGET_EXISTS) {
 		uint64_t failed = f->txseq ? f->txseq : e->txn.txseq;
 		sluice_log_info("txseq %" PRIu64 ": a row it inserts exists on the target; "
@@ -678,7 +820,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 		if (*e->o->stop) {
 			if (e->in_txn)
 				engine_rollback(e, false);
-			st = t->ops->flush(t);
+			else if (e->group_open)
+				st = engine_group_commit(e); /* complete transactions: a boundary */
+			if (st == SLUICE_TARGET_OK)
+				st = t->ops->flush(t);
 			if (st != SLUICE_TARGET_OK)
 				engine_failed(e, st);
 			sluice_log_info("stopping on signal");
@@ -690,10 +835,23 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 		if (rs == SLUICE_READER_ERROR) {
 			/* Nothing of the bad frame was applied: its transaction is rolled back;
 			 * what was sent before it is read back, so the exit reports it. */
-			if (e->in_txn)
+			if (e->in_txn && e->txn_grouped && e->group_txns > 0) {
+				/* Commit the complete transactions before it first. */
 				engine_rollback(e, false);
-			else if ((st = t->ops->flush(t)) != SLUICE_TARGET_OK)
-				engine_failed(e, st);
+				e->alone_txseq = e->txn.txseq;
+				out = APPLY_RESUME;
+				break;
+			}
+			if (e->in_txn) {
+				engine_rollback(e, false);
+			} else {
+				if (e->group_open)
+					st = engine_group_commit(e);
+				if (st == SLUICE_TARGET_OK)
+					st = t->ops->flush(t);
+				if (st != SLUICE_TARGET_OK)
+					engine_failed(e, st);
+			}
 			e->stats->refused = true;
 			sluice_log_error("refusing stream \"%s\": %s", e->o->stream,
 					 sluice_reader_error(reader));
@@ -706,21 +864,41 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			 * transaction: if one of those failed, going on would let later
 			 * transactions commit past it.
 			 */
+			bool group = e->in_txn && e->txn_grouped && e->group_txns > 0;
 			if (e->in_txn && (st = engine_rollback(e, false)) != SLUICE_TARGET_OK) {
 				out = engine_failed(e, st);
+				break;
+			}
+			if (group) {
+				/* The group's complete transactions went with it: read them
+				 * again, and the cut one after them in a group of its own. */
+				e->alone_txseq = e->txn.txseq;
+				out = APPLY_RESUME;
 				break;
 			}
 			continue;
 		}
 		if (rs == SLUICE_READER_WAIT) {
+			if (!e->in_txn && e->group_open &&
+			    (st = engine_group_commit(e)) != SLUICE_TARGET_OK) {
+				out = engine_failed(e, st);
+				break;
+			}
 			if (!e->in_txn && (st = t->ops->flush(t)) != SLUICE_TARGET_OK) {
 				out = engine_failed(e, st);
 				break;
 			}
 			if (!e->o->follow) {
+				bool group = e->in_txn && e->txn_grouped && e->group_txns > 0;
 				if (e->in_txn)
 					engine_rollback(
 						e, false); /* an unfinished tail is not applied */
+				if (group) {
+					/* ... but the complete transactions of its group are */
+					e->alone_txseq = e->txn.txseq;
+					out = APPLY_RESUME;
+					break;
+				}
 				out = APPLY_DONE;
 				break;
 			}
@@ -733,7 +911,13 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 		}
 		switch (rec->body_case) {
 		case SLUICE__V1__RECORD__BODY_RELATION:
-			for (size_t i = 0; i < e->nrels; i++)
+			/* A relation (re)described ends the group: before it, or after its
+			 * transaction. */
+			if (!e->in_txn && e->group_open)
+				st = engine_group_commit(e);
+			else if (e->txn_grouped)
+				e->group_end = true;
+			for (size_t i = 0; st == SLUICE_TARGET_OK && i < e->nrels; i++)
 				if (e->rels[i].id == rec->relation->id)
 					engine_relation(e, (uint32_t)i, rec->relation);
 			break;
@@ -744,7 +928,11 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 				e->done = true;
 				break;
 			}
-			st = engine_begin(e, b->txseq, b->commit_time_us, b->origin_node);
+			if (e->group_open && !engine_joins(e, b->txseq, false))
+				st = engine_group_commit(e);
+			if (st == SLUICE_TARGET_OK)
+				st = engine_begin(e, b->txseq, b->commit_time_us, b->origin_node,
+						  false);
 			break;
 		}
 		case SLUICE__V1__RECORD__BODY_SNAPSHOT_BEGIN: {
@@ -754,7 +942,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 				e->done = true;
 				break;
 			}
-			st = engine_begin(e, b->txseq, b->time_us, b->origin_node);
+			if (e->group_open)
+				st = engine_group_commit(e);
+			if (st == SLUICE_TARGET_OK)
+				st = engine_begin(e, b->txseq, b->time_us, b->origin_node, true);
 			break;
 		}
 		case SLUICE__V1__RECORD__BODY_INSERT:
@@ -765,16 +956,27 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 				st = engine_change(e, reader, rec);
 			break;
 		case SLUICE__V1__RECORD__BODY_TRUNCATE:
-			if (e->in_txn)
+			if (e->in_txn) {
+				e->group_end = true; /* truncates end a group */
 				st = engine_truncate(e, reader, rec->truncate);
+			}
 			break;
 		case SLUICE__V1__RECORD__BODY_NAMESPACE_CHANGE:
-			if (e->in_txn)
+			if (e->in_txn) {
+				e->group_end = true;
 				st = engine_namespace_change(e, rec->namespace_change);
+			}
 			break;
 		case SLUICE__V1__RECORD__BODY_COMMIT:
 		case SLUICE__V1__RECORD__BODY_SNAPSHOT_END:
-			if (e->in_txn)
+			if (e->in_txn && e->txn_grouped) {
+				/* complete: the group takes more, or commits */
+				e->in_txn = false;
+				e->group_open = true;
+				e->group_txns++;
+				if (engine_group_full(e))
+					st = engine_group_commit(e);
+			} else if (e->in_txn)
 				st = engine_commit(e);
 			break;
 		case SLUICE__V1__RECORD__BODY_HEARTBEAT:
@@ -789,7 +991,10 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			break;
 		}
 		if (e->done) {
-			st = t->ops->flush(t);
+			if (e->group_open)
+				st = engine_group_commit(e);
+			if (st == SLUICE_TARGET_OK)
+				st = t->ops->flush(t);
 			out = st == SLUICE_TARGET_OK ? APPLY_DONE : engine_failed(e, st);
 			break;
 		}
@@ -879,6 +1084,8 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 			if (!connected_once)
 				stats->resumed_after = resume;
 			stats->connected = true;
+			e.grouping = o->group_size > 1 && !o->dry_run && t->groups &&
+				     t->ops->join != NULL;
 			if (resume > stats->applied_txseq)
 				stats->applied_txseq = resume;
 			engine_report(&e, true);
@@ -930,6 +1137,8 @@ sluice_apply_run_target(sluice_store *store, const sluice_trust *trust,
 		engine_restore(&e);
 		t->ops->close(t);
 		e.in_txn = false;
+		e.txn_grouped = false;
+		e.group_open = false;
 		for (size_t i = 0; i < e.nrels; i++)
 			e.rels[i].checked = false;
 		attempt++;

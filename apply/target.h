@@ -66,6 +66,8 @@ typedef struct sluice_apply_rel {
 /* The transaction being applied. */
 typedef struct sluice_apply_txn {
 	uint64_t txseq;
+	bool grouped;        /* begin: the target transaction may take more source transactions
+				(join) and writes their net change per key */
 	int64_t commit_us;   /* origin commit time, µs since the Unix epoch */
 	const char *node;    /* origin node name */
 	uint32_t node_index; /* the same name, interned: sluice_apply_node() */
@@ -82,6 +84,8 @@ const sluice_apply_rel *sluice_apply_rel_at(const sluice_apply_ctx *ctx, uint32_
 const char *sluice_apply_node(const sluice_apply_ctx *ctx, uint32_t node_index);
 /* sluice_apply_committed: the commit of txseq (and of every transaction before it) is confirmed. */
 void sluice_apply_committed(sluice_apply_ctx *ctx, uint64_t txseq);
+/* sluice_apply_group_committed: the commit of a group, transactions first..last, is confirmed. */
+void sluice_apply_group_committed(sluice_apply_ctx *ctx, uint64_t first, uint64_t last);
 /*
  * sluice_apply_part_committed: a part of the open transaction is committed
  * (a target that applies a large transaction in parts): what was counted so
@@ -106,6 +110,15 @@ typedef struct sluice_target_ops {
 	sluice_target_status (*check)(sluice_target *t, uint32_t ri,
 				      const Sluice__V1__Relation *desc);
 	sluice_target_status (*begin)(sluice_target *t, const sluice_apply_txn *txn);
+	/*
+	 * join: the next source transaction goes into the open grouped target
+	 * transaction (NULL: the target does not group). Its commit() commits
+	 * the group, with the progress of the last transaction joined. When a
+	 * grouped transaction fails other than transiently (a row not where the
+	 * source had it, ...), the engine applies its transactions again one at
+	 * a time (not grouped).
+	 */
+	sluice_target_status (*join)(sluice_target *t, const sluice_apply_txn *txn);
 	/* change writes an insert, update or delete (a snapshot row is an insert) of relation ri */
 	sluice_target_status (*change)(sluice_target *t, uint32_t ri, char op,
 				       const sluice_record *rec);
@@ -136,6 +149,7 @@ typedef struct sluice_target_ops {
 struct sluice_target {
 	const sluice_target_ops *ops;
 	sluice_target_failure failure;
+	bool groups; /* set by open: transactions begun grouped are written as net changes */
 };
 
 /*

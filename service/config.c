@@ -514,6 +514,9 @@ static const cfg_field cfg_apply_fields[] = {
 	{.name = "tombstone_horizon", .type = CFG_DURATION, .off = P(tombstone_horizon_ms)},
 	{.name = "retry_report", .type = CFG_DURATION, .off = P(retry_report_ms)},
 	{.name = "max_txn_writes", .type = CFG_UINT, .off = P(max_txn_writes), .max = UINT32_MAX},
+	{.name = "group_size", .type = CFG_UINT, .off = P(group_size), .max = UINT32_MAX},
+	{.name = "group_bytes", .type = CFG_UINT, .off = P(group_bytes)},
+	{.name = "group_time", .type = CFG_DURATION, .off = P(group_ms)},
 	{.name = "max_rate", .type = CFG_MAP, .sub = cfg_rate_fields},
 	{.name = "readiness", .type = CFG_MAP, .sub = cfg_readiness_fields},
 	{.name = NULL},
@@ -690,6 +693,8 @@ cfg_pipeline_defaults(sluice_config_pipeline *pl)
 	pl->conflict_log = true;
 	pl->zstd_level = UINT64_MAX;
 	pl->max_txn_writes = UINT64_MAX;
+	pl->group_size = UINT64_MAX;
+	pl->group_bytes = UINT64_MAX;
 }
 
 static void

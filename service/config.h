@@ -72,7 +72,9 @@ typedef struct sluice_config_pipeline {
 	uint64_t until_txseq;
 	bool conflict_log;
 	int64_t tombstone_horizon_ms, retry_report_ms;
-	uint64_t max_txn_writes; /* UINT64_MAX: default */
+	uint64_t max_txn_writes;          /* UINT64_MAX: default */
+	uint64_t group_size, group_bytes; /* UINT64_MAX: default */
+	int64_t group_ms;                 /* 0: default */
 	/* both */
 	uint64_t max_rows_per_s, max_bytes_per_s;             /* 0: unlimited */
 	int64_t ready_max_lag_ms, ready_max_heartbeat_age_ms; /* 0: the global setting */

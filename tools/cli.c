@@ -52,6 +52,35 @@ cli_parse_u64(const char *name, const char *text, uint64_t *out)
 }
 
 bool
+cli_parse_size(const char *name, const char *text, uint64_t *out)
+{
+	char digits[32];
+	size_t n = strlen(text);
+	int shift = 0;
+	if (n > 0 && strchr("kKmMgG", text[n - 1]) != NULL) {
+		char u = text[n - 1];
+		shift = u == 'k' || u == 'K' ? 10 : u == 'm' || u == 'M' ? 20 : 30;
+		n--;
+	}
+	if (n == 0 || n >= sizeof(digits)) {
+		sluice_log_error("invalid value \"%s\" for %s: expected bytes, e.g. 16M", text,
+				 name);
+		return false;
+	}
+	memcpy(digits, text, n);
+	digits[n] = '\0';
+	uint64_t v;
+	if (!cli_parse_u64(name, digits, &v))
+		return false;
+	if (v > (UINT64_MAX >> shift)) {
+		sluice_log_error("invalid value \"%s\" for %s: too large", text, name);
+		return false;
+	}
+	*out = v << shift;
+	return true;
+}
+
+bool
 cli_parse_rate(const char *name, const char *text, uint64_t *rows, uint64_t *bytes)
 {
 	char rows_text[32];

@@ -26,6 +26,12 @@ bool cli_parse_u64(const char *name, const char *text, uint64_t *out);
  */
 bool cli_parse_rate(const char *name, const char *text, uint64_t *rows, uint64_t *bytes);
 
+/*
+ * cli_parse_size reads a number of bytes with an optional suffix k, M or G
+ * (powers of 1024); logs and returns false if bad.
+ */
+bool cli_parse_size(const char *name, const char *text, uint64_t *out);
+
 /* cli_load_trust builds a trust set from .pub files; NULL after logging on failure. */
 sluice_trust *cli_load_trust(char **paths, size_t n);
 

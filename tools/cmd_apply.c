@@ -55,7 +55,8 @@ apply_help(FILE *f)
 		"                    [--origin NAME] [--retry-report SECONDS] [--max-age "
 		"DURATION]\n"
 		"                    [--at-least-once] [--max-txn-writes N]\n"
-		"                    [--max-rate ROWS[,BYTES]]\n"
+		"                    [--max-rate ROWS[,BYTES]] [--group-size N]\n"
+		"                    [--group-bytes B] [--group-ms T]\n"
 		"\n"
 		"Replay a verified stream into PostgreSQL, or a MongoDB stream into MongoDB (a\n"
 		"mongodb:// or mongodb+srv:// --target): every frame is authenticated before it\n"
@@ -138,6 +139,19 @@ apply_help(FILE *f)
 		"      --max-rate ROWS[,BYTES]  apply at most ROWS row changes and BYTES bytes\n"
 		"                           of records per second (0 lifts one of the two): the\n"
 		"                           target is spared and apply lags instead\n"
+		"      --group-size N       PostgreSQL, replace strategy: apply up to N\n"
+		"                           consecutive source transactions in one target\n"
+		"                           transaction, their changes collapsed per key and\n"
+		"                           written as multi-row statements (default 1000, or\n"
+		"                           $SLUICE_APPLY_GROUP_SIZE; 1: one target transaction\n"
+		"                           and one statement per change). The target only\n"
+		"                           shows states the source had; a group that finds a\n"
+		"                           row not where the source had it is applied again one\n"
+		"                           transaction at a time, with conflict handling\n"
+		"      --group-bytes B      end a group after B bytes of row data (default 16M;\n"
+		"                           suffixes k, M, G)\n"
+		"      --group-ms T         end a group T milliseconds after it began (default\n"
+		"                           200)\n"
 		"  -h, --help               show this help\n"
 		"\n"
 		"SIGINT/SIGTERM: the open transaction is rolled back, apply exits 0.\n"
@@ -169,6 +183,9 @@ cmd_apply(int argc, char **argv)
 		OPT_AT_LEAST_ONCE,
 		OPT_MAX_TXN_WRITES,
 		OPT_MAX_RATE,
+		OPT_GROUP_SIZE,
+		OPT_GROUP_BYTES,
+		OPT_GROUP_MS,
 	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
@@ -193,6 +210,9 @@ cmd_apply(int argc, char **argv)
 		{"at-least-once", no_argument, NULL, OPT_AT_LEAST_ONCE},
 		{"max-txn-writes", required_argument, NULL, OPT_MAX_TXN_WRITES},
 		{"max-rate", required_argument, NULL, OPT_MAX_RATE},
+		{"group-size", required_argument, NULL, OPT_GROUP_SIZE},
+		{"group-bytes", required_argument, NULL, OPT_GROUP_BYTES},
+		{"group-ms", required_argument, NULL, OPT_GROUP_MS},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -326,6 +346,28 @@ cmd_apply(int argc, char **argv)
 			o.retry_report_s = (int64_t)v;
 			break;
 		}
+		case OPT_GROUP_SIZE:
+		case OPT_GROUP_MS: {
+			uint64_t v;
+			const char *name = c == OPT_GROUP_SIZE ? "--group-size" : "--group-ms";
+			if (!cli_parse_u64(name, optarg, &v))
+				goto cleanup;
+			if (v < 1 || v > UINT32_MAX) {
+				rc = cli_usage_error("apply",
+						     "%s wants a number from 1 to %u, not \"%s\"",
+						     name, UINT32_MAX, optarg);
+				goto cleanup;
+			}
+			if (c == OPT_GROUP_SIZE)
+				o.group_size = (uint32_t)v;
+			else
+				o.group_ms = (int64_t)v;
+			break;
+		}
+		case OPT_GROUP_BYTES:
+			if (!cli_parse_size("--group-bytes", optarg, &o.group_bytes))
+				goto cleanup;
+			break;
 		case OPT_MAX_RATE: {
 			uint64_t rows, bytes;
 			if (!cli_parse_rate("--max-rate", optarg, &rows, &bytes))

@@ -377,6 +377,12 @@ run_apply(run_child *c, const sluice_config *cfg, const char *conn, bool once,
 		o.retry_report_s = pl->retry_report_ms / 1000 ? pl->retry_report_ms / 1000 : 1;
 	if (pl->max_txn_writes != UINT64_MAX)
 		o.max_txn_writes = (uint32_t)pl->max_txn_writes;
+	if (pl->group_size != UINT64_MAX)
+		o.group_size = pl->group_size ? (uint32_t)pl->group_size : 1;
+	if (pl->group_bytes != UINT64_MAX)
+		o.group_bytes = pl->group_bytes;
+	if (pl->group_ms > 0)
+		o.group_ms = pl->group_ms;
 	o.follow = !once && !o.until_txseq && !o.until_time_us;
 	o.stop = stop;
 	o.rate = &c->rate;

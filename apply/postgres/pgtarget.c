@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "json.h"
 #include "log.h"
+#include "netchange.h"
 #include "pgconn.h"
 #include "pgprepare.h"
 #include "records.h"
@@ -45,6 +46,7 @@ typedef enum pgt_kind {
 	PGT_K_IDENT_MOVE,       /* delete before re-inserting a row whose key or ALWAYS identity
 				     changed */
 	PGT_K_MOVED_UPSERT,     /* the upsert after it: missing when nothing was deleted */
+	PGT_K_NET_WRITE, /* grouped: net changes of many rows (the server checks the count) */
 } pgt_kind;
 
 typedef struct pgt_pending {
@@ -57,6 +59,10 @@ typedef struct pgt_pending {
 	int64_t commit_us;
 	uint32_t node; /* index into apply.nodes */
 	char op;       /* 'I', 'U', 'D' of the change it belongs to, 0 for none */
+	/* the COMMIT of a group: its first transaction, and the inserts, updates and deletes
+	   folded into its net changes (counted when it commits) */
+	uint64_t first_txseq;
+	uint64_t counts[3];
 } pgt_pending;
 
 typedef struct pgt_rel {
@@ -82,6 +88,7 @@ typedef struct pgt_rel {
 	bool has_unique;    /* the target has a unique index on exactly the key columns */
 	bool tracked;       /* the target table has sluice's delete tracking */
 	int ts_col;         /* --timestamp-column index, -1 */
+	size_t net_rows;    /* net changes held for it (grouped apply) */
 } pgt_rel;
 
 typedef struct pgt_stmt {
@@ -158,6 +165,18 @@ typedef struct pgt {
 	uint64_t safe_through; /* transactions up to here use ON CONFLICT */
 	bool retry_safe;       /* the pipeline failed on a row that exists */
 	bool moved;            /* the last PGT_K_IDENT_MOVE deleted the row it re-inserts */
+
+	/*
+	 * Grouped apply (target.h): the open transaction holds source
+	 * transactions group_first..txseq; their changes of tables that allow
+	 * it are folded into net (netchange.h) and written as multi-row
+	 * statements whose row counts must be what the source had.
+	 */
+	bool grouped;
+	uint64_t group_first;
+	uint64_t group_counts[3]; /* inserts, updates, deletes folded into net */
+	sluice_net net;
+	bool send_failed; /* a statement could not be queued outside an operation */
 } pgt;
 
 /*
@@ -224,7 +243,26 @@ pgt_push(pgt *a, pgt_kind kind, uint32_t rel_index, char *key)
 						  .op = a->cur_op};
 }
 
-/* pgt_send_params queues a prepared statement. */
+/*
+ * pgt_send_prepared_bin queues a prepared statement whose parameters may be
+ * binary: lengths and formats as PQsendQueryPrepared takes them (NULL: text).
+ */
+static bool
+pgt_send_prepared_bin(pgt *a, const char *stmt, int n, const char *const *values,
+		      const int *lengths, const int *formats, pgt_kind kind, uint32_t rel_index,
+		      char *key)
+{
+	if (!PQsendQueryPrepared(a->conn, stmt, n, values, lengths, formats, 0)) {
+		sluice_log_error("could not send a statement to the target: %s",
+				 sluice_pg_error_line(a->conn));
+		free(key);
+		return false;
+	}
+	pgt_push(a, kind, rel_index, key);
+	return true;
+}
+
+/* pgt_send_prepared queues a prepared statement with text parameters. */
 static bool
 pgt_send_prepared(pgt *a, const char *stmt, int n, const char *const *values, pgt_kind kind,
 		  uint32_t rel_index, char *key)
@@ -252,6 +290,7 @@ pgt_send_sql(pgt *a, const char *sql, int n, const char *const *values, pgt_kind
 }
 
 static void pgt_count_result(pgt *a, pgt_pending *p, PGresult *res);
+static bool pgt_net_flush(pgt *a);
 
 /* pgt_restore_rows forgets the conflict rows of transactions that did not commit. */
 static void
@@ -301,6 +340,14 @@ pgt_drain(pgt *a, bool keep_probes)
 				for (char *c = a->first_error; *c; c++)
 					if (*c == '\n')
 						*c = ' ';
+				/* a grouped statement's own words on rows it did not find */
+				char *own = p->kind == PGT_K_NET_WRITE
+						    ? strstr(a->first_error, "\"sluice: ")
+						    : NULL;
+				if (own != NULL) {
+					memmove(a->first_error, own + 9, strlen(own + 9) + 1);
+					a->first_error[strcspn(a->first_error, "\"")] = '\0';
+				}
 				a->error_index = (int)i;
 				a->error_txseq = p->txseq;
 				a->error_op = p->op;
@@ -319,7 +366,14 @@ pgt_drain(pgt *a, bool keep_probes)
 			p->res = res;
 		} else {
 			if (ok && p->kind == PGT_K_COMMIT) {
-				sluice_apply_committed(a->ctx, p->txseq);
+				a->stats->inserts += p->counts[0];
+				a->stats->updates += p->counts[1];
+				a->stats->deletes += p->counts[2];
+				if (p->first_txseq != 0)
+					sluice_apply_group_committed(a->ctx, p->first_txseq,
+								     p->txseq);
+				else
+					sluice_apply_committed(a->ctx, p->txseq);
 				a->committed_rows = a->conflict_rows.len;
 			} else if (ok)
 				pgt_count_result(a, p, res);
@@ -588,6 +642,9 @@ pgt_relation(sluice_target *t, uint32_t ri, const Sluice__V1__Relation *src)
 		a->rels = p;
 		a->nrels = ri + 1;
 	}
+	/* Net changes held are written with the definitions they were taken with. */
+	if (ri < a->nrels && a->rels[ri].net_rows > 0 && !pgt_net_flush(a))
+		a->send_failed = true;
 	pgt_rel *r = &a->rels[ri];
 	if (r->defined)
 		pgt_free_rel(r);
@@ -912,23 +969,7 @@ pgt_row_from(const pgt_rel *r, const Sluice__V1__Row *row, pgt_row *out, sluice_
 static char *
 pgt_key_json(const pgt_rel *r, const pgt_row *row)
 {
-	sluice_buf b = {0};
-	sluice_buf_append_byte(&b, '[');
-	bool first = true;
-	for (int i = 0; i < r->ncols; i++) {
-		if (!r->key[i])
-			continue;
-		if (!first)
-			sluice_buf_append_str(&b, ", ");
-		first = false;
-		if (row->v[i] == NULL)
-			sluice_buf_append_str(&b, "null");
-		else
-			sluice_json_append_string(&b, row->v[i], strlen(row->v[i]));
-	}
-	sluice_buf_append_str(&b, "]");
-	sluice_buf_append_byte(&b, '\0');
-	return (char *)b.data;
+	return sluice_net_key_json(r->ncols, r->key, row->v);
 }
 
 /*
@@ -1183,22 +1224,70 @@ pgt_hash(const char *s)
 	return h ? h : 1;
 }
 
-/* pgt_array_elem appends one element to a text[] literal. */
+/*
+ * Arrays go to the server in binary (array_recv): a header of ndim 1, a
+ * has-null flag, the element type (text) and one dimension, then each element
+ * as a 32-bit length (-1: NULL) and its bytes. Parsing a text[] literal with
+ * array_in cost the target more than writing the rows when values are large
+ * (docs/benchmarks.md, W4); array_recv only checks each element's encoding.
+ */
+#define PGT_ARRAY_HEADER 20
+#define PGT_TEXTOID      25
+
+static void
+pgt_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+pgt_get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* pgt_array_elem appends one element (NULL: SQL NULL) to a binary text[] value. */
 static void
 pgt_array_elem(sluice_buf *b, const char *v)
 {
-	sluice_buf_append_byte(b, b->len == 0 ? '{' : ',');
+	if (b->len == 0) {
+		uint8_t h[PGT_ARRAY_HEADER];
+		pgt_put_be32(h, 1);               /* ndim */
+		pgt_put_be32(h + 4, 0);           /* has nulls */
+		pgt_put_be32(h + 8, PGT_TEXTOID); /* element type */
+		pgt_put_be32(h + 12, 0);          /* elements so far */
+		pgt_put_be32(h + 16, 1);          /* lower bound */
+		sluice_buf_append(b, h, sizeof(h));
+	}
+	pgt_put_be32(b->data + 12, pgt_get_be32(b->data + 12) + 1);
+	uint8_t len[4];
 	if (v == NULL) {
-		sluice_buf_append_str(b, "NULL");
+		pgt_put_be32(b->data + 4, 1);
+		pgt_put_be32(len, UINT32_MAX); /* -1 */
+		sluice_buf_append(b, len, sizeof(len));
 		return;
 	}
-	sluice_buf_append_byte(b, '"');
-	for (const char *c = v; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			sluice_buf_append_byte(b, '\\');
-		sluice_buf_append_byte(b, (uint8_t)*c);
+	size_t n = strlen(v);
+	pgt_put_be32(len, (uint32_t)n);
+	sluice_buf_append(b, len, sizeof(len));
+	sluice_buf_append(b, v, n);
+}
+
+/* pgt_array_done finishes b (an empty array when nothing was added); returns its length. */
+static int
+pgt_array_done(sluice_buf *b)
+{
+	if (b->len == 0) {
+		uint8_t h[12];
+		pgt_put_be32(h, 0); /* ndim 0: '{}' */
+		pgt_put_be32(h + 4, 0);
+		pgt_put_be32(h + 8, PGT_TEXTOID);
+		sluice_buf_append(b, h, sizeof(h));
 	}
-	sluice_buf_append_byte(b, '"');
+	return (int)b->len;
 }
 
 /* pgt_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
@@ -1326,20 +1415,24 @@ pgt_batch_flush(pgt *a)
 		sluice_buf_free(&sql);
 	}
 	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
-	if (vals == NULL)
+	int *lens = calloc((size_t)r->ncols + 1, sizeof(int));
+	int *fmts = calloc((size_t)r->ncols + 1, sizeof(int));
+	if (vals == NULL || lens == NULL || fmts == NULL)
 		abort();
 	for (int i = 0; i < r->ncols; i++) {
-		sluice_buf_append_byte(&a->batch_cols[i], '}');
-		sluice_buf_append_byte(&a->batch_cols[i], '\0');
+		lens[i] = pgt_array_done(&a->batch_cols[i]);
+		fmts[i] = 1;
 		vals[i] = (const char *)a->batch_cols[i].data;
 	}
 	if (ok)
-		ok = pgt_send_prepared(a, name, r->ncols, vals,
-				       plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT, a->batch_rel,
-				       NULL);
+		ok = pgt_send_prepared_bin(a, name, r->ncols, vals, lens, fmts,
+					   plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT,
+					   a->batch_rel, NULL);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
 	free(vals);
+	free(lens);
+	free(fmts);
 	for (int i = 0; i < a->batch_ncols; i++)
 		sluice_buf_reset(&a->batch_cols[i]);
 	a->batch_rows = 0;
@@ -1433,6 +1526,234 @@ pgt_batch_add(pgt *a, uint32_t ri, const pgt_row *row, const char *keyjson, bool
 		pgt_array_elem(&a->batch_cols[i], row->v[i]);
 	a->batch_rows++;
 	*taken = true;
+	return true;
+}
+
+/* ---- grouped apply: net changes ------------------------------------------- */
+
+/* Net changes held before they are written out, inside one source transaction too. */
+#define PGT_NET_MAX_ENTRIES 20000
+#define PGT_NET_MAX_BYTES   (16u << 20)
+
+/*
+ * pgt_net_fits tells whether changes of r can be folded into net changes:
+ * rows found by a unique key of the target, every column of a type to cast
+ * text to, no ALWAYS identity column (an UPDATE cannot write it), no delete
+ * tracking (tombstones take the version of each delete's own transaction).
+ */
+static bool
+pgt_net_fits(const pgt_rel *r)
+{
+	if (!r->has_unique || r->full_identity || r->overriding || r->tracked || r->ncols == 0)
+		return false;
+	for (int i = 0; i < r->ncols; i++)
+		if (r->types[i][0] == '\0' || strncmp(r->types[i], "regclass", 8) == 0 ||
+		    (r->key[i] && r->text_eq[i]))
+			return false;
+	return true;
+}
+
+/* pgt_net_update_col tells whether an UPDATE of e writes column i. */
+static bool
+pgt_net_update_col(const pgt_rel *r, const sluice_net_entry *e, int i)
+{
+	return !r->key[i] && pgt_settable(r, e->present, i);
+}
+
+/*
+ * pgt_net_sql builds the statement for entries like e: the key columns and
+ * the columns written arrive as text[] parameters, one per column, in
+ * cols[] order (*ncols of them).
+ */
+static void
+pgt_net_sql(sluice_buf *sql, const pgt_rel *r, const sluice_net_entry *e, sluice_net_kind kind,
+	    int *cols, int *ncols)
+{
+	int n = 0, nset = 0;
+	for (int i = 0; i < r->ncols; i++)
+		if (r->key[i])
+			cols[n++] = i;
+	if (kind == SLUICE_NET_UPDATE)
+		for (int i = 0; i < r->ncols; i++)
+			if (pgt_net_update_col(r, e, i)) {
+				cols[n++] = i;
+				nset++;
+			}
+	*ncols = n;
+	/* The count of rows found must be the one given last ($n+1): else fail, with words. */
+	sluice_buf_append_str(sql, "WITH sluice_w AS (");
+	if (kind == SLUICE_NET_UPDATE && nset > 0) {
+		sluice_buf_printf(sql, "UPDATE %s AS sluice_t SET ", r->qtarget);
+		for (int j = 0, k = 0; j < n; j++)
+			if (!r->key[cols[j]])
+				sluice_buf_printf(sql, "%s%s = sluice_u.x%d::%s", k++ ? ", " : "",
+						  r->qcols[cols[j]], j, r->types[cols[j]]);
+		sluice_buf_append_str(sql, " FROM ");
+	} else if (kind == SLUICE_NET_DELETE) {
+		sluice_buf_printf(sql, "DELETE FROM %s AS sluice_t USING ", r->qtarget);
+	} else {
+		/* an update of key columns only, or rows that must not exist: find them */
+		sluice_buf_printf(sql, "SELECT 1 FROM %s AS sluice_t, ", r->qtarget);
+	}
+	sluice_buf_append_str(sql, "unnest(");
+	for (int j = 0; j < n; j++)
+		sluice_buf_printf(sql, "%s$%d::text[]", j ? ", " : "", j + 1);
+	sluice_buf_append_str(sql, ") AS sluice_u(");
+	for (int j = 0; j < n; j++)
+		sluice_buf_printf(sql, "%sx%d", j ? ", " : "", j);
+	sluice_buf_append_str(sql, ") WHERE ");
+	for (int j = 0, k = 0; j < n; j++)
+		if (r->key[cols[j]])
+			sluice_buf_printf(sql, "%ssluice_t.%s = sluice_u.x%d::%s",
+					  k++ ? " AND " : "", r->qcols[cols[j]], j,
+					  r->types[cols[j]]);
+	if (kind == SLUICE_NET_UPDATE && nset == 0)
+		sluice_buf_append_str(sql, " FOR UPDATE OF sluice_t");
+	else if (kind != SLUICE_NET_ABSENT)
+		sluice_buf_append_str(sql, " RETURNING 1");
+	sluice_buf_printf(sql,
+			  ") SELECT CASE WHEN count(*) = $%d::bigint THEN 0 ELSE ('sluice: "
+			  "grouped %s found ' || count(*) || ' of ' || $%d::bigint || ' rows where "
+			  "the source had them')::int END FROM sluice_w",
+			  n + 1,
+			  kind == SLUICE_NET_UPDATE   ? "update"
+			  : kind == SLUICE_NET_DELETE ? "delete"
+						      : "insert and delete",
+			  n + 1);
+}
+
+/* pgt_net_send queues one statement for es[0..n): one relation, kind and column set. */
+static bool
+pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
+{
+	const sluice_net_entry *e0 = es[0];
+	pgt_rel *r = &a->rels[e0->rel];
+	sluice_net_kind kind = sluice_net_kind_of(e0);
+	int *cols = calloc((size_t)r->ncols + 1, sizeof(int));
+	sluice_buf *arrays = calloc((size_t)r->ncols + 1, sizeof(sluice_buf));
+	const char **vals = calloc((size_t)r->ncols + 2, sizeof(char *));
+	int *lens = calloc((size_t)r->ncols + 2, sizeof(int));
+	int *fmts = calloc((size_t)r->ncols + 2, sizeof(int));
+	if (cols == NULL || arrays == NULL || vals == NULL || lens == NULL || fmts == NULL)
+		abort();
+	int ncols = 0;
+	bool ok = true;
+	char key[512];
+	const char *name = NULL;
+	sluice_buf sql = {0};
+	if (kind == SLUICE_NET_INSERT) {
+		for (int i = 0; i < r->ncols; i++)
+			cols[i] = i;
+		ncols = r->ncols;
+		snprintf(key, sizeof(key), "%" PRIu32 ":plain", r->generation);
+		if ((name = pgt_stmt_find(a, key)) == NULL) {
+			pgt_batch_insert_sql(&sql, r);
+			name = pgt_stmt_prepare(a, key, &sql, ncols, &ok);
+		}
+	} else {
+		pgt_colset_key(key, sizeof(key), r,
+			       kind == SLUICE_NET_UPDATE   ? "nu"
+			       : kind == SLUICE_NET_DELETE ? "nd"
+							   : "na",
+			       kind == SLUICE_NET_UPDATE ? e0->present : r->key);
+		pgt_net_sql(&sql, r, e0, kind, cols, &ncols);
+		if ((name = pgt_stmt_find(a, key)) == NULL)
+			name = pgt_stmt_prepare(a, key, &sql, ncols + 1, &ok);
+	}
+	for (size_t k = 0; k < n; k++)
+		for (int j = 0; j < ncols; j++)
+			pgt_array_elem(&arrays[j], es[k]->v[cols[j]]);
+	for (int j = 0; j < ncols; j++) {
+		lens[j] = pgt_array_done(&arrays[j]);
+		fmts[j] = 1;
+		vals[j] = (const char *)arrays[j].data;
+	}
+	char op = kind == SLUICE_NET_INSERT ? 'I' : kind == SLUICE_NET_UPDATE ? 'U' : 'D';
+	char want[24];
+	snprintf(want, sizeof(want), "%zu", kind == SLUICE_NET_ABSENT ? (size_t)0 : n);
+	int nparams = ncols;
+	if (kind != SLUICE_NET_INSERT)
+		vals[nparams++] = want; /* a plain INSERT writes every row or fails */
+	a->cur_op = op;
+	a->cur_rel = e0->rel;
+	if (ok)
+		ok = pgt_send_prepared_bin(a, name, nparams, vals, lens, fmts, PGT_K_NET_WRITE,
+					   e0->rel, NULL);
+	a->cur_op = 0;
+	for (int j = 0; j < r->ncols; j++)
+		sluice_buf_free(&arrays[j]);
+	free(arrays);
+	free(vals);
+	free(lens);
+	free(fmts);
+	free(cols);
+	sluice_buf_free(&sql);
+	return ok && pgt_maybe_drain(a);
+}
+
+/* pgt_net_same tells whether b goes into the statement of a. */
+static bool
+pgt_net_same(const sluice_net_entry *a, const sluice_net_entry *b)
+{
+	sluice_net_kind k = sluice_net_kind_of(a);
+	return a->rel == b->rel && k == sluice_net_kind_of(b) &&
+	       (k != SLUICE_NET_UPDATE ||
+		memcmp(a->present, b->present, (size_t)a->ncols * sizeof(bool)) == 0);
+}
+
+/*
+ * pgt_net_flush writes the net changes held so far, after the batched
+ * inserts queued before them: per table, deletes, checks, updates, inserts,
+ * so that a key deleted and inserted again, or moved, is free when written.
+ */
+static bool
+pgt_net_flush(pgt *a)
+{
+	if (a->net.n == 0)
+		return true;
+	bool ok = pgt_batch_flush(a);
+	sluice_net_entry **es = sluice_net_sorted(&a->net);
+	for (size_t i = 0; ok && i < a->net.n;) {
+		size_t j = i + 1;
+		while (j < a->net.n && j - i < PGT_BATCH_ROWS && pgt_net_same(es[i], es[j]))
+			j++;
+		ok = pgt_net_send(a, es + i, j - i);
+		i = j;
+	}
+	sluice_net_reset(&a->net);
+	for (size_t i = 0; i < a->nrels; i++)
+		a->rels[i].net_rows = 0;
+	return ok;
+}
+
+/*
+ * pgt_net_add folds a change of relation ri into the net changes of the
+ * group when its table allows it (*taken), writing them out when many are
+ * held.
+ */
+static bool
+pgt_net_add(pgt *a, uint32_t ri, char op, const pgt_row *newr, const pgt_row *oldr, bool *taken)
+{
+	pgt_rel *r = &a->rels[ri];
+	*taken = false;
+	if (!pgt_net_fits(r))
+		return true;
+	size_t held = a->net.n;
+	sluice_net_row nr = {0}, orow = {0};
+	if (newr != NULL)
+		nr = (sluice_net_row){
+			.v = newr->v, .present = newr->present, .complete = newr->complete};
+	if (oldr != NULL)
+		orow = (sluice_net_row){
+			.v = oldr->v, .present = oldr->present, .complete = oldr->complete};
+	if (!sluice_net_add(&a->net, ri, r->ncols, r->key, op, newr ? &nr : NULL,
+			    oldr ? &orow : NULL))
+		return true;
+	*taken = true;
+	r->net_rows += a->net.n - held;
+	a->group_counts[op == 'I' ? 0 : op == 'U' ? 1 : 2]++;
+	if (a->net.n >= PGT_NET_MAX_ENTRIES || a->net.bytes >= PGT_NET_MAX_BYTES)
+		return pgt_net_flush(a);
 	return true;
 }
 
@@ -1946,9 +2267,23 @@ pgt_change(sluice_target *t, uint32_t ri, char op, const sluice_record *rec)
 		pgt_row_from(r, newrow, &newr, &ntext);
 	if (oldrow)
 		pgt_row_from(r, oldrow, &oldr, &text);
-	bool ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
-			  ? pgt_timestamp(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL)
-			  : pgt_pipelined(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL);
+	bool ok = true, taken = false;
+	if (a->grouped) {
+		/*
+		 * Folded into the group's net changes, or written on its own after
+		 * those of its table (the order between tables does not matter:
+		 * foreign keys do not fire with session_replication_role replica).
+		 */
+		ok = pgt_net_add(a, ri, op, newrow ? &newr : NULL, oldrow ? &oldr : NULL, &taken);
+		if (ok && !taken && a->rels[ri].net_rows > 0)
+			ok = pgt_net_flush(a);
+	}
+	if (ok && !taken)
+		ok = a->o->strategy == SLUICE_STRATEGY_TIMESTAMP
+			     ? pgt_timestamp(a, ri, op, newrow ? &newr : NULL,
+					     oldrow ? &oldr : NULL)
+			     : pgt_pipelined(a, ri, op, newrow ? &newr : NULL,
+					     oldrow ? &oldr : NULL);
 	a->cur_op = 0; /* a failure is reported by the engine, naming the change */
 	free(opr);
 	free(np);
@@ -1964,7 +2299,7 @@ static sluice_target_status
 pgt_truncate(sluice_target *t, const uint32_t *ris, size_t n, bool restart_identity, bool cascade)
 {
 	pgt *a = (pgt *)t;
-	if (!pgt_batch_flush(a))
+	if (!pgt_net_flush(a) || !pgt_batch_flush(a))
 		return pgt_status(a);
 	sluice_buf sql = {0};
 	for (size_t i = 0; i < n; i++)
@@ -1985,6 +2320,18 @@ pgt_lsn_text(uint64_t v, char *out, size_t size)
 	snprintf(out, size, "%X/%X", (unsigned)(v >> 32), (unsigned)(v & 0xFFFFFFFFu));
 }
 
+/* pgt_take_txn makes txn the source transaction being applied. */
+static void
+pgt_take_txn(pgt *a, const sluice_apply_txn *txn)
+{
+	a->txseq = txn->txseq;
+	a->commit_us = txn->commit_us;
+	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
+	snprintf(a->node, sizeof(a->node), "%s", txn->node);
+	a->cur_node = txn->node_index;
+	a->in_txn = true;
+}
+
 /*
  * pgt_begin opens the transaction: its commit record carries the origin's
  * progress (the txseq, as an LSN) and the origin commit time.
@@ -1993,13 +2340,19 @@ static sluice_target_status
 pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 {
 	pgt *a = (pgt *)t;
-	a->txseq = txn->txseq;
-	a->commit_us = txn->commit_us;
-	pgt_format_ts(txn->commit_us, a->commit_ts, sizeof(a->commit_ts));
-	snprintf(a->node, sizeof(a->node), "%s", txn->node);
-	a->cur_node = txn->node_index;
-	a->in_txn = true;
+	pgt_take_txn(a, txn);
 	const char *node = txn->node;
+	if (txn->grouped) {
+		/* The origin's progress is set up at the group's commit, for its last one. */
+		a->grouped = true;
+		a->group_first = txn->txseq;
+		memset(a->group_counts, 0, sizeof(a->group_counts));
+		a->send_failed = false;
+		if (!pgt_send_prepared(a, "sl_begin", 0, NULL, PGT_K_CONTROL, 0, NULL))
+			return pgt_status(a);
+		a->txn_open_on_target = true;
+		return SLUICE_TARGET_OK;
+	}
 	if (a->o->dry_run) {
 		if (!a->dry_open && !pgt_send_sql(a, "BEGIN", 0, NULL, PGT_K_CONTROL))
 			return pgt_status(a);
@@ -2029,6 +2382,26 @@ pgt_begin(sluice_target *t, const sluice_apply_txn *txn)
 	return SLUICE_TARGET_OK;
 }
 
+/* pgt_join takes the next source transaction into the open group. */
+static sluice_target_status
+pgt_join(sluice_target *t, const sluice_apply_txn *txn)
+{
+	pgt_take_txn((pgt *)t, txn);
+	return SLUICE_TARGET_OK;
+}
+
+/* pgt_group_reset forgets the group: its net changes, counts and findings. */
+static void
+pgt_group_reset(pgt *a)
+{
+	a->grouped = false;
+	sluice_net_reset(&a->net);
+	for (size_t i = 0; i < a->nrels; i++)
+		a->rels[i].net_rows = 0;
+	memset(a->group_counts, 0, sizeof(a->group_counts));
+	a->send_failed = false;
+}
+
 /*
  * pgt_rollback abandons the open target transaction. After a failure the
  * failed transaction block (and the ones queued after it, which the server
@@ -2050,6 +2423,7 @@ pgt_rollback(sluice_target *t, bool after_failure)
 	a->in_txn = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
+	pgt_group_reset(a);
 	pgt_restore_rows(a);
 	if (!a->txn_open_on_target)
 		return SLUICE_TARGET_OK;
@@ -2094,10 +2468,40 @@ pgt_flush(sluice_target *t)
  * sync, so no later transaction can commit past a failed one, and the
  * origin progress never skips a transaction.
  */
+/*
+ * pgt_group_commit writes the group's net changes and queues the COMMIT,
+ * with the last transaction's progress. A net statement that does not find
+ * the rows where the source had them fails on the server, so the COMMIT
+ * after it is skipped (as after any failure in the pipeline).
+ */
+static sluice_target_status
+pgt_group_commit(pgt *a)
+{
+	bool ok = !a->send_failed && pgt_net_flush(a) && pgt_batch_flush(a);
+	char lsn[32];
+	pgt_lsn_text(a->txseq, lsn, sizeof(lsn));
+	const char *params[2] = {lsn, a->commit_ts};
+	ok = pgt_send_prepared(a, "sl_setup", 2, params, PGT_K_CONTROL, 0, NULL) &&
+	     pgt_send_prepared(a, "sl_commit", 0, NULL, PGT_K_COMMIT, 0, NULL);
+	if (ok) {
+		pgt_pending *p = &a->pending[a->npending - 1];
+		p->first_txseq = a->group_first;
+		memcpy(p->counts, a->group_counts, sizeof(p->counts));
+	}
+	a->txn_open_on_target = false;
+	a->in_txn = false;
+	pgt_group_reset(a);
+	if (ok && a->npending >= PGT_MAX_PENDING)
+		ok = pgt_flush_results(a);
+	return pgt_done(a, ok);
+}
+
 static sluice_target_status
 pgt_commit(sluice_target *t)
 {
 	pgt *a = (pgt *)t;
+	if (a->grouped)
+		return pgt_group_commit(a);
 	bool ok = pgt_batch_flush(a);
 	if (!a->o->dry_run) {
 		if (ok && a->o->strategy == SLUICE_STRATEGY_TIMESTAMP)
@@ -2420,6 +2824,9 @@ pgt_open(sluice_target *t, uint64_t *resume)
 	if (pgt_setup(a, resume, &fatal)) {
 		snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
 			 a->origin);
+		/* Rows' versions on a prepared node are their own transactions' commit times. */
+		a->base.groups = !a->schema_installed &&
+				 a->o->strategy == SLUICE_STRATEGY_REPLACE && !a->o->dry_run;
 		return SLUICE_TARGET_OK;
 	}
 	snprintf(a->progress_name, sizeof(a->progress_name), "replication origin \"%s\"",
@@ -2445,6 +2852,7 @@ pgt_close(sluice_target *t)
 	a->dry_open = false;
 	a->batch_open = false;
 	a->batch_rows = 0;
+	pgt_group_reset(a);
 	a->last_origin_node[0] = '\0';
 	pgt_clear_pending(a);
 	for (size_t i = 0; i < a->nstmts; i++) {
@@ -2478,6 +2886,7 @@ pgt_free(sluice_target *t)
 	sluice_buf_free(&a->batch_first);
 	free(a->batch_first_null);
 	free(a->batch_first_key);
+	sluice_net_free(&a->net);
 	free(a);
 }
 
@@ -2490,6 +2899,7 @@ static const sluice_target_ops pgt_ops = {
 	.relation = pgt_relation,
 	.check = pgt_check,
 	.begin = pgt_begin,
+	.join = pgt_join,
 	.change = pgt_change,
 	.truncate = pgt_truncate,
 	.commit = pgt_commit,

@@ -153,6 +153,8 @@ COPY_ESCAPES = {ord("b"): 8, ord("f"): 12, ord("n"): 10, ord("r"): 13, ord("t"):
 def copy_field(f):
     if f == b"\\N":
         return None
+    if b"\\" not in f:
+        return f.decode("utf-8")  # nothing escaped: the byte loop below would copy it unchanged
     out = bytearray()
     i = 0
     while i < len(f):

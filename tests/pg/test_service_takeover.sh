@@ -58,8 +58,11 @@ for i in $(seq 1 100); do [ "$(standby "$P2")" = 1 ] && break; sleep 0.1; done
 check "the second process is a standby" "$(standby "$P2")" 1
 check "the first is not" "$(standby "$P1")" 0
 
+# load inserts until $W/stop exists: stopped that way, it finishes its insert
+# before the rows are counted (a kill would leave the running psql to commit
+# after the count).
 load() {
-	while :; do
+	while [ ! -e "$W/stop" ]; do
 		pg_psql src postgres -c "INSERT INTO t (v) SELECT md5(random()::text) FROM generate_series(1, 10) g" >/dev/null 2>&1 || true
 		sleep 0.02
 	done
@@ -75,7 +78,7 @@ for i in $(seq 1 300); do grep -q 'streaming from slot' "$W/two.log" && break; s
 grep -q 'streaming from slot' "$W/two.log" || die "the standby did not take over: $(tail -5 "$W/two.log")"
 say "the standby took over after $((SECONDS - KILLED)) s"
 sleep 3
-kill "$LOAD"
+touch "$W/stop"
 wait "$LOAD" 2>/dev/null || true
 LOAD=""
 N=$(pg_psql src postgres -c "SELECT count(*) FROM t")

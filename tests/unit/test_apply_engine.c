@@ -59,6 +59,7 @@ typedef struct fake {
 	fake_script script;
 	sluice_apply_ctx *ctx;
 	bool dry_run;
+	bool groups; /* the fake takes grouped transactions (join) */
 
 	/* the target's model */
 	bool connected;
@@ -69,12 +70,16 @@ typedef struct fake {
 	bool in_txn;
 	uint64_t txseq;        /* of the open transaction */
 	uint32_t open_changes; /* changes of the open transaction, dropped on rollback */
-	uint32_t dry_changes;  /* a dry run: changes of its one never-committed transaction */
+	bool grouped;          /* the open transaction is a group: group_first..txseq */
+	uint64_t group_first;
+	uint32_t changes_of[MAX_TXN]; /* changes of each transaction in the open one */
+	uint32_t dry_changes; /* a dry run: changes of its one never-committed transaction */
 
 	/* calls */
 	int opens, busy_returned, closes, frees, progress_calls, progress_name_calls;
 	int relations, checks, begins, changes, commits, rollbacks, flushes, truncates;
-	int begins_of[MAX_TXN]; /* per txseq */
+	int begins_of[MAX_TXN];                          /* per txseq */
+	int joins, joins_of[MAX_TXN], alone_of[MAX_TXN]; /* joined, begun not grouped */
 } fake;
 
 typedef struct fake_target {
@@ -105,6 +110,8 @@ fake_drop(fake *f)
 {
 	f->in_txn = false;
 	f->open_changes = 0;
+	f->grouped = false;
+	memset(f->changes_of, 0, sizeof(f->changes_of));
 }
 
 static sluice_target_status
@@ -177,9 +184,29 @@ fake_begin(sluice_target *t, const sluice_apply_txn *txn)
 		assert_int_equal(txn->txseq, f->progress + 1);
 	assert_string_equal(txn->node, "node-a");
 	f->begins_of[txn->txseq]++;
+	if (!txn->grouped)
+		f->alone_of[txn->txseq]++;
+	assert_true(!txn->grouped || f->groups);
 	f->in_txn = true;
 	f->txseq = txn->txseq;
 	f->open_changes = 0;
+	f->grouped = txn->grouped;
+	f->group_first = txn->txseq;
+	return SLUICE_TARGET_OK;
+}
+
+static sluice_target_status
+fake_join(sluice_target *t, const sluice_apply_txn *txn)
+{
+	fake *f = F(t);
+	f->joins++;
+	assert_true(f->connected);
+	assert_true(f->in_txn && f->grouped);
+	assert_true(txn->grouped);
+	assert_int_equal(txn->txseq, f->txseq + 1);
+	assert_true(txn->txseq < MAX_TXN);
+	f->joins_of[txn->txseq]++;
+	f->txseq = txn->txseq;
 	return SLUICE_TARGET_OK;
 }
 
@@ -216,6 +243,7 @@ fake_change(sluice_target *t, uint32_t ri, char op, const sluice_record *rec)
 		return st;
 	}
 	f->open_changes++;
+	f->changes_of[f->txseq]++;
 	sluice_apply_ctx_stats(f->ctx)->inserts++;
 	return SLUICE_TARGET_OK;
 }
@@ -248,13 +276,18 @@ fake_commit(sluice_target *t)
 		fake_drop(f);
 		return SLUICE_TARGET_OK;
 	}
-	assert_true(f->ncommitted < MAX_TXN);
-	f->committed[f->ncommitted] = f->txseq;
-	f->committed_changes[f->ncommitted] = f->open_changes;
-	f->ncommitted++;
+	for (uint64_t x = f->group_first; x <= f->txseq; x++) {
+		assert_true(f->ncommitted < MAX_TXN);
+		f->committed[f->ncommitted] = x;
+		f->committed_changes[f->ncommitted] = f->changes_of[x];
+		f->ncommitted++;
+	}
 	f->progress = f->txseq;
+	if (f->grouped)
+		sluice_apply_group_committed(f->ctx, f->group_first, f->txseq);
+	else
+		sluice_apply_committed(f->ctx, f->txseq);
 	fake_drop(f);
-	sluice_apply_committed(f->ctx, f->txseq);
 	return SLUICE_TARGET_OK;
 }
 
@@ -319,7 +352,12 @@ fake_make(sluice_apply_ctx *ctx, void *arg)
 	fake *f = arg;
 	fake_target *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
-	t->base.ops = &fake_ops;
+	/* the same fake, taking grouped transactions */
+	static sluice_target_ops fake_group_ops;
+	fake_group_ops = fake_ops;
+	fake_group_ops.join = fake_join;
+	t->base.ops = f->groups ? &fake_group_ops : &fake_ops;
+	t->base.groups = f->groups;
 	t->f = f;
 	f->ctx = ctx;
 	f->dry_run = sluice_apply_ctx_options(ctx)->dry_run;
@@ -766,6 +804,97 @@ test_filter_exclude(void **state)
 	tu_env_free(&env);
 }
 
+/*
+ * Grouped: transactions go into groups of --group-size, each committed once
+ * with the progress of its last transaction, every transaction counted.
+ */
+static void
+test_grouped(void **state)
+{
+	(void)state;
+	tu_env env;
+	make_stream(&env, "apply-grouped", NTXN);
+	sluice_apply_options o;
+	options(&o);
+	o.group_size = 2;
+	fake f = {.groups = true};
+	sluice_apply_stats s;
+	assert_true(run(&env, &o, &f, &s));
+	assert_committed(&f, 1, NTXN);
+	assert_counts(&s, 1, NTXN);
+	/* {1} {2,3} {4,5}: the relation described inside txseq 1 ends its group */
+	assert_int_equal(f.commits, 3);
+	assert_int_equal(f.joins, 2);
+	assert_int_equal(f.joins_of[3] + f.joins_of[5], 2);
+	for (uint64_t x = 1; x <= NTXN; x++)
+		assert_int_equal(f.alone_of[x], 0);
+
+	/* --group-size 1: one target transaction each, none grouped */
+	o.group_size = 1;
+	fake g = {.groups = true};
+	assert_true(run(&env, &o, &g, &s));
+	assert_committed(&g, 1, NTXN);
+	assert_counts(&s, 1, NTXN);
+	assert_int_equal(g.commits, NTXN);
+	assert_int_equal(g.joins, 0);
+	for (uint64_t x = 1; x <= NTXN; x++)
+		assert_int_equal(g.alone_of[x], 1);
+
+	/* a dry run does not group */
+	o.group_size = 1000;
+	o.dry_run = true;
+	fake d = {.groups = true};
+	assert_true(run(&env, &o, &d, &s));
+	assert_int_equal(d.joins, 0);
+	tu_env_free(&env);
+}
+
+/*
+ * A grouped transaction that fails other than transiently (here a change of
+ * txseq 4, in the group 2..5; txseq 1 is a group of its own, see above) is
+ * rolled back whole; transactions up to the
+ * one that failed are applied again one at a time, and grouping goes on
+ * after them. Nothing is lost or applied twice, and the counters are a
+ * clean run's.
+ */
+static void
+test_grouped_split(void **state)
+{
+	(void)state;
+	tu_env env;
+	make_stream(&env, "apply-grouped-split", NTXN);
+	sluice_apply_options o;
+	options(&o);
+	o.group_size = 1000; /* not SLUICE_APPLY_GROUP_SIZE's (tools/test.sh sets it to 1) */
+	fake f = {.groups = true,
+		  .script = {.change_at = change_call(4, 1), .change_st = SLUICE_TARGET_FAILED}};
+	sluice_apply_stats s;
+	assert_true(run(&env, &o, &f, &s));
+	assert_committed(&f, 1, NTXN);
+	assert_counts(&s, 1, NTXN);
+	assert_int_equal(f.rollbacks, 1);
+	assert_int_equal(f.alone_of[1], 0);
+	for (uint64_t x = 2; x <= 4; x++)
+		assert_int_equal(f.alone_of[x], 1);
+	assert_int_equal(f.alone_of[5], 0); /* grouped again after the split */
+	assert_int_equal(f.begins_of[5], 1);
+	assert_int_equal(f.joins_of[3] + f.joins_of[4], 2); /* the first try */
+	assert_int_equal(retries_total(&s), 0);
+
+	/* A refused commit of a group: the same, through the commit. */
+	fake g = {
+		.groups = true,
+		.script = {.commit_at = 1, .commit_st = SLUICE_TARGET_FAILED, .commit_cause = -1}};
+	assert_true(run(&env, &o, &g, &s));
+	assert_committed(&g, 1, NTXN);
+	assert_counts(&s, 1, NTXN);
+	assert_int_equal(g.alone_of[1], 1); /* the group {1} failed: txseq 1 alone */
+	for (uint64_t x = 2; x <= NTXN; x++)
+		assert_int_equal(g.alone_of[x], 0);
+	assert_int_equal(g.rollbacks, 1);
+	tu_env_free(&env);
+}
+
 int
 main(void)
 {
@@ -778,6 +907,7 @@ main(void)
 		cmocka_unit_test(test_failed_change),   cmocka_unit_test(test_failed_commit),
 		cmocka_unit_test(test_check_failed),    cmocka_unit_test(test_until_txseq),
 		cmocka_unit_test(test_dry_run),         cmocka_unit_test(test_filter_exclude),
+		cmocka_unit_test(test_grouped),         cmocka_unit_test(test_grouped_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* What the writer reports durable was fsynced; write, fdatasync and fsync are wrapped to see. */
+/* What the writer reports durable was fsynced: write, fdatasync, fsync and close are wrapped at
+ * link time. */
 #include "testutil.h"
 
 #include <limits.h>
