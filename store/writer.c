@@ -395,6 +395,12 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec)
 		if (res.boundary_off < res.size &&
 		    !sluice_segment_truncate(w->seg, res.boundary_off))
 			goto cleanup;
+		/*
+		 * What a killed writer wrote may still be only in the page cache:
+		 * make it durable before counting it so (the truncate syncs too).
+		 */
+		if (res.boundary_off >= res.size && !sluice_segment_write(w->seg, "", 0, true))
+			goto cleanup;
 		w->seg_size = res.boundary_off;
 		w->seg_frames = res.boundary_frames;
 		w->seg_first = first;
