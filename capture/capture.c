@@ -17,6 +17,7 @@ sluice_capture_default_options(sluice_capture_options *o)
 	o->status_interval_ms = 10000;
 	o->heartbeat_interval_ms = 10000;
 	o->reconnect_max_s = 30;
+	o->busy_timeout_ms = 30000;
 	o->writer = sluice_writer_default_options();
 }
 

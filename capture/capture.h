@@ -34,6 +34,7 @@ typedef struct sluice_capture_options {
 	int status_interval_ms;    /* standby status updates at least this often */
 	int heartbeat_interval_ms; /* heartbeat records when idle; 0: none */
 	int reconnect_max_s;       /* cap of the reconnect backoff */
+	int busy_timeout_ms;       /* give up on a source held by another process after this */
 	bool progress;             /* progress lines on stderr */
 	/* MongoDB source */
 	const char *const *databases; /* --db: watch these databases (none: all) */

@@ -688,7 +688,7 @@ sluice_capture_engine_run(sluice_store *store, const sluice_key *key,
 			 */
 			break;
 		}
-		if (st == SLUICE_SOURCE_BUSY && busy_ms >= 30000) {
+		if (st == SLUICE_SOURCE_BUSY && busy_ms >= o->busy_timeout_ms) {
 			sluice_log_error("%s has been in use by another process for "
 					 "%d s: is another capture running for it?",
 					 ops->busy_subject(state), busy_ms / 1000);

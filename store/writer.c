@@ -388,6 +388,12 @@ writer_recover(sluice_writer *w, sluice_writer_recovery *rec, sluice_appender_ta
 		if (res.boundary_off < res.size &&
 		    !sluice_segment_truncate(tail->seg, res.boundary_off))
 			goto cleanup;
+		/*
+		 * What a killed writer wrote may still be only in the page cache:
+		 * make it durable before counting it so (the truncate syncs too).
+		 */
+		if (res.boundary_off >= res.size && !sluice_segment_write(tail->seg, "", 0, true))
+			goto cleanup;
 		tail->seg_size = res.boundary_off;
 		tail->seg_frames = res.boundary_frames;
 		w->seg_open = true;

@@ -23,6 +23,9 @@
 # updates that leave it unchanged, updates that replace it, deletes).
 # --quick runs them at a tenth of the size and the latency runs for 8 s.
 #
+# W4L (not in the default list): W4 with the target server's
+# default_toast_compression set to lz4 for both appliers (the server's pglz
+# compression of the 8 kB values is 70% of either applier's target CPU on W4).
 # S3W1, S3W2, S3W3, S3W4 (not in the default list): capture of workload Wn into
 # an S3 bucket (a local s3rver, spool, --ack remote, 2 s segments) against
 # capture into a directory, draining identical slot contents.
@@ -36,7 +39,7 @@
 # stream reader on the test peer, run by tools/bench_mongo.sh (see there).
 # MA (not in the default list): MongoDB apply against a plain libmongoc bulk
 # loader on the test peer, run by tools/bench_mongo_apply.sh (see there).
-# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,LAT,NC,S3W1..S3W4,S3LAT,MG,MA]
+# Usage: tools/bench.sh [--quick] [--runs N] [--workloads W1,W2,W3,W4,W4L,LAT,NC,S3W1..S3W4,S3LAT,MG,MA]
 #                       [--latency-rate TPS] [--latency-seconds S] [--json FILE]
 #                       [--baseline-sluice BIN] [--capture-only]
 # Output: tables on stdout, progress on stderr, and a JSON summary
@@ -76,7 +79,7 @@ case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs needs a positive numbe
 pg_workloads=""
 for wl in ${workloads//,/ }; do
 	case "$wl" in
-	W1 | W2 | W3 | W4 | LAT | NC | S3W1 | S3W2 | S3W3 | S3W4 | S3LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
+	W1 | W2 | W3 | W4 | W4L | LAT | NC | S3W1 | S3W2 | S3W3 | S3W4 | S3LAT) pg_workloads="$pg_workloads${pg_workloads:+,}$wl" ;;
 	MG | MA) ;;
 	*) echo "bench.sh: unknown workload $wl" >&2; exit 2 ;;
 	esac
@@ -258,7 +261,7 @@ workload() {
 		make_slots "$runs"
 		pgbench -n -c 4 -j 2 -t $((20000 / scale)) "$SRC" >/dev/null 2>&1
 		;;
-	W4)
+	W4 | W4L)
 		# 8 kB of hex text per row: stored compressed out of line (TOAST).
 		pg_psql src postgres -c "DROP TABLE IF EXISTS w4; CREATE TABLE w4 (id bigint PRIMARY KEY, n integer, note text, doc text)" >/dev/null
 		make_slots "$runs"
@@ -337,6 +340,10 @@ print(r, p)')
 
 	# apply: capture the stream once (not timed), then alternate the appliers
 	echo "== $wl: apply" >&2
+	if [ "$wl" = W4L ]; then # both appliers write TOAST values with lz4, not pglz
+		pg_psql dst postgres -c "ALTER SYSTEM SET default_toast_compression = 'lz4'" >/dev/null
+		pg_psql dst postgres -c "SELECT pg_reload_conf()" >/dev/null
+	fi
 	"$SLUICE" capture --source "$SRC" --store "$W/stream-$wl" --stream bench --key "$W/k.key" \
 		--slot sl_stream --publication bench --until-lsn "$end" --no-heartbeat --no-progress 2>/dev/null
 	for i in $(seq 1 "$runs"); do
@@ -372,6 +379,10 @@ print(r, p)')
 		pg_psql dst postgres -c "DROP DATABASE t_native_$i" >/dev/null
 		pg_psql dst postgres -c "DROP DATABASE t_sluice_$i" >/dev/null
 	done
+	if [ "$wl" = W4L ]; then
+		pg_psql dst postgres -c "ALTER SYSTEM RESET default_toast_compression" >/dev/null
+		pg_psql dst postgres -c "SELECT pg_reload_conf()" >/dev/null
+	fi
 	drop_slots
 	rm -rf "$W"/store-"$wl"-* "$W/stream-$wl"
 }

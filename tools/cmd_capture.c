@@ -124,6 +124,8 @@ capture_help(FILE *f)
 		"                          or the oplog) instead of loading the source, the\n"
 		"                          store and the applies downstream\n"
 		"      --no-heartbeat      no heartbeat records while idle\n"
+		"      --busy-timeout S    give up (exit 3) when the slot or stream is still\n"
+		"                          held by another process after S seconds (default 30)\n"
 		"      --status-interval S report progress to the server every S seconds\n"
 		"                          (default 10); idle captures confirm its position\n"
 		"      --no-progress       no progress lines on a terminal\n"
@@ -181,6 +183,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		OPT_FULL_DOCUMENT,
 		OPT_FULL_DOCUMENT_BEFORE,
 		OPT_MAX_RATE,
+		OPT_BUSY_TIMEOUT,
 	};
 	static const struct option opts[] = {
 		{"source", required_argument, NULL, OPT_SOURCE},
@@ -212,6 +215,7 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 		{"full-document", required_argument, NULL, OPT_FULL_DOCUMENT},
 		{"full-document-before-change", required_argument, NULL, OPT_FULL_DOCUMENT_BEFORE},
 		{"max-rate", required_argument, NULL, OPT_MAX_RATE},
+		{"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -373,6 +377,14 @@ capture_main(int argc, char **argv, char **trust_paths, const char **dbs, const 
 						       "--status-interval must be 1..3600 "
 						       "seconds");
 			o.status_interval_ms = (int)v * 1000;
+			break;
+		}
+		case OPT_BUSY_TIMEOUT: {
+			uint64_t v;
+			if (!cli_parse_u64("--busy-timeout", optarg, &v) || v > 3600)
+				return cli_usage_error("capture",
+						       "--busy-timeout must be 0..3600 seconds");
+			o.busy_timeout_ms = (int)v * 1000;
 			break;
 		}
 		case 'h':

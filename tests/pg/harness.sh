@@ -78,6 +78,29 @@ pg_free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# pg_template prints the directory of a freshly initialised cluster that
+# servers are copied from (initdb once per user and server version, not once
+# per server: the suite starts about sixty). Made under a temporary name and
+# renamed, so tests running side by side never see a half-made one.
+pg_template() {
+	local t tmp
+	t="${TMPDIR:-/tmp}/sluice-pgtemplate-$(id -u)-$("$PGBIN/postgres" --version | awk '{print $3}')"
+	if [ ! -f "$t/ready" ]; then
+		tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-pgtemplate-new-XXXXXX")
+		chmod 755 "$tmp"
+		[ "$(id -u)" -eq 0 ] && chown postgres "$tmp"
+		pg_harness_as_server_user "$PGBIN/initdb" -D "$tmp/data" -U postgres -A trust -E UTF8 \
+			--locale=C.UTF-8 --no-sync >"$1/initdb.log" 2>&1 || {
+			cat "$1/initdb.log" >&2
+			rm -rf "$tmp"
+			return 1
+		}
+		touch "$tmp/ready"
+		mv -T "$tmp" "$t" 2>/dev/null || rm -rf "$tmp" # another test made it first
+	fi
+	echo "$t"
+}
+
 pg_start() {
 	local name=$1
 	shift
@@ -86,11 +109,9 @@ pg_start() {
 	port=$(pg_free_port)
 	mkdir -p "$dir"
 	[ "$(id -u)" -eq 0 ] && chown postgres "$dir"
-	pg_harness_as_server_user "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
-		--locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || {
-		cat "$dir/initdb.log" >&2
-		return 1
-	}
+	local template
+	template=$(pg_template "$dir") || return 1
+	pg_harness_as_server_user cp -a "$template/data" "$dir/data" || return 1
 	{
 		echo "listen_addresses = '127.0.0.1'"
 		echo "port = $port"

@@ -53,8 +53,8 @@ pg_psql src postgres -c "CREATE TABLE t (id int PRIMARY KEY)" >/dev/null
 pid=$!
 for _ in $(seq 50); do grep -q "streaming from" "$W/run.log" 2>/dev/null && break; sleep 0.2; done
 "$SLUICE" --log-format text capture --source "$SRC" --store "$W/store2" --stream e --key "$W/k.key" \
-	--slot sluice_e --publication sluice_e --no-progress 2>"$W/e6.log"
-expect "slot in use" 3 $? 'in use' "$W/e6.log"
+	--slot sluice_e --publication sluice_e --no-progress --busy-timeout 2 2>"$W/e6.log"
+expect "slot in use" 3 $? 'in use by another process for 2 s' "$W/e6.log"
 # the same stream, from another process: the store refuses a second writer
 run 2>"$W/e7.log"
 expect "stream locked by a writer" 3 $? 'being written by another process' "$W/e7.log"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DURABLE_MAX_FD 1024
@@ -25,6 +26,47 @@ int __real_fsync(int fd);
 int __wrap_fsync(int fd);
 int __real_close(int fd);
 int __wrap_close(int fd);
+
+/* Inodes fdatasynced or fsynced since durable_synced_reset. */
+#define DURABLE_MAX_SYNCED 256
+static ino_t durable_synced[DURABLE_MAX_SYNCED];
+static size_t durable_nsynced;
+
+static void
+durable_note_sync(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return;
+	ino_t ino = st.st_ino;
+	pthread_mutex_lock(&durable_mu);
+	if (durable_nsynced < DURABLE_MAX_SYNCED)
+		durable_synced[durable_nsynced++] = ino;
+	pthread_mutex_unlock(&durable_mu);
+}
+
+static void
+durable_synced_reset(void)
+{
+	pthread_mutex_lock(&durable_mu);
+	durable_nsynced = 0;
+	pthread_mutex_unlock(&durable_mu);
+}
+
+/* durable_was_synced tells whether the file at path was synced since durable_synced_reset. */
+static bool
+durable_was_synced(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return false;
+	bool found = false;
+	pthread_mutex_lock(&durable_mu);
+	for (size_t i = 0; i < durable_nsynced; i++)
+		found = found || durable_synced[i] == st.st_ino;
+	pthread_mutex_unlock(&durable_mu);
+	return found;
+}
 
 static void
 durable_mark(int fd, bool dirty)
@@ -54,8 +96,10 @@ __wrap_fdatasync(int fd)
 	if (delay > 0)
 		usleep((useconds_t)delay * 1000);
 	int r = __real_fdatasync(fd);
-	if (r == 0)
+	if (r == 0) {
 		durable_mark(fd, false);
+		durable_note_sync(fd);
+	}
 	return r;
 }
 
@@ -63,8 +107,10 @@ int
 __wrap_fsync(int fd)
 {
 	int r = __real_fsync(fd);
-	if (r == 0)
+	if (r == 0) {
 		durable_mark(fd, false);
+		durable_note_sync(fd);
+	}
 	return r;
 }
 
@@ -219,6 +265,46 @@ test_async_flush_durable_after_sync(void **state)
 	tu_env_free(&env);
 }
 
+/*
+ * A writer that reopens a stream counts what the newest, unsealed segment
+ * holds as durable: a writer killed with -9 may have left it only in the page
+ * cache (chunks written inside a transaction, a flush that did not return),
+ * so the reopening writer syncs the segment before it reports anything.
+ */
+static void
+test_reopen_syncs_the_tail(void **state)
+{
+	(void)state;
+	tu_env env;
+	tu_env_init(&env, "durable-reopen");
+	sluice_arena *a = sluice_arena_create();
+	sluice_writer_options o = tu_writer_options(64 << 10, 64 << 20);
+	sluice_record *begin = tu_begin(a, 1000, 16000, "node-a");
+	sluice_record *commit = tu_commit(a, 16008, 1);
+	begin->begin->txseq = 1;
+	commit->commit->txseq = 1;
+	commit->commit->commit_time_us = 1000;
+
+	sluice_writer *w = NULL;
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, NULL));
+	tu_append(w, tu_std_relation(a));
+	tu_append(w, begin);
+	tu_append(w, tu_std_insert(a, 7, 1, 100));
+	tu_append(w, commit);
+	assert_true(sluice_writer_close(w));
+
+	char path[TU_PATH_MAX];
+	tu_segment_path(&env, 1, path);
+	durable_synced_reset();
+	w = NULL;
+	assert_true(sluice_writer_open(env.store, TU_STREAM, env.kp.key, &o, &w, NULL));
+	assert_int_equal(sluice_writer_durable_txseq(w), 1);
+	assert_true(durable_was_synced(path));
+	assert_true(sluice_writer_close(w));
+	sluice_arena_free(a);
+	tu_env_free(&env);
+}
+
 int
 main(void)
 {
@@ -226,6 +312,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_in_a_written_chunk),
 		cmocka_unit_test(test_async_flush_durable_after_sync),
+		cmocka_unit_test(test_reopen_syncs_the_tail),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
