@@ -4,7 +4,7 @@
 A stream with a snapshot, the C and pymongo writers' transactions and large
 multi-document transactions (about 1.5 MB, 1500 documents: test_capture_kill9's
 BigWriter). `sluice apply --follow` into a target peer is killed with SIGKILL
-at random moments (5 kills; 20 with SLUICE_TEST_LONG=1), first while it
+at random moments (5 kills, 3 under sanitizers; 20 with SLUICE_TEST_LONG=1), first while it
 catches up with the stream written so far, then while it follows with the
 writers and the capture running, and restarted with the same command each
 time. At the end: the target equals the source byte for byte, the progress is
@@ -48,7 +48,7 @@ def conflict_rows(client):
 
 def main():
     t = mt.Test("mongo_apply_kill9", __doc__)
-    kills = 20 if t.long else 5
+    kills = 20 if t.long else 3 if os.environ.get("SLUICE_SANITIZED") else 5
     duration = 24 if t.long else 8
     rate = 60 if not os.environ.get("SLUICE_SANITIZED") else 25
     src = t.deployment()

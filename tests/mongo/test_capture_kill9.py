@@ -5,7 +5,7 @@ While the C writer (libmongoc) and the Python writer (pymongo) run their
 numbered workloads concurrently (single writes, multi-document transactions
 across collections and databases, aborted transactions), capture is killed
 with SIGKILL at random moments (some right after a restart) and restarted with
-the same command, N times (5; 20 with SLUICE_TEST_LONG=1), and stopped once
+the same command, N times (5, 3 under sanitizers; 20 with SLUICE_TEST_LONG=1), and stopped once
 with SIGTERM (must exit 0). Then the same command with --exit-when-caught-up
 must exit 0, and:
   - the stream verifies, txseqs dense from 1, no snapshot;
@@ -101,7 +101,7 @@ def kill_in_large_txn(t, cap):
 
 def main():
     t = mt.Test("mongo_capture_kill9", __doc__)
-    kills = 20 if t.long else 5
+    kills = 20 if t.long else 3 if os.environ.get("SLUICE_SANITIZED") else 5
     duration = 30 if t.long else 10  # seconds of writing
     rate = 120 if not os.environ.get("SLUICE_SANITIZED") else 50
     client = t.deployment()

@@ -43,7 +43,7 @@
 #     and its groups (by xmin: at most 2,000 source transactions each, fewer
 #     than 10). Then apply --group-size 2000 (groups ended by size, sometimes
 #     by --group-ms 200) is killed with SIGKILL at a random moment of the time
-#     the rest of the stream takes, 5 times (20 with SLUICE_TEST_LONG=1), and
+#     the rest of the stream takes, 5 times (3 under sanitizers, 20 with SLUICE_TEST_LONG=1), and
 #     restarted each time: at once, or after checking the quiet target
 #     (pgbench_history rows = origin progress, the four balance sums equal:
 #     whole source transactions only; progress never goes back). When a run
@@ -67,6 +67,7 @@ RANDOM=$SEED
 echo "apply group: seed $SEED (rerun with SEED=$SEED)"
 
 KILLS=5
+[ -n "${SLUICE_SANITIZED:-}" ] && KILLS=3 # the kill count is the gcc pass's job
 [ "${SLUICE_TEST_LONG:-}" = 1 ] && KILLS=20
 BENCH_TXNS=${BENCH_TXNS:-3000} # per pgbench client (2 clients): 3 groups of 2,000
 BENCH_RATE=8000                # apply --max-rate (rows/s) in part c: ~4 rows a transaction

@@ -26,6 +26,8 @@ BIG_TXNS=9
 if [ -n "${SLUICE_SANITIZED:-}" ]; then
 	RATE=150
 	BIG_TXNS=6
+	# the sanitizers check the same paths; the kill count is the gcc pass's job
+	[ "${SLUICE_TEST_LONG:-}" = 1 ] || KILLS=4
 fi
 
 fail() {
