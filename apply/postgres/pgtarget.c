@@ -1209,7 +1209,13 @@ pgt_maybe_drain(pgt *a)
 
 /* ---- batched inserts ------------------------------------------------------ */
 
-#define PGT_BATCH_ROWS  1000
+#define PGT_BATCH_ROWS 1000
+/*
+ * ... and at most this many bytes of values: the server materialises the
+ * unnest of a statement's arrays, and past work_mem (4 MB by default) it
+ * spills them to a temporary file (wide rows, W4).
+ */
+#define PGT_BATCH_BYTES ((size_t)2 << 20)
 #define PGT_BATCH_SLOTS 4096 /* hash set size: > 2 * PGT_BATCH_ROWS */
 
 /* pgt_hash is FNV-1a over a key's JSON text. */
@@ -1462,7 +1468,12 @@ pgt_batch_add(pgt *a, uint32_t ri, const pgt_row *row, const char *keyjson, bool
 	if (a->o->strategy == SLUICE_STRATEGY_APPEND || (!r->has_unique && !r->full_identity))
 		return pgt_batch_flush(a);
 	uint64_t h = pgt_hash(keyjson);
-	if (a->batch_open && (a->batch_rel != ri || a->batch_rows >= PGT_BATCH_ROWS)) {
+	size_t held = 0;
+	if (a->batch_open && a->batch_rel == ri)
+		for (int i = 0; i < r->ncols; i++)
+			held += a->batch_cols[i].len;
+	if (a->batch_open &&
+	    (a->batch_rel != ri || a->batch_rows >= PGT_BATCH_ROWS || held >= PGT_BATCH_BYTES)) {
 		if (!pgt_batch_flush(a))
 			return false;
 	}
@@ -1691,6 +1702,17 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	return ok && pgt_maybe_drain(a);
 }
 
+/* pgt_net_bytes is the size of e's values. */
+static size_t
+pgt_net_bytes(const sluice_net_entry *e)
+{
+	size_t n = 0;
+	for (int i = 0; i < e->ncols; i++)
+		if (e->v[i] != NULL)
+			n += strlen(e->v[i]);
+	return n;
+}
+
 /* pgt_net_same tells whether b goes into the statement of a. */
 static bool
 pgt_net_same(const sluice_net_entry *a, const sluice_net_entry *b)
@@ -1714,9 +1736,10 @@ pgt_net_flush(pgt *a)
 	bool ok = pgt_batch_flush(a);
 	sluice_net_entry **es = sluice_net_sorted(&a->net);
 	for (size_t i = 0; ok && i < a->net.n;) {
-		size_t j = i + 1;
-		while (j < a->net.n && j - i < PGT_BATCH_ROWS && pgt_net_same(es[i], es[j]))
-			j++;
+		size_t j = i + 1, bytes = pgt_net_bytes(es[i]);
+		while (j < a->net.n && j - i < PGT_BATCH_ROWS && bytes < PGT_BATCH_BYTES &&
+		       pgt_net_same(es[i], es[j]))
+			bytes += pgt_net_bytes(es[j++]);
 		ok = pgt_net_send(a, es + i, j - i);
 		i = j;
 	}
