@@ -451,12 +451,30 @@ lat_wait() {
 	exit 1
 }
 
+# lat_wait_capture N: wait (30 s at most) until the capture just started logs
+# that it streams (its N+1th such line): apply must not open a JetStream or S3
+# stream before the capture's --create made it.
+lat_wait_capture() {
+	local i n
+	for i in $(seq 1 300); do
+		n=$(grep -c '"msg":"streaming from slot' "$W/lat-capture.log" 2>/dev/null || true)
+		[ "${n:-0}" -gt "$1" ] && return 0
+		kill -0 "$LAT_CAPTURE" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
 lat_start() {
+	local n0
+	n0=$(grep -c '"msg":"streaming from slot' "$W/lat-capture.log" 2>/dev/null || true)
+	n0=${n0:-0}
 	if [ "$1" = sluice_s3 ]; then
 		"$SLUICE" --log-format json capture --source "$LSRC" --store "$S3_URL" --spool "$W/lat-spool" \
 			--stream lat --segment-seconds "$s3_seconds" --key "$W/k.key" --slot sl_lat_sluice_s3 \
 			--publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
 		LAT_CAPTURE=$!
+		lat_wait_capture "$n0" || { echo "bench: sluice capture did not start (see $W/lat-capture.log)" >&2; exit 1; }
 		"$SLUICE" --log-format json apply --store "$S3_URL" --stream lat --trust "$W/k.pub" \
 			--target "$(pg_conninfo dst lat_sluice_s3)" 2>>"$W/lat-apply.log" &
 		LAT_APPLY=$!
@@ -464,6 +482,7 @@ lat_start() {
 		"$SLUICE" --log-format json capture --source "$LSRC" --store "$W/lat-store" --stream lat \
 			--key "$W/k.key" --slot sl_lat_sluice --publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
 		LAT_CAPTURE=$!
+		lat_wait_capture "$n0" || { echo "bench: sluice capture did not start (see $W/lat-capture.log)" >&2; exit 1; }
 		"$SLUICE" --log-format json apply --store "$W/lat-store" --stream lat --trust "$W/k.pub" \
 			--target "$(pg_conninfo dst lat_sluice)" 2>>"$W/lat-apply.log" &
 		LAT_APPLY=$!
@@ -471,6 +490,7 @@ lat_start() {
 		"$SLUICE" --log-format json capture --source "$LSRC" --store "$(nats_store LAT)" --stream lat \
 			--key "$W/k.key" --slot sl_lat_jetstream --publication latpub --create --allow-no-identity --no-progress 2>>"$W/lat-capture.log" &
 		LAT_CAPTURE=$!
+		lat_wait_capture "$n0" || { echo "bench: sluice capture did not start (see $W/lat-capture.log)" >&2; exit 1; }
 		"$SLUICE" --log-format json apply --store "$(nats_store LAT)" --stream lat --trust "$W/k.pub" \
 			--target "$(pg_conninfo dst lat_jetstream)" 2>>"$W/lat-apply.log" &
 		LAT_APPLY=$!
