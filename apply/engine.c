@@ -50,6 +50,8 @@ struct sluice_apply_ctx {
 	uint32_t group_txns;      /* complete transactions in it */
 	uint64_t group_bytes;     /* bytes of row data in it */
 	int64_t group_start_ms;   /* when it began */
+	uint64_t group_frame;     /* the frame it began in */
+	int64_t last_wait_ms;     /* when the stream last had nothing more (0: never) */
 	bool group_end;           /* the transaction in progress ends its group */
 	uint64_t ungroup_through; /* transactions up to here are applied one at a time */
 	uint64_t alone_txseq;     /* this transaction begins a group of its own (not joined) */
@@ -501,8 +503,19 @@ static bool
 engine_group_full(const sluice_apply_ctx *e)
 {
 	const sluice_apply_options *o = e->o;
-	return e->group_end || e->group_txns >= o->group_size || e->group_bytes >= o->group_bytes ||
-	       sluice_clock_mono_ms() - e->group_start_ms >= o->group_ms;
+	int64_t now = sluice_clock_mono_ms();
+	if (e->group_end || e->group_txns >= o->group_size || e->group_bytes >= o->group_bytes ||
+	    now - e->group_start_ms >= o->group_ms)
+		return true;
+	/*
+	 * Following a live stream (it had nothing more within the last second),
+	 * a group ends where the frame it began in ends: when frames arrive in a
+	 * burst, the first transactions of the burst then commit without waiting
+	 * for the whole burst to be read and folded. Catching up, groups span
+	 * frames.
+	 */
+	return e->reader != NULL && e->last_wait_ms != 0 && now - e->last_wait_ms < 1000 &&
+	       sluice_reader_position_get(e->reader)->frame_seq != e->group_frame;
 }
 
 /*
@@ -558,6 +571,8 @@ engine_begin(sluice_apply_ctx *e, uint64_t txseq, int64_t commit_us, const char 
 		e->group_txns = 0;
 		e->group_bytes = 0;
 		e->group_start_ms = sluice_clock_mono_ms();
+		e->group_frame =
+			e->reader != NULL ? sluice_reader_position_get(e->reader)->frame_seq : 0;
 		e->group_end = false;
 	}
 	return e->t->ops->begin(e->t, &e->txn);
@@ -879,6 +894,7 @@ engine_stream(sluice_apply_ctx *e, sluice_store *store, const sluice_trust *trus
 			continue;
 		}
 		if (rs == SLUICE_READER_WAIT) {
+			e->last_wait_ms = sluice_clock_mono_ms();
 			if (!e->in_txn && e->group_open &&
 			    (st = engine_group_commit(e)) != SLUICE_TARGET_OK) {
 				out = engine_failed(e, st);
