@@ -267,14 +267,7 @@ static bool
 pgt_send_prepared(pgt *a, const char *stmt, int n, const char *const *values, pgt_kind kind,
 		  uint32_t rel_index, char *key)
 {
-	if (!PQsendQueryPrepared(a->conn, stmt, n, values, NULL, NULL, 0)) {
-		sluice_log_error("could not send a statement to the target: %s",
-				 sluice_pg_error_line(a->conn));
-		free(key);
-		return false;
-	}
-	pgt_push(a, kind, rel_index, key);
-	return true;
+	return pgt_send_prepared_bin(a, stmt, n, values, NULL, NULL, kind, rel_index, key);
 }
 
 static bool

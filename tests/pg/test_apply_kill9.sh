@@ -41,8 +41,6 @@ LIVE_RATE=300
 if [ -n "${SLUICE_SANITIZED:-}" ]; then
 	TXNS_PER_CLIENT=600
 	LIVE_RATE=100
-	# the sanitizers check the same paths; the kill count is the gcc pass's job
-	[ "${SLUICE_TEST_LONG:-}" = 1 ] || { KILLS=4; CATCHUP_KILLS=4; }
 fi
 
 fail() {
