@@ -1289,6 +1289,34 @@ pgt_array_done(sluice_buf *b)
 	return (int)b->len;
 }
 
+/*
+ * pgt_send_arrays queues statement stmt with arrays[0..n) as binary text[]
+ * parameters, followed by extra as a text parameter unless it is NULL.
+ */
+static bool
+pgt_send_arrays(pgt *a, const char *stmt, sluice_buf *arrays, int n, const char *extra,
+		pgt_kind kind, uint32_t rel_index)
+{
+	const char **vals = calloc((size_t)n + 1, sizeof(char *));
+	int *lens = calloc((size_t)n + 1, sizeof(int));
+	int *fmts = calloc((size_t)n + 1, sizeof(int));
+	if (vals == NULL || lens == NULL || fmts == NULL)
+		abort();
+	for (int i = 0; i < n; i++) {
+		lens[i] = pgt_array_done(&arrays[i]);
+		fmts[i] = 1;
+		vals[i] = (const char *)arrays[i].data;
+	}
+	int nparams = n;
+	if (extra != NULL)
+		vals[nparams++] = extra;
+	bool ok = pgt_send_prepared_bin(a, stmt, nparams, vals, lens, fmts, kind, rel_index, NULL);
+	free(vals);
+	free(lens);
+	free(fmts);
+	return ok;
+}
+
 /* pgt_batch_insert_sql: INSERT of every column from one text[] parameter per column. */
 static void
 pgt_batch_insert_sql(sluice_buf *sql, const pgt_rel *r)
@@ -1413,25 +1441,11 @@ pgt_batch_flush(pgt *a)
 		name = pgt_stmt_prepare(a, key, &sql, r->ncols, &ok);
 		sluice_buf_free(&sql);
 	}
-	const char **vals = calloc((size_t)r->ncols + 1, sizeof(char *));
-	int *lens = calloc((size_t)r->ncols + 1, sizeof(int));
-	int *fmts = calloc((size_t)r->ncols + 1, sizeof(int));
-	if (vals == NULL || lens == NULL || fmts == NULL)
-		abort();
-	for (int i = 0; i < r->ncols; i++) {
-		lens[i] = pgt_array_done(&a->batch_cols[i]);
-		fmts[i] = 1;
-		vals[i] = (const char *)a->batch_cols[i].data;
-	}
 	if (ok)
-		ok = pgt_send_prepared_bin(a, name, r->ncols, vals, lens, fmts,
-					   plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT,
-					   a->batch_rel, NULL);
+		ok = pgt_send_arrays(a, name, a->batch_cols, r->ncols, NULL,
+				     plain ? PGT_K_BATCH_PLAIN : PGT_K_BATCH_INSERT, a->batch_rel);
 	if (ok)
 		a->pending[a->npending - 1].rows = a->batch_rows;
-	free(vals);
-	free(lens);
-	free(fmts);
 	for (int i = 0; i < a->batch_ncols; i++)
 		sluice_buf_reset(&a->batch_cols[i]);
 	a->batch_rows = 0;
@@ -1635,10 +1649,7 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	sluice_net_kind kind = sluice_net_kind_of(e0);
 	int *cols = calloc((size_t)r->ncols + 1, sizeof(int));
 	sluice_buf *arrays = calloc((size_t)r->ncols + 1, sizeof(sluice_buf));
-	const char **vals = calloc((size_t)r->ncols + 2, sizeof(char *));
-	int *lens = calloc((size_t)r->ncols + 2, sizeof(int));
-	int *fmts = calloc((size_t)r->ncols + 2, sizeof(int));
-	if (cols == NULL || arrays == NULL || vals == NULL || lens == NULL || fmts == NULL)
+	if (cols == NULL || arrays == NULL)
 		abort();
 	int ncols = 0;
 	bool ok = true;
@@ -1667,29 +1678,20 @@ pgt_net_send(pgt *a, sluice_net_entry **es, size_t n)
 	for (size_t k = 0; k < n; k++)
 		for (int j = 0; j < ncols; j++)
 			pgt_array_elem(&arrays[j], es[k]->v[cols[j]]);
-	for (int j = 0; j < ncols; j++) {
-		lens[j] = pgt_array_done(&arrays[j]);
-		fmts[j] = 1;
-		vals[j] = (const char *)arrays[j].data;
-	}
 	char op = kind == SLUICE_NET_INSERT ? 'I' : kind == SLUICE_NET_UPDATE ? 'U' : 'D';
 	char want[24];
 	snprintf(want, sizeof(want), "%zu", kind == SLUICE_NET_ABSENT ? (size_t)0 : n);
-	int nparams = ncols;
-	if (kind != SLUICE_NET_INSERT)
-		vals[nparams++] = want; /* a plain INSERT writes every row or fails */
 	a->cur_op = op;
 	a->cur_rel = e0->rel;
+	/* a plain INSERT writes every row or fails: no count to check */
 	if (ok)
-		ok = pgt_send_prepared_bin(a, name, nparams, vals, lens, fmts, PGT_K_NET_WRITE,
-					   e0->rel, NULL);
+		ok = pgt_send_arrays(a, name, arrays, ncols,
+				     kind != SLUICE_NET_INSERT ? want : NULL, PGT_K_NET_WRITE,
+				     e0->rel);
 	a->cur_op = 0;
 	for (int j = 0; j < r->ncols; j++)
 		sluice_buf_free(&arrays[j]);
 	free(arrays);
-	free(vals);
-	free(lens);
-	free(fmts);
 	free(cols);
 	sluice_buf_free(&sql);
 	return ok && pgt_maybe_drain(a);

@@ -87,15 +87,10 @@ __wrap_write(int fd, const void *buf, size_t n)
 	return r;
 }
 
-int
-__wrap_fdatasync(int fd)
+/* durable_synced_if notes fd clean and synced when a sync of it returned 0 (r); returns r. */
+static int
+durable_synced_if(int fd, int r)
 {
-	pthread_mutex_lock(&durable_mu);
-	int delay = durable_sync_delay_ms;
-	pthread_mutex_unlock(&durable_mu);
-	if (delay > 0)
-		usleep((useconds_t)delay * 1000);
-	int r = __real_fdatasync(fd);
 	if (r == 0) {
 		durable_mark(fd, false);
 		durable_note_sync(fd);
@@ -104,14 +99,20 @@ __wrap_fdatasync(int fd)
 }
 
 int
+__wrap_fdatasync(int fd)
+{
+	pthread_mutex_lock(&durable_mu);
+	int delay = durable_sync_delay_ms;
+	pthread_mutex_unlock(&durable_mu);
+	if (delay > 0)
+		usleep((useconds_t)delay * 1000);
+	return durable_synced_if(fd, __real_fdatasync(fd));
+}
+
+int
 __wrap_fsync(int fd)
 {
-	int r = __real_fsync(fd);
-	if (r == 0) {
-		durable_mark(fd, false);
-		durable_note_sync(fd);
-	}
-	return r;
+	return durable_synced_if(fd, __real_fsync(fd));
 }
 
 int
